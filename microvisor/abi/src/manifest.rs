@@ -1,0 +1,79 @@
+//! The compiled system manifest: what the host-side `manifests` crate produces from the
+//! user's `xl.cfg` files and the microvisor decodes at boot (boot module 0), as `postcard`.
+//!
+//! Boot modules: module 0 is this blob; domain images follow, and
+//! [`DomainSpec::image_module`] is the index of the module that holds a domain's ELF image.
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+/// The most domains one system may boot with.
+pub const MAX_DOMAINS: usize = 16;
+pub const MAX_NAME_BYTES: usize = 32;
+pub const MAX_CMDLINE_BYTES: usize = 512;
+pub const MAX_VCPUS: u32 = 8;
+/// Layout version of the blob; bumped on any incompatible change.
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DomainType {
+    Pvh,
+}
+
+/// What to do when a domain shuts down for a given reason (`on_poweroff`, `on_reboot`, `on_crash`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecycleAction {
+    /// Tear the domain down and give its (scrubbed) memory back.
+    Destroy,
+    /// Destroy it and build it again from the same manifest entry.
+    Restart,
+    /// Keep it, stopped, for inspection; its memory stays allocated.
+    Preserve,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainSpec {
+    pub name: String<MAX_NAME_BYTES>,
+    pub kind: DomainType,
+    /// Index of the boot module holding the ELF image (>= 1).
+    pub image_module: u16,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub cmdline: String<MAX_CMDLINE_BYTES>,
+    pub on_poweroff: LifecycleAction,
+    pub on_reboot: LifecycleAction,
+    pub on_crash: LifecycleAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemManifest {
+    pub version: u32,
+    pub domains: Vec<DomainSpec, MAX_DOMAINS>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_postcard() {
+        let mut domains = Vec::new();
+        domains
+            .push(DomainSpec {
+                name: String::try_from("hello").unwrap(),
+                kind: DomainType::Pvh,
+                image_module: 1,
+                memory_mib: 16,
+                vcpus: 2,
+                cmdline: String::try_from("mode=hello").unwrap(),
+                on_poweroff: LifecycleAction::Destroy,
+                on_reboot: LifecycleAction::Restart,
+                on_crash: LifecycleAction::Preserve,
+            })
+            .unwrap();
+        let manifest = SystemManifest { version: MANIFEST_VERSION, domains };
+        let bytes = postcard::to_allocvec(&manifest).unwrap();
+        let back: SystemManifest = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, manifest);
+    }
+}

@@ -1,0 +1,21 @@
+//! `sched_op` (hypercall 29): sub-ops and shutdown reasons, from Xen's `sched.h`.
+
+pub const SCHEDOP_YIELD: u64 = 0;
+pub const SCHEDOP_BLOCK: u64 = 1;
+/// Argument: a guest-virtual pointer to [`SchedShutdown`].
+pub const SCHEDOP_SHUTDOWN: u64 = 2;
+
+/// `struct sched_shutdown`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SchedShutdown {
+    pub reason: u32,
+}
+const _: () = assert!(core::mem::size_of::<SchedShutdown>() == 4);
+
+pub const SHUTDOWN_POWEROFF: u32 = 0;
+pub const SHUTDOWN_REBOOT: u32 = 1;
+pub const SHUTDOWN_SUSPEND: u32 = 2;
+pub const SHUTDOWN_CRASH: u32 = 3;
+pub const SHUTDOWN_WATCHDOG: u32 = 4;
+pub const SHUTDOWN_SOFT_RESET: u32 = 5;

@@ -1,0 +1,99 @@
+//! Freestanding support for images built for the host target without its C library.
+//!
+//! The prebuilt `core` calls `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp`, and refers
+//! to `rust_eh_personality` and `_Unwind_Resume` even with `panic = "abort"`. This crate
+//! provides them. The loops are written byte by byte with volatile-free plain code that LLVM
+//! cannot recognise as an idiom (each is kept out of the `memcpy` idiom by
+//! `#[inline(never)]` plus a `core::hint::black_box` on the index), so they never call
+//! themselves.
+#![no_std]
+
+use core::hint::black_box;
+
+/// # Safety
+/// `dest` and `src` must be valid for `n` bytes and must not overlap.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller guarantees both ranges are valid for n bytes; i < n.
+        unsafe { *dest.add(i) = *src.add(i) };
+        i = black_box(i + 1);
+    }
+    dest
+}
+
+/// # Safety
+/// `dest` and `src` must be valid for `n` bytes; they may overlap.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dest as usize) <= (src as usize) || (dest as usize) >= (src as usize).wrapping_add(n) {
+        let mut i = 0;
+        while i < n {
+            // SAFETY: valid for n bytes (caller); forward copy is correct when dest is below src.
+            unsafe { *dest.add(i) = *src.add(i) };
+            i = black_box(i + 1);
+        }
+    } else {
+        let mut i = n;
+        while i > 0 {
+            i = black_box(i - 1);
+            // SAFETY: valid for n bytes (caller); backward copy is correct when dest is above src.
+            unsafe { *dest.add(i) = *src.add(i) };
+        }
+    }
+    dest
+}
+
+/// # Safety
+/// `dest` must be valid for writes of `n` bytes.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller guarantees dest is valid for n bytes; i < n.
+        unsafe { *dest.add(i) = value as u8 };
+        i = black_box(i + 1);
+    }
+    dest
+}
+
+/// # Safety
+/// `a` and `b` must be valid for reads of `n` bytes.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller guarantees both are valid for n bytes; i < n.
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i = black_box(i + 1);
+    }
+    0
+}
+
+/// # Safety
+/// `a` and `b` must be valid for reads of `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp, passed on unchanged.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// Never called: images are built with `panic = "abort"`, but the prebuilt `core` refers to it.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
+/// Never called, as above.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
