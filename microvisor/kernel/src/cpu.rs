@@ -1,0 +1,219 @@
+//! Per-CPU descriptor tables: a GDT with a TSS whose IST1 stack every interrupt and
+//! exception vector uses, and the shared IDT.
+//!
+//! The host runs with IF=0 except inside `idle_wait` and right after a #VMEXIT (`stgi`), and
+//! every vector runs on IST1, so an interrupt never writes over the red zone of Rust code.
+//! An exception in the microvisor is a bug: it prints an epitaph and stops the machine.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+pub const MAX_CPUS: usize = 16;
+const IST_STACK_BYTES: usize = 16 * 1024;
+pub const AP_STACK_BYTES: usize = 64 * 1024;
+
+/// Vector of the LAPIC timer (scheduler tick and idle wake-up).
+pub const TIMER_VECTOR: u8 = 0xf0;
+/// Vector of the LAPIC spurious interrupt.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const KERNEL_CS: u16 = 0x08;
+const TSS_SELECTOR: u16 = 0x18;
+
+#[repr(C, align(16))]
+struct CpuTables {
+    gdt: [u64; 5],
+    tss: [u8; 104],
+}
+
+#[repr(C, align(16))]
+struct Stack<const N: usize>([u8; N]);
+
+/// Storage that each CPU touches only at its own index, during its own bring-up.
+struct PerCpu<T>(UnsafeCell<[T; MAX_CPUS]>);
+// SAFETY: CPU i only ever accesses element i (see `init_this_cpu`), so there is no sharing.
+unsafe impl<T> Sync for PerCpu<T> {}
+
+static TABLES: PerCpu<CpuTables> =
+    PerCpu(UnsafeCell::new([const { CpuTables { gdt: [0; 5], tss: [0; 104] } }; MAX_CPUS]));
+static IST_STACKS: PerCpu<Stack<IST_STACK_BYTES>> =
+    PerCpu(UnsafeCell::new([const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS]));
+static AP_STACKS: PerCpu<Stack<AP_STACK_BYTES>> =
+    PerCpu(UnsafeCell::new([const { Stack([0; AP_STACK_BYTES]) }; MAX_CPUS]));
+
+#[repr(C, align(16))]
+struct Idt([u64; 512]);
+struct IdtCell(UnsafeCell<Idt>);
+// SAFETY: written once by the bootstrap CPU before any other CPU loads it, read-only after.
+unsafe impl Sync for IdtCell {}
+static IDT: IdtCell = IdtCell(UnsafeCell::new(Idt([0; 512])));
+static IDT_BUILT: AtomicBool = AtomicBool::new(false);
+
+extern "C" {
+    static exc_stub_table: [u64; 32];
+    fn timer_stub();
+    fn spurious_stub();
+    fn other_irq_stub();
+}
+
+/// Top of the main stack for application processor `cpu` (its RSP when it leaves the trampoline).
+pub fn ap_stack_top(cpu: usize) -> u64 {
+    assert!(cpu < MAX_CPUS);
+    // SAFETY: only the address is computed; the stack is used by that AP alone.
+    unsafe { (*AP_STACKS.0.get()).as_ptr().add(cpu) as u64 + AP_STACK_BYTES as u64 }
+}
+
+fn idt_entry(handler: u64) -> (u64, u64) {
+    let low = (handler & 0xffff)
+        | (u64::from(KERNEL_CS) << 16)
+        | (1u64 << 32) // IST1
+        | (0x8eu64 << 40) // present, DPL0, 64-bit interrupt gate
+        | ((handler >> 16) & 0xffff) << 48;
+    (low, handler >> 32)
+}
+
+/// Build the IDT (bootstrap CPU, once).
+pub fn build_idt() {
+    // SAFETY: runs once on the bootstrap CPU before any CPU loads the IDT; the stub table is
+    // an immutable array of code addresses from the global_asm below.
+    unsafe {
+        let idt = &mut *IDT.0.get();
+        for vector in 0..256usize {
+            let handler = match vector {
+                0..=31 => exc_stub_table[vector],
+                v if v == usize::from(TIMER_VECTOR) => timer_stub as usize as u64,
+                v if v == usize::from(SPURIOUS_VECTOR) => spurious_stub as usize as u64,
+                _ => other_irq_stub as usize as u64,
+            };
+            let (low, high) = idt_entry(handler);
+            idt.0[vector * 2] = low;
+            idt.0[vector * 2 + 1] = high;
+        }
+    }
+    IDT_BUILT.store(true, Ordering::Release);
+}
+
+/// Load this CPU's GDT, TSS (with its IST1 stack) and the shared IDT.
+pub fn init_this_cpu(cpu: usize) {
+    assert!(cpu < MAX_CPUS && IDT_BUILT.load(Ordering::Acquire));
+    // SAFETY: (1) CPU `cpu` is the only one touching element `cpu` of TABLES and IST_STACKS;
+    // (2) the descriptors written are valid 64-bit code/data/TSS descriptors and the tables
+    // are static, so they outlive their use; (3) reloading CS via far return keeps executing
+    // the same code with an equivalent selector.
+    unsafe {
+        let tables = &mut (*TABLES.0.get())[cpu];
+        let ist_top = (*IST_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64;
+        tables.tss = [0; 104];
+        tables.tss[36..44].copy_from_slice(&ist_top.to_le_bytes()); // IST1
+        tables.tss[102..104].copy_from_slice(&104u16.to_le_bytes()); // no I/O bitmap
+        let tss = core::ptr::addr_of!(tables.tss) as u64;
+        tables.gdt[0] = 0;
+        tables.gdt[1] = 0x00AF_9A00_0000_FFFF;
+        tables.gdt[2] = 0x00CF_9200_0000_FFFF;
+        tables.gdt[3] = 103
+            | ((tss & 0xff_ffff) << 16)
+            | (0x89u64 << 40)
+            | ((tss >> 24) & 0xff) << 56;
+        tables.gdt[4] = tss >> 32;
+
+        let gdt_ptr: [u16; 5] = {
+            let base = core::ptr::addr_of!(tables.gdt) as u64;
+            [39, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
+        };
+        let idt_base = IDT.0.get() as u64;
+        let idt_ptr: [u16; 5] =
+            [4095, idt_base as u16, (idt_base >> 16) as u16, (idt_base >> 32) as u16, (idt_base >> 48) as u16];
+        core::arch::asm!(
+            "lgdt [{gdt}]",
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov {tmp:e}, 0x10",
+            "mov ds, {tmp:e}",
+            "mov es, {tmp:e}",
+            "mov ss, {tmp:e}",
+            "ltr {tss:x}",
+            "lidt [{idt}]",
+            gdt = in(reg) gdt_ptr.as_ptr(),
+            idt = in(reg) idt_ptr.as_ptr(),
+            cs = const KERNEL_CS as u64,
+            tss = in(reg) TSS_SELECTOR,
+            tmp = out(reg) _,
+        );
+    }
+}
+
+/// The register frame an exception stub hands to Rust.
+#[repr(C)]
+pub struct ExceptionFrame {
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+#[no_mangle]
+extern "C" fn exception_rust(frame: &ExceptionFrame) -> ! {
+    crate::serial::force_log(format_args!(
+        "PANIC on cpu {}: exception {} (error {:#x}) at rip {:#x}, rsp {:#x}, cr2 {:#x}",
+        crate::lapic::current_cpu_index(),
+        frame.vector,
+        frame.error_code,
+        frame.rip,
+        frame.rsp,
+        crate::arch::read_cr2()
+    ));
+    crate::arch::machine_exit(crate::arch::ExitCode::Panic)
+}
+
+core::arch::global_asm!(
+    r#"
+    .section .text.interrupts, "ax"
+    .irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
+exc_stub_\v:
+    pushq $0
+    pushq $\v
+    jmp exc_common
+    .endr
+    .irp v, 8,10,11,12,13,14,17,21,29,30
+exc_stub_\v:
+    pushq $\v
+    jmp exc_common
+    .endr
+exc_common:
+    movq %rsp, %rdi
+    andq $-16, %rsp
+    call exception_rust
+    .global timer_stub
+timer_stub:
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+    .global other_irq_stub
+other_irq_stub:
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+    .global spurious_stub
+spurious_stub:
+    iretq
+
+    .section .rodata.exc_table, "a"
+    .balign 8
+    .global exc_stub_table
+exc_stub_table:
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exc_stub_\v
+    .endr
+"#,
+    options(att_syntax)
+);

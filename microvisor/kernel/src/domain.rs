@@ -1,0 +1,266 @@
+//! Domains: the table of live domains, the boot-time builder (memory, nested page table, PVH
+//! image, `hvm_start_info`, vCPUs), and teardown with scrubbing.
+//!
+//! Guest-physical layout of a PVH domain: RAM is `0..memory`; the image's PT_LOAD segments
+//! sit at their `p_paddr` (at or above 1 MiB); the page at [`START_INFO_GPA`] holds
+//! `hvm_start_info`, the memory map and the command line. vCPU 0 starts at the image's
+//! `XEN_ELFNOTE_PHYS32_ENTRY` in 32-bit protected mode with EBX = that page's address;
+//! the other vCPUs start down until `VCPUOP_initialise` + `VCPUOP_up`.
+
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+use heapless::{String, Vec};
+use microvisor_abi::manifest::{DomainSpec, LifecycleAction};
+use spin::Mutex;
+
+use crate::mem::{self, PAGE_SIZE};
+use crate::npt::NestedPageTable;
+use crate::vcpu::{self, MAX_VCPUS_PER_DOMAIN};
+
+pub const MAX_DOMAINS: usize = microvisor_abi::manifest::MAX_DOMAINS;
+pub const START_INFO_GPA: u64 = 0x1000;
+const CONSOLE_LINE_BYTES: usize = 240;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DomainState {
+    Running,
+    /// Shutting down; the last CPU to leave one of its vCPUs applies `action`.
+    Dying { reason: ShutdownReason, action: LifecycleAction },
+    /// Stopped and kept for inspection (`preserve`).
+    Preserved,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ShutdownReason {
+    Poweroff,
+    Reboot,
+    Crash,
+}
+
+impl ShutdownReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Poweroff => "poweroff",
+            Self::Reboot => "reboot",
+            Self::Crash => "crash",
+        }
+    }
+}
+
+pub fn action_name(action: LifecycleAction) -> &'static str {
+    match action {
+        LifecycleAction::Destroy => "destroy",
+        LifecycleAction::Restart => "restart",
+        LifecycleAction::Preserve => "preserve",
+    }
+}
+
+pub struct Domain {
+    pub domid: u16,
+    pub name: String<32>,
+    pub spec_index: usize,
+    pub restarts: u32,
+    pub vcpus: u32,
+    pub ram_bytes: u64,
+    pub npt: NestedPageTable,
+    pub state: DomainState,
+    pub console: Vec<u8, CONSOLE_LINE_BYTES>,
+}
+
+pub static DOMAINS: Mutex<[Option<Domain>; MAX_DOMAINS]> = Mutex::new([const { None }; MAX_DOMAINS]);
+/// The manifest, kept for restarts.
+pub static MANIFEST: spin::Once<microvisor_abi::manifest::SystemManifest> = spin::Once::new();
+/// Boot modules (start, end) by index, kept for restarts.
+pub static MODULES: spin::Once<Vec<(u64, u64), 16>> = spin::Once::new();
+static NEXT_DOMID: AtomicU16 = AtomicU16::new(1);
+/// Number of domains whose vCPU 0 has not yet entered the guest for the first time.
+pub static NOT_YET_RUNNING: AtomicU32 = AtomicU32::new(0);
+
+/// What a hypercall handler needs to know about the calling domain, copied out of the table.
+#[derive(Clone, Copy)]
+pub struct DomainView {
+    pub domid: u16,
+    pub npt_root: u64,
+    pub ram_bytes: u64,
+    pub vcpus: u32,
+    pub restarts: u32,
+}
+
+pub fn view(slot: usize) -> Option<DomainView> {
+    let table = DOMAINS.lock();
+    let d = table[slot].as_ref()?;
+    Some(DomainView {
+        domid: d.domid,
+        npt_root: d.npt.root_pa(),
+        ram_bytes: d.ram_bytes,
+        vcpus: d.vcpus,
+        restarts: d.restarts,
+    })
+}
+
+pub fn name_of(slot: usize) -> String<32> {
+    DOMAINS.lock()[slot].as_ref().map(|d| d.name.clone()).unwrap_or_default()
+}
+
+#[derive(Debug)]
+pub enum BuildError {
+    OutOfMemory,
+    Image(microvisor_core::image::ImageError),
+    StartInfo,
+    BadModule,
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::OutOfMemory => write!(f, "out of memory"),
+            Self::Image(e) => write!(f, "bad image: {e:?}"),
+            Self::StartInfo => write!(f, "command line does not fit the start-info page"),
+            Self::BadModule => write!(f, "the manifest names a boot module that does not exist"),
+        }
+    }
+}
+
+fn module_bytes(index: u16) -> Result<&'static [u8], BuildError> {
+    let modules = MODULES.get().ok_or(BuildError::BadModule)?;
+    let &(start, end) = modules.get(usize::from(index)).ok_or(BuildError::BadModule)?;
+    // SAFETY: boot modules are reserved from the frame allocator for the microvisor's whole
+    // life and never written, so a shared slice over them stays valid and unchanged.
+    Ok(unsafe { core::slice::from_raw_parts(mem::phys_ptr::<u8>(start), (end - start) as usize) })
+}
+
+/// Build domain `spec_index` of the manifest into table slot `slot` and make vCPU 0 runnable.
+pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, BuildError> {
+    let spec: &DomainSpec = &MANIFEST.get().expect("manifest decoded")[spec_index];
+    let ram_bytes = u64::from(spec.memory_mib) << 20;
+    let image_bytes = module_bytes(spec.image_module)?;
+    let image = microvisor_core::image::parse_pvh_image(image_bytes, ram_bytes).map_err(BuildError::Image)?;
+
+    let mut npt = NestedPageTable::new().map_err(|_| BuildError::OutOfMemory)?;
+    let mut reused = 0u64;
+    let mut frames = 0u64;
+    let mut gpa = 0;
+    while gpa < ram_bytes {
+        let Some((hpa, was_reused)) = mem::alloc() else {
+            npt.destroy();
+            return Err(BuildError::OutOfMemory);
+        };
+        frames += 1;
+        reused += u64::from(was_reused);
+        if npt.map(gpa, hpa, true, true).is_err() {
+            mem::free(hpa);
+            npt.destroy();
+            return Err(BuildError::OutOfMemory);
+        }
+        gpa += PAGE_SIZE;
+    }
+
+    for segment in &image.segments {
+        let file = &image_bytes[segment.file_offset as usize..][..segment.file_bytes as usize];
+        copy_into_guest(&npt, segment.paddr, file);
+        // The rest up to mem_bytes is already zero (fresh frames are zeroed).
+    }
+
+    let mut page = [0u8; PAGE_SIZE as usize];
+    let start_info = microvisor_core::start_info::write_start_info(&mut page, START_INFO_GPA, ram_bytes, spec.cmdline.as_bytes())
+        .map_err(|_| BuildError::StartInfo)?;
+    copy_into_guest(&npt, START_INFO_GPA, &page);
+
+    let domid = NEXT_DOMID.fetch_add(1, Ordering::Relaxed);
+    for id in 0..spec.vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
+        vcpu::create(slot, id as usize, npt.root_pa()).map_err(|_| BuildError::OutOfMemory)?;
+    }
+    vcpu::set_pvh_boot_state(slot, 0, u64::from(image.entry), start_info);
+
+    crate::log!(
+        "domain {domid} ({}) built: {frames} frames, {reused} reused, {} vcpus, entry {:#x}",
+        spec.name,
+        spec.vcpus,
+        image.entry
+    );
+    DOMAINS.lock()[slot] = Some(Domain {
+        domid,
+        name: spec.name.clone(),
+        spec_index,
+        restarts,
+        vcpus: spec.vcpus,
+        ram_bytes,
+        npt,
+        state: DomainState::Running,
+        console: Vec::new(),
+    });
+    crate::scheduler::add_domain(slot, spec.vcpus);
+    Ok(domid)
+}
+
+fn copy_into_guest(npt: &NestedPageTable, gpa: u64, bytes: &[u8]) {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let at = gpa + done as u64;
+        let in_page = (PAGE_SIZE - (at % PAGE_SIZE)) as usize;
+        let chunk = in_page.min(bytes.len() - done);
+        let hpa = npt.translate(at).expect("the builder checked the range lies in RAM");
+        mem::write_phys(hpa, &bytes[done..done + chunk]);
+        done += chunk;
+    }
+}
+
+/// Tear a dying domain down (no vCPU of it runs anywhere) and apply its lifecycle action.
+pub fn finish_shutdown(slot: usize) {
+    let Some(mut domain) = DOMAINS.lock()[slot].take() else { return };
+    let DomainState::Dying { reason, action } = domain.state else {
+        DOMAINS.lock()[slot] = Some(domain);
+        return;
+    };
+    crate::log!(
+        "domain {} ({}) shut down: {} -> {}",
+        domain.domid,
+        domain.name,
+        reason.name(),
+        action_name(action)
+    );
+    if action == LifecycleAction::Preserve {
+        domain.state = DomainState::Preserved;
+        DOMAINS.lock()[slot] = Some(domain);
+        check_all_gone();
+        return;
+    }
+    vcpu::destroy_all(slot);
+    let released = domain.npt.destroy();
+    crate::log!("domain {} ({}) destroyed: {released} frames scrubbed", domain.domid, domain.name);
+    if action == LifecycleAction::Restart {
+        match build(slot, domain.spec_index, domain.restarts + 1) {
+            Ok(new_domid) => {
+                crate::log!("domain {} ({}) restarted as domain {new_domid}", domain.domid, domain.name);
+                return;
+            }
+            Err(why) => crate::log!("domain {} ({}) cannot restart: {why}", domain.domid, domain.name),
+        }
+    }
+    check_all_gone();
+}
+
+/// Power off once no domain is left running.
+pub fn check_all_gone() {
+    let table = DOMAINS.lock();
+    let running = table.iter().flatten().filter(|d| d.state != DomainState::Preserved).count();
+    let preserved = table.iter().flatten().count() - running;
+    drop(table);
+    if running == 0 {
+        if preserved == 0 {
+            crate::log!("all domains gone, powering off");
+        } else {
+            crate::log!("no domain left running ({preserved} preserved), powering off");
+        }
+        crate::arch::machine_exit(crate::arch::ExitCode::PowerOff);
+    }
+}
+
+/// Called when a domain's vCPU 0 enters the guest for the first time.
+pub fn first_entry() {
+    let before = NOT_YET_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    if before == Ok(1) {
+        let count = MANIFEST.get().map_or(0, |m| m.domains.len());
+        crate::log!("all {count} domains running");
+    }
+}

@@ -1,0 +1,199 @@
+//! Running a vCPU and handling its #VMEXITs.
+//!
+//! `run_vcpu` keeps the vCPU on this CPU until something makes it leave: its time slice ran
+//! out (the LAPIC timer's INTR exit), it yielded, blocked or went down, or its domain is
+//! shutting down. An exit the microvisor cannot handle, a triple fault, or an access to
+//! guest-physical memory the domain does not own crashes that domain only.
+
+use core::sync::atomic::Ordering;
+
+use crate::domain::{self, ShutdownReason};
+use crate::hypercall::{self, Action, Caller};
+use crate::svm::{control, exit, save, FxArea, Vmcb};
+use crate::vcpu;
+
+/// Length of a time slice.
+pub const SLICE_NS: u64 = 10_000_000;
+
+pub enum Outcome {
+    Preempted,
+    Yielded,
+    Blocked { wake_at_ns: Option<u64> },
+    Down,
+    /// Its domain is shutting down; the vCPU will not run again.
+    Dead,
+}
+
+/// Host FPU/SSE areas, one per CPU.
+struct HostFx(core::cell::UnsafeCell<[FxArea; crate::cpu::MAX_CPUS]>);
+// SAFETY: CPU i only uses element i, from its own scheduler loop.
+unsafe impl Sync for HostFx {}
+static HOST_FX: HostFx = HostFx(core::cell::UnsafeCell::new([const { FxArea([0; 512]) }; crate::cpu::MAX_CPUS]));
+
+enum Step {
+    Continue,
+    Leave(Outcome),
+}
+
+pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
+    let mut guard = vcpu::slot_lock(slot, id).lock();
+    let Some(v) = guard.as_mut() else { return Outcome::Dead };
+    let Some(domain) = domain::view(slot) else { return Outcome::Dead };
+    if !v.has_run {
+        v.has_run = true;
+        if id == 0 {
+            domain::first_entry();
+        }
+    }
+    // SAFETY: element `cpu` of HOST_FX is used only by this CPU (see HostFx).
+    let host_fx = unsafe { &mut (*HOST_FX.0.get())[cpu] };
+    crate::lapic::arm_timer_ns(SLICE_NS);
+    loop {
+        if crate::scheduler::is_dying(slot) {
+            crate::lapic::disarm_timer();
+            return Outcome::Dead;
+        }
+        let deadline = vcpu::timer(slot, id).load(Ordering::Relaxed);
+        if deadline != 0 && deadline <= crate::time::now_ns() {
+            vcpu::timer(slot, id).store(0, Ordering::Relaxed);
+        }
+        v.vmcb.write8(control::TLB_CONTROL, 1);
+        v.vmcb.write64(control::CLEAN_BITS, 0);
+        // SAFETY: (1) the VMCB was set up by `vcpu::create` with N_CR3 = this domain's nested
+        // page table, which maps only its own frames; (2) we hold this vCPU's lock, so no other
+        // CPU uses its VMCB, registers or FX area; (3) host_save_pa is this CPU's VMSAVE area.
+        unsafe { crate::svm::run(v.vmcb, &mut v.regs, crate::smp::host_save_pa(cpu), &mut v.fx, host_fx) };
+        crate::stats::VM_EXITS.fetch_add(1, Ordering::Relaxed);
+        let step = handle_exit(slot, id, v, &domain);
+        if let Step::Leave(outcome) = step {
+            crate::lapic::disarm_timer();
+            return outcome;
+        }
+    }
+}
+
+fn advance_rip(vmcb: Vmcb, bytes: u64) {
+    vmcb.write64(save::RIP, vmcb.read64(save::RIP).wrapping_add(bytes));
+}
+
+/// Inject a hardware exception (with error code 0 where the vector takes one).
+fn inject_exception(vmcb: Vmcb, vector: u8) {
+    let has_error = matches!(vector, 8 | 10..=14 | 17);
+    let event = u64::from(vector) | (3 << 8) | if has_error { 1 << 11 } else { 0 } | (1 << 31);
+    vmcb.write64(control::EVENT_INJ, event);
+}
+
+fn crash(slot: usize, vmcb: Vmcb, what: core::fmt::Arguments) -> Step {
+    let name = domain::name_of(slot);
+    let domid = domain::view(slot).map_or(0, |d| d.domid);
+    crate::log!("domain {domid} ({name}) crashed: {what} (rip {:#x})", vmcb.read64(save::RIP));
+    crate::scheduler::shutdown_domain(slot, ShutdownReason::Crash);
+    Step::Leave(Outcome::Dead)
+}
+
+fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::DomainView) -> Step {
+    let vmcb = v.vmcb;
+    let code = vmcb.read64(control::EXIT_CODE);
+    match code {
+        exit::INTR => {
+            crate::stats::PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+            Step::Leave(Outcome::Preempted)
+        }
+        exit::NMI => Step::Continue,
+        exit::VMMCALL => {
+            advance_rip(vmcb, 3);
+            let rax = vmcb.read64(save::RAX);
+            let r = &v.regs;
+            let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8];
+            let mut caller = Caller { slot, vcpu_id: id, vcpu: v, domain: *domain };
+            match hypercall::dispatch(&mut caller, rax, args) {
+                Action::Return(value) => {
+                    vmcb.write64(save::RAX, value as u64);
+                    Step::Continue
+                }
+                Action::Yield => {
+                    vmcb.write64(save::RAX, 0);
+                    Step::Leave(Outcome::Yielded)
+                }
+                Action::Block => {
+                    vmcb.write64(save::RAX, 0);
+                    block(slot, id)
+                }
+                Action::Down => {
+                    vmcb.write64(save::RAX, 0);
+                    Step::Leave(Outcome::Down)
+                }
+                Action::Shutdown(reason) => {
+                    crate::scheduler::shutdown_domain(slot, reason);
+                    Step::Leave(Outcome::Dead)
+                }
+            }
+        }
+        exit::HLT => {
+            advance_rip(vmcb, 1);
+            block(slot, id)
+        }
+        exit::CPUID => {
+            advance_rip(vmcb, 2);
+            crate::cpuid::emulate(vmcb, &mut v.regs, id);
+            Step::Continue
+        }
+        exit::MSR => msr(vmcb, &mut v.regs),
+        exit::NPF => {
+            let gpa = vmcb.read64(control::EXIT_INFO2);
+            crash(slot, vmcb, format_args!("nested page fault at gpa {gpa:#x}"))
+        }
+        exit::SHUTDOWN => crash(slot, vmcb, format_args!("triple fault")),
+        exit::IOIO => {
+            let port = vmcb.read64(control::EXIT_INFO1) >> 16;
+            crash(slot, vmcb, format_args!("access to I/O port {port:#x} it does not own"))
+        }
+        exit::INVALID => crash(slot, vmcb, format_args!("invalid vCPU state (VMRUN refused it)")),
+        exit::VMRUN..=0x86 | 0x8b | 0x8a | 0x8d => {
+            inject_exception(vmcb, 6); // #UD for SVM and monitor/mwait/xsetbv instructions
+            Step::Continue
+        }
+        0x76 => {
+            advance_rip(vmcb, 2); // INVD: nothing to do for a domain
+            Step::Continue
+        }
+        0x61..=0x63 => Step::Continue, // NMI, SMI, INIT: nothing for the guest
+        other => crash(slot, vmcb, format_args!("unhandled exit {other:#x}")),
+    }
+}
+
+fn block(slot: usize, id: usize) -> Step {
+    let deadline = vcpu::timer(slot, id).load(Ordering::Relaxed);
+    if deadline != 0 && deadline <= crate::time::now_ns() {
+        vcpu::timer(slot, id).store(0, Ordering::Relaxed);
+        return Step::Continue;
+    }
+    Step::Leave(Outcome::Blocked { wake_at_ns: (deadline != 0).then_some(deadline) })
+}
+
+const MSR_EFER: u64 = 0xc000_0080;
+
+fn msr(vmcb: Vmcb, regs: &mut crate::svm::GuestRegs) -> Step {
+    let write = vmcb.read64(control::EXIT_INFO1) & 1 == 1;
+    let msr = regs.rcx & 0xffff_ffff;
+    if msr != MSR_EFER {
+        inject_exception(vmcb, 13);
+        return Step::Continue;
+    }
+    if write {
+        let value = (regs.rdx << 32) | (vmcb.read64(save::RAX) & 0xffff_ffff);
+        // SCE, LME, LMA (read-only, kept), NXE; everything else is reserved to the guest.
+        if value & !(1 | 1 << 8 | 1 << 10 | 1 << 11) != 0 {
+            inject_exception(vmcb, 13);
+            return Step::Continue;
+        }
+        let lma = vmcb.read64(save::EFER) & (1 << 10);
+        vmcb.write64(save::EFER, (value & !(1 << 10)) | lma | crate::svm::EFER_SVME);
+    } else {
+        let value = vmcb.read64(save::EFER) & !crate::svm::EFER_SVME;
+        vmcb.write64(save::RAX, value & 0xffff_ffff);
+        regs.rdx = value >> 32;
+    }
+    advance_rip(vmcb, 2);
+    Step::Continue
+}

@@ -1,0 +1,105 @@
+//! What the machine gave us at boot: the Multiboot memory map and modules, the ACPI tables
+//! (CPUs from the MADT, PCI ECAM from the MCFG, the IOMMU from the DMAR or IVRS), and from
+//! them the frame allocator's view of RAM. Also decodes the compiled manifest (module 0).
+
+use heapless::Vec;
+use microvisor_abi::manifest::{SystemManifest, MANIFEST_VERSION};
+use microvisor_core::acpi;
+use microvisor_core::multiboot;
+
+use crate::cpu::MAX_CPUS;
+use crate::mem;
+
+pub struct Platform {
+    pub apic_ids: Vec<u32, MAX_CPUS>,
+}
+
+/// Physical memory as the parsers see it, through the identity map (below 4 GiB only).
+struct PhysMemory;
+
+impl microvisor_core::acpi::PhysRead for PhysMemory {
+    fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
+        let Some(end) = pa.checked_add(buf.len() as u64) else { return false };
+        if end > mem::MAX_PHYS {
+            return false;
+        }
+        mem::read_phys(pa, buf);
+        true
+    }
+}
+
+extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
+    let info = multiboot::parse(&PhysMemory, info_pa).map_err(|_| "the Multiboot information is malformed")?;
+    if info.modules.is_empty() {
+        return Err("no boot modules: module 0 must be the compiled manifest");
+    }
+    let acpi = acpi::parse(&PhysMemory).map_err(|_| "no usable ACPI tables (RSDP/XSDT/MADT)")?;
+    if u64::from(acpi.local_apic_pa) != crate::lapic::LAPIC_BASE {
+        return Err("the local APIC is not at 0xfee00000");
+    }
+
+    let mut usable: Vec<(u64, u64), 64> = Vec::new();
+    for region in info.mem_map.iter().filter(|r| r.kind == 1) {
+        let _ = usable.push((region.base, region.base.saturating_add(region.len)));
+    }
+    let mut reserved: Vec<(u64, u64), 64> = Vec::new();
+    // Real-mode memory (BIOS data, the AP trampoline), the image, the modules, the
+    // Multiboot structures QEMU puts after the modules, and every ACPI table.
+    // SAFETY: only the addresses of the linker symbols are taken.
+    let (image_start, image_end) = unsafe {
+        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
+    };
+    let _ = reserved.push((0, 0x10_0000));
+    let _ = reserved.push((image_start, image_end));
+    let mut modules: Vec<(u64, u64), 16> = Vec::new();
+    for module in &info.modules {
+        let _ = reserved.push((module.start, module.end));
+        let _ = modules.push((module.start, module.end));
+    }
+    let _ = reserved.push((info_pa & !0xfff, (info_pa & !0xfff) + 0x1000));
+    for &range in &acpi.reserved_ranges {
+        let _ = reserved.push(range);
+    }
+    mem::init(&usable, &reserved);
+    crate::domain::MODULES.call_once(|| modules);
+
+    let mut apic_ids = Vec::new();
+    for cpu in acpi.cpus.iter().filter(|c| c.enabled) {
+        let _ = apic_ids.push(cpu.apic_id);
+    }
+    crate::log!(
+        "{} MiB usable RAM, {} boot modules, {} cpus, ECAM {}, IOMMU {}",
+        usable.iter().map(|(s, e)| e - s).sum::<u64>() >> 20,
+        info.modules.len(),
+        apic_ids.len(),
+        acpi.mcfg.first().map_or(0, |m| m.base_pa),
+        match (&acpi.dmar, acpi.ivrs_present) {
+            (Some(_), _) => "Intel VT-d (DMAR)",
+            (None, true) => "AMD-Vi (IVRS)",
+            (None, false) => "none",
+        }
+    );
+    if let Some(dmar) = &acpi.dmar {
+        for unit in &dmar.drhd_units {
+            crate::log!("VT-d remapping unit at {unit:#x} (DMA remapping comes with the passthrough work)");
+        }
+    }
+    Ok(Platform { apic_ids })
+}
+
+/// Decode boot module 0, the compiled system manifest.
+pub fn decode_manifest() -> Result<&'static SystemManifest, &'static str> {
+    let &(start, end) = crate::domain::MODULES.get().and_then(|m| m.first()).ok_or("no manifest module")?;
+    // SAFETY: the module lies in memory reserved from the allocator for good and is never written.
+    let bytes = unsafe { core::slice::from_raw_parts(mem::phys_ptr::<u8>(start), (end - start) as usize) };
+    let manifest: SystemManifest = postcard::from_bytes(bytes).map_err(|_| "boot module 0 is not a compiled manifest")?;
+    if manifest.version != MANIFEST_VERSION {
+        return Err("the compiled manifest has another layout version; rebuild it with this tree's tools");
+    }
+    Ok(crate::domain::MANIFEST.call_once(|| manifest))
+}

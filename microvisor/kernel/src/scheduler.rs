@@ -1,0 +1,110 @@
+//! The scheduler as the hardware sees it: one policy object from `microvisor-core` behind a
+//! spin lock, and the loop every CPU runs: pick a vCPU, run it for up to a time slice, put it
+//! back according to why it left; idle with the LAPIC timer set to the next timer deadline.
+//!
+//! Domain shutdown: `shutdown_domain` marks the domain dying and removes its vCPUs from the
+//! policy; vCPUs running on other CPUs notice at their next exit (within a slice). The CPU
+//! whose vCPU is the last to leave tears the domain down (`domain::finish_shutdown`).
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use microvisor_core::sched::{Scheduler, VcpuRef, VcpuState};
+use spin::Mutex;
+
+use crate::domain::{self, DomainState, ShutdownReason, MAX_DOMAINS};
+use crate::exits::{self, Outcome};
+use crate::vcpu::MAX_VCPUS;
+
+static SCHED: Mutex<Scheduler<MAX_VCPUS>> = Mutex::new(Scheduler::new());
+static DYING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+
+/// The longest an idle CPU sleeps before it looks at the run queue again.
+const IDLE_POLL_NS: u64 = 5_000_000;
+
+fn vref(slot: usize, vcpu: usize) -> VcpuRef {
+    VcpuRef { domain: slot as u16, vcpu: vcpu as u8 }
+}
+
+pub fn add_domain(slot: usize, vcpus: u32) {
+    DYING[slot].store(false, Ordering::Release);
+    let mut sched = SCHED.lock();
+    for id in 0..vcpus as usize {
+        sched.add(vref(slot, id), id == 0).expect("the scheduler has a slot for every vCPU of the table");
+    }
+}
+
+pub fn is_dying(slot: usize) -> bool {
+    DYING[slot].load(Ordering::Acquire)
+}
+
+pub fn vcpu_is_up(slot: usize, vcpu: usize) -> bool {
+    !matches!(SCHED.lock().state(vref(slot, vcpu)), None | Some(VcpuState::Down) | Some(VcpuState::Dead))
+}
+
+pub fn vcpu_up(slot: usize, vcpu: usize) {
+    let _ = SCHED.lock().set_up(vref(slot, vcpu));
+}
+
+/// Start shutting a domain down; the first reason wins.
+pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
+    {
+        let mut table = domain::DOMAINS.lock();
+        let Some(d) = table[slot].as_mut() else { return };
+        if d.state != DomainState::Running {
+            return;
+        }
+        let spec = &domain::MANIFEST.get().expect("manifest decoded")[d.spec_index];
+        let action = match reason {
+            ShutdownReason::Poweroff => spec.on_poweroff,
+            ShutdownReason::Reboot => spec.on_reboot,
+            ShutdownReason::Crash => spec.on_crash,
+        };
+        d.state = DomainState::Dying { reason, action };
+    }
+    let mut sched = SCHED.lock();
+    DYING[slot].store(true, Ordering::Release);
+    sched.remove_domain(slot as u16);
+}
+
+/// The loop every CPU runs once the domains are built.
+pub fn cpu_loop(cpu: usize) -> ! {
+    loop {
+        let now = crate::time::now_ns();
+        let picked = SCHED.lock().pick_next(cpu as u16, now);
+        match picked {
+            Some(v) => run(cpu, v),
+            None => {
+                let next = SCHED.lock().next_deadline();
+                let wait = next.map_or(IDLE_POLL_NS, |t| t.saturating_sub(now).clamp(1_000, IDLE_POLL_NS));
+                crate::lapic::arm_timer_ns(wait);
+                crate::arch::idle_wait();
+                crate::lapic::disarm_timer();
+            }
+        }
+    }
+}
+
+fn run(cpu: usize, v: VcpuRef) {
+    let slot = usize::from(v.domain);
+    let outcome = exits::run_vcpu(cpu, slot, usize::from(v.vcpu));
+    let finish = {
+        let mut sched = SCHED.lock();
+        if sched.is_dead(v) {
+            sched.retire(v);
+        } else {
+            let now = crate::time::now_ns();
+            let _ = match outcome {
+                Outcome::Preempted => sched.preempt(v),
+                Outcome::Yielded => sched.yield_(v),
+                Outcome::Blocked { wake_at_ns } => sched.block(v, wake_at_ns, now).map(|_| ()),
+                Outcome::Down => sched.set_down(v),
+                Outcome::Dead => Ok(()),
+            };
+        }
+        // The last vCPU of a dying domain to leave its CPU tears it down, exactly once.
+        sched.domain_quiesced(v.domain) && DYING[slot].swap(false, Ordering::AcqRel)
+    };
+    if finish {
+        domain::finish_shutdown(slot);
+    }
+}

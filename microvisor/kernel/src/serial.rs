@@ -1,0 +1,87 @@
+//! The microvisor's debug console: COM1 (16550 at 0x3f8), polled, behind one lock.
+//!
+//! Every line the microvisor prints is labelled `[microvisor]`; lines a domain writes through
+//! `console_io` are labelled with the domain's name. A panic takes the port by force
+//! (`force_unlock`) so the epitaph is never lost.
+
+use core::fmt::{self, Write};
+use spin::Mutex;
+
+const COM1: u16 = 0x3f8;
+
+pub struct Serial;
+
+impl Serial {
+    fn init(&mut self) {
+        // SAFETY: COM1 belongs to the microvisor; this is the standard 16550 set-up
+        // (no interrupts, 115200 8N1, FIFO on).
+        unsafe {
+            crate::arch::outb(COM1 + 1, 0x00);
+            crate::arch::outb(COM1 + 3, 0x80);
+            crate::arch::outb(COM1, 0x01);
+            crate::arch::outb(COM1 + 1, 0x00);
+            crate::arch::outb(COM1 + 3, 0x03);
+            crate::arch::outb(COM1 + 2, 0xC7);
+            crate::arch::outb(COM1 + 4, 0x03);
+        }
+    }
+
+    pub fn write_byte(&mut self, byte: u8) {
+        // SAFETY: polling the line status register and writing the data register of our own UART.
+        unsafe {
+            let mut spins = 0u32;
+            while crate::arch::inb(COM1 + 5) & 0x20 == 0 && spins < 100_000 {
+                spins += 1;
+            }
+            crate::arch::outb(COM1, byte);
+        }
+    }
+}
+
+impl Write for Serial {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+        Ok(())
+    }
+}
+
+pub static SERIAL: Mutex<Serial> = Mutex::new(Serial);
+
+pub fn init() {
+    SERIAL.lock().init();
+}
+
+pub fn log_fmt(args: fmt::Arguments) {
+    let mut port = SERIAL.lock();
+    let _ = port.write_str("[microvisor] ");
+    let _ = port.write_fmt(args);
+    let _ = port.write_str("\n");
+}
+
+/// Print one line of a domain's console output, labelled with its name. Bytes that are not
+/// printable ASCII are shown as `?` so a domain cannot drive the terminal.
+pub fn domain_line(name: &str, line: &[u8]) {
+    let mut port = SERIAL.lock();
+    let _ = write!(port, "[{name}] ");
+    for &b in line {
+        port.write_byte(if (0x20..0x7f).contains(&b) || b == b'\t' { b } else { b'?' });
+    }
+    let _ = port.write_str("\n");
+}
+
+/// Take the port even if another CPU holds it (used only on the way to a panic exit).
+pub fn force_log(args: fmt::Arguments) {
+    // SAFETY: called only when the system is going down; a torn line is better than a lost epitaph.
+    unsafe { SERIAL.force_unlock() };
+    log_fmt(args);
+}
+
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => { $crate::serial::log_fmt(format_args!($($arg)*)) };
+}

@@ -1,0 +1,216 @@
+//! Virtual CPUs: one VMCB, register file and FPU area each, in a fixed table indexed by
+//! (domain slot, vCPU id). A vCPU's lock is held by the CPU that runs it; other vCPUs only
+//! `try_lock` it (VCPUOP_initialise on a sibling that is down), so two vCPUs never wait on
+//! each other.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use microvisor_abi::vcpu::VcpuHvmContext;
+use spin::Mutex;
+
+use crate::domain::MAX_DOMAINS;
+use crate::svm::{self, control, save, FxArea, GuestRegs, Vmcb};
+
+pub const MAX_VCPUS_PER_DOMAIN: usize = microvisor_abi::manifest::MAX_VCPUS as usize;
+pub const MAX_VCPUS: usize = MAX_DOMAINS * MAX_VCPUS_PER_DOMAIN;
+
+pub struct Vcpu {
+    pub vmcb: Vmcb,
+    pub regs: GuestRegs,
+    pub fx: FxArea,
+    /// Guest-physical address of its `vcpu_time_info`, if registered.
+    pub time_area_gpa: Option<u64>,
+    /// Has been given a start state (vCPU 0 at build, others by VCPUOP_initialise).
+    pub initialised: bool,
+    pub has_run: bool,
+}
+
+static VCPUS: [Mutex<Option<Vcpu>>; MAX_VCPUS] = [const { Mutex::new(None) }; MAX_VCPUS];
+/// Pending single-shot timer deadline per vCPU, in ns of system time (0 = none).
+static TIMER_DEADLINE_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+
+pub fn index(slot: usize, vcpu: usize) -> usize {
+    slot * MAX_VCPUS_PER_DOMAIN + vcpu
+}
+
+pub fn slot_lock(slot: usize, vcpu: usize) -> &'static Mutex<Option<Vcpu>> {
+    &VCPUS[index(slot, vcpu)]
+}
+
+pub fn timer(slot: usize, vcpu: usize) -> &'static AtomicU64 {
+    &TIMER_DEADLINE_NS[index(slot, vcpu)]
+}
+
+/// I/O and MSR permission maps shared by every VMCB (hardware only reads them).
+static IOPM_PA: AtomicU64 = AtomicU64::new(0);
+static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
+
+/// MSRs a guest may access directly: they are switched by VMLOAD/VMSAVE with the VMCB.
+const PASSTHROUGH_MSRS: [u32; 10] = [
+    0xc000_0100, 0xc000_0101, 0xc000_0102, // FS/GS/KERNEL_GS base
+    0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, // STAR, LSTAR, CSTAR, SFMASK
+    0x174, 0x175, 0x176, // SYSENTER_CS/ESP/EIP
+];
+
+/// Build the shared permission maps: every port intercepted, every MSR intercepted except
+/// the VMCB-switched ones.
+pub fn init_permission_maps() -> Result<(), crate::npt::OutOfMemory> {
+    let iopm = crate::mem::alloc_contiguous(3).ok_or(crate::npt::OutOfMemory)?;
+    let msrpm = crate::mem::alloc_contiguous(2).ok_or(crate::npt::OutOfMemory)?;
+    let ones = [0xffu8; 4096];
+    for page in 0..3 {
+        crate::mem::write_phys(iopm + page * 4096, &ones);
+    }
+    for page in 0..2 {
+        crate::mem::write_phys(msrpm + page * 4096, &ones);
+    }
+    for msr in PASSTHROUGH_MSRS {
+        let base = match msr {
+            0..=0x1fff => 0,
+            0xc000_0000..=0xc000_1fff => 0x800,
+            _ => continue,
+        };
+        let bit = (msr & 0x1fff) as u64 * 2;
+        let byte_pa = msrpm + base + bit / 8;
+        let mut byte = [0u8];
+        crate::mem::read_phys(byte_pa, &mut byte);
+        byte[0] &= !(0b11 << (bit % 8));
+        crate::mem::write_phys(byte_pa, &byte);
+    }
+    IOPM_PA.store(iopm, Ordering::Relaxed);
+    MSRPM_PA.store(msrpm, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Create vCPU `vcpu` of the domain in `slot`, down, with a VMCB set up for nested paging.
+pub fn create(slot: usize, vcpu: usize, npt_root: u64) -> Result<(), crate::npt::OutOfMemory> {
+    let vmcb = Vmcb::new(crate::mem::alloc_zeroed().ok_or(crate::npt::OutOfMemory)?);
+    vmcb.write32(control::INTERCEPT_EXCEPTIONS, 0);
+    vmcb.write32(
+        control::INTERCEPT_MISC1,
+        svm::INTERCEPT_INTR
+            | svm::INTERCEPT_NMI
+            | svm::INTERCEPT_SMI
+            | svm::INTERCEPT_INIT
+            | svm::INTERCEPT_CPUID
+            | svm::INTERCEPT_INVD
+            | svm::INTERCEPT_HLT
+            | svm::INTERCEPT_IOIO
+            | svm::INTERCEPT_MSR
+            | svm::INTERCEPT_TASK_SWITCH
+            | svm::INTERCEPT_SHUTDOWN,
+    );
+    vmcb.write32(control::INTERCEPT_MISC2, svm::INTERCEPT_SVM_INSNS);
+    vmcb.write64(control::IOPM_BASE_PA, IOPM_PA.load(Ordering::Relaxed));
+    vmcb.write64(control::MSRPM_BASE_PA, MSRPM_PA.load(Ordering::Relaxed));
+    vmcb.write32(control::GUEST_ASID, (slot + 1) as u32);
+    vmcb.write64(control::VINTR, 1 << 24); // V_INTR_MASKING: host IF governs physical interrupts
+    vmcb.write64(control::NP_ENABLE, 1);
+    vmcb.write64(control::N_CR3, npt_root);
+    vmcb.write64(save::G_PAT, 0x0007_0406_0007_0406);
+    vmcb.write64(save::DR6, 0xffff_0ff0);
+    vmcb.write64(save::DR7, 0x400);
+    *VCPUS[index(slot, vcpu)].lock() = Some(Vcpu {
+        vmcb,
+        regs: GuestRegs::default(),
+        fx: FxArea::initial(),
+        time_area_gpa: None,
+        initialised: false,
+        has_run: false,
+    });
+    timer(slot, vcpu).store(0, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The PVH entry state of Xen's ABI: 32-bit flat protected mode, paging off, EBX = start info.
+pub fn set_pvh_boot_state(slot: usize, vcpu: usize, entry: u64, start_info_gpa: u64) {
+    let mut guard = VCPUS[index(slot, vcpu)].lock();
+    let v = guard.as_mut().expect("vCPU created");
+    let vmcb = v.vmcb;
+    vmcb.set_segment(save::CS, 0x08, 0x0c9b, 0xffff_ffff, 0);
+    for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+        vmcb.set_segment(seg, 0x10, 0x0c93, 0xffff_ffff, 0);
+    }
+    vmcb.set_segment(save::TR, 0, 0x008b, 0x67, 0);
+    vmcb.set_segment(save::LDTR, 0, 0x0082, 0, 0);
+    vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
+    vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
+    vmcb.write64(save::CR0, 0x11);
+    vmcb.write64(save::CR3, 0);
+    vmcb.write64(save::CR4, 0);
+    vmcb.write64(save::EFER, svm::EFER_SVME);
+    vmcb.write64(save::RFLAGS, 0x2);
+    vmcb.write64(save::RIP, entry);
+    vmcb.write64(save::RSP, 0);
+    vmcb.write64(save::RAX, 0);
+    vmcb.write8(save::CPL, 0);
+    v.regs = GuestRegs { rbx: start_info_gpa, ..GuestRegs::default() };
+    v.initialised = true;
+}
+
+#[derive(Debug)]
+pub enum InitError {
+    /// The vCPU is running or being changed by someone else.
+    Busy,
+    /// The register state is not a valid 64-bit start state.
+    Invalid,
+}
+
+/// VCPUOP_initialise with a 64-bit context: flat 64-bit segments, the given registers.
+/// The control registers are checked enough that VMRUN cannot refuse them; whatever else is
+/// wrong crashes only the guest.
+pub fn set_hvm64_state(v: &mut Vcpu, ctx: &VcpuHvmContext) -> Result<(), InitError> {
+    const CR0_PE: u64 = 1;
+    const CR0_PG: u64 = 1 << 31;
+    const CR4_PAE: u64 = 1 << 5;
+    const EFER_LME: u64 = 1 << 8;
+    const EFER_LMA: u64 = 1 << 10;
+    let long_mode = ctx.cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG && ctx.cr4 & CR4_PAE != 0 && ctx.efer & EFER_LME != 0;
+    if !long_mode || ctx.cr0 >> 32 != 0 || ctx.cr4 >> 32 != 0 || ctx.efer & !0xd01 != 0 {
+        return Err(InitError::Invalid);
+    }
+    let canonical = |a: u64| (a as i64) << 16 >> 16 == a as i64;
+    if !canonical(ctx.rip) || !canonical(ctx.rsp) {
+        return Err(InitError::Invalid);
+    }
+    let vmcb = v.vmcb;
+    vmcb.set_segment(save::CS, 0x08, 0x0a9b, 0xffff_ffff, 0);
+    for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+        vmcb.set_segment(seg, 0x10, 0x0c93, 0xffff_ffff, 0);
+    }
+    vmcb.set_segment(save::TR, 0, 0x008b, 0x67, 0);
+    vmcb.set_segment(save::LDTR, 0, 0x0082, 0, 0);
+    vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
+    vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
+    vmcb.write64(save::CR0, ctx.cr0 | 0x10);
+    vmcb.write64(save::CR3, ctx.cr3 & 0x000f_ffff_ffff_f000);
+    vmcb.write64(save::CR4, ctx.cr4);
+    vmcb.write64(save::EFER, ctx.efer | EFER_LMA | svm::EFER_SVME);
+    vmcb.write64(save::RFLAGS, (ctx.rflags & 0x0024_0ed5) | 0x2);
+    vmcb.write64(save::RIP, ctx.rip);
+    vmcb.write64(save::RSP, ctx.rsp);
+    vmcb.write64(save::RAX, ctx.rax);
+    vmcb.write8(save::CPL, 0);
+    v.regs = GuestRegs {
+        rbx: ctx.rbx,
+        rcx: ctx.rcx,
+        rdx: ctx.rdx,
+        rsi: ctx.rsi,
+        rdi: ctx.rdi,
+        rbp: ctx.rbp,
+        ..GuestRegs::default()
+    };
+    v.fx = FxArea::initial();
+    v.initialised = true;
+    Ok(())
+}
+
+/// Free every vCPU of the domain in `slot` (none may be running).
+pub fn destroy_all(slot: usize) {
+    for id in 0..MAX_VCPUS_PER_DOMAIN {
+        if let Some(v) = VCPUS[index(slot, id)].lock().take() {
+            crate::mem::free(v.vmcb.pa());
+        }
+        timer(slot, id).store(0, Ordering::Relaxed);
+    }
+}
