@@ -1,0 +1,130 @@
+//! Compiling a system: the system file and its domain files become a [`SystemManifest`],
+//! its `postcard` encoding and the list of images to pass as boot modules.
+//!
+//! Boot module 0 is the blob; module `i + 1` holds `images[i]`. Domains whose kernels are the
+//! same file share one module.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use microvisor_abi::manifest::{SystemManifest, MANIFEST_VERSION, MAX_DOMAINS};
+
+use crate::domain::{parse_domain_config, DomainConfig};
+use crate::error::{ManifestError, Problem};
+use crate::image::{check_kernel, resolve_kernel};
+use crate::system::parse_system_config;
+
+/// A compiled system, ready to boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledSystem {
+    /// The manifest, decoded.
+    pub manifest: SystemManifest,
+    /// `postcard::to_allocvec(&manifest)`: boot module 0.
+    pub blob: Vec<u8>,
+    /// Boot module `i + 1` holds `images[i]`; [`DomainSpec::image_module`] is `i + 1`.
+    ///
+    /// [`DomainSpec::image_module`]: microvisor_abi::manifest::DomainSpec::image_module
+    pub images: Vec<PathBuf>,
+}
+
+/// Reads `system_file` and every domain file it lists, checks them and their kernels, and
+/// compiles the system. Kernels named by a bare file name are also looked for in
+/// `image_dirs`, in order.
+///
+/// # Errors
+///
+/// The first problem found, in the system file, a domain file or a kernel image, with its
+/// file, line and key.
+pub fn compile_system(
+    system_file: &Path,
+    image_dirs: &[PathBuf],
+) -> Result<CompiledSystem, ManifestError> {
+    let system = parse_system_config(system_file, &read_text(system_file, None)?)?;
+
+    // Read every domain file and check the names first: a clash is a mistake in the files,
+    // whatever the state of the images.
+    let mut configs: Vec<DomainConfig> = Vec::with_capacity(system.domains.len());
+    for entry in &system.domains {
+        let text = read_text(&entry.path, Some((system_file, entry.line)))?;
+        let config = parse_domain_config(&entry.path, &text)?;
+        if let Some(other) = configs.iter().find(|other| other.name == config.name) {
+            let problem = Problem::DuplicateName {
+                name: config.name.clone(),
+                other: format!("{}:{}", other.file.display(), other.name_line),
+            };
+            return Err(ManifestError::new(
+                &config.file,
+                Some(config.name_line),
+                Some("name"),
+                problem,
+            ));
+        }
+        configs.push(config);
+    }
+
+    let mut images: Vec<PathBuf> = Vec::new();
+    let mut modules: HashMap<PathBuf, u16> = HashMap::new();
+    let mut manifest = SystemManifest {
+        version: MANIFEST_VERSION,
+        domains: heapless::Vec::new(),
+    };
+    for config in &configs {
+        let path = resolve_kernel(config, image_dirs)?;
+        let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let module = match modules.get(&identity) {
+            Some(&module) => module,
+            None => {
+                check_kernel(config, &path)?;
+                images.push(path);
+                // At most MAX_DOMAINS images, so the index fits.
+                let module = u16::try_from(images.len()).unwrap_or(u16::MAX);
+                modules.insert(identity, module);
+                module
+            }
+        };
+        let too_many = || {
+            let problem = Problem::TooManyDomains {
+                count: configs.len(),
+                max: MAX_DOMAINS,
+            };
+            ManifestError::new(system_file, None, Some("domains"), problem)
+        };
+        manifest
+            .domains
+            .push(config.to_spec(module)?)
+            .map_err(|_| too_many())?;
+    }
+
+    let blob = postcard::to_allocvec(&manifest).map_err(|error| {
+        ManifestError::new(
+            system_file,
+            None,
+            None,
+            Problem::Encode {
+                reason: error.to_string(),
+            },
+        )
+    })?;
+    Ok(CompiledSystem {
+        manifest,
+        blob,
+        images,
+    })
+}
+
+/// Reads a text file; `named_by` is the system file line that named it, if any, so that the
+/// error points at the line to fix.
+fn read_text(path: &Path, named_by: Option<(&Path, usize)>) -> Result<String, ManifestError> {
+    std::fs::read_to_string(path).map_err(|error| {
+        let problem = Problem::Read {
+            path: path.to_owned(),
+            error,
+        };
+        match named_by {
+            Some((system_file, line)) => {
+                ManifestError::new(system_file, Some(line), Some("domains"), problem)
+            }
+            None => ManifestError::new(path, None, None, problem),
+        }
+    })
+}

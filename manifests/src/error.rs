@@ -1,0 +1,172 @@
+//! The one error type of the crate: where the problem is (file, line, key) and what it is.
+//!
+//! Display format, one line, meant for a person at a terminal and for editors that jump to
+//! `file:line`:
+//!
+//! ```text
+//! manifests/default/hello.cfg:3: key `memory`: expected an integer number of MiB, found "lots"
+//! manifests/default/hello.cfg: key `kernel`: required key is missing
+//! manifests/default/hello.cfg:7: unknown key `memroy` (keys allowed here: name, type, ...)
+//! ```
+//!
+//! The line is left out when the problem concerns the whole file (a missing key, a file that
+//! cannot be read); the key is left out when there is none yet (a syntax error before `=`) or
+//! when the message names it itself (unknown and unsupported keys).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Something in a configuration file, or an image it names, that keeps the system from
+/// compiling.
+#[derive(Debug, Error)]
+#[error("{location}{problem}")]
+pub struct ManifestError {
+    pub location: Location,
+    pub problem: Problem,
+}
+
+impl ManifestError {
+    pub(crate) fn new(
+        file: impl Into<PathBuf>,
+        line: Option<usize>,
+        key: Option<&str>,
+        problem: Problem,
+    ) -> Self {
+        ManifestError {
+            location: Location {
+                file: file.into(),
+                line,
+                key: key.map(str::to_owned),
+            },
+            problem,
+        }
+    }
+}
+
+/// Where a [`ManifestError`] is: the file, the 1-based line (if one line is at fault) and the
+/// key (if the problem belongs to one setting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+}
+
+impl fmt::Display for Location {
+    /// Writes the prefix of the message: `file:line: key `k`: ` (parts left out when absent).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong. `found` fields are already quoted for display (`"lots"`, `` `lots` ``,
+/// `the end of the line`).
+#[derive(Debug, Error)]
+pub enum Problem {
+    // Syntax.
+    #[error("expected a key name, found {found}")]
+    ExpectedKey { found: String },
+    #[error("expected `=` after the key, found {found}")]
+    ExpectedEquals { found: String },
+    #[error("missing value after `=`")]
+    MissingValue,
+    #[error("expected a value (a quoted string, an integer or a list), found {found}")]
+    ExpectedValue { found: String },
+    #[error("unterminated string: the closing {quote} must be on the same line")]
+    UnterminatedString { quote: char },
+    #[error("unknown escape `\\{escape}` in a string (the escapes are \\\\, \\\" and \\')")]
+    UnknownEscape { escape: char },
+    #[error("{found} is not an integer (write decimal digits, or 0x and hex digits)")]
+    BadInteger { found: String },
+    #[error("list items must be quoted strings, found {found}")]
+    ExpectedListItem { found: String },
+    #[error("expected `,` or `]` after a list item, found {found}")]
+    ExpectedListSeparator { found: String },
+    #[error("the list opened on line {opened_line} is never closed with `]`")]
+    UnclosedList { opened_line: usize },
+    #[error("unexpected {found} after the value (one setting per line)")]
+    TrailingText { found: String },
+
+    // Keys.
+    #[error("set twice: first on line {first_line}, again on line {second_line}")]
+    DuplicateKey {
+        first_line: usize,
+        second_line: usize,
+    },
+    #[error("unknown key `{key}` (keys allowed here: {allowed})")]
+    UnknownKey { key: String, allowed: String },
+    #[error("key `{key}` is not supported yet")]
+    UnsupportedKey { key: String },
+    #[error("required key is missing{hint}")]
+    MissingKey { hint: &'static str },
+
+    // Values.
+    #[error("expected {expected}, found {found}")]
+    Invalid { expected: String, found: String },
+    #[error("{found} is out of range: allowed are {min} to {max}{unit}")]
+    OutOfRange {
+        found: u64,
+        min: u64,
+        max: u64,
+        unit: &'static str,
+    },
+    #[error("{found} is not supported yet, use {instead}")]
+    NotSupportedYet {
+        found: String,
+        instead: &'static str,
+    },
+    #[error("\"microvisor\" is reserved for the microvisor itself")]
+    ReservedName,
+    #[error("is {length} bytes long, at most {max} are allowed")]
+    TooLong { length: usize, max: usize },
+    #[error("must not contain control characters (found {found:?})")]
+    ControlCharacter { found: char },
+    #[error(
+        "both `cmdline` (line {cmdline_line}) and `extra` set the kernel command line; keep one"
+    )]
+    CmdlineAndExtra { cmdline_line: usize },
+
+    // The system.
+    #[error("lists {count} domains, at most {max} are allowed")]
+    TooManyDomains { count: usize, max: usize },
+    #[error("domain name {name:?} is already used by {other}")]
+    DuplicateName { name: String, other: String },
+
+    // Files and images.
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
+    #[error("kernel image {name:?} not found; looked for {looked}")]
+    KernelNotFound { name: String, looked: String },
+    #[error("{} is not a PVH image: {defect}", path.display())]
+    NotPvhImage { path: PathBuf, defect: ImageDefect },
+    #[error("cannot encode the manifest: {reason}")]
+    Encode { reason: String },
+}
+
+/// Why a kernel file is not a PVH image the microvisor can boot.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ImageDefect {
+    #[error("not an ELF file ({reason})")]
+    NotElf { reason: String },
+    #[error("a 32-bit ELF file; PVH images must be ELF64")]
+    NotElf64,
+    #[error("not built for x86-64 (ELF machine {machine}, little-endian {little_endian})")]
+    NotX86_64 { machine: u16, little_endian: bool },
+    #[error("not an executable (ELF type {e_type}; link it as a static, non-PIE executable)")]
+    NotExecutable { e_type: u16 },
+    #[error("no XEN_ELFNOTE_PHYS32_ENTRY note")]
+    NoPhys32Entry,
+    #[error("the XEN_ELFNOTE_PHYS32_ENTRY note holds {length} bytes, expected 4 or 8")]
+    BadPhys32Entry { length: usize },
+}

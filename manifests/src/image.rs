@@ -1,0 +1,124 @@
+//! Finding a domain's kernel image and checking that it is a PVH ELF image.
+//!
+//! A kernel path resolves relative to the directory of the domain file that names it; if it
+//! is not there and is a bare file name (no `/`), each image directory is tried in order.
+//!
+//! A PVH image is an ELF64, little-endian, x86-64 executable (`ET_EXEC`) with a
+//! `PT_NOTE` segment that holds a note of owner `"Xen"` and type 18
+//! (`XEN_ELFNOTE_PHYS32_ENTRY`) whose descriptor is the 32-bit physical entry point (4 or 8
+//! bytes, little-endian).
+
+use std::path::{Path, PathBuf};
+
+use elf::abi::{EM_X86_64, ET_EXEC, PT_NOTE};
+use elf::endian::AnyEndian;
+use elf::file::Class;
+use elf::note::{Note, NoteIterator};
+use elf::ElfBytes;
+use microvisor_abi::pvh::{XEN_ELFNOTE_OWNER, XEN_ELFNOTE_PHYS32_ENTRY};
+
+use crate::domain::DomainConfig;
+use crate::error::{ImageDefect, ManifestError, Problem};
+
+/// Finds the kernel file of `config`; the error lists every place looked.
+pub(crate) fn resolve_kernel(
+    config: &DomainConfig,
+    image_dirs: &[PathBuf],
+) -> Result<PathBuf, ManifestError> {
+    let directory = config.file.parent().unwrap_or(Path::new(""));
+    let mut candidates = vec![directory.join(&config.kernel)];
+    let bare_name = !config.kernel.as_os_str().to_string_lossy().contains('/');
+    if bare_name {
+        candidates.extend(image_dirs.iter().map(|dir| dir.join(&config.kernel)));
+    }
+    if let Some(found) = candidates.iter().find(|path| path.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked = candidates
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let name = config.kernel.display().to_string();
+    let problem = Problem::KernelNotFound { name, looked };
+    Err(ManifestError::new(
+        &config.file,
+        Some(config.kernel_line),
+        Some("kernel"),
+        problem,
+    ))
+}
+
+/// Checks that `image` is a PVH image and returns its 32-bit physical entry point.
+///
+/// # Errors
+///
+/// What keeps it from being one: see [`ImageDefect`].
+pub fn pvh_entry_point(image: &[u8]) -> Result<u64, ImageDefect> {
+    let not_elf = |error: elf::ParseError| ImageDefect::NotElf {
+        reason: error.to_string(),
+    };
+    let elf = ElfBytes::<AnyEndian>::minimal_parse(image).map_err(not_elf)?;
+    let header = &elf.ehdr;
+    if header.class != Class::ELF64 {
+        return Err(ImageDefect::NotElf64);
+    }
+    let little_endian = header.endianness == AnyEndian::Little;
+    if header.e_machine != EM_X86_64 || !little_endian {
+        return Err(ImageDefect::NotX86_64 {
+            machine: header.e_machine,
+            little_endian,
+        });
+    }
+    if header.e_type != ET_EXEC {
+        return Err(ImageDefect::NotExecutable {
+            e_type: header.e_type,
+        });
+    }
+    let segments = elf.segments().ok_or(ImageDefect::NoPhys32Entry)?;
+    for segment in segments.iter().filter(|segment| segment.p_type == PT_NOTE) {
+        let data = elf.segment_data(&segment).map_err(not_elf)?;
+        // Notes are padded to 4 bytes in practice, even in ELF64; 8 only when asked for.
+        let align = if segment.p_align == 8 { 8 } else { 4 };
+        for note in NoteIterator::new(AnyEndian::Little, Class::ELF64, align, data) {
+            let Note::Unknown(note) = note else { continue };
+            if note.name.as_bytes() != XEN_ELFNOTE_OWNER
+                || note.n_type != u64::from(XEN_ELFNOTE_PHYS32_ENTRY)
+            {
+                continue;
+            }
+            return match *note.desc {
+                [a, b, c, d] => Ok(u64::from(u32::from_le_bytes([a, b, c, d]))),
+                [a, b, c, d, e, f, g, h] => Ok(u64::from_le_bytes([a, b, c, d, e, f, g, h])),
+                _ => Err(ImageDefect::BadPhys32Entry {
+                    length: note.desc.len(),
+                }),
+            };
+        }
+    }
+    Err(ImageDefect::NoPhys32Entry)
+}
+
+/// Reads the kernel at `path` (found for `config`) and checks that it is a PVH image.
+pub(crate) fn check_kernel(config: &DomainConfig, path: &Path) -> Result<(), ManifestError> {
+    let error = |problem| {
+        ManifestError::new(
+            &config.file,
+            Some(config.kernel_line),
+            Some("kernel"),
+            problem,
+        )
+    };
+    let image = std::fs::read(path).map_err(|error_| {
+        error(Problem::Read {
+            path: path.to_owned(),
+            error: error_,
+        })
+    })?;
+    pvh_entry_point(&image).map(drop).map_err(|defect| {
+        error(Problem::NotPvhImage {
+            path: path.to_owned(),
+            defect,
+        })
+    })
+}

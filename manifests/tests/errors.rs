@@ -1,0 +1,357 @@
+//! One invalid file per error message (in `tests/bad/`), each with the exact message it must
+//! produce; then the kernel errors, on images written into a scratch directory.
+//!
+//! The tests run from the crate directory (cargo's rule), so the paths in the messages are
+//! relative to it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{compile_error, domain_cfg, phys32_entry_note, ElfImage, Note, Scratch};
+use manifests::{parse_domain_config, pvh_entry_point, ImageDefect};
+
+/// How a bad file is read.
+#[derive(Clone, Copy)]
+enum Reader {
+    /// `parse_domain_config` on the file's text.
+    Domain,
+    /// `compile_system` on the file, with an image directory that does not exist.
+    System,
+}
+use Reader::{Domain, System};
+
+/// File in `tests/bad/`, how to read it, and the whole message.
+#[rustfmt::skip]
+const BAD_FILES: &[(&str, Reader, &str)] = &[
+    // Syntax.
+    ("syntax-expected-key.cfg", Domain, "tests/bad/syntax-expected-key.cfg:3: expected a key name, found `=`"),
+    ("syntax-no-equals.cfg", Domain, "tests/bad/syntax-no-equals.cfg:5: key `memory`: expected `=` after the key, found `16`"),
+    ("syntax-missing-value.cfg", Domain, "tests/bad/syntax-missing-value.cfg:5: key `memory`: missing value after `=`"),
+    ("syntax-bare-word.cfg", Domain, "tests/bad/syntax-bare-word.cfg:5: key `memory`: expected a value (a quoted string, an integer or a list), found `lots`"),
+    ("syntax-unterminated-string.cfg", Domain, "tests/bad/syntax-unterminated-string.cfg:4: key `kernel`: unterminated string: the closing \" must be on the same line"),
+    ("syntax-unknown-escape.cfg", Domain, "tests/bad/syntax-unknown-escape.cfg:6: key `cmdline`: unknown escape `\\t` in a string (the escapes are \\\\, \\\" and \\')"),
+    ("syntax-bad-integer.cfg", Domain, "tests/bad/syntax-bad-integer.cfg:5: key `memory`: `16M` is not an integer (write decimal digits, or 0x and hex digits)"),
+    ("syntax-trailing-text.cfg", Domain, "tests/bad/syntax-trailing-text.cfg:5: key `memory`: unexpected `vcpus` after the value (one setting per line)"),
+    ("syntax-unclosed-list.cfg", System, "tests/bad/syntax-unclosed-list.cfg:2: key `domains`: the list opened on line 2 is never closed with `]`"),
+    ("syntax-list-item.cfg", System, "tests/bad/syntax-list-item.cfg:4: key `domains`: list items must be quoted strings, found `b.cfg`"),
+    ("syntax-list-separator.cfg", System, "tests/bad/syntax-list-separator.cfg:4: key `domains`: expected `,` or `]` after a list item, found `\"b.cfg\"`"),
+    // Keys.
+    ("duplicate-key.cfg", Domain, "tests/bad/duplicate-key.cfg:6: key `memory`: set twice: first on line 5, again on line 6"),
+    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, memory, vcpus, cmdline, extra, on_poweroff, on_reboot, on_crash)"),
+    ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `disk` is not supported yet"),
+    ("missing-name.cfg", Domain, "tests/bad/missing-name.cfg: key `name`: required key is missing"),
+    ("missing-type.cfg", Domain, "tests/bad/missing-type.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"),
+    ("missing-kernel.cfg", Domain, "tests/bad/missing-kernel.cfg: key `kernel`: required key is missing"),
+    ("missing-memory.cfg", Domain, "tests/bad/missing-memory.cfg: key `memory`: required key is missing"),
+    // Values.
+    ("name-not-string.cfg", Domain, "tests/bad/name-not-string.cfg:2: key `name`: expected a name of 1 to 31 characters from A-Z a-z 0-9 _ . -, found 7"),
+    ("name-bad-character.cfg", Domain, "tests/bad/name-bad-character.cfg:2: key `name`: expected a name of 1 to 31 characters from A-Z a-z 0-9 _ . -, found \"my guest\""),
+    ("name-too-long.cfg", Domain, "tests/bad/name-too-long.cfg:2: key `name`: expected a name of 1 to 31 characters from A-Z a-z 0-9 _ . -, found \"a-domain-name-of-32-characters-x\""),
+    ("name-reserved.cfg", Domain, "tests/bad/name-reserved.cfg:2: key `name`: \"microvisor\" is reserved for the microvisor itself"),
+    ("type-hvm.cfg", Domain, "tests/bad/type-hvm.cfg:3: key `type`: \"hvm\" is not supported yet, use \"pvh\""),
+    ("type-unknown.cfg", Domain, "tests/bad/type-unknown.cfg:3: key `type`: expected \"pvh\", found \"PVH\""),
+    ("kernel-empty.cfg", Domain, "tests/bad/kernel-empty.cfg:4: key `kernel`: expected a path to a PVH kernel image, found \"\""),
+    ("kernel-not-string.cfg", Domain, "tests/bad/kernel-not-string.cfg:4: key `kernel`: expected a path to a PVH kernel image, found a list"),
+    ("memory-string.cfg", Domain, "tests/bad/memory-string.cfg:5: key `memory`: expected an integer number of MiB, found \"lots\""),
+    ("memory-too-small.cfg", Domain, "tests/bad/memory-too-small.cfg:5: key `memory`: 2 is out of range: allowed are 4 to 2048 MiB"),
+    ("memory-too-large.cfg", Domain, "tests/bad/memory-too-large.cfg:5: key `memory`: 4096 is out of range: allowed are 4 to 2048 MiB"),
+    ("vcpus-zero.cfg", Domain, "tests/bad/vcpus-zero.cfg:6: key `vcpus`: 0 is out of range: allowed are 1 to 8"),
+    ("vcpus-too-many.cfg", Domain, "tests/bad/vcpus-too-many.cfg:6: key `vcpus`: 9 is out of range: allowed are 1 to 8"),
+    ("cmdline-and-extra.cfg", Domain, "tests/bad/cmdline-and-extra.cfg:7: key `extra`: both `cmdline` (line 6) and `extra` set the kernel command line; keep one"),
+    ("cmdline-not-string.cfg", Domain, "tests/bad/cmdline-not-string.cfg:6: key `cmdline`: expected a quoted kernel command line, found a list"),
+    ("cmdline-too-long.cfg", Domain, "tests/bad/cmdline-too-long.cfg:6: key `cmdline`: is 512 bytes long, at most 511 are allowed"),
+    ("cmdline-control-character.cfg", Domain, "tests/bad/cmdline-control-character.cfg:6: key `extra`: must not contain control characters (found '\\t')"),
+    ("on-crash-coredump.cfg", Domain, "tests/bad/on-crash-coredump.cfg:6: key `on_crash`: \"coredump-destroy\" is not supported yet, use \"destroy\", \"restart\" or \"preserve\""),
+    ("on-reboot-unknown.cfg", Domain, "tests/bad/on-reboot-unknown.cfg:6: key `on_reboot`: expected \"destroy\", \"restart\" or \"preserve\", found \"reboot\""),
+    ("on-poweroff-integer.cfg", Domain, "tests/bad/on-poweroff-integer.cfg:6: key `on_poweroff`: expected \"destroy\", \"restart\" or \"preserve\", found 1"),
+    // System files.
+    ("system-missing-domains.cfg", System, "tests/bad/system-missing-domains.cfg: key `domains`: required key is missing (write domains = [] for a system of no domains)"),
+    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains)"),
+    ("system-domains-not-list.cfg", System, "tests/bad/system-domains-not-list.cfg:2: key `domains`: expected a list of domain files, found \"support/good.cfg\""),
+    ("system-empty-entry.cfg", System, "tests/bad/system-empty-entry.cfg:4: key `domains`: expected a domain file, found \"\""),
+    ("system-too-many-domains.cfg", System, "tests/bad/system-too-many-domains.cfg:2: key `domains`: lists 17 domains, at most 16 are allowed"),
+    // The operating system's wording of the I/O error follows this prefix.
+    ("system-missing-domain-file.cfg", System, "tests/bad/system-missing-domain-file.cfg:4: key `domains`: cannot read tests/bad/support/no-such-file.cfg: "),
+    ("system-duplicate-name.cfg", System, "tests/bad/support/same-name.cfg:3: key `name`: domain name \"good\" is already used by tests/bad/support/good.cfg:2"),
+    ("system-bad-domain.cfg", System, "tests/bad/memory-string.cfg:5: key `memory`: expected an integer number of MiB, found \"lots\""),
+    ("system-kernel-not-found.cfg", System, "tests/bad/support/no-such-kernel.cfg:4: key `kernel`: kernel image \"no-such-image\" not found; looked for tests/bad/support/no-such-image, tests/no-such-images/no-such-image"),
+];
+
+fn message_for(file: &str, reader: Reader) -> String {
+    let path = Path::new("tests/bad").join(file);
+    let result = match reader {
+        Domain => {
+            let text = fs::read_to_string(&path).expect("bad file exists");
+            parse_domain_config(&path, &text).map(drop)
+        }
+        System => {
+            manifests::compile_system(&path, &[PathBuf::from("tests/no-such-images")]).map(drop)
+        }
+    };
+    match result {
+        Ok(()) => panic!("{} was accepted", path.display()),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn every_bad_file_gives_its_message() {
+    let mut failures = Vec::new();
+    for &(file, reader, expected) in BAD_FILES {
+        let message = message_for(file, reader);
+        let matches = if expected.ends_with(": ") {
+            message.starts_with(expected)
+        } else {
+            message == expected
+        };
+        if !matches {
+            failures.push(format!(
+                "{file}\n  expected: {expected}\n  got:      {message}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "wrong messages:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_bad_file_is_in_the_table() {
+    let on_disk: BTreeSet<String> = fs::read_dir("tests/bad")
+        .expect("tests/bad")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.is_file())
+        .map(|path| {
+            path.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let in_table: BTreeSet<String> = BAD_FILES
+        .iter()
+        .map(|(file, _, _)| file.to_string())
+        .collect();
+    assert_eq!(
+        on_disk, in_table,
+        "tests/bad and BAD_FILES must list the same files"
+    );
+}
+
+#[test]
+fn the_support_files_are_valid_on_their_own() {
+    for file in ["good.cfg", "same-name.cfg", "no-such-kernel.cfg"] {
+        let path = Path::new("tests/bad/support").join(file);
+        let text = fs::read_to_string(&path).expect("support file");
+        parse_domain_config(&path, &text).expect("valid");
+    }
+}
+
+/// A system of one domain, `d.cfg` (kernel on line 3), whose kernel `k` has `image` as bytes.
+fn system_with_kernel(image: &[u8]) -> (Scratch, String) {
+    let scratch = Scratch::new();
+    scratch.write("system.cfg", "domains = [ \"d.cfg\" ]\n");
+    scratch.write("d.cfg", domain_cfg("d", "k"));
+    scratch.write("k", image);
+    let message = compile_error(&scratch.path("system.cfg"), &[]);
+    (scratch, message)
+}
+
+#[test]
+fn a_kernel_without_the_pvh_note_is_rejected() {
+    let mut image = ElfImage::pvh(0x10_0000);
+    image.notes = vec![Note {
+        owner: "Xen",
+        kind: 6,
+        desc: b"linux\0\0\0".to_vec(),
+    }];
+    let (scratch, message) = system_with_kernel(&image.bytes());
+    let expected = format!(
+        "{}:3: key `kernel`: {} is not a PVH image: no XEN_ELFNOTE_PHYS32_ENTRY note",
+        scratch.path("d.cfg").display(),
+        scratch.path("k").display(),
+    );
+    assert_eq!(message, expected);
+}
+
+#[test]
+fn a_kernel_that_is_not_elf_is_rejected() {
+    let (scratch, message) = system_with_kernel(b"#!/bin/sh\necho not a kernel\n");
+    let prefix = format!(
+        "{}:3: key `kernel`: {} is not a PVH image: not an ELF file (",
+        scratch.path("d.cfg").display(),
+        scratch.path("k").display(),
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+}
+
+#[test]
+fn an_image_directory_is_searched_only_for_bare_names() {
+    let scratch = Scratch::new();
+    scratch.write("images/k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write("system.cfg", "domains = [ \"d.cfg\" ]\n");
+    scratch.write("d.cfg", domain_cfg("d", "sub/k"));
+    let message = compile_error(&scratch.path("system.cfg"), &[scratch.path("images")]);
+    let expected = format!(
+        "{}:3: key `kernel`: kernel image \"sub/k\" not found; looked for {}",
+        scratch.path("d.cfg").display(),
+        scratch.path("sub/k").display(),
+    );
+    assert_eq!(message, expected);
+}
+
+#[test]
+fn a_missing_kernel_lists_every_place_looked() {
+    let scratch = Scratch::new();
+    scratch.write("system.cfg", "domains = [ \"d.cfg\" ]\n");
+    scratch.write("d.cfg", domain_cfg("d", "k"));
+    // A directory named like the kernel is not the kernel.
+    fs::create_dir_all(scratch.path("one/k")).expect("mkdir");
+    let dirs = [scratch.path("one"), scratch.path("two")];
+    let message = compile_error(&scratch.path("system.cfg"), &dirs);
+    let expected = format!(
+        "{}:3: key `kernel`: kernel image \"k\" not found; looked for {}, {}, {}",
+        scratch.path("d.cfg").display(),
+        scratch.path("k").display(),
+        scratch.path("one/k").display(),
+        scratch.path("two/k").display(),
+    );
+    assert_eq!(message, expected);
+}
+
+#[test]
+fn image_defects_are_told_apart() {
+    let defect = |image: ElfImage| pvh_entry_point(&image.bytes());
+
+    assert_eq!(defect(ElfImage::pvh(0x20_0000)), Ok(0x20_0000));
+
+    let eight_bytes = Note {
+        owner: "Xen",
+        kind: 18,
+        desc: 0x30_0000u64.to_le_bytes().to_vec(),
+    };
+    assert_eq!(
+        defect(ElfImage {
+            notes: vec![eight_bytes],
+            ..ElfImage::pvh(0)
+        }),
+        Ok(0x30_0000)
+    );
+
+    let other_notes_first = vec![
+        Note {
+            owner: "GNU",
+            kind: 3,
+            desc: vec![0xab; 20],
+        },
+        Note {
+            owner: "Xen",
+            kind: 6,
+            desc: b"linux\0".to_vec(),
+        },
+        phys32_entry_note(0x40_0000),
+    ];
+    assert_eq!(
+        defect(ElfImage {
+            notes: other_notes_first,
+            ..ElfImage::pvh(0)
+        }),
+        Ok(0x40_0000)
+    );
+
+    let wrong_owner = Note {
+        owner: "Xem",
+        kind: 18,
+        desc: vec![0; 4],
+    };
+    assert_eq!(
+        defect(ElfImage {
+            notes: vec![wrong_owner],
+            ..ElfImage::pvh(0)
+        }),
+        Err(ImageDefect::NoPhys32Entry)
+    );
+
+    let not_in_a_note_segment = ElfImage {
+        segment_type: common::PT_LOAD,
+        ..ElfImage::pvh(0x10_0000)
+    };
+    assert_eq!(
+        defect(not_in_a_note_segment),
+        Err(ImageDefect::NoPhys32Entry)
+    );
+
+    let short = Note {
+        owner: "Xen",
+        kind: 18,
+        desc: vec![0; 2],
+    };
+    assert_eq!(
+        defect(ElfImage {
+            notes: vec![short],
+            ..ElfImage::pvh(0)
+        }),
+        Err(ImageDefect::BadPhys32Entry { length: 2 })
+    );
+
+    assert_eq!(
+        defect(ElfImage {
+            machine: common::EM_386,
+            ..ElfImage::pvh(0)
+        }),
+        Err(ImageDefect::NotX86_64 {
+            machine: common::EM_386,
+            little_endian: true
+        })
+    );
+    assert_eq!(
+        defect(ElfImage {
+            e_type: common::ET_DYN,
+            ..ElfImage::pvh(0)
+        }),
+        Err(ImageDefect::NotExecutable {
+            e_type: common::ET_DYN
+        })
+    );
+}
+
+#[test]
+fn a_32_bit_elf_is_rejected() {
+    // An ELF32 header (52 bytes) for i386, with no program headers.
+    let mut elf32 = vec![0x7f, b'E', b'L', b'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for half in [2u16, 3] {
+        elf32.extend_from_slice(&half.to_le_bytes()); // e_type, e_machine
+    }
+    for word in [1u32, 0x10_0000, 0, 0, 0] {
+        elf32.extend_from_slice(&word.to_le_bytes()); // version, entry, phoff, shoff, flags
+    }
+    for half in [52u16, 32, 0, 40, 0, 0] {
+        elf32.extend_from_slice(&half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    assert_eq!(elf32.len(), 52);
+    assert_eq!(pvh_entry_point(&elf32), Err(ImageDefect::NotElf64));
+}
+
+#[test]
+fn truncated_images_are_not_elf() {
+    let image = ElfImage::pvh(0x10_0000).bytes();
+    for length in [0, 3, 16, 63] {
+        assert!(
+            matches!(
+                pvh_entry_point(&image[..length]),
+                Err(ImageDefect::NotElf { .. })
+            ),
+            "length {length}"
+        );
+    }
+    // Header intact, note segment cut short: the segment lies past the end of the file.
+    assert!(matches!(
+        pvh_entry_point(&image[..image.len() - 4]),
+        Err(ImageDefect::NotElf { .. })
+    ));
+}
