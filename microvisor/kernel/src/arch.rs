@@ -48,8 +48,7 @@ pub struct CpuidResult {
 }
 
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    // SAFETY: CPUID is always available in long mode and has no side effects.
-    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
 }
 

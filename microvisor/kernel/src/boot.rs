@@ -37,8 +37,7 @@ pub fn trampoline_stack_slot_offset() -> usize {
 
 /// Physical address of the boot PML4 (the host page tables every CPU uses).
 pub fn host_cr3() -> u64 {
-    // SAFETY: only the address of the symbol is taken.
-    unsafe { core::ptr::addr_of!(boot_pml4) as u64 }
+    core::ptr::addr_of!(boot_pml4) as u64
 }
 
 core::arch::global_asm!(

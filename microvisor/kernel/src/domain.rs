@@ -131,7 +131,7 @@ fn module_bytes(index: u16) -> Result<&'static [u8], BuildError> {
 
 /// Build domain `spec_index` of the manifest into table slot `slot` and make vCPU 0 runnable.
 pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, BuildError> {
-    let spec: &DomainSpec = &MANIFEST.get().expect("manifest decoded")[spec_index];
+    let spec: &DomainSpec = &MANIFEST.get().expect("manifest decoded").domains[spec_index];
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let image_bytes = module_bytes(spec.image_module)?;
     let image = microvisor_core::image::parse_pvh_image(image_bytes, ram_bytes).map_err(BuildError::Image)?;

@@ -17,7 +17,7 @@ pub struct Platform {
 /// Physical memory as the parsers see it, through the identity map (below 4 GiB only).
 struct PhysMemory;
 
-impl microvisor_core::acpi::PhysRead for PhysMemory {
+impl microvisor_core::phys::PhysRead for PhysMemory {
     fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
         let Some(end) = pa.checked_add(buf.len() as u64) else { return false };
         if end > mem::MAX_PHYS {
@@ -34,11 +34,11 @@ extern "C" {
 }
 
 pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
-    let info = multiboot::parse(&PhysMemory, info_pa).map_err(|_| "the Multiboot information is malformed")?;
+    let info = multiboot::parse_multiboot(&PhysMemory, info_pa).map_err(|_| "the Multiboot information is malformed")?;
     if info.modules.is_empty() {
         return Err("no boot modules: module 0 must be the compiled manifest");
     }
-    let acpi = acpi::parse(&PhysMemory).map_err(|_| "no usable ACPI tables (RSDP/XSDT/MADT)")?;
+    let acpi = acpi::parse_acpi(&PhysMemory).map_err(|_| "no usable ACPI tables (RSDP/XSDT/MADT)")?;
     if u64::from(acpi.local_apic_pa) != crate::lapic::LAPIC_BASE {
         return Err("the local APIC is not at 0xfee00000");
     }
@@ -50,10 +50,8 @@ pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
     let mut reserved: Vec<(u64, u64), 64> = Vec::new();
     // Real-mode memory (BIOS data, the AP trampoline), the image, the modules, the
     // Multiboot structures QEMU puts after the modules, and every ACPI table.
-    // SAFETY: only the addresses of the linker symbols are taken.
-    let (image_start, image_end) = unsafe {
-        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
-    };
+    let (image_start, image_end) =
+        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64);
     let _ = reserved.push((0, 0x10_0000));
     let _ = reserved.push((image_start, image_end));
     let mut modules: Vec<(u64, u64), 16> = Vec::new();
@@ -73,7 +71,7 @@ pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
         let _ = apic_ids.push(cpu.apic_id);
     }
     crate::log!(
-        "{} MiB usable RAM, {} boot modules, {} cpus, ECAM {}, IOMMU {}",
+        "{} MiB usable RAM, {} boot modules, {} cpus, ECAM {:#x}, IOMMU {}",
         usable.iter().map(|(s, e)| e - s).sum::<u64>() >> 20,
         info.modules.len(),
         apic_ids.len(),

@@ -53,7 +53,7 @@ pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
         if d.state != DomainState::Running {
             return;
         }
-        let spec = &domain::MANIFEST.get().expect("manifest decoded")[d.spec_index];
+        let spec = &domain::MANIFEST.get().expect("manifest decoded").domains[d.spec_index];
         let action = match reason {
             ShutdownReason::Poweroff => spec.on_poweroff,
             ShutdownReason::Reboot => spec.on_reboot,

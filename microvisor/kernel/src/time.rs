@@ -10,7 +10,6 @@ static SCALE: spin::Once<TscScale> = spin::Once::new();
 
 /// Calibrate the TSC with PIT channel 2 over ~10 ms (bootstrap CPU, before anything else times).
 pub fn calibrate() {
-    const PIT_HZ: u64 = 1_193_182;
     const PIT_TICKS: u16 = 11_932; // ~10 ms
     // SAFETY: ports 0x42/0x43/0x61 are the PIT channel 2 and its gate, used only here, at
     // boot, by the bootstrap CPU; the speaker output stays disabled (bit 1 clear).
@@ -27,8 +26,7 @@ pub fn calibrate() {
         }
         crate::arch::rdtsc() - start
     };
-    let hz = microvisor_core::time::tsc_hz_from_calibration(tsc_delta, u64::from(PIT_TICKS));
-    let _ = PIT_HZ;
+    let hz = microvisor_core::time::tsc_hz_from_calibration(tsc_delta, u64::from(PIT_TICKS)).unwrap_or(1_000_000_000);
     TSC_HZ.store(hz, Ordering::Relaxed);
     SCALE.call_once(|| TscScale::from_tsc_hz(hz));
     TSC_AT_BOOT.store(crate::arch::rdtsc(), Ordering::Relaxed);
