@@ -81,9 +81,9 @@ pub fn build_idt() {
         for vector in 0..256usize {
             let handler = match vector {
                 0..=31 => exc_stub_table[vector],
-                v if v == usize::from(TIMER_VECTOR) => timer_stub as usize as u64,
-                v if v == usize::from(SPURIOUS_VECTOR) => spurious_stub as usize as u64,
-                _ => other_irq_stub as usize as u64,
+                v if v == usize::from(TIMER_VECTOR) => timer_stub as *const () as u64,
+                v if v == usize::from(SPURIOUS_VECTOR) => spurious_stub as *const () as u64,
+                _ => other_irq_stub as *const () as u64,
             };
             let (low, high) = idt_entry(handler);
             idt.0[vector * 2] = low;

@@ -7,7 +7,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const LAPIC_BASE: u64 = 0xfee0_0000;
 const REG_ID: u64 = 0x20;
-const REG_EOI: u64 = 0xb0;
 const REG_SVR: u64 = 0xf0;
 const REG_ICR_LOW: u64 = 0x300;
 const REG_ICR_HIGH: u64 = 0x310;
@@ -35,15 +34,22 @@ pub fn id() -> u32 {
     read(REG_ID) >> 24
 }
 
+/// Mask both legacy 8259 PICs: the firmware leaves the PIT's IRQ 0 on vector 8, which
+/// would arrive as a bogus double fault whenever the host enables interrupts.
+pub fn mask_legacy_pic() {
+    // SAFETY: ports 0x21/0xa1 are the PICs' mask registers; the microvisor owns them and
+    // uses only the LAPIC, so masking every legacy line breaks nothing.
+    unsafe {
+        crate::arch::outb(0x21, 0xff);
+        crate::arch::outb(0xa1, 0xff);
+    }
+}
+
 /// Software-enable the LAPIC with our spurious vector and the timer masked.
 pub fn enable() {
     write(REG_SVR, 0x100 | u32::from(crate::cpu::SPURIOUS_VECTOR));
     write(REG_TIMER_DIVIDE, 0xb); // divide by 1
     write(REG_LVT_TIMER, 1 << 16);
-}
-
-pub fn eoi() {
-    write(REG_EOI, 0);
 }
 
 /// Measure the timer rate against the calibrated TSC (bootstrap CPU, once).

@@ -46,6 +46,7 @@ extern "C" fn bsp_main(magic: u32, info_pa: u32) -> ! {
         refuse("not started by a Multiboot1 loader");
     }
     let platform = platform::discover(u64::from(info_pa)).unwrap_or_else(|why| refuse(why));
+    lapic::mask_legacy_pic();
     time::calibrate();
     cpu::build_idt();
     if let Err(why) = smp::init_this_cpu(0) {
