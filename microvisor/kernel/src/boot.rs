@@ -16,7 +16,6 @@ extern "C" {
     static ap_trampoline_start: u8;
     static ap_trampoline_end: u8;
     static ap_stack_slot: u8;
-    static boot_pml4: u8;
 }
 
 /// The trampoline code as bytes, to be copied to [`TRAMPOLINE_PA`].
@@ -35,10 +34,6 @@ pub fn trampoline_stack_slot_offset() -> usize {
     core::ptr::addr_of!(ap_stack_slot) as usize - core::ptr::addr_of!(ap_trampoline_start) as usize
 }
 
-/// Physical address of the boot PML4 (the host page tables every CPU uses).
-pub fn host_cr3() -> u64 {
-    core::ptr::addr_of!(boot_pml4) as u64
-}
 
 core::arch::global_asm!(
     r#"

@@ -240,6 +240,10 @@ pub fn finish_shutdown(slot: usize) {
     check_all_gone();
 }
 
+/// Frames in use before any domain was built (microvisor tables); what is allocated beyond
+/// this belongs to domains.
+pub static BASELINE_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Power off once no domain is left running.
 pub fn check_all_gone() {
     let table = DOMAINS.lock();
@@ -252,6 +256,13 @@ pub fn check_all_gone() {
         } else {
             crate::log!("no domain left running ({preserved} preserved), powering off");
         }
+        let held = mem::allocated_frames().saturating_sub(BASELINE_FRAMES.load(Ordering::Relaxed));
+        crate::log!(
+            "{} vm exits, {} hypercalls, {} preemptions; {held} frames still held by domains",
+            crate::stats::VM_EXITS.load(Ordering::Relaxed),
+            crate::stats::HYPERCALLS.load(Ordering::Relaxed),
+            crate::stats::PREEMPTIONS.load(Ordering::Relaxed),
+        );
         crate::arch::machine_exit(crate::arch::ExitCode::PowerOff);
     }
 }

@@ -18,20 +18,17 @@ pub const EFER_SVME: u64 = 1 << 12;
 
 /// VMCB control-area offsets.
 pub mod control {
-    pub const INTERCEPT_CR: u64 = 0x000;
     pub const INTERCEPT_EXCEPTIONS: u64 = 0x008;
     pub const INTERCEPT_MISC1: u64 = 0x00c;
     pub const INTERCEPT_MISC2: u64 = 0x010;
     pub const IOPM_BASE_PA: u64 = 0x040;
     pub const MSRPM_BASE_PA: u64 = 0x048;
-    pub const TSC_OFFSET: u64 = 0x050;
     pub const GUEST_ASID: u64 = 0x058;
     pub const TLB_CONTROL: u64 = 0x05c;
     pub const VINTR: u64 = 0x060;
     pub const EXIT_CODE: u64 = 0x070;
     pub const EXIT_INFO1: u64 = 0x078;
     pub const EXIT_INFO2: u64 = 0x080;
-    pub const EXIT_INT_INFO: u64 = 0x088;
     pub const NP_ENABLE: u64 = 0x090;
     pub const EVENT_INJ: u64 = 0x0a8;
     pub const N_CR3: u64 = 0x0b0;
@@ -61,13 +58,11 @@ pub mod save {
     pub const RIP: u64 = 0x578;
     pub const RSP: u64 = 0x5d8;
     pub const RAX: u64 = 0x5f8;
-    pub const CR2: u64 = 0x640;
     pub const G_PAT: u64 = 0x668;
 }
 
 /// #VMEXIT codes we handle.
 pub mod exit {
-    pub const EXCEPTION_BASE: u64 = 0x40;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const CPUID: u64 = 0x72;
@@ -153,10 +148,6 @@ impl Vmcb {
     pub fn write64(self, offset: u64, value: u64) {
         // SAFETY: as for read64.
         unsafe { core::ptr::write_volatile(self.ptr(offset), value) }
-    }
-    pub fn read32(self, offset: u64) -> u32 {
-        // SAFETY: as for read64.
-        unsafe { core::ptr::read_volatile(self.ptr(offset)) }
     }
     pub fn write32(self, offset: u64, value: u32) {
         // SAFETY: as for read64.

@@ -150,8 +150,6 @@ pub fn set_pvh_boot_state(slot: usize, vcpu: usize, entry: u64, start_info_gpa: 
 
 #[derive(Debug)]
 pub enum InitError {
-    /// The vCPU is running or being changed by someone else.
-    Busy,
     /// The register state is not a valid 64-bit start state.
     Invalid,
 }
