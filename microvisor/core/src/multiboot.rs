@@ -47,12 +47,15 @@ impl MemRegion {
     }
 }
 
+/// The longest module string kept (QEMU passes the whole `-initrd` path, which can be long).
+pub const MAX_MODULE_STRING: usize = 1024;
+
 /// One boot module: `[start, end)` in physical memory and its string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
     pub start: u64,
     pub end: u64,
-    pub cmdline: String<128>,
+    pub cmdline: String<MAX_MODULE_STRING>,
 }
 
 /// The parts of the Multiboot information the microvisor uses.
