@@ -78,7 +78,7 @@ pub fn build_idt() {
     // an immutable array of code addresses from the global_asm below.
     unsafe {
         let idt = &mut *IDT.0.get();
-        for vector in 0..256usize {
+        for (vector, slot) in idt.0.chunks_exact_mut(2).enumerate() {
             let handler = match vector {
                 0..=31 => exc_stub_table[vector],
                 v if v == usize::from(TIMER_VECTOR) => timer_stub as *const () as u64,
@@ -86,8 +86,8 @@ pub fn build_idt() {
                 _ => other_irq_stub as *const () as u64,
             };
             let (low, high) = idt_entry(handler);
-            idt.0[vector * 2] = low;
-            idt.0[vector * 2 + 1] = high;
+            slot[0] = low;
+            slot[1] = high;
         }
     }
     IDT_BUILT.store(true, Ordering::Release);

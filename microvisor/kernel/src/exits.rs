@@ -149,7 +149,7 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
             crash(slot, vmcb, format_args!("access to I/O port {port:#x} it does not own"))
         }
         exit::INVALID => crash(slot, vmcb, format_args!("invalid vCPU state (VMRUN refused it)")),
-        exit::VMRUN..=0x86 | 0x8b | 0x8a | 0x8d => {
+        exit::VMRUN | 0x82..=0x86 | 0x8a | 0x8b | 0x8d => {
             inject_exception(vmcb, 6); // #UD for SVM and monitor/mwait/xsetbv instructions
             Step::Continue
         }
@@ -157,7 +157,7 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
             advance_rip(vmcb, 2); // INVD: nothing to do for a domain
             Step::Continue
         }
-        0x61..=0x63 => Step::Continue, // NMI, SMI, INIT: nothing for the guest
+        0x62 | 0x63 => Step::Continue, // SMI, INIT: nothing for the guest
         other => crash(slot, vmcb, format_args!("unhandled exit {other:#x}")),
     }
 }

@@ -53,6 +53,7 @@ pub fn start_aps(apic_ids: &[u32]) -> usize {
 
     let code = crate::boot::trampoline_bytes();
     crate::mem::write_phys(crate::boot::TRAMPOLINE_PA, code);
+    #[allow(clippy::needless_range_loop)] // APIC_IDS is indexed by CPU number throughout
     for cpu in 1..count {
         let before = CPUS_ONLINE.load(Ordering::Acquire);
         let slot = crate::boot::TRAMPOLINE_PA + crate::boot::trampoline_stack_slot_offset() as u64;
