@@ -1,1 +1,124 @@
-fn main(){}
+//! `cargo xtask`: the project's host tool. Builds the bare-metal images, packs a system's boot
+//! modules (the compiled manifest and the domain images), boots it in QEMU, runs the QEMU test
+//! scenarios under `ci/scenarios/` and the benchmarks.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod images;
+mod judge;
+mod qemu;
+mod scenario;
+mod serial;
+mod system;
+mod workspace;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::system::ManifestRejected;
+use crate::workspace::Workspace;
+
+/// Exit status when the system manifest is invalid.
+const EXIT_BAD_MANIFEST: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    about = "Build, boot and test the microvisor in QEMU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Build the bare-metal images (cargo build --release -p microvisor -p hello)
+    Build,
+    /// Build, then boot a system in QEMU with its serial console on the terminal
+    Run(commands::run::RunArgs),
+    /// Run the host unit tests, then every QEMU scenario under ci/scenarios
+    Test(commands::test::TestArgs),
+    /// Measure boot times and the hypercall round trip
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.task) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<ManifestRejected>().is_some() {
+                ExitCode::from(EXIT_BAD_MANIFEST)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<ExitCode> {
+    let workspace = Workspace::locate()?;
+    match task {
+        Task::Build => commands::build::build(&workspace).map(|()| ExitCode::SUCCESS),
+        Task::Run(args) => commands::run::run(&workspace, args),
+        Task::Test(args) => commands::test::test(&workspace, args),
+        Task::Bench(args) => commands::bench::bench(&workspace, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = Cli::try_parse_from(["xtask", "run"]).unwrap();
+        let Task::Run(args) = cli.task else {
+            panic!("not run")
+        };
+        assert_eq!((args.smp, args.memory, args.timeout), (2, 512, None));
+        assert!(args.system_file.is_none());
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "run",
+            "x/system.cfg",
+            "--timeout",
+            "5",
+            "--smp",
+            "4",
+            "--memory",
+            "1024",
+        ])
+        .unwrap();
+        let Task::Run(args) = cli.task else {
+            panic!("not run")
+        };
+        assert_eq!((args.smp, args.memory, args.timeout), (4, 1024, Some(5)));
+        assert!(Cli::try_parse_from(["xtask", "run", "--smp", "0"]).is_err());
+    }
+
+    #[test]
+    fn test_options() {
+        let cli = Cli::try_parse_from(["xtask", "test", "--scenario", "scrub", "--no-host-tests"])
+            .unwrap();
+        let Task::Test(args) = cli.task else {
+            panic!("not test")
+        };
+        assert_eq!(args.scenario, ["scrub"]);
+        assert!(args.no_host_tests);
+    }
+}

@@ -1,0 +1,82 @@
+//! `cargo xtask run`: boots a system in QEMU with the serial console on the terminal.
+//!
+//! Exit status: 0 after the microvisor powered off; 1 after a microvisor panic or any other
+//! end; 2 when the system manifest is invalid (QEMU is not started); 124 when `--timeout` ran
+//! out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::qemu::{self, Exit, STATUS_POWEROFF};
+use crate::serial::{Ending, Watch};
+use crate::system;
+use crate::workspace::Workspace;
+use crate::{commands, images};
+
+/// The system booted when no system file is given, relative to the workspace root.
+pub const DEFAULT_SYSTEM: &str = "manifests/default/system.cfg";
+
+/// Exit status after `--timeout` ran out (as timeout(1)).
+pub const EXIT_TIMEOUT: u8 = 124;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The system manifest to boot [default: manifests/default/system.cfg in the workspace]
+    pub system_file: Option<PathBuf>,
+    /// Kill QEMU after this many seconds (exit status 124)
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Number of CPUs of the emulated machine
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub smp: u32,
+    /// Memory of the emulated machine, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..))]
+    pub memory: u32,
+    /// The microvisor's command line
+    #[arg(long, value_name = "TEXT")]
+    pub cmdline: Option<String>,
+    /// Use the images already built instead of running `cargo build` first
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
+    let system_file = args
+        .system_file
+        .unwrap_or_else(|| workspace.root.join(DEFAULT_SYSTEM));
+    if !args.no_build {
+        images::build(workspace)?;
+    }
+    let packed = system::pack(workspace, &system_file, &system::system_name(&system_file))?;
+    let qemu = qemu::ensure_installed()?;
+    let watch = Watch {
+        timeout: args.timeout.map(Duration::from_secs),
+        stop_when: None,
+        echo: true,
+    };
+    let capture = commands::boot(
+        workspace,
+        &qemu,
+        &packed,
+        args.smp,
+        args.memory,
+        args.cmdline,
+        &watch,
+    )?;
+    Ok(match capture.ending {
+        Ending::Exited(Exit::Code(STATUS_POWEROFF)) => ExitCode::SUCCESS,
+        Ending::Exited(exit) => {
+            eprintln!("xtask: {}", exit.describe());
+            ExitCode::FAILURE
+        }
+        Ending::TimedOut => {
+            eprintln!("timeout after {} s", args.timeout.unwrap_or_default());
+            ExitCode::from(EXIT_TIMEOUT)
+        }
+        Ending::Stopped => ExitCode::FAILURE,
+    })
+}

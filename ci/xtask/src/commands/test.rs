@@ -1,0 +1,225 @@
+//! `cargo xtask test`: the host unit tests (`cargo test` of the default members), then every QEMU scenario under `ci/scenarios/`,
+//! one after the other, closing with `N passed, M failed`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::judge::{self, Verdict};
+use crate::scenario::{self, Scenario};
+use crate::serial::{Capture, Watch};
+use crate::workspace::Workspace;
+use crate::{commands, images, qemu, system};
+
+/// How many log lines a failure report shows.
+const TAIL_LINES: usize = 40;
+/// The machine every scenario runs on.
+const SCENARIO_CPUS: u32 = 2;
+const SCENARIO_MEMORY_MIB: u32 = 512;
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Run only this scenario (repeatable); the name of its directory under ci/scenarios
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Vec<String>,
+    /// Skip the host unit tests (`cargo test`)
+    #[arg(long)]
+    pub no_host_tests: bool,
+    /// Print each scenario's serial output as it arrives
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Use the images already built instead of running `cargo build` first
+    #[arg(long)]
+    pub no_build: bool,
+    /// List the scenarios with what each proves, and run nothing
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
+    let scenarios = select(
+        scenario::load_all(&workspace.scenarios_dir())?,
+        &args.scenario,
+    )?;
+    if args.list {
+        for scenario in &scenarios {
+            println!("{:<16} {}", scenario.name, scenario.description);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.no_host_tests {
+        run_host_tests(workspace)?;
+    }
+    if !args.no_build {
+        images::build(workspace)?;
+    }
+    let qemu = qemu::ensure_installed()?;
+    let (mut passed, mut failed) = (0, 0);
+    for scenario in &scenarios {
+        print!("scenario {} ... ", scenario.name);
+        if args.verbose {
+            println!();
+        }
+        std::io::stdout().flush().ok();
+        let outcome = run_scenario(workspace, &qemu, scenario, args.verbose);
+        match outcome {
+            Ok((capture, verdict)) if verdict.passed() => {
+                passed += 1;
+                println!("ok ({:.1} s)", capture.elapsed.as_secs_f64());
+            }
+            Ok((capture, verdict)) => {
+                failed += 1;
+                report_failures(&verdict);
+                report_tail(workspace, scenario, &capture);
+            }
+            Err(error) => {
+                failed += 1;
+                println!("FAILED: {error:#}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The scenarios named on the command line, or all of them.
+fn select(all: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
+    if names.is_empty() {
+        return Ok(all);
+    }
+    for name in names {
+        if !all.iter().any(|scenario| &scenario.name == name) {
+            let known: Vec<&str> = all.iter().map(|scenario| scenario.name.as_str()).collect();
+            bail!(
+                "there is no scenario `{name}`; the scenarios are: {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|scenario| names.contains(&scenario.name))
+        .collect())
+}
+
+/// `cargo test` in the workspace root: the default members, which are the host crates. (Not
+/// `--workspace`: that takes in the bare-metal crates too, and feature unification with the
+/// host crates gives them `std`, which their own panic handler then clashes with.)
+fn run_host_tests(workspace: &Workspace) -> Result<()> {
+    eprintln!("xtask: host tests (cargo test, the workspace's default members)");
+    let status = workspace
+        .cargo_command()
+        .arg("test")
+        .status()
+        .with_context(|| format!("could not start `{}`", workspace.cargo.to_string_lossy()))?;
+    if !status.success() {
+        bail!("the host tests failed ({status}); the QEMU scenarios were not run");
+    }
+    Ok(())
+}
+
+/// Packs, boots and judges one scenario, and keeps its log.
+fn run_scenario(
+    workspace: &Workspace,
+    qemu: &std::path::Path,
+    scenario: &Scenario,
+    verbose: bool,
+) -> Result<(Capture, Verdict)> {
+    let packed = system::pack(workspace, &scenario.system_file(), &scenario.name)?;
+    let watch = Watch {
+        timeout: Some(scenario.timeout),
+        stop_when: scenario.stop_when.clone(),
+        echo: verbose,
+    };
+    let capture = commands::boot(
+        workspace,
+        qemu,
+        &packed,
+        SCENARIO_CPUS,
+        SCENARIO_MEMORY_MIB,
+        None,
+        &watch,
+    )?;
+    let log = workspace.scenario_log(&scenario.name);
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    std::fs::write(&log, capture.text())
+        .with_context(|| format!("could not write {}", log.display()))?;
+    let lines: Vec<&str> = capture
+        .lines
+        .iter()
+        .map(|line| line.text.as_str())
+        .collect();
+    let verdict = judge::judge(scenario, &lines, capture.ending);
+    Ok((capture, verdict))
+}
+
+/// `FAILED: <first reason>` on the scenario's line, then every reason when there are several.
+fn report_failures(verdict: &Verdict) {
+    let first = verdict.failures.first().map_or("", String::as_str);
+    match verdict.failures.len() {
+        0 | 1 => println!("FAILED: {first}"),
+        count => {
+            println!("FAILED: {first} (and {} more)", count - 1);
+            for failure in &verdict.failures {
+                println!("    - {failure}");
+            }
+        }
+    }
+}
+
+fn report_tail(workspace: &Workspace, scenario: &Scenario, capture: &Capture) {
+    let shown = capture.lines.len().min(TAIL_LINES);
+    println!(
+        "    --- last {shown} of {} lines of {} ---",
+        capture.lines.len(),
+        workspace.scenario_log(&scenario.name).display()
+    );
+    for line in commands::tail(capture, TAIL_LINES) {
+        println!("    {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        Scenario::parse(
+            name,
+            Path::new("/nowhere"),
+            "description = \"x\"\ntimeout_secs = 1\nexit = \"any\"\nexpect = ['a']\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn selects_named_scenarios_in_directory_order() {
+        let all = || vec![scenario("a"), scenario("b"), scenario("c")];
+        let names = |list: Vec<Scenario>| {
+            list.into_iter()
+                .map(|scenario| scenario.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(select(all(), &[]).unwrap()), ["a", "b", "c"]);
+        assert_eq!(
+            names(select(all(), &["c".into(), "a".into()]).unwrap()),
+            ["a", "c"]
+        );
+        let error = select(all(), &["d".into()]).unwrap_err().to_string();
+        assert!(
+            error.contains("no scenario `d`") && error.contains("a, b, c"),
+            "{error}"
+        );
+    }
+}

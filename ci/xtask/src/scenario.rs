@@ -1,0 +1,428 @@
+//! QEMU test scenarios: one directory each under `ci/scenarios/`, holding a system manifest
+//! (`system.cfg` and its domain files) and `scenario.toml`, which says how to judge the run.
+//!
+//! ```toml
+//! description = "one line: what this proves"
+//! timeout_secs = 120          # hard limit on the run
+//! exit = "poweroff"           # "poweroff" | "any" | "stopped"
+//! stop_when = "regex"         # only with exit = "stopped": kill QEMU once a line matches
+//! expect = ["regex", ...]     # each must match some line
+//! expect_in_order = ["regex", ...]  # must match lines in this order
+//! forbid = ["regex", ...]     # none may match any line ("PANIC" is always forbidden)
+//! [[count]]                   # one capture group, parsed as an integer within [min, max]
+//! regex = "..."
+//! min = 1
+//! max = 100
+//! pick = "every"              # which matching lines must be in range: every | any | first | last
+//! ```
+//!
+//! Regexes use the `regex` crate's syntax and are not anchored: they match anywhere in a line.
+//! Write them as TOML literal strings ('...') so backslashes need no escaping.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+use serde::Deserialize;
+
+/// The file in each scenario directory that says how to judge it.
+pub const SCENARIO_FILE: &str = "scenario.toml";
+/// The system manifest each scenario boots.
+pub const SYSTEM_FILE: &str = "system.cfg";
+/// Forbidden in every scenario: the microvisor's panic epitaph.
+pub const ALWAYS_FORBIDDEN: &str = "PANIC";
+
+/// How QEMU must end for the scenario to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitRule {
+    /// QEMU exits with status 1: the microvisor powered off cleanly.
+    Poweroff,
+    /// QEMU exits by itself; its status does not matter.
+    Any,
+    /// The system never ends by itself: the runner kills QEMU once `stop_when` matched.
+    Stopped,
+}
+
+/// Which of the lines a `[[count]]` regex matches must hold a value within bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pick {
+    /// Every matching line.
+    #[default]
+    Every,
+    /// At least one matching line.
+    Any,
+    /// The first matching line.
+    First,
+    /// The last matching line.
+    Last,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioToml {
+    description: String,
+    timeout_secs: u64,
+    exit: ExitRule,
+    stop_when: Option<String>,
+    #[serde(default)]
+    expect: Vec<String>,
+    #[serde(default)]
+    expect_in_order: Vec<String>,
+    #[serde(default)]
+    forbid: Vec<String>,
+    #[serde(default)]
+    count: Vec<CountToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountToml {
+    regex: String,
+    min: Option<i64>,
+    max: Option<i64>,
+    #[serde(default)]
+    pick: Pick,
+}
+
+/// A number a log line must report, within bounds.
+#[derive(Clone, Debug)]
+pub struct CountRule {
+    /// Has exactly one capture group: the number.
+    pub regex: Regex,
+    pub min: i64,
+    pub max: i64,
+    pub pick: Pick,
+}
+
+/// A validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub dir: PathBuf,
+    pub description: String,
+    pub timeout: Duration,
+    pub exit: ExitRule,
+    pub stop_when: Option<Regex>,
+    pub expect: Vec<Regex>,
+    pub expect_in_order: Vec<Regex>,
+    /// Includes [`ALWAYS_FORBIDDEN`].
+    pub forbid: Vec<Regex>,
+    pub counts: Vec<CountRule>,
+}
+
+impl Scenario {
+    /// The system manifest this scenario boots.
+    pub fn system_file(&self) -> PathBuf {
+        self.dir.join(SYSTEM_FILE)
+    }
+
+    /// Reads and validates `<dir>/scenario.toml`; the scenario is named after `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let file = dir.join(SCENARIO_FILE);
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "could not read {}: every scenario directory needs one",
+                file.display()
+            )
+        })?;
+        let name = dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .with_context(|| format!("{} has no directory name", dir.display()))?;
+        let scenario =
+            Self::parse(&name, dir, &text).with_context(|| format!("in {}", file.display()))?;
+        if !scenario.system_file().is_file() {
+            bail!(
+                "scenario {name}: {} is missing",
+                scenario.system_file().display()
+            );
+        }
+        Ok(scenario)
+    }
+
+    /// Parses and validates the text of a `scenario.toml`.
+    pub fn parse(name: &str, dir: &Path, text: &str) -> Result<Self> {
+        let raw: ScenarioToml = toml::from_str(text)?;
+        if raw.description.trim().is_empty() {
+            bail!("`description` is empty: say in one line what the scenario proves");
+        }
+        if raw.timeout_secs == 0 {
+            bail!("`timeout_secs` must be at least 1");
+        }
+        let stop_when = raw
+            .stop_when
+            .as_deref()
+            .map(|text| compile("stop_when", text))
+            .transpose()?;
+        match (raw.exit, &stop_when) {
+            (ExitRule::Stopped, None) => {
+                bail!("exit = \"stopped\" needs `stop_when`: the line after which the runner kills QEMU")
+            }
+            (ExitRule::Poweroff | ExitRule::Any, Some(_)) => bail!(
+                "`stop_when` only goes with exit = \"stopped\" (the runner would kill QEMU before it exits)"
+            ),
+            _ => {}
+        }
+        let expect = compile_all("expect", &raw.expect)?;
+        let expect_in_order = compile_all("expect_in_order", &raw.expect_in_order)?;
+        let mut forbid = compile_all("forbid", &raw.forbid)?;
+        if !raw.forbid.iter().any(|pattern| pattern == ALWAYS_FORBIDDEN) {
+            forbid.push(compile("forbid", ALWAYS_FORBIDDEN)?);
+        }
+        if expect.is_empty() && expect_in_order.is_empty() && raw.count.is_empty() {
+            bail!("the scenario checks no output: give at least one `expect`, `expect_in_order` or `[[count]]`");
+        }
+        let counts = raw
+            .count
+            .iter()
+            .enumerate()
+            .map(|(index, count)| {
+                let what = format!("count[{index}].regex");
+                let regex = compile(&what, &count.regex)?;
+                if regex.captures_len() != 2 {
+                    bail!(
+                        "`{what}` = '{}' must have exactly one capture group (the number), it has {}",
+                        count.regex,
+                        regex.captures_len() - 1
+                    );
+                }
+                let (min, max) = (count.min.unwrap_or(i64::MIN), count.max.unwrap_or(i64::MAX));
+                if count.min.is_none() && count.max.is_none() {
+                    bail!("count[{index}] needs `min`, `max` or both");
+                }
+                if min > max {
+                    bail!("count[{index}]: min {min} is above max {max}");
+                }
+                Ok(CountRule { regex, min, max, pick: count.pick })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            description: raw.description,
+            timeout: Duration::from_secs(raw.timeout_secs),
+            exit: raw.exit,
+            stop_when,
+            expect,
+            expect_in_order,
+            forbid,
+            counts,
+        })
+    }
+}
+
+fn compile(what: &str, pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).with_context(|| format!("`{what}` = '{pattern}' is not a valid regex"))
+}
+
+fn compile_all(what: &str, patterns: &[String]) -> Result<Vec<Regex>> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(index, pattern)| compile(&format!("{what}[{index}]"), pattern))
+        .collect()
+}
+
+/// Every scenario under `dir`, sorted by name. A subdirectory without a valid `scenario.toml`
+/// is an error, so a broken scenario is never skipped silently.
+pub fn load_all(dir: &Path) -> Result<Vec<Scenario>> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?;
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
+        if entry.file_type()?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    dirs.iter().map(|dir| Scenario::load(dir)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario> {
+        Scenario::parse("demo", Path::new("/nowhere/demo"), text)
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    const FULL: &str = r#"
+description = "boots"
+timeout_secs = 30
+exit = "stopped"
+stop_when = '\[worker\] done'
+expect = ['\[a\] hello \d+']
+expect_in_order = ['one', 'two']
+forbid = ['MEMORY CHANGED']
+[[count]]
+regex = 'efault=(\d+)'
+min = 1
+max = 100
+[[count]]
+regex = 'reused (\d+)'
+min = 1000
+pick = "last"
+"#;
+
+    #[test]
+    fn parses_every_field() {
+        let scenario = parse(FULL).unwrap();
+        assert_eq!(scenario.name, "demo");
+        assert_eq!(scenario.description, "boots");
+        assert_eq!(scenario.timeout, Duration::from_secs(30));
+        assert_eq!(scenario.exit, ExitRule::Stopped);
+        assert!(scenario
+            .stop_when
+            .as_ref()
+            .unwrap()
+            .is_match("[worker] done"));
+        assert!(scenario.expect[0].is_match("[a] hello 42"));
+        assert_eq!(scenario.expect_in_order.len(), 2);
+        let forbidden: Vec<&str> = scenario.forbid.iter().map(Regex::as_str).collect();
+        assert_eq!(forbidden, ["MEMORY CHANGED", "PANIC"]);
+        assert_eq!(scenario.counts.len(), 2);
+        assert_eq!((scenario.counts[0].min, scenario.counts[0].max), (1, 100));
+        assert_eq!(scenario.counts[0].pick, Pick::Every);
+        assert_eq!(
+            (scenario.counts[1].min, scenario.counts[1].max),
+            (1000, i64::MAX)
+        );
+        assert_eq!(scenario.counts[1].pick, Pick::Last);
+        assert_eq!(
+            scenario.system_file(),
+            Path::new("/nowhere/demo/system.cfg")
+        );
+    }
+
+    #[test]
+    fn minimal_scenario_forbids_panic() {
+        let scenario =
+            parse("description = \"x\"\ntimeout_secs = 5\nexit = \"poweroff\"\nexpect = ['ok']\n")
+                .unwrap();
+        assert_eq!(scenario.exit, ExitRule::Poweroff);
+        assert!(scenario.stop_when.is_none());
+        assert_eq!(scenario.forbid.len(), 1);
+        assert!(scenario.forbid[0].is_match("[microvisor] PANIC on cpu 0"));
+    }
+
+    #[test]
+    fn rejects_bad_files_with_a_useful_message() {
+        let base = "description = \"x\"\ntimeout_secs = 5\n";
+        let cases = [
+            (
+                format!("{base}exit = \"poweroff\"\nexpect = ['a']\ncolour = 1\n"),
+                "colour",
+            ),
+            (
+                format!("{base}exit = \"sometimes\"\nexpect = ['a']\n"),
+                "sometimes",
+            ),
+            (format!("{base}expect = ['a']\n"), "exit"),
+            (
+                format!("{base}exit = \"stopped\"\nexpect = ['a']\n"),
+                "needs `stop_when`",
+            ),
+            (
+                format!("{base}exit = \"any\"\nstop_when = 'a'\nexpect = ['a']\n"),
+                "only goes with",
+            ),
+            (
+                format!("{base}exit = \"any\"\nexpect = ['a', '(unclosed']\n"),
+                "expect[1]",
+            ),
+            (
+                format!("{base}exit = \"any\"\nforbid = ['[']\nexpect = ['a']\n"),
+                "forbid[0]",
+            ),
+            (format!("{base}exit = \"any\"\n"), "checks no output"),
+            (
+                format!("{base}exit = \"any\"\n[[count]]\nregex = 'n=\\d+'\nmin = 1\n"),
+                "exactly one capture group",
+            ),
+            (
+                format!("{base}exit = \"any\"\n[[count]]\nregex = '(a)(b)'\nmin = 1\n"),
+                "it has 2",
+            ),
+            (
+                format!("{base}exit = \"any\"\n[[count]]\nregex = '(\\d+)'\n"),
+                "needs `min`",
+            ),
+            (
+                format!("{base}exit = \"any\"\n[[count]]\nregex = '(\\d+)'\nmin = 5\nmax = 4\n"),
+                "above max",
+            ),
+            (
+                format!("{base}exit = \"any\"\n[[count]]\nregex = '(\\d+)'\nmin = 5\nlimit = 4\n"),
+                "limit",
+            ),
+            (
+                format!(
+                    "{base}exit = \"any\"\n[[count]]\nregex = '(\\d+)'\nmin = 5\npick = \"most\"\n"
+                ),
+                "most",
+            ),
+            (
+                "description = \"\"\ntimeout_secs = 5\nexit = \"any\"\nexpect = ['a']\n"
+                    .to_string(),
+                "description",
+            ),
+            (
+                "description = \"x\"\ntimeout_secs = 0\nexit = \"any\"\nexpect = ['a']\n"
+                    .to_string(),
+                "timeout_secs",
+            ),
+        ];
+        for (text, needle) in cases {
+            let message = error(&text);
+            assert!(
+                message.contains(needle),
+                "message {message:?} should mention {needle:?} for:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_the_line() {
+        let message = error(
+            "description = \"x\"\ntimeout_secs = 5\nexit = \"any\"\nexpect = ['a']\nbogus = 3\n",
+        );
+        assert!(message.contains("line 5"), "{message}");
+    }
+
+    /// The checked-in scenarios are valid and complete.
+    #[test]
+    fn repository_scenarios_are_valid() {
+        let dir = crate::workspace::workspace_root()
+            .join("ci")
+            .join("scenarios");
+        let scenarios = load_all(&dir).unwrap();
+        let names: Vec<&str> = scenarios
+            .iter()
+            .map(|scenario| scenario.name.as_str())
+            .collect();
+        for expected in [
+            "boot-default",
+            "hypercall-fuzz",
+            "isolation-npt",
+            "lifecycle",
+            "preemption",
+            "scrub",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "scenario {expected} is missing from {names:?}"
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+}
