@@ -1,1 +1,98 @@
-#![no_std]
+//! The runtime every Rust stub domain links.
+//!
+//! A domain is a `#![no_std] #![no_main]` binary for the host target, linked with this
+//! crate's `link.ld` (see the `hello` crate's `build.rs`), that names its main function
+//! with [`entry!`]:
+//!
+//! ```ignore
+//! driver_domains::entry!(main);
+//! fn main(info: &'static driver_domains::BootInfo) { /* returns: power off */ }
+//! ```
+//!
+//! The image is an ELF64 loaded at guest-physical 1 MiB and entered through Xen's PVH
+//! entry ([`entry`](crate) module docs). Before `main` the runtime has: 64-bit mode with
+//! guest-physical 0..4 GiB identity-mapped, SSE on, an IDT that reports exceptions and
+//! crashes the domain, the command line and memory map copied in, vCPU 0's time record
+//! registered, `MVOP_DOMAIN_INFO` read, and a heap. Interrupts stay disabled; a vCPU waits
+//! with `sched_block` and the single-shot timer.
+//!
+//! Modules: [`hypercall`] (raw and typed hypercalls), [`console`] (`print!`/`println!`),
+//! [`time`] (system time, sleeping), [`smp`] (secondary vCPUs), [`memory`] (free RAM),
+//! [`layout`] (what lies where in guest-physical memory), [`cmdline`] (command-line
+//! parsing), [`testing`] (hostile operations for test domains), [`qemu_debug`] (bare-QEMU
+//! check only). The panic handler prints `panic: <message> at <file>:<line>` and crashes
+//! the domain.
+//!
+//! Pure modules ([`cmdline`], [`layout`], [`pvclock`], [`linebuf`], [`fuzz_policy`],
+//! [`boot_info`]) build on the host too and carry the unit tests; the hardware modules
+//! are compiled only outside `cfg(test)`.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+#[cfg(not(test))]
+extern crate baremetal;
+
+pub mod boot_info;
+pub mod cmdline;
+pub mod fuzz_policy;
+pub mod layout;
+pub mod linebuf;
+pub mod pvclock;
+
+#[cfg(not(test))]
+pub mod arch;
+#[cfg(not(test))]
+pub mod boot;
+#[cfg(not(test))]
+pub mod console;
+#[cfg(not(test))]
+mod entry;
+#[cfg(not(test))]
+mod exceptions;
+#[cfg(not(test))]
+pub mod heap;
+#[cfg(not(test))]
+pub mod hypercall;
+#[cfg(not(test))]
+pub mod memory;
+#[cfg(not(test))]
+mod panic;
+#[cfg(not(test))]
+pub mod qemu_debug;
+#[cfg(not(test))]
+pub mod smp;
+#[cfg(not(test))]
+pub mod testing;
+#[cfg(not(test))]
+pub mod time;
+
+pub use boot_info::BootInfo;
+#[cfg(not(test))]
+pub use boot::RuntimeConfig;
+pub use microvisor_abi as abi;
+
+/// Names the domain's main function, `fn(&'static BootInfo)` or `fn(&'static BootInfo) -> !`;
+/// if it returns, the domain powers off. `entry!(main, heap_bytes = N)` asks for a heap of
+/// N bytes instead of the default (see [`layout`]).
+///
+/// Defines `__driver_domain_start`, which the entry code calls in 64-bit mode.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        $crate::entry!(@config $main, $crate::RuntimeConfig { heap_bytes: ::core::option::Option::None });
+    };
+    ($main:path, heap_bytes = $bytes:expr) => {
+        $crate::entry!(@config $main, $crate::RuntimeConfig { heap_bytes: ::core::option::Option::Some($bytes) });
+    };
+    (@config $main:path, $config:expr) => {
+        #[doc(hidden)]
+        #[no_mangle]
+        pub extern "C" fn __driver_domain_start(start_info_paddr: u64) -> ! {
+            const CONFIG: $crate::RuntimeConfig = $config;
+            $crate::boot::start(start_info_paddr, &CONFIG, |info| {
+                $main(info);
+            })
+        }
+    };
+}

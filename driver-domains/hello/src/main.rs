@@ -1,0 +1,62 @@
+//! `hello`: a test stub domain. One image; the command line `mode=<m> key=value ...` picks
+//! what it does (the microvisor's QEMU tests match the lines it prints):
+//!
+//! | mode | keys (default) | prints |
+//! |---|---|---|
+//! | `hello` (default) | | `hello from domain <domid>, vcpus=<n>, ram=<MiB> MiB`, `xen <major>.<minor><extra>`, `vcpu <id> online` (each other vCPU), `slept <ms> ms`, `hello: done` |
+//! | `primes` | `limit` (100000) | `primes: <count> primes below <limit>` |
+//! | `ticker` | `count` (5), `interval_ms` (100) | `tick 1` ... `tick <count>`, `ticker: done` |
+//! | `spin` | | `spin: vcpu <id> spinning` (every vCPU), then spins forever |
+//! | `victim` | `seconds` (2) | `victim: checksum <16 hex digits>`, `victim: memory intact` or `victim: MEMORY CHANGED` |
+//! | `rogue` | `target` (required) | `rogue: writing to 0x<addr>`, `rogue: write did not fault` |
+//! | `fuzz` | `calls` (20000), `seed` (1) | `fuzz: <N> calls: ok=<a> efault=<b> einval=<c> enosys=<d> other=<e>`, `fuzz: detail ...`, `fuzz: done` |
+//! | `dirty` | | `dirty: filled <n> pages` |
+//! | `scrubcheck` | `wait_ms` (100) | first boot: `scrubcheck: first boot, waiting` (then reboots); later: `scrubcheck: scanned <n> pages, <z> nonzero bytes` |
+//! | `crash` | | `panic: deliberate crash at <file>:<line>` (crashes) |
+//! | `hcbench` | `calls` (10000) | `hcbench: <N> hypercalls in <us> us (<rate> per second); plain loop <us2> us` |
+//! | `triplefault` | | `triplefault: loading an empty IDT and raising #UD` (then triple-faults) |
+//!
+//! Every mode that finishes powers off (`SHUTDOWN_POWEROFF`). Each mode is in one of the
+//! modules below; `spin`, `victim`'s and `hello`'s other vCPUs run on [`driver_domains::smp`].
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod compute;
+mod hostile;
+mod memory;
+mod vcpus;
+
+use driver_domains::abi::sched::SHUTDOWN_CRASH;
+use driver_domains::{cmdline, hypercall, println, BootInfo};
+
+driver_domains::entry!(main);
+
+fn main(info: &'static BootInfo) {
+    match cmdline::get(info.cmdline, "mode").unwrap_or("hello") {
+        "hello" => vcpus::hello(info),
+        "primes" => compute::primes(info),
+        "ticker" => vcpus::ticker(info),
+        "spin" => vcpus::spin(info),
+        "victim" => memory::victim(info),
+        "rogue" => hostile::rogue(info),
+        "fuzz" => hostile::fuzz(info),
+        "dirty" => memory::dirty(info),
+        "scrubcheck" => memory::scrubcheck(info),
+        "crash" => hostile::crash(),
+        "hcbench" => compute::hcbench(info),
+        "triplefault" => hostile::triplefault(),
+        other => {
+            println!("hello: unknown mode {other:?}");
+            hypercall::shutdown(SHUTDOWN_CRASH);
+        }
+    }
+}
+
+/// The number under `key` on the command line, or `default`; a value that is not a number
+/// is a crash with a message naming it.
+fn arg(info: &BootInfo, key: &'static str, default: u64) -> u64 {
+    cmdline::get_u64(info.cmdline, key, default).unwrap_or_else(|e| panic!("{e}"))
+}

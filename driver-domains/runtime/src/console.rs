@@ -1,0 +1,84 @@
+//! The domain's console: [`crate::print!`] and [`crate::println!`] format into a small
+//! line buffer on the caller's stack and send each line with one `console_io` write (a
+//! line longer than the buffer goes out in pieces). Lines from different vCPUs do not mix
+//! within a line. The microvisor labels each line with the domain's name, so nothing is
+//! prefixed here.
+
+use core::fmt::{self, Write};
+
+use crate::hypercall;
+use crate::linebuf::LineBuffer;
+
+/// Bytes a line may have before it is sent in pieces.
+pub const LINE_BYTES: usize = 256;
+
+/// A console writer; send what is left with [`Console::flush`] (or drop it).
+pub struct Console {
+    line: LineBuffer<LINE_BYTES>,
+}
+
+impl Console {
+    pub const fn new() -> Self {
+        Self { line: LineBuffer::new() }
+    }
+
+    pub fn flush(&mut self) {
+        self.line.flush(&mut |bytes| {
+            hypercall::console_write(bytes);
+        });
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.line.push(text.as_bytes(), &mut |bytes| {
+            hypercall::console_write(bytes);
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Writes formatted text to the console (what the macros call).
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments<'_>) {
+    let mut console = Console::new();
+    // Console::write_str never fails; a formatting error of a Display impl is dropped.
+    let _ = console.write_fmt(args);
+    console.flush();
+}
+
+/// Writes bytes to the console as they are, in one write per line.
+pub fn write_bytes(bytes: &[u8]) {
+    let mut console = Console::new();
+    console.line.push(bytes, &mut |b| {
+        hypercall::console_write(b);
+    });
+    console.flush();
+}
+
+/// Formats to the domain's console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::_print(::core::format_args!($($arg)*)) };
+}
+
+/// Formats a line to the domain's console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::_print(::core::format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::console::_print(::core::format_args!("{}\n", ::core::format_args!($($arg)*)))
+    };
+}
