@@ -11,7 +11,7 @@
 //! - for every `[[count]]`, at least one line matches, and the number its capture group holds is
 //!   within `[min, max]` on the lines that `pick` selects.
 
-use crate::qemu::{Exit, STATUS_POWEROFF};
+use crate::qemu::{Exit, STATUS_POWEROFF, STATUS_REFUSED};
 use crate::scenario::{CountRule, ExitRule, Pick, Scenario};
 use crate::serial::Ending;
 
@@ -77,6 +77,11 @@ fn judge_ending(scenario: &Scenario, ending: Ending) -> Option<String> {
             exit.describe()
         )),
         (ExitRule::Any, Ending::Exited(_)) => None,
+        (ExitRule::Refused, Ending::Exited(Exit::Code(STATUS_REFUSED))) => None,
+        (ExitRule::Refused, Ending::Exited(exit)) => Some(format!(
+            "expected the microvisor to refuse to start, but {}",
+            exit.describe()
+        )),
         (ExitRule::Stopped, Ending::Stopped) => None,
         (ExitRule::Stopped, Ending::Exited(exit)) => Some(format!(
             "QEMU ended before `stop_when` matched: {}",

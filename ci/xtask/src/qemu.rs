@@ -21,6 +21,10 @@ pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 pub const STATUS_POWEROFF: i32 = 1;
 /// QEMU's exit status after a microvisor panic (`outb(0xf4, 1)`).
 pub const STATUS_PANIC: i32 = 3;
+/// QEMU's exit status after the microvisor refused to start (`outb(0xf4, 2)`), e.g. no SVM.
+pub const STATUS_REFUSED: i32 = 5;
+/// The CPU model every boot uses unless a scenario asks for another.
+pub const DEFAULT_CPU_MODEL: &str = "qemu64,+svm,+npt,+vgif";
 
 /// Returns the path of `qemu-system-x86_64`, installing Debian's package first if it is not on
 /// `PATH`.
@@ -110,6 +114,8 @@ pub struct Machine {
     pub cmdline: Option<String>,
     pub cpus: u32,
     pub memory_mib: u32,
+    /// QEMU's `-cpu` model; [`DEFAULT_CPU_MODEL`] if `None`.
+    pub cpu_model: Option<String>,
 }
 
 impl Machine {
@@ -121,11 +127,11 @@ impl Machine {
             "-machine",
             "q35",
             "-cpu",
-            "qemu64,+svm,+npt,+vgif",
         ]
         .iter()
         .map(OsString::from)
         .collect();
+        args.push(self.cpu_model.as_deref().unwrap_or(DEFAULT_CPU_MODEL).into());
         args.push("-smp".into());
         args.push(self.cpus.to_string().into());
         args.push("-m".into());
@@ -247,6 +253,7 @@ mod tests {
             cmdline: None,
             cpus: 2,
             memory_mib: 512,
+            cpu_model: None,
         }
     }
 

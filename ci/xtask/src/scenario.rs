@@ -43,6 +43,8 @@ pub enum ExitRule {
     Any,
     /// The system never ends by itself: the runner kills QEMU once `stop_when` matched.
     Stopped,
+    /// QEMU exits with status 5: the microvisor refused to start (e.g. no SVM).
+    Refused,
 }
 
 /// Which of the lines a `[[count]]` regex matches must hold a value within bounds.
@@ -67,6 +69,8 @@ struct ScenarioToml {
     timeout_secs: u64,
     exit: ExitRule,
     stop_when: Option<String>,
+    /// QEMU's `-cpu` model for this scenario (default: the standard SVM-capable one).
+    qemu_cpu: Option<String>,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -111,6 +115,7 @@ pub struct Scenario {
     /// Includes [`ALWAYS_FORBIDDEN`].
     pub forbid: Vec<Regex>,
     pub counts: Vec<CountRule>,
+    pub qemu_cpu: Option<String>,
 }
 
 impl Scenario {
@@ -161,7 +166,7 @@ impl Scenario {
             (ExitRule::Stopped, None) => {
                 bail!("exit = \"stopped\" needs `stop_when`: the line after which the runner kills QEMU")
             }
-            (ExitRule::Poweroff | ExitRule::Any, Some(_)) => bail!(
+            (ExitRule::Poweroff | ExitRule::Any | ExitRule::Refused, Some(_)) => bail!(
                 "`stop_when` only goes with exit = \"stopped\" (the runner would kill QEMU before it exits)"
             ),
             _ => {}
@@ -210,6 +215,7 @@ impl Scenario {
             expect_in_order,
             forbid,
             counts,
+            qemu_cpu: raw.qemu_cpu,
         })
     }
 }

@@ -168,6 +168,7 @@ fn boot(
         BENCH_CPUS,
         BENCH_MEMORY_MIB,
         None,
+        None,
         &watch,
     )?;
     match capture.ending {

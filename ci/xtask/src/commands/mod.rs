@@ -22,6 +22,7 @@ pub fn boot(
     cpus: u32,
     memory_mib: u32,
     cmdline: Option<String>,
+    cpu_model: Option<String>,
     watch: &Watch,
 ) -> Result<Capture> {
     let machine = Machine {
@@ -31,6 +32,7 @@ pub fn boot(
         cmdline,
         cpus,
         memory_mib,
+        cpu_model,
     };
     serial::run(machine.command()?, watch)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use crate::qemu::{self, Exit, STATUS_POWEROFF};
+use crate::qemu::{self, Exit, STATUS_POWEROFF, STATUS_REFUSED};
 use crate::serial::{Ending, Watch};
 use crate::system;
 use crate::workspace::Workspace;
@@ -65,10 +65,15 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         args.smp,
         args.memory,
         args.cmdline,
+        None,
         &watch,
     )?;
     Ok(match capture.ending {
         Ending::Exited(Exit::Code(STATUS_POWEROFF)) => ExitCode::SUCCESS,
+        Ending::Exited(Exit::Code(STATUS_REFUSED)) => {
+            eprintln!("xtask: the microvisor refused to start on this machine (see its last line)");
+            ExitCode::from(2)
+        }
         Ending::Exited(exit) => {
             eprintln!("xtask: {}", exit.describe());
             ExitCode::FAILURE

@@ -144,6 +144,7 @@ fn run_scenario(
         SCENARIO_CPUS,
         SCENARIO_MEMORY_MIB,
         None,
+        scenario.qemu_cpu.clone(),
         &watch,
     )?;
     let log = workspace.scenario_log(&scenario.name);
