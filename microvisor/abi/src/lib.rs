@@ -11,10 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod errno;
+pub mod evtchn;
+pub mod grant;
+pub mod hvm;
 pub mod hypercall;
 pub mod manifest;
 pub mod microvisor_op;
 pub mod pvh;
+pub mod rings;
 pub mod sched;
 pub mod vcpu;
 pub mod version;
