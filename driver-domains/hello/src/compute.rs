@@ -30,7 +30,8 @@ fn count_primes(limit: usize) -> usize {
 /// `mode=primes limit=N`.
 pub fn primes(info: &BootInfo) {
     let limit = crate::arg(info, "limit", 100_000);
-    let size = usize::try_from(limit).unwrap_or_else(|_| panic!("primes: limit {limit} is too large"));
+    let size =
+        usize::try_from(limit).unwrap_or_else(|_| panic!("primes: limit {limit} is too large"));
     println!("primes: {} primes below {}", count_primes(size), limit);
 }
 
@@ -52,7 +53,9 @@ pub fn hcbench(info: &BootInfo) {
         black_box(plain_work(black_box(i)));
     }
     let plain_ns = time::now_ns() - start;
-    let rate = (u128::from(calls) * 1_000_000_000).checked_div(u128::from(hypercall_ns)).unwrap_or(0);
+    let rate = (u128::from(calls) * 1_000_000_000)
+        .checked_div(u128::from(hypercall_ns))
+        .unwrap_or(0);
     println!(
         "hcbench: {} hypercalls in {} us ({} per second); plain loop {} us",
         calls,

@@ -12,7 +12,9 @@ const DIRTY_BYTE: u8 = 0xa5;
 
 /// FNV-1a over the words.
 fn checksum(words: &[u64]) -> u64 {
-    words.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &w| (hash ^ w).wrapping_mul(0x0000_0100_0000_01b3))
+    words.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &w| {
+        (hash ^ w).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// `mode=victim seconds=S`: a 4 MiB pattern must survive S seconds of yielding.

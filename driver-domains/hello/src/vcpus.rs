@@ -49,8 +49,17 @@ fn hello_vcpu(id: u32) -> ! {
 pub fn hello(info: &BootInfo) {
     let domain = &info.domain;
     // The manifest's memory size; the memory map's RAM top if the microvisor did not say.
-    let ram_bytes = if domain.memory_bytes != 0 { domain.memory_bytes } else { info.ram_bytes };
-    println!("hello from domain {}, vcpus={}, ram={} MiB", domain.domid, domain.vcpus, ram_bytes >> 20);
+    let ram_bytes = if domain.memory_bytes != 0 {
+        domain.memory_bytes
+    } else {
+        info.ram_bytes
+    };
+    println!(
+        "hello from domain {}, vcpus={}, ram={} MiB",
+        domain.domid,
+        domain.vcpus,
+        ram_bytes >> 20
+    );
     print_xen_version();
     let started = start_others(info, hello_vcpu);
     let before = time::now_ns();
@@ -59,7 +68,11 @@ pub fn hello(info: &BootInfo) {
     let deadline = time::now_ns() + REPORT_TIMEOUT_NS;
     while DONE.load(Ordering::Acquire) < started {
         if time::now_ns() > deadline {
-            println!("hello: only {} of {} vcpus reported", DONE.load(Ordering::Acquire), started);
+            println!(
+                "hello: only {} of {} vcpus reported",
+                DONE.load(Ordering::Acquire),
+                started
+            );
             hypercall::shutdown(SHUTDOWN_CRASH);
         }
         time::sleep_ms(1);

@@ -5,7 +5,7 @@
 //!    nothing refers to the loader's pages afterwards. With `qemu_debug` on the command
 //!    line, switch to the bare-QEMU console and exit ([`crate::qemu_debug`]).
 //! 3. Register vCPU 0's time record; read `MVOP_DOMAIN_INFO`. Without a memory map in the
-//!    start info, ask `XENMEM_memory_map`, else take RAM as `0..DomainInfo::memory_bytes`.
+//!    start info, take RAM as `0..DomainInfo::memory_bytes`.
 //! 4. Plan memory ([`crate::layout::plan`]) and start the heap.
 //! 5. Call `main(&BootInfo)`; if it returns, power off.
 
@@ -13,7 +13,9 @@ use core::mem::size_of;
 
 use heapless::{String, Vec};
 use microvisor_abi::microvisor_op::DomainInfo;
-use microvisor_abi::pvh::{HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC, MEMMAP_TYPE_RAM};
+use microvisor_abi::pvh::{
+    HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC, MEMMAP_TYPE_RAM,
+};
 use microvisor_abi::sched::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF};
 
 use crate::boot_info::{BootInfo, MAX_CMDLINE_BYTES, MAX_MEMMAP_ENTRIES};
@@ -45,7 +47,10 @@ fn crash(message: core::fmt::Arguments<'_>) -> ! {
 
 /// Whether `[addr, addr + len)` lies inside the identity map and is not at address 0.
 fn mapped(addr: u64, len: u64) -> bool {
-    addr != 0 && addr.checked_add(len).is_some_and(|end| end <= IDENTITY_MAP_END)
+    addr != 0
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= IDENTITY_MAP_END)
 }
 
 /// Reads a `T` the loader put at guest-physical `addr` (identity-mapped, in RAM that no
@@ -106,10 +111,16 @@ fn loader_ranges(info: &HvmStartInfo, start_info_paddr: u64, cmdline_len: usize)
     add(start_info_paddr, size_of::<HvmStartInfo>() as u64);
     add(info.cmdline_paddr, cmdline_len as u64 + 1);
     if info.version >= 1 {
-        add(info.memmap_paddr, u64::from(info.memmap_entries) * size_of::<HvmMemmapEntry>() as u64);
+        add(
+            info.memmap_paddr,
+            u64::from(info.memmap_entries) * size_of::<HvmMemmapEntry>() as u64,
+        );
     }
     let module_bytes = size_of::<HvmModlistEntry>() as u64;
-    add(info.modlist_paddr, u64::from(info.nr_modules) * module_bytes);
+    add(
+        info.modlist_paddr,
+        u64::from(info.nr_modules) * module_bytes,
+    );
     let kept = (info.nr_modules as usize).min(MAX_MODULES_KEPT) as u64;
     if mapped(info.modlist_paddr, kept * module_bytes) {
         for i in 0..kept {
@@ -122,21 +133,34 @@ fn loader_ranges(info: &HvmStartInfo, start_info_paddr: u64, cmdline_len: usize)
 
 /// Runs the boot steps and `main`; called by `__driver_domain_start`.
 #[doc(hidden)]
-pub fn start<F: FnOnce(&'static BootInfo)>(start_info_paddr: u64, config: &RuntimeConfig, main: F) -> ! {
+pub fn start<F: FnOnce(&'static BootInfo)>(
+    start_info_paddr: u64,
+    config: &RuntimeConfig,
+    main: F,
+) -> ! {
     exceptions::load();
 
     if !mapped(start_info_paddr, size_of::<HvmStartInfo>() as u64) {
-        crash(format_args!("start info address {start_info_paddr:#x} is not usable"));
+        crash(format_args!(
+            "start info address {start_info_paddr:#x} is not usable"
+        ));
     }
     let start_info: HvmStartInfo = read_loader(start_info_paddr);
-    let cmdline: &'static str = CMDLINE.call_once(|| copy_cmdline(start_info.cmdline_paddr)).as_str();
+    let cmdline: &'static str = CMDLINE
+        .call_once(|| copy_cmdline(start_info.cmdline_paddr))
+        .as_str();
     if cmdline::flag(cmdline, qemu_debug::CMDLINE_FLAG) {
         // BARE-QEMU CHECK ONLY: see qemu_debug.
         qemu_debug::activate();
-        println!("runtime: 64-bit entry ok, start info at {start_info_paddr:#x}, cmdline \"{cmdline}\"");
+        println!(
+            "runtime: 64-bit entry ok, start info at {start_info_paddr:#x}, cmdline \"{cmdline}\""
+        );
     }
     if start_info.magic != HVM_START_MAGIC {
-        crash(format_args!("bad start info magic {:#x} at {start_info_paddr:#x}", start_info.magic));
+        crash(format_args!(
+            "bad start info magic {:#x} at {start_info_paddr:#x}",
+            start_info.magic
+        ));
     }
 
     if !qemu_debug::active() {
@@ -148,32 +172,48 @@ pub fn start<F: FnOnce(&'static BootInfo)>(start_info_paddr: u64, config: &Runti
 
     let mut memmap = copy_memmap(&start_info);
     let domain = if qemu_debug::active() {
-        DomainInfo { vcpus: 1, memory_bytes: layout::ram_top(&memmap), ..DomainInfo::default() }
+        DomainInfo {
+            vcpus: 1,
+            memory_bytes: layout::ram_top(&memmap),
+            ..DomainInfo::default()
+        }
     } else {
         hypercall::domain_info().unwrap_or_else(|e| {
             println!("runtime: MVOP_DOMAIN_INFO failed: {e}");
-            DomainInfo { vcpus: 1, memory_bytes: layout::ram_top(&memmap), ..DomainInfo::default() }
+            DomainInfo {
+                vcpus: 1,
+                memory_bytes: layout::ram_top(&memmap),
+                ..DomainInfo::default()
+            }
         })
     };
-    if memmap.is_empty() && !qemu_debug::active() {
-        // No memory map in the start info (Xen's PVH dom0 builder gives none): ask for it.
-        let mut entries = [HvmMemmapEntry::default(); MAX_MEMMAP_ENTRIES];
-        if let Ok(count) = hypercall::memory_map(&mut entries) {
-            memmap.extend(entries.iter().take(count).copied());
-        }
-    }
     if memmap.is_empty() {
-        // Still none: the microvisor's RAM is 0..memory_bytes.
-        let _ = memmap.push(HvmMemmapEntry { addr: 0x100000, size: 47 << 20, kind: MEMMAP_TYPE_RAM, reserved: 0 }); // XENTESTTMP
+        // No memory map in the start info: the microvisor's RAM is 0..memory_bytes.
+        let _ = memmap.push(HvmMemmapEntry {
+            addr: 0,
+            size: domain.memory_bytes,
+            kind: MEMMAP_TYPE_RAM,
+            reserved: 0,
+        });
     }
     let memmap: &'static [HvmMemmapEntry] = MEMMAP.call_once(|| memmap).as_slice();
 
     let (image_start, image_end) = entry::image_range();
     let loader = loader_ranges(&start_info, start_info_paddr, cmdline.len());
-    let plan = layout::plan(Range::new(image_start, image_end), memmap, config.heap_bytes, &loader);
+    let plan = layout::plan(
+        Range::new(image_start, image_end),
+        memmap,
+        config.heap_bytes,
+        &loader,
+    );
     if plan.is_err() || qemu_debug::active() {
         for e in memmap {
-            println!("runtime: memmap {:#x}..{:#x} type {}", e.addr, e.addr.saturating_add(e.size), e.kind);
+            println!(
+                "runtime: memmap {:#x}..{:#x} type {}",
+                e.addr,
+                e.addr.saturating_add(e.size),
+                e.kind
+            );
         }
     }
     let plan = plan.unwrap_or_else(|e| crash(format_args!("memory: {e}")));

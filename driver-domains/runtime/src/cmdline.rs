@@ -39,7 +39,9 @@ pub fn parse_u64(text: &str) -> Option<u64> {
             continue;
         }
         let digit = c.to_digit(radix)?;
-        value = value.checked_mul(u64::from(radix))?.checked_add(u64::from(digit))?;
+        value = value
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(digit))?;
     }
     Some(value)
 }
@@ -53,7 +55,11 @@ pub struct BadNumber<'a> {
 
 impl fmt::Display for BadNumber<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "command line: {}={:?} is not a number", self.key, self.value)
+        write!(
+            f,
+            "command line: {}={:?} is not a number",
+            self.key, self.value
+        )
     }
 }
 
@@ -111,7 +117,19 @@ mod tests {
     fn get_u64_uses_default_and_reports_bad_values() {
         assert_eq!(get_u64("n=5", "n", 7), Ok(5));
         assert_eq!(get_u64("", "n", 7), Ok(7));
-        assert_eq!(get_u64("n=x", "n", 7), Err(BadNumber { key: "n", value: "x" }));
-        assert_eq!(get_u64("n", "n", 7), Err(BadNumber { key: "n", value: "" }));
+        assert_eq!(
+            get_u64("n=x", "n", 7),
+            Err(BadNumber {
+                key: "n",
+                value: "x"
+            })
+        );
+        assert_eq!(
+            get_u64("n", "n", 7),
+            Err(BadNumber {
+                key: "n",
+                value: ""
+            })
+        );
     }
 }

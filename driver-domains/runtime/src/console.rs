@@ -19,7 +19,9 @@ pub struct Console {
 
 impl Console {
     pub const fn new() -> Self {
-        Self { line: LineBuffer::new() }
+        Self {
+            line: LineBuffer::new(),
+        }
     }
 
     pub fn flush(&mut self) {

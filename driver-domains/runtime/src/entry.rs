@@ -51,7 +51,10 @@ pub fn page_tables_paddr() -> u64 {
 
 /// The boot vCPU's stack as `[bottom, top)`.
 pub fn boot_stack_range() -> (u64, u64) {
-    (core::ptr::addr_of!(boot_stack_bottom) as u64, core::ptr::addr_of!(boot_stack_top) as u64)
+    (
+        core::ptr::addr_of!(boot_stack_bottom) as u64,
+        core::ptr::addr_of!(boot_stack_top) as u64,
+    )
 }
 
 /// Address of the 64-bit trampoline that secondary vCPUs start at.
@@ -61,7 +64,10 @@ pub fn ap_entry_address() -> u64 {
 
 /// The loaded image, `.bss` included, as `[start, end)`; `end` is page-aligned.
 pub fn image_range() -> (u64, u64) {
-    (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    )
 }
 
 global_asm!(

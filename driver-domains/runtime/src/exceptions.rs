@@ -89,7 +89,9 @@ pub(crate) fn load() {
     pointer[2..].copy_from_slice(&(idt as *const Idt as u64).to_le_bytes());
     // SAFETY: the IDT is 'static and never changes once built; its gates point at the stubs
     // below with the runtime's 64-bit code selector, which the GDT of every vCPU has.
-    unsafe { asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(readonly, nostack, preserves_flags)) };
+    unsafe {
+        asm!("lidt [{}]", in(reg) pointer.as_ptr(), options(readonly, nostack, preserves_flags))
+    };
 }
 
 fn name(vector: u64) -> &'static str {

@@ -2,7 +2,10 @@
 //! how numbers and arguments are drawn, which calls are replaced by a yield, and how
 //! results are counted.
 //!
-//! Numbers: 0..70 most of the time, a fully random u64 one time in 32. Arguments, each
+//! Numbers: a fully random u64 one time in 32; otherwise, half the time a number in 0..70
+//! and half the time one of the hypercalls the microvisor implements ([`KNOWN_NUMBERS`]),
+//! whose first argument (the sub-op) is then a small integer three times in four, so the
+//! sub-ops' argument checks are reached and not only the unknown-number path. Arguments, each
 //! drawn at random from five kinds: a small integer (0..=64), a random u64, an 8-byte
 //! aligned address inside the scratch buffer, an address within a page of the end of RAM
 //! (either side, any alignment), or an unmapped high address (4 GiB and up). Scratch
@@ -15,10 +18,15 @@
 //! itself, judged on the low 32 bits of the number and of the first two arguments (Xen
 //! treats `cmd` and `vcpuid` as 32-bit): `sched_op` block (1), shutdown (2), poll (3) and
 //! watchdog (6); `vcpu_op` down (2) and up (1) on any vCPU (up could run a vCPU that a fuzzed
-//! `initialise` gave a garbage context), and initialise (0) on vCPU 0.
+//! `initialise` gave a garbage context), and initialise (0) on vCPU 0; `console_io` write
+//! (0) of at most `CONSOLEIO_MAX_BYTES` from an address below the end of RAM, which would
+//! print random bytes (not valid text) on the console that the tests read.
 
 use microvisor_abi::errno::{EFAULT, EINVAL, ENOSYS, EPERM};
-use microvisor_abi::hypercall::{SCHED_OP, VCPU_OP};
+use microvisor_abi::hypercall::{
+    CONSOLEIO_MAX_BYTES, CONSOLEIO_WRITE, CONSOLE_IO, EVENT_CHANNEL_OP, GRANT_TABLE_OP, HVM_OP,
+    MEMORY_OP, MICROVISOR_OP, PHYSDEV_OP, SCHED_OP, VCPU_OP, XEN_VERSION,
+};
 use microvisor_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN};
 use microvisor_abi::vcpu::{VCPUOP_DOWN, VCPUOP_INITIALISE, VCPUOP_UP};
 
@@ -29,6 +37,19 @@ const SCHEDOP_WATCHDOG: u64 = 6;
 
 /// Hypercall numbers are drawn below this, most of the time.
 pub const NUMBER_LIMIT: u64 = 70;
+/// The hypercalls that half of the calls aim at.
+pub const KNOWN_NUMBERS: [u64; 10] = [
+    MEMORY_OP,
+    XEN_VERSION,
+    CONSOLE_IO,
+    GRANT_TABLE_OP,
+    VCPU_OP,
+    SCHED_OP,
+    EVENT_CHANNEL_OP,
+    PHYSDEV_OP,
+    HVM_OP,
+    MICROVISOR_OP,
+];
 
 /// xorshift64* (Marsaglia's xorshift with a multiplicative output step).
 #[derive(Clone, Debug)]
@@ -39,7 +60,13 @@ pub struct XorShift64 {
 impl XorShift64 {
     /// A generator from `seed` (0 is replaced by a fixed non-zero value).
     pub fn new(seed: u64) -> Self {
-        Self { state: if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed } }
+        Self {
+            state: if seed == 0 {
+                0x9e37_79b9_7f4a_7c15
+            } else {
+                seed
+            },
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -68,9 +95,21 @@ pub struct ArgSpace {
 pub fn random_number(rng: &mut XorShift64) -> u64 {
     if rng.below(32) == 0 {
         rng.next_u64()
-    } else {
+    } else if rng.below(2) == 0 {
         rng.below(NUMBER_LIMIT)
+    } else {
+        KNOWN_NUMBERS[rng.below(KNOWN_NUMBERS.len() as u64) as usize]
     }
+}
+
+/// A number and its five arguments.
+pub fn random_call(rng: &mut XorShift64, space: &ArgSpace) -> (u64, [u64; 5]) {
+    let num = random_number(rng);
+    let mut args: [u64; 5] = core::array::from_fn(|_| random_arg(rng, space));
+    if KNOWN_NUMBERS.contains(&num) && rng.below(4) != 0 {
+        args[0] = rng.below(33);
+    }
+    (num, args)
 }
 
 /// One argument (or one word of scratch contents).
@@ -85,13 +124,23 @@ pub fn random_arg(rng: &mut XorShift64, space: &ArgSpace) -> u64 {
 }
 
 /// Whether the call must be replaced by a yield (see the module documentation).
-pub fn must_replace(num: u64, args: &[u64; 5]) -> bool {
+pub fn must_replace(num: u64, args: &[u64; 5], space: &ArgSpace) -> bool {
     let num = u64::from(num as u32);
     let cmd = u64::from(args[0] as u32);
     let vcpu = args[1] as u32;
     match num {
-        SCHED_OP => matches!(cmd, SCHEDOP_BLOCK | SCHEDOP_SHUTDOWN | SCHEDOP_POLL | SCHEDOP_WATCHDOG),
-        VCPU_OP => cmd == VCPUOP_DOWN || cmd == VCPUOP_UP || (cmd == VCPUOP_INITIALISE && vcpu == 0),
+        CONSOLE_IO => {
+            cmd == CONSOLEIO_WRITE
+                && args[1] <= CONSOLEIO_MAX_BYTES
+                && args[2].saturating_add(args[1]) <= space.ram_top
+        }
+        SCHED_OP => matches!(
+            cmd,
+            SCHEDOP_BLOCK | SCHEDOP_SHUTDOWN | SCHEDOP_POLL | SCHEDOP_WATCHDOG
+        ),
+        VCPU_OP => {
+            cmd == VCPUOP_DOWN || cmd == VCPUOP_UP || (cmd == VCPUOP_INITIALISE && vcpu == 0)
+        }
         _ => false,
     }
 }
@@ -156,10 +205,13 @@ mod tests {
     #[test]
     fn draws_every_kind_of_number_and_argument() {
         let mut rng = XorShift64::new(1);
-        let space = ArgSpace { scratch: Range::new(0x20_0000, 0x21_0000), ram_top: 0x100_0000 };
+        let space = ArgSpace {
+            scratch: Range::new(0x20_0000, 0x21_0000),
+            ram_top: 0x100_0000,
+        };
         let (mut small, mut scratch, mut near_top, mut high, mut big_numbers) = (0, 0, 0, 0, 0);
         for _ in 0..10_000 {
-            if random_number(&mut rng) >= NUMBER_LIMIT {
+            if random_number(&mut rng) > MICROVISOR_OP.max(NUMBER_LIMIT) {
                 big_numbers += 1;
             }
             let arg = random_arg(&mut rng, &space);
@@ -174,25 +226,79 @@ mod tests {
                 high += 1;
             }
         }
-        for (kind, n) in [("small", small), ("scratch", scratch), ("near top", near_top), ("high", high)] {
+        for (kind, n) in [
+            ("small", small),
+            ("scratch", scratch),
+            ("near top", near_top),
+            ("high", high),
+        ] {
             assert!(n > 1000, "{kind}: {n}");
         }
         assert!(big_numbers > 100 && big_numbers < 700, "{big_numbers}");
     }
 
     #[test]
+    fn half_the_calls_aim_at_known_hypercalls_with_small_sub_ops() {
+        let mut rng = XorShift64::new(3);
+        let space = ArgSpace {
+            scratch: Range::new(0x20_0000, 0x21_0000),
+            ram_top: 0x100_0000,
+        };
+        let (mut known, mut small_cmd) = (0, 0);
+        for _ in 0..10_000 {
+            let (num, args) = random_call(&mut rng, &space);
+            if KNOWN_NUMBERS.contains(&num) {
+                known += 1;
+                if args[0] <= 64 {
+                    small_cmd += 1;
+                }
+            }
+        }
+        assert!((4_800..6_000).contains(&known), "{known}");
+        assert!(small_cmd * 10 > known * 7, "{small_cmd} of {known}");
+    }
+
+    #[test]
+    fn replaces_console_writes_that_would_print() {
+        let space = ArgSpace {
+            scratch: Range::new(0x20_0000, 0x21_0000),
+            ram_top: 0x100_0000,
+        };
+        let write = |count: u64, ptr: u64| {
+            must_replace(CONSOLE_IO, &[CONSOLEIO_WRITE, count, ptr, 0, 0], &space)
+        };
+        assert!(write(10, 0x20_0000));
+        assert!(write(CONSOLEIO_MAX_BYTES, 0x100_0000 - CONSOLEIO_MAX_BYTES));
+        assert!(!write(CONSOLEIO_MAX_BYTES + 1, 0x20_0000));
+        assert!(!write(10, 0x100_0000 - 5));
+        assert!(!write(10, 1 << 40));
+        assert!(!must_replace(CONSOLE_IO, &[1, 10, 0x20_0000, 0, 0], &space));
+    }
+
+    #[test]
     fn replaces_calls_that_stop_the_domain() {
+        let space = ArgSpace {
+            scratch: Range::new(0x20_0000, 0x21_0000),
+            ram_top: 0x100_0000,
+        };
+        let must_replace = |num: u64, args: &[u64; 5]| must_replace(num, args, &space);
         let args = |cmd: u64, vcpu: u64| [cmd, vcpu, 0, 0, 0];
         assert!(must_replace(SCHED_OP, &args(SCHEDOP_SHUTDOWN, 0)));
         assert!(must_replace(SCHED_OP, &args(SCHEDOP_BLOCK, 0)));
         assert!(must_replace(SCHED_OP, &args(0xffff_ffff_0000_0002, 0)));
-        assert!(must_replace(SCHED_OP | 0x1_0000_0000, &args(SCHEDOP_SHUTDOWN, 0)));
+        assert!(must_replace(
+            SCHED_OP | 0x1_0000_0000,
+            &args(SCHEDOP_SHUTDOWN, 0)
+        ));
         assert!(!must_replace(SCHED_OP, &args(0, 0)));
         assert!(!must_replace(SCHED_OP, &args(99, 0)));
         assert!(must_replace(VCPU_OP, &args(VCPUOP_DOWN, 3)));
         assert!(must_replace(VCPU_OP, &args(VCPUOP_UP, 1)));
         assert!(must_replace(VCPU_OP, &args(VCPUOP_INITIALISE, 0)));
-        assert!(must_replace(VCPU_OP, &args(VCPUOP_INITIALISE, 0x1_0000_0000)));
+        assert!(must_replace(
+            VCPU_OP,
+            &args(VCPUOP_INITIALISE, 0x1_0000_0000)
+        ));
         assert!(!must_replace(VCPU_OP, &args(VCPUOP_INITIALISE, 1)));
         assert!(!must_replace(VCPU_OP, &args(13, 0)));
         assert!(!must_replace(17, &args(2, 0)));
@@ -205,6 +311,15 @@ mod tests {
             stats.count(r);
         }
         assert_eq!(stats.calls, 8);
-        assert_eq!((stats.ok(), stats.efault, stats.einval, stats.enosys, stats.other()), (2, 1, 2, 1, 2));
+        assert_eq!(
+            (
+                stats.ok(),
+                stats.efault,
+                stats.einval,
+                stats.enosys,
+                stats.other()
+            ),
+            (2, 1, 2, 1, 2)
+        );
     }
 }

@@ -8,14 +8,18 @@
 use core::arch::asm;
 
 use microvisor_abi::errno::EINVAL;
-use microvisor_abi::hypercall::{CONSOLEIO_MAX_BYTES, CONSOLEIO_WRITE, CONSOLE_IO, MICROVISOR_OP, SCHED_OP, VCPU_OP, XEN_VERSION};
+use microvisor_abi::hypercall::{
+    CONSOLEIO_MAX_BYTES, CONSOLEIO_WRITE, CONSOLE_IO, MICROVISOR_OP, SCHED_OP, VCPU_OP, XEN_VERSION,
+};
 use microvisor_abi::microvisor_op::{DomainInfo, MVOP_DOMAIN_INFO};
 use microvisor_abi::sched::{SchedShutdown, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD};
 use microvisor_abi::vcpu::{
     VcpuHvmContext, VcpuSetSingleshotTimer, VCPUOP_DOWN, VCPUOP_INITIALISE, VCPUOP_IS_UP,
     VCPUOP_SET_SINGLESHOT_TIMER, VCPUOP_STOP_SINGLESHOT_TIMER, VCPUOP_UP,
 };
-use microvisor_abi::version::{XENVER_CAPABILITIES, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XENVER_PAGESIZE, XENVER_VERSION};
+use microvisor_abi::version::{
+    XENVER_CAPABILITIES, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XENVER_PAGESIZE, XENVER_VERSION,
+};
 
 use crate::qemu_debug;
 
@@ -56,7 +60,16 @@ pub fn console_write(bytes: &[u8]) -> i64 {
     }
     for chunk in bytes.chunks(CONSOLEIO_MAX_BYTES as usize) {
         // SAFETY: the microvisor reads chunk.len() bytes from the chunk, which is borrowed.
-        let ret = unsafe { raw(CONSOLE_IO, CONSOLEIO_WRITE, chunk.len() as u64, chunk.as_ptr() as u64, 0, 0) };
+        let ret = unsafe {
+            raw(
+                CONSOLE_IO,
+                CONSOLEIO_WRITE,
+                chunk.len() as u64,
+                chunk.as_ptr() as u64,
+                0,
+                0,
+            )
+        };
         if ret < 0 {
             return ret;
         }
@@ -86,7 +99,16 @@ pub fn shutdown(reason: u32) -> ! {
     }
     let request = SchedShutdown { reason };
     // SAFETY: the microvisor reads the 4-byte struct, which lives on this stack frame.
-    unsafe { raw(SCHED_OP, SCHEDOP_SHUTDOWN, &raw const request as u64, 0, 0, 0) };
+    unsafe {
+        raw(
+            SCHED_OP,
+            SCHEDOP_SHUTDOWN,
+            &raw const request as u64,
+            0,
+            0,
+            0,
+        )
+    };
     loop {
         core::hint::spin_loop();
     }
@@ -111,7 +133,11 @@ fn xen_version_out_bytes(cmd: u64) -> Option<usize> {
 pub fn xen_version(cmd: u64, buf: &mut [u8]) -> i64 {
     match xen_version_out_bytes(cmd) {
         Some(needed) if buf.len() >= needed => {
-            let ptr = if needed == 0 { 0 } else { buf.as_mut_ptr() as u64 };
+            let ptr = if needed == 0 {
+                0
+            } else {
+                buf.as_mut_ptr() as u64
+            };
             // SAFETY: the microvisor writes at most `needed` bytes to buf, which is borrowed
             // mutably and at least that long.
             unsafe { raw(XEN_VERSION, cmd, ptr, 0, 0, 0) }
@@ -123,7 +149,16 @@ pub fn xen_version(cmd: u64, buf: &mut [u8]) -> i64 {
 /// `vcpu_op(VCPUOP_initialise, vcpu, ctx)`.
 pub fn vcpu_initialise(vcpu: u32, ctx: &VcpuHvmContext) -> i64 {
     // SAFETY: the microvisor reads the context struct, which is borrowed.
-    unsafe { raw(VCPU_OP, VCPUOP_INITIALISE, u64::from(vcpu), ctx as *const _ as u64, 0, 0) }
+    unsafe {
+        raw(
+            VCPU_OP,
+            VCPUOP_INITIALISE,
+            u64::from(vcpu),
+            ctx as *const _ as u64,
+            0,
+            0,
+        )
+    }
 }
 
 /// `vcpu_op(VCPUOP_up, vcpu)`.
@@ -147,24 +182,55 @@ pub fn vcpu_is_up(vcpu: u32) -> i64 {
 /// `vcpu_op(VCPUOP_set_singleshot_timer, current vCPU, {abs_ns, flags: 0})`: wakes the
 /// calling vCPU from `sched_block` at system time `abs_ns` (at once if already past).
 pub fn set_singleshot_timer(abs_ns: u64) -> i64 {
-    let request = VcpuSetSingleshotTimer { timeout_abs_ns: abs_ns, flags: 0, _pad: 0 };
+    let request = VcpuSetSingleshotTimer {
+        timeout_abs_ns: abs_ns,
+        flags: 0,
+        _pad: 0,
+    };
     let vcpu = crate::smp::current_vcpu();
     // SAFETY: the microvisor reads the 16-byte struct, which lives on this stack frame.
-    unsafe { raw(VCPU_OP, VCPUOP_SET_SINGLESHOT_TIMER, u64::from(vcpu), &raw const request as u64, 0, 0) }
+    unsafe {
+        raw(
+            VCPU_OP,
+            VCPUOP_SET_SINGLESHOT_TIMER,
+            u64::from(vcpu),
+            &raw const request as u64,
+            0,
+            0,
+        )
+    }
 }
 
 /// `vcpu_op(VCPUOP_stop_singleshot_timer, current vCPU)`.
 pub fn stop_singleshot_timer() -> i64 {
     let vcpu = crate::smp::current_vcpu();
     // SAFETY: no pointer argument.
-    unsafe { raw(VCPU_OP, VCPUOP_STOP_SINGLESHOT_TIMER, u64::from(vcpu), 0, 0, 0) }
+    unsafe {
+        raw(
+            VCPU_OP,
+            VCPUOP_STOP_SINGLESHOT_TIMER,
+            u64::from(vcpu),
+            0,
+            0,
+            0,
+        )
+    }
 }
 
 /// `microvisor_op(MVOP_DOMAIN_INFO, &info)`: what the domain may learn about itself.
 pub fn domain_info() -> Result<DomainInfo, i64> {
     let mut info = DomainInfo::default();
     // SAFETY: the microvisor writes the 24-byte struct, which is borrowed mutably here.
-    let ret = unsafe { raw(MICROVISOR_OP, MVOP_DOMAIN_INFO, &raw mut info as u64, 0, 0, 0) };
+    let ret = unsafe {
+        raw(
+            MICROVISOR_OP,
+            MVOP_DOMAIN_INFO,
+            &raw mut info as u64,
+            0,
+            0,
+            0,
+        )
+    };
     if ret < 0 {
         Err(ret)
     } else {
@@ -180,45 +246,4 @@ pub fn domain_info() -> Result<DomainInfo, i64> {
 pub unsafe fn vcpu_op(cmd: u64, vcpu: u32, arg: u64) -> i64 {
     // SAFETY: passed on from the caller.
     unsafe { raw(VCPU_OP, cmd, u64::from(vcpu), arg, 0, 0) }
-}
-
-/// `XENMEM_memory_map` (Xen's `memory.h`): the domain's E820-style memory map.
-const XENMEM_MEMORY_MAP: u64 = 10;
-/// Bytes of one entry `XENMEM_memory_map` writes: packed `{addr: u64, size: u64, type: u32}`.
-const E820_ENTRY_BYTES: usize = 20;
-
-/// `struct xen_memory_map`.
-#[repr(C)]
-struct XenMemoryMap {
-    nr_entries: u32,
-    _pad: u32,
-    buffer: u64,
-}
-
-/// `memory_op(XENMEM_memory_map)`: fills `out` with the domain's memory map (for a loader
-/// that gives none in the start info, as Xen's PVH dom0 builder does). Returns the number
-/// of entries, or the error.
-pub fn memory_map(out: &mut [microvisor_abi::pvh::HvmMemmapEntry]) -> Result<usize, i64> {
-    const MAX: usize = 128;
-    let mut raw_entries = [0u8; MAX * E820_ENTRY_BYTES];
-    let capacity = out.len().min(MAX);
-    let mut request = XenMemoryMap { nr_entries: capacity as u32, _pad: 0, buffer: raw_entries.as_mut_ptr() as u64 };
-    // SAFETY: the microvisor writes at most `nr_entries` 20-byte entries to the buffer,
-    // which holds that many, and updates `nr_entries` in the request; both are borrowed
-    // mutably on this stack frame.
-    let ret = unsafe { raw(microvisor_abi::hypercall::MEMORY_OP, XENMEM_MEMORY_MAP, &raw mut request as u64, 0, 0, 0) };
-    if ret < 0 {
-        return Err(ret);
-    }
-    let count = (request.nr_entries as usize).min(capacity);
-    for (slot, bytes) in out.iter_mut().zip(raw_entries.chunks_exact(E820_ENTRY_BYTES)).take(count) {
-        let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
-        *slot = microvisor_abi::pvh::HvmMemmapEntry {
-            addr: field(0),
-            size: field(8),
-            kind: u32::from_le_bytes(bytes[16..20].try_into().unwrap_or([0; 4])),
-            reserved: 0,
-        };
-    }
-    Ok(count)
 }

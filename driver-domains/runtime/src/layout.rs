@@ -149,7 +149,9 @@ pub fn plan(
         .find(|r| r.contains(image.end))
         .map(|r| align_down(r.end.min(IDENTITY_MAP_END)))
         .filter(|&end| end > image.end)
-        .ok_or(LayoutError::NoRamAfterImage { image_end: image.end })?;
+        .ok_or(LayoutError::NoRamAfterImage {
+            image_end: image.end,
+        })?;
     let available = region_end - image.end;
     let wanted = match heap_bytes {
         Some(bytes) => align_up_saturating(bytes.max(MIN_HEAP_BYTES)),
@@ -217,11 +219,21 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn ram(addr: u64, size: u64) -> HvmMemmapEntry {
-        HvmMemmapEntry { addr, size, kind: MEMMAP_TYPE_RAM, reserved: 0 }
+        HvmMemmapEntry {
+            addr,
+            size,
+            kind: MEMMAP_TYPE_RAM,
+            reserved: 0,
+        }
     }
 
     fn reserved(addr: u64, size: u64) -> HvmMemmapEntry {
-        HvmMemmapEntry { addr, size, kind: 2, reserved: 0 }
+        HvmMemmapEntry {
+            addr,
+            size,
+            kind: 2,
+            reserved: 0,
+        }
     }
 
     fn free(layout: &MemoryLayout, memmap: &[HvmMemmapEntry]) -> std::vec::Vec<Range> {
@@ -253,9 +265,15 @@ mod tests {
         assert_eq!(layout.heap, Range::new(2 * MIB, 3 * MIB + PAGE_BYTES));
         assert_eq!(
             plan(image, &map, Some(3 * MIB), &[]),
-            Err(LayoutError::HeapDoesNotFit { wanted: 3 * MIB, available: 2 * MIB })
+            Err(LayoutError::HeapDoesNotFit {
+                wanted: 3 * MIB,
+                available: 2 * MIB
+            })
         );
-        assert_eq!(plan(image, &map, Some(1), &[]).unwrap().heap.len(), MIN_HEAP_BYTES);
+        assert_eq!(
+            plan(image, &map, Some(1), &[]).unwrap().heap.len(),
+            MIN_HEAP_BYTES
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The image is an ELF64 loaded at guest-physical 1 MiB and entered through Xen's PVH
-//! entry ([`entry`](crate) module docs). Before `main` the runtime has: 64-bit mode with
+//! entry (`src/entry.rs`: the `XEN_ELFNOTE_PHYS32_ENTRY` note, 32-bit entry code, page
+//! tables, the switch to 64-bit mode). Before `main` the runtime has: 64-bit mode with
 //! guest-physical 0..4 GiB identity-mapped, SSE on, an IDT that reports exceptions and
 //! crashes the domain, the command line and memory map copied in, vCPU 0's time record
 //! registered, `MVOP_DOMAIN_INFO` read, and a heap. Interrupts stay disabled; a vCPU waits
@@ -67,9 +68,9 @@ pub mod testing;
 #[cfg(not(test))]
 pub mod time;
 
-pub use boot_info::BootInfo;
 #[cfg(not(test))]
 pub use boot::RuntimeConfig;
+pub use boot_info::BootInfo;
 pub use microvisor_abi as abi;
 
 /// Names the domain's main function, `fn(&'static BootInfo)` or `fn(&'static BootInfo) -> !`;

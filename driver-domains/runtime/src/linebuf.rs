@@ -16,7 +16,10 @@ impl<const N: usize> Default for LineBuffer<N> {
 
 impl<const N: usize> LineBuffer<N> {
     pub const fn new() -> Self {
-        Self { bytes: [0; N], len: 0 }
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
     }
 
     /// Appends `text`, calling `sink` with each completed line and each full buffer.

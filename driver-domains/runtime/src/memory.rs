@@ -37,7 +37,8 @@ pub fn scan_free_ram(info: &BootInfo) -> (u64, u64) {
             // SAFETY: as in fill_free_ram; an aligned volatile read of an integer.
             let value = unsafe { word.read_volatile() };
             if value != 0 {
-                nonzero += u64::from(value.to_ne_bytes().iter().filter(|&&b| b != 0).count() as u32);
+                nonzero +=
+                    u64::from(value.to_ne_bytes().iter().filter(|&&b| b != 0).count() as u32);
             }
         }
         pages += range.len() / PAGE_BYTES;

@@ -9,7 +9,8 @@ use microvisor_abi::sched::SHUTDOWN_CRASH;
 
 use crate::{hypercall, println, smp};
 
-static PANICKING: [AtomicBool; MAX_VCPUS as usize] = [const { AtomicBool::new(false) }; MAX_VCPUS as usize];
+static PANICKING: [AtomicBool; MAX_VCPUS as usize] =
+    [const { AtomicBool::new(false) }; MAX_VCPUS as usize];
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {

@@ -24,9 +24,11 @@ pub fn system_time_ns(record: &VcpuTimeInfo, tsc: u64) -> u64 {
     // A TSC read that races with the record's update may fall just before tsc_timestamp;
     // count that as no time elapsed rather than as a huge delta.
     let delta = if (delta as i64) < 0 { 0 } else { delta };
-    record
-        .system_time
-        .wrapping_add(scale_delta(delta, record.tsc_to_system_mul, record.tsc_shift))
+    record.system_time.wrapping_add(scale_delta(
+        delta,
+        record.tsc_to_system_mul,
+        record.tsc_shift,
+    ))
 }
 
 #[cfg(test)]
@@ -45,7 +47,10 @@ mod tests {
         assert_eq!(scale_delta(4_000, 1 << 31, -1), 1_000);
         assert_eq!(scale_delta(0, u32::MAX, 5), 0);
         // A large delta does not overflow the intermediate product.
-        assert_eq!(scale_delta(u64::MAX >> 1, u32::MAX, 0), ((u128::from(u64::MAX >> 1) * u128::from(u32::MAX)) >> 32) as u64);
+        assert_eq!(
+            scale_delta(u64::MAX >> 1, u32::MAX, 0),
+            ((u128::from(u64::MAX >> 1) * u128::from(u32::MAX)) >> 32) as u64
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub(crate) fn activate() {
 fn outb(port: u16, value: u8) {
     // SAFETY: ports 0xe9 and 0xf4 are QEMU's debug console and debug-exit devices; the
     // write has no effect on memory. Only called while `active()`.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes bytes to the debug console.

@@ -1,7 +1,7 @@
 //! Secondary vCPUs.
 //!
 //! [`start_vcpu`] gives vCPU `id` a 64 KiB stack from the heap (aligned to its size; the
-//! lowest bytes hold a [`StackHeader`] naming the vCPU), then `VCPUOP_initialise` with a
+//! lowest bytes hold a header naming the vCPU), then `VCPUOP_initialise` with a
 //! 64-bit context (RIP = the `ap_start64` trampoline, RSP = the stack top, RDI = `id`,
 //! CR3 = the boot page tables, CR0 = PG|WP|NE|ET|MP|PE, CR4 = PAE|OSFXSR|OSXMMEXCPT,
 //! EFER = LME|LMA, RFLAGS = 2) and `VCPUOP_up`. The vCPU loads the runtime's GDT and IDT,
@@ -39,7 +39,8 @@ struct StackHeader {
 pub type VcpuEntry = fn(u32) -> !;
 
 /// The entry function of each secondary vCPU, set before it starts.
-static ENTRIES: Mutex<[Option<VcpuEntry>; MAX_VCPUS as usize]> = Mutex::new([None; MAX_VCPUS as usize]);
+static ENTRIES: Mutex<[Option<VcpuEntry>; MAX_VCPUS as usize]> =
+    Mutex::new([None; MAX_VCPUS as usize]);
 
 /// Why a vCPU did not start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +89,8 @@ pub fn start_vcpu(id: u32, entry: VcpuEntry) -> Result<(), StartError> {
 }
 
 fn launch(id: u32) -> Result<(), StartError> {
-    let layout = Layout::from_size_align(STACK_BYTES, STACK_BYTES).map_err(|_| StartError::NoMemory)?;
+    let layout =
+        Layout::from_size_align(STACK_BYTES, STACK_BYTES).map_err(|_| StartError::NoMemory)?;
     // SAFETY: the layout has a non-zero size.
     let stack = unsafe { alloc(layout) };
     if stack.is_null() {
@@ -97,7 +99,12 @@ fn launch(id: u32) -> Result<(), StartError> {
     let base = stack.expose_provenance() as u64;
     // SAFETY: `stack` is a fresh allocation of STACK_BYTES, aligned to STACK_BYTES, so the
     // header fits at its start. The allocation is never freed: it becomes the vCPU's stack.
-    unsafe { stack.cast::<StackHeader>().write(StackHeader { magic: STACK_MAGIC, vcpu: u64::from(id) }) };
+    unsafe {
+        stack.cast::<StackHeader>().write(StackHeader {
+            magic: STACK_MAGIC,
+            vcpu: u64::from(id),
+        })
+    };
     let context = VcpuHvmContext {
         mode: VCPU_HVM_MODE_64B,
         rip: entry::ap_entry_address(),
@@ -128,7 +135,9 @@ pub fn current_vcpu() -> u32 {
     if (bottom..=top).contains(&rsp) || rsp >= crate::layout::IDENTITY_MAP_END {
         return 0;
     }
-    let header = core::ptr::with_exposed_provenance::<StackHeader>((rsp & !(STACK_BYTES as u64 - 1)) as usize);
+    let header = core::ptr::with_exposed_provenance::<StackHeader>(
+        (rsp & !(STACK_BYTES as u64 - 1)) as usize,
+    );
     // SAFETY: rsp is below 4 GiB, so the aligned address is mapped. A secondary vCPU's
     // stack is an aligned heap allocation whose provenance was exposed and whose header
     // was written before the vCPU started; the magic rules out any other stack.
@@ -143,7 +152,9 @@ pub fn current_vcpu() -> u32 {
 /// Where `ap_start64` goes, with the id the microvisor put in RDI.
 pub(crate) extern "C" fn ap_start(id: u64) -> ! {
     exceptions::load();
-    let entry = usize::try_from(id).ok().and_then(|i| ENTRIES.lock().get(i).copied().flatten());
+    let entry = usize::try_from(id)
+        .ok()
+        .and_then(|i| ENTRIES.lock().get(i).copied().flatten());
     let Some(entry) = entry else {
         println!("runtime: vcpu {id} started without an entry function");
         hypercall::shutdown(SHUTDOWN_CRASH);

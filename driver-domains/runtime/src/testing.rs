@@ -48,7 +48,9 @@ pub fn write_u64_phys(info: &BootInfo, addr: u64, value: u64) -> Result<(), Refu
     // runtime reaches free and loader RAM only through raw pointers. A plain store through
     // inline assembly has no alignment requirement; a fault is the point of the test and
     // is reported by the exception handler.
-    unsafe { asm!("mov qword ptr [{addr}], {value}", addr = in(reg) addr, value = in(reg) value, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("mov qword ptr [{addr}], {value}", addr = in(reg) addr, value = in(reg) value, options(nostack, preserves_flags))
+    };
     Ok(())
 }
 
@@ -93,7 +95,10 @@ fn write_word(addr: u64, value: u64) {
 /// earlier, or a random u64 that happens to fall in the runtime's 2^24-odd bytes.
 pub fn fuzz_hypercalls(info: &BootInfo, calls: u64, seed: u64) -> Result<FuzzStats, Refused> {
     let (scratch, tail) = fuzz_space(info)?;
-    let space = ArgSpace { scratch, ram_top: info.ram_bytes };
+    let space = ArgSpace {
+        scratch,
+        ram_top: info.ram_bytes,
+    };
     let mut rng = XorShift64::new(seed);
     for addr in (scratch.start..scratch.end).step_by(8) {
         write_word(addr, fuzz_policy::random_arg(&mut rng, &space));
@@ -107,10 +112,9 @@ pub fn fuzz_hypercalls(info: &BootInfo, calls: u64, seed: u64) -> Result<FuzzSta
         for addr in (refill..refill + REFILL_BYTES).step_by(8) {
             write_word(addr, fuzz_policy::random_arg(&mut rng, &space));
         }
-        let num = fuzz_policy::random_number(&mut rng);
-        let args: [u64; 5] = core::array::from_fn(|_| fuzz_policy::random_arg(&mut rng, &space));
+        let (num, args) = fuzz_policy::random_call(&mut rng, &space);
         let hits_runtime = args.iter().any(|&a| info.layout.is_runtime_owned(a));
-        let result = if fuzz_policy::must_replace(num, &args) || hits_runtime {
+        let result = if fuzz_policy::must_replace(num, &args, &space) || hits_runtime {
             stats.replaced += 1;
             // SAFETY: sched_op yield takes no pointer.
             unsafe { hypercall::raw(SCHED_OP, SCHEDOP_YIELD, 0, 0, 0, 0) }

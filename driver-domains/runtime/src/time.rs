@@ -10,7 +10,9 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{fence, AtomicBool, Ordering};
 
 use microvisor_abi::manifest::MAX_VCPUS;
-use microvisor_abi::vcpu::{VcpuRegisterTimeMemoryArea, VcpuTimeInfo, VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA};
+use microvisor_abi::vcpu::{
+    VcpuRegisterTimeMemoryArea, VcpuTimeInfo, VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA,
+};
 
 use crate::{arch, hypercall, pvclock, smp};
 
@@ -34,19 +36,29 @@ const EMPTY: VcpuTimeInfo = VcpuTimeInfo {
     _pad1: [0; 2],
 };
 
-static AREAS: [TimeArea; MAX_VCPUS as usize] = [const { TimeArea(UnsafeCell::new(EMPTY)) }; MAX_VCPUS as usize];
-static REGISTERED: [AtomicBool; MAX_VCPUS as usize] = [const { AtomicBool::new(false) }; MAX_VCPUS as usize];
+static AREAS: [TimeArea; MAX_VCPUS as usize] =
+    [const { TimeArea(UnsafeCell::new(EMPTY)) }; MAX_VCPUS as usize];
+static REGISTERED: [AtomicBool; MAX_VCPUS as usize] =
+    [const { AtomicBool::new(false) }; MAX_VCPUS as usize];
 
 /// Registers vCPU `vcpu`'s record; called on that vCPU as it starts. Returns the result.
 pub(crate) fn register(vcpu: u32) -> i64 {
     let Some(area) = AREAS.get(vcpu as usize) else {
         return microvisor_abi::errno::EINVAL;
     };
-    let request = VcpuRegisterTimeMemoryArea { addr_gva: area.0.get() as u64 };
+    let request = VcpuRegisterTimeMemoryArea {
+        addr_gva: area.0.get() as u64,
+    };
     // SAFETY: the record is a 'static, cache-line aligned VcpuTimeInfo that the runtime
     // only reads with volatile reads, so the microvisor may keep writing it; the request
     // struct lives on this stack frame for the duration of the call.
-    let ret = unsafe { hypercall::vcpu_op(VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA, vcpu, &raw const request as u64) };
+    let ret = unsafe {
+        hypercall::vcpu_op(
+            VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA,
+            vcpu,
+            &raw const request as u64,
+        )
+    };
     if ret >= 0 {
         REGISTERED[vcpu as usize].store(true, Ordering::Release);
     }
@@ -55,7 +67,9 @@ pub(crate) fn register(vcpu: u32) -> i64 {
 
 /// Whether the calling vCPU has a registered time record (otherwise [`now_ns`] reads 0).
 pub fn available() -> bool {
-    REGISTERED.get(smp::current_vcpu() as usize).is_some_and(|r| r.load(Ordering::Acquire))
+    REGISTERED
+        .get(smp::current_vcpu() as usize)
+        .is_some_and(|r| r.load(Ordering::Acquire))
 }
 
 /// A consistent copy of the calling vCPU's record and the TSC read with it.
@@ -92,7 +106,11 @@ pub fn now_ns() -> u64 {
 /// Sleeps at least `ns` of system time: arms the single-shot timer for the deadline and
 /// blocks, until the deadline has passed. Panics if this vCPU has no time record.
 pub fn sleep_ns(ns: u64) {
-    assert!(available(), "time: no time record registered for vcpu {}", smp::current_vcpu());
+    assert!(
+        available(),
+        "time: no time record registered for vcpu {}",
+        smp::current_vcpu()
+    );
     let deadline = now_ns().saturating_add(ns);
     while now_ns() < deadline {
         hypercall::set_singleshot_timer(deadline);
