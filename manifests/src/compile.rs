@@ -3,6 +3,9 @@
 //!
 //! Boot module 0 is the blob; module `i + 1` holds `images[i]`. Domains whose kernels are the
 //! same file share one module.
+//!
+//! Checks across files: domain names are unique, no I/O port is given to two domains, and
+//! `xenstore_domain` and `console_domain` name listed domains (compiled to their indices).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use microvisor_abi::manifest::{SystemManifest, MANIFEST_VERSION, MAX_DOMAINS};
 use crate::domain::{parse_domain_config, DomainConfig};
 use crate::error::{ManifestError, Problem};
 use crate::image::{check_kernel, resolve_kernel};
-use crate::system::parse_system_config;
+use crate::system::{parse_system_config, DomainRef};
 
 /// A compiled system, ready to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,12 +64,17 @@ pub fn compile_system(
         }
         configs.push(config);
     }
+    check_io_ports_unshared(&configs)?;
+    let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
+    let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
 
     let mut images: Vec<PathBuf> = Vec::new();
     let mut modules: HashMap<PathBuf, u16> = HashMap::new();
     let mut manifest = SystemManifest {
         version: MANIFEST_VERSION,
         domains: heapless::Vec::new(),
+        xenstore_domain,
+        console_domain,
     };
     for config in &configs {
         let path = resolve_kernel(config, image_dirs)?;
@@ -110,6 +118,73 @@ pub fn compile_system(
         blob,
         images,
     })
+}
+
+/// An I/O port belongs to one domain at most: the first range of a later domain that
+/// overlaps a range of an earlier one is an error, in the later domain's file.
+fn check_io_ports_unshared(configs: &[DomainConfig]) -> Result<(), ManifestError> {
+    for (index, config) in configs.iter().enumerate() {
+        for entry in &config.ioports {
+            let taken = configs[..index].iter().find_map(|earlier| {
+                let other = earlier.ioports.iter().find(|other| other.overlaps(entry))?;
+                Some((earlier, other))
+            });
+            if let Some((earlier, other)) = taken {
+                let problem = Problem::IoPortTaken {
+                    found: format!("{:?}", entry.text),
+                    other: format!(
+                        "{:?} given to domain {:?} ({}:{})",
+                        other.text,
+                        earlier.name,
+                        earlier.file.display(),
+                        other.line
+                    ),
+                };
+                return Err(ManifestError::new(
+                    &config.file,
+                    Some(entry.line),
+                    Some("ioports"),
+                    problem,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The index in `configs` of the domain a system file key names, if it names one.
+fn service_domain(
+    system_file: &Path,
+    named: Option<&DomainRef>,
+    configs: &[DomainConfig],
+) -> Result<Option<u8>, ManifestError> {
+    let Some(named) = named else {
+        return Ok(None);
+    };
+    let index = configs
+        .iter()
+        .position(|config| config.name == named.name)
+        .and_then(|index| u8::try_from(index).ok());
+    match index {
+        Some(index) => Ok(Some(index)),
+        None => {
+            let known: Vec<&str> = configs.iter().map(|config| config.name.as_str()).collect();
+            let problem = Problem::UnknownDomain {
+                name: named.name.clone(),
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
+            };
+            Err(ManifestError::new(
+                system_file,
+                Some(named.line),
+                Some(named.key),
+                problem,
+            ))
+        }
+    }
 }
 
 /// Reads a text file; `named_by` is the system file line that named it, if any, so that the

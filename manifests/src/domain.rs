@@ -11,6 +11,7 @@
 //! | `on_poweroff` | no | `"destroy"`, `"restart"`, `"preserve"` | `"destroy"` |
 //! | `on_reboot` | no | same | `"restart"` |
 //! | `on_crash` | no | same | `"destroy"` |
+//! | `ioports` | no | list of `"START-END"` or `"PORT"`, hex, at most 8, no overlaps | none |
 //!
 //! Reading a domain file touches no file system: the kernel is checked when the system is
 //! compiled (see `compile`).
@@ -19,11 +20,12 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use microvisor_abi::manifest::{
-    DomainSpec, DomainType, LifecycleAction, MAX_CMDLINE_BYTES, MAX_NAME_BYTES, MAX_VCPUS,
+    DomainSpec, DomainType, IoPortRange, LifecycleAction, MAX_CMDLINE_BYTES, MAX_IOPORT_RANGES,
+    MAX_NAME_BYTES, MAX_VCPUS,
 };
 
 use crate::error::{ManifestError, Problem};
-use crate::syntax::{self, Setting};
+use crate::syntax::{self, ListItem, Setting};
 use crate::table::Table;
 use crate::xl_keys::is_unsupported_xl_key;
 
@@ -39,6 +41,7 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "on_poweroff",
     "on_reboot",
     "on_crash",
+    "ioports",
 ];
 
 /// The name no domain may take.
@@ -67,6 +70,23 @@ pub struct DomainConfig {
     pub on_poweroff: LifecycleAction,
     pub on_reboot: LifecycleAction,
     pub on_crash: LifecycleAction,
+    /// The I/O port ranges opened to the domain (`ioports`), in file order.
+    pub ioports: Vec<IoPortEntry>,
+}
+
+/// One item of `ioports`: the range, the item as written and its line, for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoPortEntry {
+    pub range: IoPortRange,
+    pub text: String,
+    pub line: usize,
+}
+
+impl IoPortEntry {
+    /// Whether the two ranges share a port.
+    pub fn overlaps(&self, other: &IoPortEntry) -> bool {
+        self.range.first <= other.range.last && other.range.first <= self.range.last
+    }
 }
 
 impl DomainConfig {
@@ -95,6 +115,16 @@ impl DomainConfig {
             .as_str()
             .try_into()
             .map_err(|_| too_long("cmdline", self.cmdline.len(), MAX_CMDLINE_LEN))?;
+        let mut ioports = heapless::Vec::new();
+        for entry in &self.ioports {
+            ioports.push(entry.range).map_err(|_| {
+                let problem = Problem::TooManyIoPortRanges {
+                    count: self.ioports.len(),
+                    max: MAX_IOPORT_RANGES,
+                };
+                ManifestError::new(&self.file, Some(entry.line), Some("ioports"), problem)
+            })?;
+        }
         Ok(DomainSpec {
             name,
             kind: self.kind,
@@ -105,6 +135,7 @@ impl DomainConfig {
             on_poweroff: self.on_poweroff,
             on_reboot: self.on_reboot,
             on_crash: self.on_crash,
+            ioports,
         })
     }
 }
@@ -148,6 +179,10 @@ pub fn parse_domain_config(file: &Path, text: &str) -> Result<DomainConfig, Mani
         on_poweroff: lifecycle(file, table.take("on_poweroff"), LifecycleAction::Destroy)?,
         on_reboot: lifecycle(file, table.take("on_reboot"), LifecycleAction::Restart)?,
         on_crash: lifecycle(file, table.take("on_crash"), LifecycleAction::Destroy)?,
+        ioports: match table.take("ioports") {
+            Some(setting) => io_ports(file, &setting)?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -212,6 +247,93 @@ fn command_line(
         return Err(setting.error(file, Problem::ControlCharacter { found }));
     }
     Ok(text.to_owned())
+}
+
+/// `ioports`: a list of `"START-END"` or `"PORT"` in hex, each range inclusive, no two
+/// sharing a port, at most [`MAX_IOPORT_RANGES`].
+fn io_ports(file: &Path, setting: &Setting) -> Result<Vec<IoPortEntry>, ManifestError> {
+    let items = setting.list(
+        file,
+        "a list of I/O port ranges in hex, such as [ \"3f8-3ff\" ]",
+    )?;
+    if items.len() > MAX_IOPORT_RANGES {
+        let problem = Problem::TooManyIoPortRanges {
+            count: items.len(),
+            max: MAX_IOPORT_RANGES,
+        };
+        return Err(setting.error(file, problem));
+    }
+    let mut entries: Vec<IoPortEntry> = Vec::with_capacity(items.len());
+    for item in items {
+        let entry = io_port_range(file, item)?;
+        if let Some(other) = entries.iter().find(|other| other.overlaps(&entry)) {
+            let problem = Problem::IoPortOverlap {
+                found: format!("{:?}", entry.text),
+                other: format!("{:?}", other.text),
+                other_line: other.line,
+            };
+            return Err(ManifestError::new(
+                file,
+                Some(item.line),
+                Some("ioports"),
+                problem,
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// One item of `ioports`: `"START-END"` or `"PORT"`, each number in hex with an optional
+/// `0x`, blanks around the numbers allowed.
+fn io_port_range(file: &Path, item: &ListItem) -> Result<IoPortEntry, ManifestError> {
+    let error = |problem| ManifestError::new(file, Some(item.line), Some("ioports"), problem);
+    let invalid = || {
+        error(Problem::Invalid {
+            expected: "an I/O port or range of ports in hex, such as \"3f8-3ff\" or \"80\""
+                .to_owned(),
+            found: format!("{:?}", item.text),
+        })
+    };
+    let (first, last) = match item.text.split_once('-') {
+        Some((first, last)) => (first, last),
+        None => (item.text.as_str(), item.text.as_str()),
+    };
+    let port = |text: &str| -> Result<u16, ManifestError> {
+        let text = text.trim_matches([' ', '\t']);
+        let digits = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        // Leading zeros are fine; more than four significant digits is past 0xffff.
+        let significant = digits.trim_start_matches('0');
+        if significant.len() > 4 {
+            return Err(error(Problem::IoPortOutOfRange {
+                found: format!("{text:?}"),
+            }));
+        }
+        if significant.is_empty() {
+            return Ok(0);
+        }
+        u16::from_str_radix(significant, 16).map_err(|_| invalid())
+    };
+    let range = IoPortRange {
+        first: port(first)?,
+        last: port(last)?,
+    };
+    if range.first > range.last {
+        return Err(error(Problem::IoPortRangeBackwards {
+            found: format!("{:?}", item.text),
+        }));
+    }
+    Ok(IoPortEntry {
+        range,
+        text: item.text.clone(),
+        line: item.line,
+    })
 }
 
 fn lifecycle(
@@ -311,6 +433,120 @@ mod tests {
         assert_eq!(
             message,
             "d.cfg:2: key `type`: \"pv\" is not supported yet, use \"pvh\""
+        );
+    }
+
+    fn ports(list: &str) -> Result<Vec<(u16, u16)>, String> {
+        parse(&format!("{MINIMAL}ioports = {list}\n"))
+            .map(|config| {
+                let spec = config.to_spec(1).unwrap();
+                assert_eq!(spec.ioports.len(), config.ioports.len());
+                spec.ioports.iter().map(|r| (r.first, r.last)).collect()
+            })
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn io_ports_are_hex_ranges_or_single_ports() {
+        assert_eq!(parse(MINIMAL).unwrap().ioports, vec![]);
+        assert_eq!(ports("[]"), Ok(vec![]));
+        assert_eq!(ports("[ \"3f8-3ff\" ]"), Ok(vec![(0x3f8, 0x3ff)]));
+        assert_eq!(
+            ports("[ '80', \"0x2F8-0X2ff\", ' 0 - 1f ', \"fffF\", ]"),
+            Ok(vec![
+                (0x80, 0x80),
+                (0x2f8, 0x2ff),
+                (0, 0x1f),
+                (0xffff, 0xffff)
+            ])
+        );
+        assert_eq!(ports("[ '0000000-0000ffff' ]"), Ok(vec![(0, 0xffff)]));
+        // Adjacent ranges do not overlap.
+        assert_eq!(
+            ports("[ '3f8-3fb', '3fc-3ff' ]"),
+            Ok(vec![(0x3f8, 0x3fb), (0x3fc, 0x3ff)])
+        );
+        let eight: Vec<String> = (0..8).map(|i| format!("'{:x}'", 0x100 + i)).collect();
+        assert_eq!(
+            ports(&format!("[ {} ]", eight.join(", "))).unwrap().len(),
+            8
+        );
+    }
+
+    #[test]
+    fn io_port_entries_keep_their_text_and_line() {
+        let config = parse(&format!(
+            "{MINIMAL}ioports = [\n  '3f8-3ff',\n  \"80\",\n]\n"
+        ))
+        .unwrap();
+        let lines: Vec<(&str, usize)> = config
+            .ioports
+            .iter()
+            .map(|entry| (entry.text.as_str(), entry.line))
+            .collect();
+        assert_eq!(lines, vec![("3f8-3ff", 6), ("80", 7)]);
+    }
+
+    #[test]
+    fn bad_io_ports_say_what_is_wrong() {
+        const EXPECTED: &str =
+            "expected an I/O port or range of ports in hex, such as \"3f8-3ff\" or \"80\"";
+        for item in [
+            "",
+            "-",
+            "3f8-",
+            "-3ff",
+            "0x",
+            "3f8-3ff-400",
+            "com1",
+            "3f8..3ff",
+            "+80",
+            "1 2",
+        ] {
+            assert_eq!(
+                ports(&format!("[ '{item}' ]")),
+                Err(format!(
+                    "d.cfg:5: key `ioports`: {EXPECTED}, found {item:?}"
+                )),
+            );
+        }
+        assert_eq!(
+            ports("[ '3f8-10000' ]"),
+            Err(
+                "d.cfg:5: key `ioports`: \"10000\" is out of range: I/O ports are 0 to ffff (hex)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            ports("[ '0x123456789abcdef0123' ]"),
+            Err("d.cfg:5: key `ioports`: \"0x123456789abcdef0123\" is out of range: I/O ports are 0 to ffff (hex)".into())
+        );
+        assert_eq!(
+            ports("[ '81-80' ]"),
+            Err(
+                "d.cfg:5: key `ioports`: \"81-80\" is backwards: its first port is above its last"
+                    .into()
+            )
+        );
+        assert_eq!(
+            ports("[ '80', '0x80' ]"),
+            Err(
+                "d.cfg:5: key `ioports`: \"0x80\" overlaps \"80\" (line 5); list each port once"
+                    .into()
+            )
+        );
+        assert_eq!(
+            ports("[ '3f8-3ff', '0-3f8' ]"),
+            Err("d.cfg:5: key `ioports`: \"0-3f8\" overlaps \"3f8-3ff\" (line 5); list each port once".into())
+        );
+        assert_eq!(
+            ports("3"),
+            Err("d.cfg:5: key `ioports`: expected a list of I/O port ranges in hex, such as [ \"3f8-3ff\" ], found 3".into())
+        );
+        let nine: Vec<String> = (0..9).map(|i| format!("'{:x}'", 0x100 + i)).collect();
+        assert_eq!(
+            ports(&format!("[ {} ]", nine.join(", "))),
+            Err("d.cfg:5: key `ioports`: lists 9 I/O port ranges, at most 8 are allowed".into())
         );
     }
 

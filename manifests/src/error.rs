@@ -136,12 +136,30 @@ pub enum Problem {
         "both `cmdline` (line {cmdline_line}) and `extra` set the kernel command line; keep one"
     )]
     CmdlineAndExtra { cmdline_line: usize },
+    #[error("{found} is out of range: I/O ports are 0 to ffff (hex)")]
+    IoPortOutOfRange { found: String },
+    #[error("{found} is backwards: its first port is above its last")]
+    IoPortRangeBackwards { found: String },
+    #[error("{found} overlaps {other} (line {other_line}); list each port once")]
+    IoPortOverlap {
+        found: String,
+        other: String,
+        other_line: usize,
+    },
+    #[error("lists {count} I/O port ranges, at most {max} are allowed")]
+    TooManyIoPortRanges { count: usize, max: usize },
 
     // The system.
     #[error("lists {count} domains, at most {max} are allowed")]
     TooManyDomains { count: usize, max: usize },
     #[error("domain name {name:?} is already used by {other}")]
     DuplicateName { name: String, other: String },
+    /// `other` is the range it overlaps, the domain given it and where: `"3f8-3ff" given to
+    /// domain "uart" (uart.cfg:6)`.
+    #[error("{found} overlaps {other}; an I/O port belongs to one domain only")]
+    IoPortTaken { found: String, other: String },
+    #[error("no domain listed in `domains` is named {name:?} (the domains are: {known})")]
+    UnknownDomain { name: String, known: String },
 
     // Files and images.
     #[error("cannot read {}: {error}", path.display())]

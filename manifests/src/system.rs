@@ -1,24 +1,41 @@
 //! The system file (`system.cfg`, xl.cfg syntax): which domains boot.
 //!
-//! One key, `domains`, required: a list of domain files, relative to the system file's
-//! directory, at most [`MAX_DOMAINS`]. An empty list is a system of the microvisor alone.
+//! `domains`, required: a list of domain files, relative to the system file's directory, at
+//! most [`MAX_DOMAINS`]. An empty list is a system of the microvisor alone.
+//!
+//! `xenstore_domain` and `console_domain`, optional: the name of the listed domain that
+//! serves xenstore, and of the one that serves the console (the same domain may do both).
+//! The names are checked against the domain files when the system is compiled.
 
 use std::path::{Path, PathBuf};
 
 use microvisor_abi::manifest::MAX_DOMAINS;
 
 use crate::error::{ManifestError, Problem};
-use crate::syntax;
+use crate::syntax::{self, Setting};
 use crate::table::Table;
 
 /// The keys a system file may set.
-pub const SYSTEM_KEYS: &[&str] = &["domains"];
+pub const SYSTEM_KEYS: &[&str] = &["domains", "xenstore_domain", "console_domain"];
 
 /// A system file, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SystemConfig {
     pub file: PathBuf,
     pub domains: Vec<DomainEntry>,
+    /// The domain that serves xenstore (`xenstore_domain`), if any.
+    pub xenstore_domain: Option<DomainRef>,
+    /// The domain that serves the console (`console_domain`), if any.
+    pub console_domain: Option<DomainRef>,
+}
+
+/// A domain named by a system file key (`xenstore_domain`, `console_domain`): the name as
+/// written and the line, for messages. Resolved by [`crate::compile_system`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRef {
+    pub key: &'static str,
+    pub name: String,
+    pub line: usize,
 }
 
 /// One entry of `domains`: the domain file (joined to the system file's directory) and the
@@ -74,7 +91,25 @@ pub fn parse_system_config(file: &Path, text: &str) -> Result<SystemConfig, Mani
     Ok(SystemConfig {
         file: file.to_owned(),
         domains: entries,
+        xenstore_domain: domain_ref(file, table.take("xenstore_domain"), "xenstore_domain")?,
+        console_domain: domain_ref(file, table.take("console_domain"), "console_domain")?,
     })
+}
+
+fn domain_ref(
+    file: &Path,
+    setting: Option<Setting>,
+    key: &'static str,
+) -> Result<Option<DomainRef>, ManifestError> {
+    let Some(setting) = setting else {
+        return Ok(None);
+    };
+    let name = setting.string(file, "the name of a domain listed in `domains`")?;
+    Ok(Some(DomainRef {
+        key,
+        name: name.to_owned(),
+        line: setting.line,
+    }))
 }
 
 #[cfg(test)]
@@ -106,5 +141,24 @@ mod tests {
     fn an_empty_list_is_a_system_of_no_domains() {
         let system = parse_system_config(Path::new("s.cfg"), "domains = []").unwrap();
         assert!(system.domains.is_empty());
+        assert_eq!(
+            (system.xenstore_domain, system.console_domain),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn service_domains_are_read_by_name() {
+        let text = "domains = [ 'a.cfg' ]\nconsole_domain = 'io'\nxenstore_domain = \"io\"\n";
+        let system = parse_system_config(Path::new("s.cfg"), text).unwrap();
+        let io = |key, line| {
+            Some(DomainRef {
+                key,
+                name: "io".into(),
+                line,
+            })
+        };
+        assert_eq!(system.xenstore_domain, io("xenstore_domain", 3));
+        assert_eq!(system.console_domain, io("console_domain", 2));
     }
 }

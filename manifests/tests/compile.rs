@@ -9,7 +9,8 @@ use common::{domain_cfg, ElfImage, Scratch};
 use heapless::String as HString;
 use manifests::compile_system;
 use microvisor_abi::manifest::{
-    DomainSpec, DomainType, LifecycleAction, SystemManifest, MANIFEST_VERSION,
+    DomainSpec, DomainType, IoPortRange, LifecycleAction, SystemManifest, MANIFEST_VERSION,
+    MAX_IOPORT_RANGES,
 };
 
 fn spec(name: &str, image_module: u16, memory_mib: u32, vcpus: u32, cmdline: &str) -> DomainSpec {
@@ -23,6 +24,7 @@ fn spec(name: &str, image_module: u16, memory_mib: u32, vcpus: u32, cmdline: &st
         on_poweroff: LifecycleAction::Destroy,
         on_reboot: LifecycleAction::Restart,
         on_crash: LifecycleAction::Destroy,
+        ioports: heapless::Vec::new(),
     }
 }
 
@@ -66,6 +68,8 @@ fn domains_sharing_an_image_share_a_module() {
             spec("three", 2, 16, 1, ""),
         ])
         .expect("three fit"),
+        xenstore_domain: None,
+        console_domain: None,
     };
     assert_eq!(compiled.manifest, expected);
 
@@ -126,6 +130,8 @@ fn the_default_system_compiles_with_a_hello_image() {
     ];
     assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
     assert_eq!(compiled.manifest.domains.as_slice(), &expected);
+    assert_eq!(compiled.manifest.xenstore_domain, None);
+    assert_eq!(compiled.manifest.console_domain, None);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
     assert_eq!(decoded, compiled.manifest);
 }
@@ -172,4 +178,99 @@ fn sixteen_domains_fit() {
         .iter()
         .all(|domain| domain.image_module == 1));
     assert_eq!(compiled.images, vec![scratch.path("k")]);
+}
+
+fn ports(ranges: &[(u16, u16)]) -> heapless::Vec<IoPortRange, MAX_IOPORT_RANGES> {
+    ranges
+        .iter()
+        .map(|&(first, last)| IoPortRange { first, last })
+        .collect()
+}
+
+#[test]
+fn service_domains_compile_to_their_indices_and_io_ports_to_ranges() {
+    let scratch = Scratch::new();
+    scratch.write("k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write(
+        "system.cfg",
+        "domains = [ 'guest.cfg', 'store.cfg', 'console.cfg' ]\n\
+         xenstore_domain = \"store\"\nconsole_domain = 'console'\n",
+    );
+    scratch.write("guest.cfg", domain_cfg("guest", "k"));
+    scratch.write("store.cfg", domain_cfg("store", "k"));
+    scratch.write(
+        "console.cfg",
+        format!(
+            "{}ioports = [\n  \"3f8-3ff\",  # COM1\n  '0x2f8-0x2FF',\n  \"80\",\n]\n",
+            domain_cfg("console", "k")
+        ),
+    );
+    let compiled = compile_system(&scratch.path("system.cfg"), &[]).expect("compiles");
+
+    let console = DomainSpec {
+        ioports: ports(&[(0x3f8, 0x3ff), (0x2f8, 0x2ff), (0x80, 0x80)]),
+        ..spec("console", 1, 16, 1, "")
+    };
+    let expected = SystemManifest {
+        version: MANIFEST_VERSION,
+        domains: heapless::Vec::from_slice(&[
+            spec("guest", 1, 16, 1, ""),
+            spec("store", 1, 16, 1, ""),
+            console,
+        ])
+        .expect("three fit"),
+        xenstore_domain: Some(1),
+        console_domain: Some(2),
+    };
+    assert_eq!(compiled.manifest, expected);
+    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
+    assert_eq!(decoded, expected);
+}
+
+#[test]
+fn one_domain_may_serve_both_and_other_domains_may_have_other_ports() {
+    let scratch = Scratch::new();
+    scratch.write("k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write(
+        "system.cfg",
+        "domains = [ 'io.cfg', 'guest.cfg' ]\nconsole_domain = 'io'\nxenstore_domain = 'io'\n",
+    );
+    scratch.write(
+        "io.cfg",
+        format!("{}ioports = [ '3f8-3ff' ]\n", domain_cfg("io", "k")),
+    );
+    // Adjacent to the console's ports, not overlapping them.
+    scratch.write(
+        "guest.cfg",
+        format!(
+            "{}ioports = [ '3f0-3f7', '400' ]\n",
+            domain_cfg("guest", "k")
+        ),
+    );
+    let compiled = compile_system(&scratch.path("system.cfg"), &[]).expect("compiles");
+    assert_eq!(compiled.manifest.xenstore_domain, Some(0));
+    assert_eq!(compiled.manifest.console_domain, Some(0));
+    assert_eq!(
+        compiled.manifest.domains[0].ioports,
+        ports(&[(0x3f8, 0x3ff)])
+    );
+    assert_eq!(
+        compiled.manifest.domains[1].ioports,
+        ports(&[(0x3f0, 0x3f7), (0x400, 0x400)])
+    );
+    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
+    assert_eq!(decoded, compiled.manifest);
+}
+
+#[test]
+fn a_service_domain_needs_a_listed_domain() {
+    let scratch = Scratch::new();
+    scratch.write("system.cfg", "domains = []\nxenstore_domain = 'store'\n");
+    let message = common::compile_error(&scratch.path("system.cfg"), &[]);
+    let expected = format!(
+        "{}:2: key `xenstore_domain`: no domain listed in `domains` is named \"store\" \
+         (the domains are: none)",
+        scratch.path("system.cfg").display()
+    );
+    assert_eq!(message, expected);
 }

@@ -40,7 +40,7 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("syntax-list-separator.cfg", System, "tests/bad/syntax-list-separator.cfg:4: key `domains`: expected `,` or `]` after a list item, found `\"b.cfg\"`"),
     // Keys.
     ("duplicate-key.cfg", Domain, "tests/bad/duplicate-key.cfg:6: key `memory`: set twice: first on line 5, again on line 6"),
-    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, memory, vcpus, cmdline, extra, on_poweroff, on_reboot, on_crash)"),
+    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, memory, vcpus, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports)"),
     ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `disk` is not supported yet"),
     ("missing-name.cfg", Domain, "tests/bad/missing-name.cfg: key `name`: required key is missing"),
     ("missing-type.cfg", Domain, "tests/bad/missing-type.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"),
@@ -67,12 +67,22 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("on-crash-coredump.cfg", Domain, "tests/bad/on-crash-coredump.cfg:6: key `on_crash`: \"coredump-destroy\" is not supported yet, use \"destroy\", \"restart\" or \"preserve\""),
     ("on-reboot-unknown.cfg", Domain, "tests/bad/on-reboot-unknown.cfg:6: key `on_reboot`: expected \"destroy\", \"restart\" or \"preserve\", found \"reboot\""),
     ("on-poweroff-integer.cfg", Domain, "tests/bad/on-poweroff-integer.cfg:6: key `on_poweroff`: expected \"destroy\", \"restart\" or \"preserve\", found 1"),
+    ("ioports-not-list.cfg", Domain, "tests/bad/ioports-not-list.cfg:6: key `ioports`: expected a list of I/O port ranges in hex, such as [ \"3f8-3ff\" ], found \"3f8-3ff\""),
+    ("ioports-bad-range.cfg", Domain, "tests/bad/ioports-bad-range.cfg:8: key `ioports`: expected an I/O port or range of ports in hex, such as \"3f8-3ff\" or \"80\", found \"com1\""),
+    ("ioports-out-of-range.cfg", Domain, "tests/bad/ioports-out-of-range.cfg:6: key `ioports`: \"10007\" is out of range: I/O ports are 0 to ffff (hex)"),
+    ("ioports-backwards.cfg", Domain, "tests/bad/ioports-backwards.cfg:6: key `ioports`: \"3ff-3f8\" is backwards: its first port is above its last"),
+    ("ioports-overlap.cfg", Domain, "tests/bad/ioports-overlap.cfg:9: key `ioports`: \"3fc\" overlaps \"3f8-3ff\" (line 7); list each port once"),
+    ("ioports-too-many.cfg", Domain, "tests/bad/ioports-too-many.cfg:6: key `ioports`: lists 9 I/O port ranges, at most 8 are allowed"),
     // System files.
     ("system-missing-domains.cfg", System, "tests/bad/system-missing-domains.cfg: key `domains`: required key is missing (write domains = [] for a system of no domains)"),
-    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains)"),
+    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains, xenstore_domain, console_domain)"),
     ("system-domains-not-list.cfg", System, "tests/bad/system-domains-not-list.cfg:2: key `domains`: expected a list of domain files, found \"support/good.cfg\""),
     ("system-empty-entry.cfg", System, "tests/bad/system-empty-entry.cfg:4: key `domains`: expected a domain file, found \"\""),
     ("system-too-many-domains.cfg", System, "tests/bad/system-too-many-domains.cfg:2: key `domains`: lists 17 domains, at most 16 are allowed"),
+    ("system-ioports-taken.cfg", System, "tests/bad/support/uart-too.cfg:8: key `ioports`: \"0x3fd\" overlaps \"3f8-3ff\" given to domain \"uart\" (tests/bad/support/uart.cfg:6); an I/O port belongs to one domain only"),
+    ("system-unknown-console-domain.cfg", System, "tests/bad/system-unknown-console-domain.cfg:3: key `console_domain`: no domain listed in `domains` is named \"console\" (the domains are: good)"),
+    ("system-unknown-xenstore-domain.cfg", System, "tests/bad/system-unknown-xenstore-domain.cfg:3: key `xenstore_domain`: no domain listed in `domains` is named \"good.cfg\" (the domains are: good)"),
+    ("system-console-domain-not-string.cfg", System, "tests/bad/system-console-domain-not-string.cfg:3: key `console_domain`: expected the name of a domain listed in `domains`, found 0"),
     // The operating system's wording of the I/O error follows this prefix.
     ("system-missing-domain-file.cfg", System, "tests/bad/system-missing-domain-file.cfg:4: key `domains`: cannot read tests/bad/support/no-such-file.cfg: "),
     ("system-duplicate-name.cfg", System, "tests/bad/support/same-name.cfg:3: key `name`: domain name \"good\" is already used by tests/bad/support/good.cfg:2"),
@@ -145,7 +155,13 @@ fn every_bad_file_is_in_the_table() {
 
 #[test]
 fn the_support_files_are_valid_on_their_own() {
-    for file in ["good.cfg", "same-name.cfg", "no-such-kernel.cfg"] {
+    for file in [
+        "good.cfg",
+        "same-name.cfg",
+        "no-such-kernel.cfg",
+        "uart.cfg",
+        "uart-too.cfg",
+    ] {
         let path = Path::new("tests/bad/support").join(file);
         let text = fs::read_to_string(&path).expect("support file");
         parse_domain_config(&path, &text).expect("valid");

@@ -9,9 +9,12 @@ use common::ElfImage;
 use manifests::{parse_domain_config, parse_system_config, pvh_entry_point};
 use proptest::prelude::*;
 
-const GOOD_DOMAIN: &str = "name = \"hello\" # c\ntype = 'pvh'\nkernel = \"hello\"\nmemory = 0x10;\n\
-                           vcpus = 2\ncmdline = \"mode=hello \\\"q\\\"\"\non_crash = \"preserve\"\n";
-const GOOD_SYSTEM: &str = "domains = [\n  \"a.cfg\", # one\n  'b.cfg',\n]\n";
+const GOOD_DOMAIN: &str =
+    "name = \"hello\" # c\ntype = 'pvh'\nkernel = \"hello\"\nmemory = 0x10;\n\
+                           vcpus = 2\ncmdline = \"mode=hello \\\"q\\\"\"\non_crash = \"preserve\"\n\
+                           ioports = [ \"3f8-3ff\", '0x80' ]\n";
+const GOOD_SYSTEM: &str =
+    "domains = [\n  \"a.cfg\", # one\n  'b.cfg',\n]\nconsole_domain = 'a'\nxenstore_domain = \"b\"\n";
 
 /// Text made of the pieces the grammar cares about, so that inputs get past the first token.
 fn config_like_text() -> impl Strategy<Value = String> {
@@ -26,6 +29,9 @@ fn config_like_text() -> impl Strategy<Value = String> {
         "on_crash",
         "domains",
         "disk",
+        "ioports",
+        "xenstore_domain",
+        "console_domain",
         "x",
         " ",
         "\t",
@@ -47,6 +53,9 @@ fn config_like_text() -> impl Strategy<Value = String> {
         "\"pvh\"",
         "\"hello\"",
         "'destroy'",
+        "\"3f8-3ff\"",
+        "'0x80'",
+        "-",
         "é",
         "\u{feff}",
     ]);
@@ -142,4 +151,5 @@ fn the_good_texts_are_good() {
     parse_domain_config(Path::new("p.cfg"), GOOD_DOMAIN).expect("valid domain");
     let system = parse_system_config(Path::new("p.cfg"), GOOD_SYSTEM).expect("valid system");
     assert_eq!(system.domains.len(), 2);
+    assert!(system.console_domain.is_some() && system.xenstore_domain.is_some());
 }

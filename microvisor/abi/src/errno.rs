@@ -18,3 +18,9 @@ pub const EEXIST: i64 = -17;
 pub const EINVAL: i64 = -22;
 /// Function not implemented (unknown hypercall or sub-op).
 pub const ENOSYS: i64 = -38;
+/// No such domain.
+pub const ESRCH: i64 = -3;
+/// No space left (port table full).
+pub const ENOSPC: i64 = -28;
+/// Bad address in a place the ABI does not call a pointer (Xen's `-ENXIO` for areas).
+pub const ENXIO: i64 = -6;

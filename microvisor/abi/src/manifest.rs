@@ -13,7 +13,9 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_CMDLINE_BYTES: usize = 512;
 pub const MAX_VCPUS: u32 = 8;
 /// Layout version of the blob; bumped on any incompatible change.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
+/// The most I/O port ranges one domain may be given (`ioports`).
+pub const MAX_IOPORT_RANGES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DomainType {
@@ -43,12 +45,28 @@ pub struct DomainSpec {
     pub on_poweroff: LifecycleAction,
     pub on_reboot: LifecycleAction,
     pub on_crash: LifecycleAction,
+    /// I/O port ranges the domain may access directly (xl's `ioports`), e.g. the UART of the
+    /// console domain.
+    pub ioports: Vec<IoPortRange, MAX_IOPORT_RANGES>,
+}
+
+/// An inclusive range of I/O ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoPortRange {
+    pub first: u16,
+    pub last: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemManifest {
     pub version: u32,
     pub domains: Vec<DomainSpec, MAX_DOMAINS>,
+    /// Index (in `domains`) of the domain that serves xenstore, if any. Every other domain
+    /// gets a xenstore ring and port connected to it.
+    pub xenstore_domain: Option<u8>,
+    /// Index of the console backend domain, if any. Every other domain gets a console ring
+    /// and port connected to it; without one, domains use `console_io` only.
+    pub console_domain: Option<u8>,
 }
 
 #[cfg(test)]
@@ -69,9 +87,10 @@ mod tests {
                 on_poweroff: LifecycleAction::Destroy,
                 on_reboot: LifecycleAction::Restart,
                 on_crash: LifecycleAction::Preserve,
+                ioports: Vec::new(),
             })
             .unwrap();
-        let manifest = SystemManifest { version: MANIFEST_VERSION, domains };
+        let manifest = SystemManifest { version: MANIFEST_VERSION, domains, xenstore_domain: None, console_domain: Some(0) };
         let bytes = postcard::to_allocvec(&manifest).unwrap();
         let back: SystemManifest = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, manifest);

@@ -14,6 +14,8 @@ pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
 /// Argument: [`VcpuRegisterTimeMemoryArea`]. The microvisor keeps a [`VcpuTimeInfo`] there.
 pub const VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA: u64 = 13;
+/// Argument: `struct vcpu_register_vcpu_info { mfn u64 (a gfn), offset u32, rsvd u32 }`.
+pub const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 
 /// `struct vcpu_set_singleshot_timer`: fire at `timeout_abs_ns` of system time.
 #[repr(C)]
