@@ -20,7 +20,9 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod evtchn;
 pub mod frames;
+pub mod grant;
 pub mod image;
 pub mod multiboot;
 pub mod pagewalk;

@@ -208,7 +208,7 @@ mb_info:  .long 0
 boot_pml4: .skip 4096
 boot_pdpt: .skip 4096
 boot_pd:   .skip 4 * 4096
-boot_stack: .skip 64 * 1024
+boot_stack: .skip 256 * 1024
 boot_stack_top:
 "#,
     options(att_syntax)

@@ -10,10 +10,13 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 pub const MAX_CPUS: usize = 16;
 const IST_STACK_BYTES: usize = 16 * 1024;
-pub const AP_STACK_BYTES: usize = 64 * 1024;
+pub const AP_STACK_BYTES: usize = 256 * 1024;
 
 /// Vector of the LAPIC timer (scheduler tick and idle wake-up).
 pub const TIMER_VECTOR: u8 = 0xf0;
+/// Vector of the IPI that makes a CPU leave its guest (handled like any other interrupt:
+/// acknowledged, and the INTR exit makes the scheduler look again).
+pub const KICK_VECTOR: u8 = 0xf1;
 /// Vector of the LAPIC spurious interrupt.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 

@@ -65,6 +65,14 @@ pub struct Domain {
     pub npt: NestedPageTable,
     pub state: DomainState,
     pub console: Vec<u8, CONSOLE_LINE_BYTES>,
+    /// HVM parameters (`HVMOP_get_param`), by index.
+    pub hvm_params: [u64; microvisor_abi::hvm::HVM_NR_PARAMS as usize],
+    /// RAM frames that `XENMEM_add_to_physmap` displaced from the guest-physical map. They
+    /// stay the domain's until it is destroyed (another vCPU could still reach them through
+    /// a stale TLB entry, so they are not handed out earlier).
+    pub displaced: Vec<u64, 64>,
+    /// Its own I/O permission map (3 frames) when the manifest gave it `ioports`.
+    pub iopm: Option<u64>,
 }
 
 pub static DOMAINS: Mutex<[Option<Domain>; MAX_DOMAINS]> = Mutex::new([const { None }; MAX_DOMAINS]);
@@ -96,6 +104,11 @@ pub fn view(slot: usize) -> Option<DomainView> {
         vcpus: d.vcpus,
         restarts: d.restarts,
     })
+}
+
+/// The table slot of a live domain, by domain id.
+pub fn slot_of(domid: u16) -> Option<usize> {
+    DOMAINS.lock().iter().position(|d| d.as_ref().is_some_and(|d| d.domid == domid))
 }
 
 pub fn name_of(slot: usize) -> String<32> {
@@ -167,9 +180,18 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     copy_into_guest(&npt, START_INFO_GPA, &page);
 
     let domid = NEXT_DOMID.fetch_add(1, Ordering::Relaxed);
-    for id in 0..spec.vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
-        vcpu::create(slot, id as usize, npt.root_pa()).map_err(|_| BuildError::OutOfMemory)?;
-    }
+    crate::stats::reset_domain(slot);
+    let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
+    let iopm = match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
+        Ok(iopm) => iopm,
+        Err(e) => {
+            vcpu::destroy_all(slot);
+            crate::grants::destroy_domain(slot, domid);
+            crate::events::destroy_domain(slot, domid);
+            npt.destroy();
+            return Err(e);
+        }
+    };
     vcpu::set_pvh_boot_state(slot, 0, u64::from(image.entry), start_info);
 
     crate::log!(
@@ -188,9 +210,95 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         npt,
         state: DomainState::Running,
         console: Vec::new(),
+        hvm_params,
+        displaced: Vec::new(),
+        iopm,
     });
     crate::scheduler::add_domain(slot, spec.vcpus);
+    notify_services();
     Ok(domid)
+}
+
+/// Guest-physical pages (outside RAM, below 4 GiB, as Xen places them) of the rings the
+/// builder gives a domain.
+pub const STORE_RING_GPA: u64 = 0xfeff_c000;
+pub const CONSOLE_RING_GPA: u64 = 0xfeff_b000;
+
+/// The live domain built from manifest entry `index`, if any: (slot, domid).
+fn service(index: Option<u8>) -> Option<(usize, u16)> {
+    let index = usize::from(index?);
+    let table = DOMAINS.lock();
+    table.iter().enumerate().find_map(|(slot, d)| {
+        d.as_ref().filter(|d| d.spec_index == index && d.state == DomainState::Running).map(|d| (slot, d.domid))
+    })
+}
+
+/// Give a new domain its event state, vCPUs, I/O permission map, and (unless it is the
+/// service itself) a xenstore ring and a console ring: a page of its own at a fixed
+/// guest-physical address, granted (reserved refs 1 and 0) to the serving domain, with an
+/// unbound port whose remote end is that domain, published in its HVM parameters.
+fn connect_services(
+    slot: usize,
+    domid: u16,
+    spec_index: usize,
+    npt: &mut NestedPageTable,
+    params: &mut [u64; microvisor_abi::hvm::HVM_NR_PARAMS as usize],
+) -> Result<Option<u64>, BuildError> {
+    use microvisor_abi::grant::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
+    use microvisor_abi::hvm::*;
+    let manifest = MANIFEST.get().expect("manifest decoded");
+    let spec = &manifest.domains[spec_index];
+    crate::events::init_domain(slot, spec.vcpus).map_err(|_| BuildError::OutOfMemory)?;
+    crate::grants::table_frame(slot, 0).map_err(|_| BuildError::OutOfMemory)?;
+    let iopm = if spec.ioports.is_empty() {
+        None
+    } else {
+        Some(vcpu::domain_permission_map(&spec.ioports).ok_or(BuildError::OutOfMemory)?)
+    };
+    for id in 0..spec.vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
+        vcpu::create(slot, id as usize, npt.root_pa(), iopm).map_err(|_| BuildError::OutOfMemory)?;
+    }
+    let rings = [
+        (manifest.xenstore_domain, STORE_RING_GPA, GNTTAB_RESERVED_XENSTORE, HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN),
+        (manifest.console_domain, CONSOLE_RING_GPA, GNTTAB_RESERVED_CONSOLE, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_CONSOLE_EVTCHN),
+    ];
+    for (role, gpa, gref, pfn_param, port_param) in rings {
+        if role.map(usize::from) == Some(spec_index) {
+            continue;
+        }
+        let Some((_, server)) = service(role) else { continue };
+        let frame = mem::alloc_zeroed().ok_or(BuildError::OutOfMemory)?;
+        if npt.map(gpa, frame, true, true).is_err() {
+            mem::free(frame);
+            return Err(BuildError::OutOfMemory);
+        }
+        let port = crate::events::EVENTS[slot].lock().ports.alloc_unbound(server).map_err(|_| BuildError::OutOfMemory)?;
+        crate::grants::write_reserved(slot, gref, server, gpa / PAGE_SIZE).map_err(|_| BuildError::OutOfMemory)?;
+        params[pfn_param as usize] = gpa / PAGE_SIZE;
+        params[port_param as usize] = u64::from(port);
+    }
+    let _ = domid;
+    Ok(iopm)
+}
+
+/// Tell the service domains the set of domains changed (VIRQ_DOMAIN_CHANGE).
+pub fn notify_services() {
+    let manifest = MANIFEST.get().expect("manifest decoded");
+    for role in [manifest.xenstore_domain, manifest.console_domain] {
+        if let Some((slot, _)) = service(role) {
+            crate::events::raise_virq(slot, microvisor_abi::microvisor_op::VIRQ_DOMAIN_CHANGE, 0);
+        }
+    }
+}
+
+/// Whether the domain in `slot` serves xenstore and/or consoles: (store, console).
+pub fn roles_of(slot: usize) -> (bool, bool) {
+    let manifest = MANIFEST.get().expect("manifest decoded");
+    let Some(index) = DOMAINS.lock()[slot].as_ref().map(|d| d.spec_index) else { return (false, false) };
+    (
+        manifest.xenstore_domain.map(usize::from) == Some(index),
+        manifest.console_domain.map(usize::from) == Some(index),
+    )
 }
 
 fn copy_into_guest(npt: &NestedPageTable, gpa: u64, bytes: &[u8]) {
@@ -205,8 +313,18 @@ fn copy_into_guest(npt: &NestedPageTable, gpa: u64, bytes: &[u8]) {
     }
 }
 
+/// Teardowns under way: the machine must not power off while one is still scrubbing.
+static TEARDOWNS: AtomicU32 = AtomicU32::new(0);
+
 /// Tear a dying domain down (no vCPU of it runs anywhere) and apply its lifecycle action.
 pub fn finish_shutdown(slot: usize) {
+    TEARDOWNS.fetch_add(1, Ordering::AcqRel);
+    tear_down(slot);
+    TEARDOWNS.fetch_sub(1, Ordering::AcqRel);
+    check_all_gone();
+}
+
+fn tear_down(slot: usize) {
     let Some(mut domain) = DOMAINS.lock()[slot].take() else { return };
     let DomainState::Dying { reason, action } = domain.state else {
         DOMAINS.lock()[slot] = Some(domain);
@@ -222,11 +340,20 @@ pub fn finish_shutdown(slot: usize) {
     if action == LifecycleAction::Preserve {
         domain.state = DomainState::Preserved;
         DOMAINS.lock()[slot] = Some(domain);
-        check_all_gone();
         return;
     }
     vcpu::destroy_all(slot);
-    let released = domain.npt.destroy();
+    crate::grants::destroy_domain(slot, domain.domid);
+    crate::events::destroy_domain(slot, domain.domid);
+    for &frame in &domain.displaced {
+        mem::free(frame);
+    }
+    if let Some(iopm) = domain.iopm {
+        for page in 0..3 {
+            mem::free(iopm + page * PAGE_SIZE);
+        }
+    }
+    let released = domain.npt.destroy() + domain.displaced.len() as u64;
     crate::log!("domain {} ({}) destroyed: {released} frames scrubbed", domain.domid, domain.name);
     if action == LifecycleAction::Restart {
         match build(slot, domain.spec_index, domain.restarts + 1) {
@@ -237,7 +364,7 @@ pub fn finish_shutdown(slot: usize) {
             Err(why) => crate::log!("domain {} ({}) cannot restart: {why}", domain.domid, domain.name),
         }
     }
-    check_all_gone();
+    notify_services();
 }
 
 /// Frames in use before any domain was built (microvisor tables); what is allocated beyond
@@ -250,7 +377,7 @@ pub fn check_all_gone() {
     let running = table.iter().flatten().filter(|d| d.state != DomainState::Preserved).count();
     let preserved = table.iter().flatten().count() - running;
     drop(table);
-    if running == 0 {
+    if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 {
         if preserved == 0 {
             crate::log!("all domains gone, powering off");
         } else {
@@ -274,4 +401,23 @@ pub fn first_entry() {
         let count = MANIFEST.get().map_or(0, |m| m.domains.len());
         crate::log!("all {count} domains running");
     }
+}
+
+/// Map a frame the microvisor owns (shared info, a grant-table frame) at `gpa` in the domain,
+/// in place of whatever was there. A displaced RAM frame stays the domain's until teardown.
+pub fn map_special_frame(slot: usize, gpa: u64, frame: u64) -> Result<(), i64> {
+    let mut table = DOMAINS.lock();
+    let domain = table[slot].as_mut().ok_or(microvisor_abi::errno::EINVAL)?;
+    if domain.npt.translate(gpa) == Some(frame) {
+        return Ok(());
+    }
+    if domain.displaced.is_full() {
+        return Err(microvisor_abi::errno::ENOMEM);
+    }
+    if let Some((old, owned)) = domain.npt.unmap(gpa) {
+        if owned {
+            let _ = domain.displaced.push(old);
+        }
+    }
+    domain.npt.map(gpa, frame, true, false).map_err(|_| microvisor_abi::errno::ENOMEM)
 }

@@ -47,16 +47,27 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
     }
     // SAFETY: element `cpu` of HOST_FX is used only by this CPU (see HostFx).
     let host_fx = unsafe { &mut (*HOST_FX.0.get())[cpu] };
-    crate::lapic::arm_timer_ns(SLICE_NS);
+    let slice_end = crate::time::now_ns() + SLICE_NS;
     loop {
         if crate::scheduler::is_dying(slot) {
             crate::lapic::disarm_timer();
             return Outcome::Dead;
         }
-        let deadline = vcpu::timer(slot, id).load(Ordering::Relaxed);
-        if deadline != 0 && deadline <= crate::time::now_ns() {
+        let now = crate::time::now_ns();
+        let mut deadline = vcpu::timer(slot, id).load(Ordering::Relaxed);
+        if deadline != 0 && deadline <= now {
             vcpu::timer(slot, id).store(0, Ordering::Relaxed);
+            crate::events::timer_fired(slot, id);
+            deadline = 0;
         }
+        if now >= slice_end {
+            crate::lapic::disarm_timer();
+            crate::stats::PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Preempted;
+        }
+        let wake = if deadline == 0 { slice_end } else { deadline.min(slice_end) };
+        crate::lapic::arm_timer_ns(wake - now);
+        inject_upcall(slot, id, v.vmcb);
         v.vmcb.write8(control::TLB_CONTROL, 1);
         v.vmcb.write64(control::CLEAN_BITS, 0);
         // SAFETY: (1) the VMCB was set up by `vcpu::create` with N_CR3 = this domain's nested
@@ -64,6 +75,8 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         // CPU uses its VMCB, registers or FX area; (3) host_save_pa is this CPU's VMSAVE area.
         unsafe { crate::svm::run(v.vmcb, &mut v.regs, crate::smp::host_save_pa(cpu), &mut v.fx, host_fx) };
         crate::stats::VM_EXITS.fetch_add(1, Ordering::Relaxed);
+        crate::stats::EXITS_ON_CPU[cpu].fetch_add(1, Ordering::Release);
+        crate::stats::PER_DOMAIN[slot].vm_exits.fetch_add(1, Ordering::Relaxed);
         let step = handle_exit(slot, id, v, &domain);
         if let Step::Leave(outcome) = step {
             crate::lapic::disarm_timer();
@@ -95,10 +108,8 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
     let vmcb = v.vmcb;
     let code = vmcb.read64(control::EXIT_CODE);
     match code {
-        exit::INTR => {
-            crate::stats::PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-            Step::Leave(Outcome::Preempted)
-        }
+        // The slice timer, a timer deadline or a kick: the loop looks at all three.
+        exit::INTR => Step::Continue,
         exit::NMI => Step::Continue,
         exit::VMMCALL => {
             advance_rip(vmcb, 3);
@@ -131,7 +142,13 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
         }
         exit::HLT => {
             advance_rip(vmcb, 1);
-            block(slot, id)
+            if vmcb.read64(save::RFLAGS) & (1 << 9) == 0 {
+                // Xen: HLT with interrupts off takes the vCPU down; a domain whose vCPUs are
+                // all down has powered off.
+                Step::Leave(Outcome::Down)
+            } else {
+                block(slot, id)
+            }
         }
         exit::CPUID => {
             advance_rip(vmcb, 2);
@@ -162,10 +179,28 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
     }
 }
 
+/// Set or clear the virtual interrupt that delivers the event upcall.
+fn inject_upcall(slot: usize, id: usize, vmcb: Vmcb) {
+    const V_IRQ: u64 = 1 << 8;
+    const V_INTR_PRIO: u64 = 0xf << 16;
+    const V_IGN_TPR: u64 = 1 << 20;
+    let vector = crate::events::callback_vector(slot);
+    let mut vintr = vmcb.read64(control::VINTR) & !(0xff | V_IRQ | V_INTR_PRIO | V_IGN_TPR);
+    if vector != 0 && crate::events::upcall_pending(slot, id) {
+        vintr |= V_IRQ | V_INTR_PRIO | V_IGN_TPR;
+        vmcb.write8(control::VINTR_VECTOR, vector);
+    }
+    vmcb.write64(control::VINTR, vintr);
+}
+
+/// Block until an event or the vCPU's timer, unless one is already due (Xen's
+/// SCHEDOP_block returns at once when events are pending).
 fn block(slot: usize, id: usize) -> Step {
     let deadline = vcpu::timer(slot, id).load(Ordering::Relaxed);
     if deadline != 0 && deadline <= crate::time::now_ns() {
-        vcpu::timer(slot, id).store(0, Ordering::Relaxed);
+        return Step::Continue;
+    }
+    if crate::events::upcall_pending(slot, id) {
         return Step::Continue;
     }
     Step::Leave(Outcome::Blocked { wake_at_ns: (deadline != 0).then_some(deadline) })

@@ -49,33 +49,42 @@ impl Caller<'_> {
         }
     }
 
-    fn read_struct<const N: usize>(&self, gva: u64) -> Result<[u8; N], i64> {
+    pub fn read_struct<const N: usize>(&self, gva: u64) -> Result<[u8; N], i64> {
         let mut bytes = [0u8; N];
         self.access().read(gva, &mut bytes).map_err(|_| EFAULT)?;
         Ok(bytes)
     }
 
-    fn write_bytes(&self, gva: u64, bytes: &[u8]) -> Result<(), i64> {
+    pub fn write_bytes(&self, gva: u64, bytes: &[u8]) -> Result<(), i64> {
         self.access().write(gva, bytes).map_err(|_| EFAULT)
     }
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 pub fn dispatch(caller: &mut Caller, number: u64, args: [u64; 5]) -> Action {
     crate::stats::HYPERCALLS.fetch_add(1, Ordering::Relaxed);
+    crate::stats::PER_DOMAIN[caller.slot].hypercalls.fetch_add(1, Ordering::Relaxed);
     let result = match number {
         nr::CONSOLE_IO => console_io(caller, args),
         nr::XEN_VERSION => xen_version(caller, args),
         nr::SCHED_OP => return sched_op(caller, args),
         nr::VCPU_OP => return vcpu_op(caller, args),
         nr::MICROVISOR_OP => microvisor_op(caller, args),
+        nr::EVENT_CHANNEL_OP => crate::hc_events::event_channel_op(caller, args),
+        nr::HVM_OP => crate::hc_events::hvm_op(caller, args),
+        nr::MEMORY_OP => memory_op(caller, args),
+        nr::GRANT_TABLE_OP => crate::hc_grants::grant_table_op(caller, args),
         _ => Err(ENOSYS),
     };
     Action::Return(result.unwrap_or_else(|e| e))
@@ -170,6 +179,7 @@ fn vcpu_op(caller: &mut Caller, [cmd, target, arg, ..]: [u64; 5]) -> Action {
         VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER => Err(EINVAL),
         VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA if is_self => register_time_area(caller, arg),
         VCPUOP_REGISTER_VCPU_TIME_MEMORY_AREA => Err(EINVAL),
+        VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(caller, target, arg),
         _ => Err(ENOSYS),
     };
     Action::Return(result.unwrap_or_else(|e| e))
@@ -233,8 +243,118 @@ fn register_time_area(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
     Ok(0)
 }
 
-fn microvisor_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> {
+/// `VCPUOP_register_vcpu_info`: move a vCPU's `vcpu_info` to a guest frame (gfn + offset,
+/// 8-byte aligned, inside one page). Once per vCPU, as in Xen. The old contents are copied and
+/// a rescan is forced (`pending_sel` all ones, `upcall_pending` set).
+fn register_vcpu_info(caller: &mut Caller, target: usize, arg: u64) -> Result<i64, i64> {
+    use microvisor_abi::evtchn::{shared_info, vcpu_info};
+    let bytes: [u8; 16] = caller.read_struct(arg)?;
+    let gfn = u64_at(&bytes, 0);
+    let offset = u64::from(u32_at(&bytes, 8));
+    if offset % 8 != 0 || offset + vcpu_info::SIZE as u64 > 4096 {
+        return Err(microvisor_abi::errno::EINVAL);
+    }
+    let gpa = gfn.checked_mul(4096).ok_or(EINVAL)? + offset;
+    let view = crate::npt::NptView::from_root(caller.domain.npt_root);
+    let hpa = view.translate(gpa).filter(|_| view.is_writable(gpa)).ok_or(EINVAL)?;
+    // Only the domain's own RAM may hold it (not a mapped shared page or foreign frame).
+    if gpa >= caller.domain.ram_bytes {
+        return Err(EINVAL);
+    }
+    let mut events = crate::events::EVENTS[caller.slot].lock();
+    let shared = events.shared_info_hpa;
+    let default = shared + (shared_info::VCPU_INFO + target * shared_info::VCPU_INFO_SIZE) as u64;
+    let current = events.vcpu_info_hpa[target];
+    if current != 0 && current != default {
+        return Err(EBUSY);
+    }
+    let mut old = [0u8; vcpu_info::SIZE];
+    if current != 0 {
+        crate::mem::read_phys(current, &mut old);
+    } else {
+        old[vcpu_info::TIME..vcpu_info::TIME + 32].copy_from_slice(&[0; 32]);
+    }
+    crate::mem::write_phys(hpa, &old);
+    crate::time::write_vcpu_time_hpa(hpa + vcpu_info::TIME as u64);
+    crate::mem::write_phys(hpa + vcpu_info::PENDING_SEL as u64, &u64::MAX.to_le_bytes());
+    crate::mem::write_phys(hpa + vcpu_info::UPCALL_PENDING as u64, &[1]);
+    events.vcpu_info_hpa[target] = hpa;
+    Ok(0)
+}
+
+/// `memory_op`: only `XENMEM_add_to_physmap` for the shared-info page and grant-table frames.
+fn memory_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> {
+    use microvisor_abi::hvm::*;
+    if cmd != XENMEM_ADD_TO_PHYSMAP {
+        return Err(ENOSYS);
+    }
+    let bytes: [u8; ADD_TO_PHYSMAP_SIZE] = caller.read_struct(arg)?;
+    let domid = u16_at(&bytes, 0);
+    if domid != microvisor_abi::evtchn::DOMID_SELF && domid != caller.domain.domid {
+        return Err(EPERM);
+    }
+    let space = u32_at(&bytes, 4);
+    let idx = u64_at(&bytes, 8);
+    let gpfn = u64_at(&bytes, 16);
+    // Keep mapped pages inside the guest-physical range the domain could have RAM in.
+    if gpfn >= (1 << 24) {
+        return Err(EINVAL);
+    }
+    let frame = match space {
+        XENMAPSPACE_SHARED_INFO if idx == 0 => crate::events::EVENTS[caller.slot].lock().shared_info_hpa,
+        XENMAPSPACE_GRANT_TABLE => crate::grants::table_frame(caller.slot, idx)?,
+        _ => return Err(EINVAL),
+    };
+    crate::domain::map_special_frame(caller.slot, gpfn * 4096, frame)?;
+    Ok(0)
+}
+
+/// `MVOP_LIST_DOMAINS`: the live domains, for the xenstore and console service domains.
+fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64> {
+    use microvisor_abi::hvm::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_STORE_EVTCHN};
+    use microvisor_abi::microvisor_op::*;
+    let (store, console) = crate::domain::roles_of(caller.slot);
+    if !store && !console {
+        return Err(EPERM);
+    }
+    let mut entries: heapless::Vec<[u8; DOMAIN_ENTRY_SIZE], { crate::domain::MAX_DOMAINS }> = heapless::Vec::new();
+    for d in crate::domain::DOMAINS.lock().iter().flatten() {
+        let mut e = [0u8; DOMAIN_ENTRY_SIZE];
+        let mut flags = 0u16;
+        if d.state != crate::domain::DomainState::Running {
+            flags |= DOMAIN_FLAG_DYING;
+        }
+        if d.domid == caller.domain.domid {
+            flags |= DOMAIN_FLAG_SELF;
+        }
+        e[0..2].copy_from_slice(&d.domid.to_le_bytes());
+        e[2..4].copy_from_slice(&flags.to_le_bytes());
+        let store_port = if store { d.hvm_params[HVM_PARAM_STORE_EVTCHN as usize] as u32 } else { 0 };
+        let console_port = if console { d.hvm_params[HVM_PARAM_CONSOLE_EVTCHN as usize] as u32 } else { 0 };
+        e[4..8].copy_from_slice(&store_port.to_le_bytes());
+        e[8..12].copy_from_slice(&console_port.to_le_bytes());
+        let name = d.name.as_bytes();
+        e[16..16 + name.len().min(31)].copy_from_slice(&name[..name.len().min(31)]);
+        let _ = entries.push(e);
+    }
+    let written = entries.len().min(count as usize);
+    for (i, e) in entries.iter().take(written).enumerate() {
+        caller.write_bytes(array + (i * DOMAIN_ENTRY_SIZE) as u64, e)?;
+    }
+    Ok(written as i64)
+}
+
+fn microvisor_op(caller: &mut Caller, [cmd, arg, count, ..]: [u64; 5]) -> Result<i64, i64> {
     match cmd {
+        microvisor_abi::microvisor_op::MVOP_LIST_DOMAINS => list_domains(caller, arg, count),
+        microvisor_abi::microvisor_op::MVOP_DOMAIN_STATS => {
+            let c = &crate::stats::PER_DOMAIN[caller.slot];
+            let mut bytes = [0u8; 24];
+            bytes[0..8].copy_from_slice(&c.hypercalls.load(Ordering::Relaxed).to_le_bytes());
+            bytes[8..16].copy_from_slice(&c.events_sent.load(Ordering::Relaxed).to_le_bytes());
+            bytes[16..24].copy_from_slice(&c.vm_exits.load(Ordering::Relaxed).to_le_bytes());
+            caller.write_bytes(arg, &bytes).map(|()| 0)
+        }
         MVOP_DOMAIN_INFO => {
             let info = DomainInfo {
                 domid: caller.domain.domid,

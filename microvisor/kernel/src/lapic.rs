@@ -89,6 +89,11 @@ fn send_ipi(apic_id: u32, icr_low: u32) {
     }
 }
 
+/// Interrupt another CPU with a fixed vector (used to make it leave its guest).
+pub fn send_fixed_ipi(apic_id: u32, vector: u8) {
+    send_ipi(apic_id, u32::from(vector));
+}
+
 /// INIT, then two STARTUP IPIs with the trampoline's page number (Intel MP spec sequence).
 pub fn start_ap(apic_id: u32, trampoline_page: u8) {
     send_ipi(apic_id, 0x4500);

@@ -13,7 +13,11 @@ mod console;
 mod cpu;
 mod cpuid;
 mod domain;
+mod events;
 mod exits;
+mod grants;
+mod hc_events;
+mod hc_grants;
 mod guestmem;
 mod hypercall;
 mod lapic;
@@ -69,7 +73,12 @@ extern "C" fn bsp_main(magic: u32, info_pa: u32) -> ! {
     domain::BASELINE_FRAMES.store(mem::allocated_frames(), core::sync::atomic::Ordering::Relaxed);
     let count = manifest.domains.len();
     domain::NOT_YET_RUNNING.store(count as u32, core::sync::atomic::Ordering::Release);
-    for index in 0..count {
+    // Service domains first, so the others can be connected to them as they are built.
+    let services = [manifest.xenstore_domain, manifest.console_domain];
+    let order = (0..count)
+        .filter(|i| services.contains(&Some(*i as u8)))
+        .chain((0..count).filter(|i| !services.contains(&Some(*i as u8))));
+    for index in order {
         if let Err(why) = domain::build(index, index, 0) {
             log!("domain {} not built: {why}", manifest.domains[index].name);
             let _ = domain::NOT_YET_RUNNING.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);

@@ -77,7 +77,7 @@ pub fn alloc() -> Option<(u64, bool)> {
 }
 
 /// `n` physically contiguous zeroed frames (for the permission maps, which the hardware
-/// reads as one block). Never freed.
+/// reads as one block); each is freed on its own with [`free`].
 pub fn alloc_contiguous(n: u64) -> Option<u64> {
     let pa = FRAMES.lock().as_mut()?.allocator.alloc_contiguous(n, 1)?;
     for i in 0..n {

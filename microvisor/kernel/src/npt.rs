@@ -70,6 +70,27 @@ impl NestedPageTable {
         Ok(())
     }
 
+    /// Remove the mapping of one guest page; returns the frame and whether it was owned.
+    /// Every vCPU flushes its TLB at each VMRUN; a caller that frees the frame must first make
+    /// sure no vCPU of the domain still runs with an old translation.
+    pub fn unmap(&mut self, gpa: u64) -> Option<(u64, bool)> {
+        let mut table = self.root_pa;
+        for level in (1..4).rev() {
+            let entry = read_entry(table, Self::index(gpa, level));
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            table = entry & ADDR_MASK;
+        }
+        let index = Self::index(gpa, 0);
+        let entry = read_entry(table, index);
+        if entry & PRESENT == 0 {
+            return None;
+        }
+        write_entry(table, index, 0);
+        Some((entry & ADDR_MASK, entry & OWNED != 0))
+    }
+
     /// A copyable read-only handle for translations (valid while the domain exists).
     pub fn view(&self) -> NptView {
         NptView { root_pa: self.root_pa }
@@ -143,5 +164,11 @@ impl NptView {
     /// Whether the guest may write the page at `gpa`.
     pub fn is_writable(self, gpa: u64) -> bool {
         self.leaf(gpa).is_some_and(|entry| entry & WRITABLE != 0)
+    }
+
+    /// The host frame behind `gpa` only if it is RAM the domain owns (not a shared page or a
+    /// foreign frame mapped into it): what a domain may grant.
+    pub fn translate_owned(self, gpa: u64) -> Option<u64> {
+        self.leaf(gpa).filter(|entry| entry & OWNED != 0).map(|entry| (entry & ADDR_MASK) | (gpa & (PAGE_SIZE - 1)))
     }
 }

@@ -45,6 +45,57 @@ pub fn vcpu_up(slot: usize, vcpu: usize) {
     let _ = SCHED.lock().set_up(vref(slot, vcpu));
 }
 
+/// Make a vCPU notice an event: wake it if blocked; if it runs on another CPU, interrupt
+/// that CPU so the vCPU exits and gets its upcall injected.
+pub fn kick(slot: usize, vcpu: usize) {
+    let v = vref(slot, vcpu);
+    let running_on = {
+        let mut sched = SCHED.lock();
+        let state = sched.state(v);
+        sched.wake(v);
+        match state {
+            Some(VcpuState::Running { cpu }) => Some(usize::from(cpu)),
+            _ => None,
+        }
+    };
+    if let Some(cpu) = running_on {
+        if cpu != crate::lapic::current_cpu_index() {
+            crate::lapic::send_fixed_ipi(crate::smp::apic_id_of(cpu), crate::cpu::KICK_VECTOR);
+        }
+    }
+}
+
+fn cpus_running(slot: usize, except: usize) -> heapless::Vec<usize, { crate::cpu::MAX_CPUS }> {
+    let sched = SCHED.lock();
+    let mut cpus = heapless::Vec::new();
+    for id in 0..crate::vcpu::MAX_VCPUS_PER_DOMAIN {
+        if let Some(VcpuState::Running { cpu }) = sched.state(vref(slot, id)) {
+            if usize::from(cpu) != except {
+                let _ = cpus.push(usize::from(cpu));
+            }
+        }
+    }
+    cpus
+}
+
+/// After a mapping was removed from a domain's nested page table: make every other CPU that
+/// runs one of its vCPUs leave the guest once, so no stale translation survives (each VMRUN
+/// flushes the TLB). Waits until each has exited or stopped running the domain.
+pub fn shootdown(slot: usize) {
+    let me = crate::lapic::current_cpu_index();
+    for cpu in cpus_running(slot, me) {
+        let seen = crate::stats::EXITS_ON_CPU[cpu].load(Ordering::Acquire);
+        crate::lapic::send_fixed_ipi(crate::smp::apic_id_of(cpu), crate::cpu::KICK_VECTOR);
+        let deadline = crate::time::now_ns() + 1_000_000_000;
+        while crate::stats::EXITS_ON_CPU[cpu].load(Ordering::Acquire) == seen
+            && cpus_running(slot, me).contains(&cpu)
+            && crate::time::now_ns() < deadline
+        {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Start shutting a domain down; the first reason wins.
 pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
     {
@@ -97,7 +148,17 @@ fn run(cpu: usize, v: VcpuRef) {
                 Outcome::Preempted => sched.preempt(v),
                 Outcome::Yielded => sched.yield_(v),
                 Outcome::Blocked { wake_at_ns } => sched.block(v, wake_at_ns, now).map(|_| ()),
-                Outcome::Down => sched.set_down(v),
+                Outcome::Down => {
+                    let result = sched.set_down(v);
+                    if sched.all_dead_or_down(v.domain) {
+                        drop(sched);
+                        crate::log!("domain {} ({}): every vCPU halted with interrupts off", 
+                            domain::view(slot).map_or(0, |d| d.domid), domain::name_of(slot));
+                        shutdown_domain(slot, ShutdownReason::Poweroff);
+                        sched = SCHED.lock();
+                    }
+                    result
+                }
                 Outcome::Dead => Ok(()),
             };
         }

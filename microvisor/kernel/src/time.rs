@@ -62,6 +62,17 @@ pub fn delay_us(us: u64) {
 /// rate, so one record (reference point: the boot TSC, system time 0) stays correct.
 pub fn publish_vcpu_time(npt_root: u64, gpa: u64) -> Result<(), ()> {
     use microvisor_core::pagewalk::GuestPhysMemory;
+    let record = vcpu_time_record();
+    let mut memory = crate::guestmem::GuestMemory::new(crate::npt::NptView::from_root(npt_root));
+    if memory.write(gpa, &record) { Ok(()) } else { Err(()) }
+}
+
+/// Write the pvclock record into a frame the microvisor owns (a `shared_info` page).
+pub fn write_vcpu_time_hpa(hpa: u64) {
+    crate::mem::write_phys(hpa, &vcpu_time_record());
+}
+
+fn vcpu_time_record() -> [u8; 32] {
     let scale = scale();
     let mut record = [0u8; 32];
     record[0..4].copy_from_slice(&2u32.to_le_bytes()); // version: even = stable
@@ -70,6 +81,5 @@ pub fn publish_vcpu_time(npt_root: u64, gpa: u64) -> Result<(), ()> {
     record[24..28].copy_from_slice(&scale.mul.to_le_bytes());
     record[28] = scale.shift as u8;
     record[29] = 1; // XEN_PVCLOCK_TSC_STABLE_BIT
-    let mut memory = crate::guestmem::GuestMemory::new(crate::npt::NptView::from_root(npt_root));
-    if memory.write(gpa, &record) { Ok(()) } else { Err(()) }
+    record
 }

@@ -83,7 +83,26 @@ pub fn init_permission_maps() -> Result<(), crate::npt::OutOfMemory> {
 }
 
 /// Create vCPU `vcpu` of the domain in `slot`, down, with a VMCB set up for nested paging.
-pub fn create(slot: usize, vcpu: usize, npt_root: u64) -> Result<(), crate::npt::OutOfMemory> {
+/// A domain's own I/O permission map: every port intercepted except the given ranges.
+pub fn domain_permission_map(ranges: &[microvisor_abi::manifest::IoPortRange]) -> Option<u64> {
+    let iopm = crate::mem::alloc_contiguous(3)?;
+    let ones = [0xffu8; 4096];
+    for page in 0..3 {
+        crate::mem::write_phys(iopm + page * 4096, &ones);
+    }
+    for range in ranges {
+        for port in range.first..=range.last {
+            let byte_pa = iopm + u64::from(port / 8);
+            let mut byte = [0u8];
+            crate::mem::read_phys(byte_pa, &mut byte);
+            byte[0] &= !(1 << (port % 8));
+            crate::mem::write_phys(byte_pa, &byte);
+        }
+    }
+    Some(iopm)
+}
+
+pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Result<(), crate::npt::OutOfMemory> {
     let vmcb = Vmcb::new(crate::mem::alloc_zeroed().ok_or(crate::npt::OutOfMemory)?);
     vmcb.write32(control::INTERCEPT_EXCEPTIONS, 0);
     vmcb.write32(
@@ -101,7 +120,7 @@ pub fn create(slot: usize, vcpu: usize, npt_root: u64) -> Result<(), crate::npt:
             | svm::INTERCEPT_SHUTDOWN,
     );
     vmcb.write32(control::INTERCEPT_MISC2, svm::INTERCEPT_SVM_INSNS);
-    vmcb.write64(control::IOPM_BASE_PA, IOPM_PA.load(Ordering::Relaxed));
+    vmcb.write64(control::IOPM_BASE_PA, iopm.unwrap_or(IOPM_PA.load(Ordering::Relaxed)));
     vmcb.write64(control::MSRPM_BASE_PA, MSRPM_PA.load(Ordering::Relaxed));
     vmcb.write32(control::GUEST_ASID, (slot + 1) as u32);
     vmcb.write64(control::VINTR, 1 << 24); // V_INTR_MASKING: host IF governs physical interrupts

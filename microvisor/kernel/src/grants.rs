@@ -1,0 +1,166 @@
+//! Grant tables (version 1) as the hardware sees them: each domain's table frames (host
+//! frames the microvisor owns, which the domain maps with `XENMAPSPACE_grant_table`), its
+//! active grants (what others hold of it) and its map track (what it holds of others).
+//! The rules are `microvisor-core::grant`; this module reads and updates the entries in the
+//! granter's table with atomic compare-and-exchange, maps granted frames into the mapper's
+//! nested page table, and makes sure no vCPU keeps a stale translation after an unmap.
+
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+use microvisor_abi::errno::{EINVAL, ENOMEM};
+use microvisor_abi::grant::*;
+use microvisor_core::grant::{self as rules, ActiveGrants, GrantEntry, MapTrack, Mapping, MAX_GRANT_FRAMES};
+use spin::Mutex;
+
+use crate::domain::MAX_DOMAINS;
+use crate::mem;
+
+pub const MAX_REFS: usize = (MAX_GRANT_FRAMES * ENTRIES_PER_FRAME) as usize;
+pub const MAX_MAPPINGS: usize = 256;
+
+pub struct GrantState {
+    pub frames: [u64; MAX_GRANT_FRAMES as usize],
+    pub nr_frames: u32,
+    pub active: ActiveGrants<MAX_REFS>,
+    pub maptrack: MapTrack<MAX_MAPPINGS>,
+}
+
+impl GrantState {
+    const fn empty() -> Self {
+        Self { frames: [0; MAX_GRANT_FRAMES as usize], nr_frames: 0, active: ActiveGrants::new(), maptrack: MapTrack::new() }
+    }
+}
+
+pub static GRANTS: [Mutex<GrantState>; MAX_DOMAINS] = [const { Mutex::new(GrantState::empty()) }; MAX_DOMAINS];
+
+/// Grow the domain's table to include frame `idx` and return that frame.
+pub fn table_frame(slot: usize, idx: u64) -> Result<u64, i64> {
+    if idx >= u64::from(MAX_GRANT_FRAMES) {
+        return Err(EINVAL);
+    }
+    let mut state = GRANTS[slot].lock();
+    while u64::from(state.nr_frames) <= idx {
+        let frame = mem::alloc_zeroed().ok_or(ENOMEM)?;
+        let n = state.nr_frames as usize;
+        state.frames[n] = frame;
+        state.nr_frames += 1;
+    }
+    Ok(state.frames[idx as usize])
+}
+
+/// Host address of grant entry `gref` in the domain's table, if it exists.
+fn entry_hpa(state: &GrantState, gref: u32) -> Option<u64> {
+    let (frame, offset) = rules::ref_location(gref, state.nr_frames)?;
+    Some(state.frames[frame as usize] + offset as u64)
+}
+
+fn flags_atomic(hpa: u64) -> &'static AtomicU16 {
+    // SAFETY: `hpa` is the flags field of an entry inside a grant-table frame the microvisor
+    // allocated for this domain (ref_location checked the range); entries are 8-byte aligned,
+    // the frame lives until the domain is destroyed, and the guest uses atomics on it too.
+    unsafe { AtomicU16::from_ptr(mem::phys_ptr::<u16>(hpa)) }
+}
+
+/// The entry's first 32 bits (flags and grantee domid), swapped as one so a concurrent change
+/// of either by the granter makes the swap fail.
+fn header_atomic(hpa: u64) -> &'static AtomicU32 {
+    // SAFETY: as for `flags_atomic`; the header is the 4-byte-aligned first half of the entry.
+    unsafe { AtomicU32::from_ptr(mem::phys_ptr::<u32>(hpa)) }
+}
+
+fn read_entry(hpa: u64) -> GrantEntry {
+    let mut bytes = [0u8; 8];
+    mem::read_phys(hpa, &mut bytes);
+    GrantEntry::decode(bytes)
+}
+
+/// Take hold of a grant: check it permits `grantee` (for writing if asked), set
+/// GTF_reading/GTF_writing atomically, and pin it. Returns the granted guest frame number.
+pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for_map: bool) -> Result<u64, i16> {
+    let hpa = entry_hpa(state, gref).ok_or(GNTST_BAD_GNTREF)?;
+    let header = header_atomic(hpa);
+    let mut attempts = 0;
+    let entry = loop {
+        let entry = read_entry(hpa);
+        let new_flags = if for_map { rules::acquire_for_map(entry, grantee, write)? } else { rules::acquire(entry, grantee, write)? };
+        let new_header = rules::header_word(new_flags, entry.domid);
+        if header.compare_exchange(entry.header(), new_header, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            // Read the frame after the busy flags are set: from now on the granter cannot
+            // change the entry without seeing GTF_reading/GTF_writing.
+            break read_entry(hpa);
+        }
+        attempts += 1;
+        if attempts >= rules::ACQUIRE_ATTEMPTS {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+    };
+    let gfn = u64::from(entry.frame);
+    if let Err(status) = state.active.pin(gref, gfn, write) {
+        release(state, gref, write);
+        return Err(status);
+    }
+    Ok(gfn)
+}
+
+/// Drop one hold on a grant; clear its busy flags when the last holder of that kind is gone.
+pub fn release(state: &mut GrantState, gref: u32, write: bool) {
+    let Some(hpa) = entry_hpa(state, gref) else { return };
+    let (readers, writers) = state.active.unpin(gref, write).unwrap_or((0, 0));
+    flags_atomic(hpa).fetch_and(!rules::release_clear_bits(readers, writers), Ordering::SeqCst);
+}
+
+/// Write a builder-made grant (the reserved console and xenstore refs): `frame` of the
+/// domain in `slot`, granted read/write to `grantee`.
+pub fn write_reserved(slot: usize, gref: u32, grantee: u16, gfn: u64) -> Result<(), i64> {
+    table_frame(slot, 0)?;
+    let state = GRANTS[slot].lock();
+    let hpa = entry_hpa(&state, gref).ok_or(EINVAL)?;
+    let mut bytes = [0u8; 8];
+    bytes[2..4].copy_from_slice(&grantee.to_le_bytes());
+    bytes[4..8].copy_from_slice(&(gfn as u32).to_le_bytes());
+    mem::write_phys(hpa, &bytes);
+    flags_atomic(hpa).store(GTF_PERMIT_ACCESS, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Unmap every grant the domain holds and every mapping others hold of its frames, then
+/// free its table. Runs at teardown, when none of the domain's vCPUs runs.
+pub fn destroy_domain(slot: usize, domid: u16) {
+    // What this domain mapped of others.
+    let held: heapless::Vec<Mapping, MAX_MAPPINGS> = GRANTS[slot].lock().maptrack.drain().collect();
+    for mapping in held {
+        unmap_from(slot, mapping.gpa);
+        if let Some(granter) = crate::domain::slot_of(mapping.granter) {
+            release(&mut GRANTS[granter].lock(), mapping.gref, !mapping.readonly);
+        }
+    }
+    // What others mapped of this domain: revoke it before its frames are scrubbed and freed.
+    for other in 0..MAX_DOMAINS {
+        if other == slot {
+            continue;
+        }
+        loop {
+            let revoked = {
+                let mut state = GRANTS[other].lock();
+                let handle = state.maptrack.find_granter(domid);
+                handle.and_then(|h| state.maptrack.remove(h).ok())
+            };
+            let Some(mapping) = revoked else { break };
+            unmap_from(other, mapping.gpa);
+            crate::scheduler::shootdown(other);
+            crate::log!("grant {} of domain {domid} revoked from its mapper at teardown", mapping.gref);
+        }
+    }
+    let mut state = GRANTS[slot].lock();
+    for &frame in &state.frames[..state.nr_frames as usize] {
+        mem::free(frame);
+    }
+    *state = GrantState::empty();
+}
+
+/// Remove a grant mapping from a domain's nested page table.
+pub fn unmap_from(slot: usize, gpa: u64) {
+    if let Some(domain) = crate::domain::DOMAINS.lock()[slot].as_mut() {
+        domain.npt.unmap(gpa);
+    }
+}
