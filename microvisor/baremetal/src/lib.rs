@@ -2,10 +2,10 @@
 //!
 //! The prebuilt `core` calls `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp`, and refers
 //! to `rust_eh_personality` and `_Unwind_Resume` even with `panic = "abort"`. This crate
-//! provides them. The loops are written byte by byte with volatile-free plain code that LLVM
-//! cannot recognise as an idiom (each is kept out of the `memcpy` idiom by
-//! `#[inline(never)]` plus a `core::hint::black_box` on the index), so they never call
-//! themselves.
+//! provides them. Copies and fills use `rep movsb`/`rep stosb` (fast under emulation and on
+//! modern CPUs, and LLVM cannot turn inline assembly back into a call to itself); the
+//! comparisons are byte loops kept out of LLVM's idiom recognition by
+//! `#[inline(never)]` plus a `core::hint::black_box` on the index.
 #![no_std]
 
 use core::hint::black_box;
@@ -13,13 +13,12 @@ use core::hint::black_box;
 /// # Safety
 /// `dest` and `src` must be valid for `n` bytes and must not overlap.
 #[no_mangle]
-#[inline(never)]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    let mut i = 0;
-    while i < n {
-        // SAFETY: the caller guarantees both ranges are valid for n bytes; i < n.
-        unsafe { *dest.add(i) = *src.add(i) };
-        i = black_box(i + 1);
+    // SAFETY: the caller guarantees both ranges are valid for n bytes and do not overlap;
+    // `rep movsb` copies exactly n bytes forwards (DF is clear in our code and the ABI).
+    unsafe {
+        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dest => _, inout("rsi") src => _,
+            options(nostack, preserves_flags));
     }
     dest
 }
@@ -27,21 +26,17 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
 /// # Safety
 /// `dest` and `src` must be valid for `n` bytes; they may overlap.
 #[no_mangle]
-#[inline(never)]
 pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dest as usize) <= (src as usize) || (dest as usize) >= (src as usize).wrapping_add(n) {
-        let mut i = 0;
-        while i < n {
-            // SAFETY: valid for n bytes (caller); forward copy is correct when dest is below src.
-            unsafe { *dest.add(i) = *src.add(i) };
-            i = black_box(i + 1);
-        }
+        // SAFETY: a forward copy is correct when dest is below src or the ranges are disjoint.
+        unsafe { memcpy(dest, src, n) };
     } else {
-        let mut i = n;
-        while i > 0 {
-            i = black_box(i - 1);
-            // SAFETY: valid for n bytes (caller); backward copy is correct when dest is above src.
-            unsafe { *dest.add(i) = *src.add(i) };
+        // SAFETY: valid for n bytes (caller); a backward `rep movsb` (DF set, from the last
+        // byte) is correct when dest is above src; DF is cleared again before returning.
+        unsafe {
+            core::arch::asm!("std", "rep movsb", "cld",
+                inout("rcx") n => _, inout("rdi") dest.add(n).wrapping_sub(1) => _,
+                inout("rsi") src.add(n).wrapping_sub(1) => _, options(nostack));
         }
     }
     dest
@@ -50,13 +45,11 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 /// # Safety
 /// `dest` must be valid for writes of `n` bytes.
 #[no_mangle]
-#[inline(never)]
 pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
-    let mut i = 0;
-    while i < n {
-        // SAFETY: the caller guarantees dest is valid for n bytes; i < n.
-        unsafe { *dest.add(i) = value as u8 };
-        i = black_box(i + 1);
+    // SAFETY: the caller guarantees dest is valid for n bytes; `rep stosb` writes exactly n.
+    unsafe {
+        core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dest => _, in("al") value as u8,
+            options(nostack, preserves_flags));
     }
     dest
 }
