@@ -372,12 +372,30 @@ fn tear_down(slot: usize) {
 pub static BASELINE_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Power off once no domain is left running.
+///
+/// Service domains (the xenstore and console domains of the manifest) are infrastructure:
+/// once every other domain is gone they have nobody to serve, and the machine powers off.
 pub fn check_all_gone() {
+    let manifest = MANIFEST.get().expect("manifest decoded");
+    let is_service = |d: &Domain| {
+        [manifest.xenstore_domain, manifest.console_domain].contains(&Some(d.spec_index as u8))
+    };
+    let has_guests = manifest.domains.iter().enumerate().any(|(i, _)| {
+        ![manifest.xenstore_domain, manifest.console_domain].contains(&Some(i as u8))
+    });
     let table = DOMAINS.lock();
-    let running = table.iter().flatten().filter(|d| d.state != DomainState::Preserved).count();
-    let preserved = table.iter().flatten().count() - running;
+    let running = table
+        .iter()
+        .flatten()
+        .filter(|d| d.state != DomainState::Preserved && !(has_guests && is_service(d)))
+        .count();
+    let preserved = table.iter().flatten().filter(|d| d.state == DomainState::Preserved).count();
+    let services = table.iter().flatten().filter(|d| d.state != DomainState::Preserved && is_service(d)).count();
     drop(table);
     if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 {
+        if services > 0 && has_guests {
+            crate::log!("every guest domain is gone; stopping {services} service domain(s)");
+        }
         if preserved == 0 {
             crate::log!("all domains gone, powering off");
         } else {
