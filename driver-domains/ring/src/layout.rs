@@ -1,4 +1,4 @@
-//! Where the indices and slots sit in a shared ring region (the x86_64 `io/ring.h` layout).
+//! Where the indices and slots sit in a shared ring region (the `x86_64` `io/ring.h` layout).
 //!
 //! | offset | bytes | field |
 //! |---|---|---|
@@ -40,6 +40,11 @@ pub struct RingLayout {
 
 impl RingLayout {
     /// The layout for entries of the given sizes in a region of `region_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError::EmptyEntry`] if both sizes are 0, [`LayoutError::EntryTooLarge`] past
+    /// [`MAX_ENTRY_BYTES`], [`LayoutError::RegionTooSmall`] if not one slot fits.
     pub const fn new(
         region_bytes: usize,
         request_bytes: usize,
@@ -112,7 +117,10 @@ mod tests {
         // blkif: 112-byte request, 16-byte response.
         assert_eq!(ring_slots(PAGE_SIZE_BYTES, 112), 32);
         // netif tx: 12-byte request, 4-byte response.
-        assert_eq!(RingLayout::new(PAGE_SIZE_BYTES, 12, 4).unwrap().slots(), 256);
+        assert_eq!(
+            RingLayout::new(PAGE_SIZE_BYTES, 12, 4).unwrap().slots(),
+            256
+        );
         // netif rx: 8-byte request and response.
         assert_eq!(RingLayout::new(PAGE_SIZE_BYTES, 8, 8).unwrap().slots(), 256);
         // a 64-byte message: 63 would fit, rounded down to 32.

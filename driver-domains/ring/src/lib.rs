@@ -40,6 +40,13 @@
 //! | [`back`] | [`BackRing`]: consume requests, produce responses |
 //! | [`error`] | [`RingError`] (peer misbehaved), [`RingFull`], [`LayoutError`] |
 //! | [`test_entries`] | [`test_entries::Message`], an entry for ping-pong tests between domains |
+//!
+//! # Tests
+//!
+//! `cargo test -p xen-ring` runs the unit tests, the round-trip and hostile-peer tests and
+//! the proptest interleavings. The loom models of the index and notification protocol run
+//! with `RUSTFLAGS="--cfg loom" cargo test -p xen-ring --release --test loom`; the fuzz
+//! target with `cargo +nightly fuzz run back_ring` in `fuzz/`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
