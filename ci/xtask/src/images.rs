@@ -5,9 +5,9 @@ use anyhow::{bail, Context, Result};
 use crate::workspace::Workspace;
 
 /// The packages whose binaries are booted: the microvisor and the domain images.
-pub const IMAGE_PACKAGES: &[&str] = &["microvisor", "hello"];
+pub const IMAGE_PACKAGES: &[&str] = &["microvisor", "hello", "xenstore-stub", "console-backend"];
 
-/// `cargo build --release -p microvisor -p hello`, output streamed to the terminal.
+/// `cargo build --release -p microvisor -p hello ...`, output streamed to the terminal.
 pub fn build(workspace: &Workspace) -> Result<()> {
     let mut command = workspace.cargo_command();
     command.args(["build", "--release"]);

@@ -108,18 +108,51 @@ fn select(all: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
         .collect())
 }
 
-/// `cargo test` in the workspace root: the default members, which are the host crates. (Not
-/// `--workspace`: that takes in the bare-metal crates too, and feature unification with the
-/// host crates gives them `std`, which their own panic handler then clashes with.)
+/// The host tests, in three steps:
+/// 1. `cargo test` in the workspace root: the default members, which are the host crates. (Not
+///    `--workspace`: that takes in the bare-metal crates too, and feature unification with the
+///    host crates gives them `std`, which their own panic handler then clashes with.) Xen's own
+///    `xenstore-utils` are fetched first (Debian packages, unpacked under the target dir) and
+///    named in `XENSTORE_UTILS_DIR`, for the store's interoperability tests.
+/// 2. The pure modules of the bare-metal crates, each on its own (`cargo test -p ...`).
+/// 3. The `loom` model of the shared-ring index protocol, in its own target dir (it needs
+///    `--cfg loom`, which would otherwise invalidate every other build).
 fn run_host_tests(workspace: &Workspace) -> Result<()> {
+    let tools = workspace.target_dir.join("tools").join("xenstore-utils");
+    eprintln!("xtask: fetching Xen's xenstore-utils into {}", tools.display());
+    run(std::process::Command::new("sh")
+        .arg(workspace.root.join("xenstore-stub/store/fetch-xenstore-utils.sh"))
+        .arg(&tools), "fetching xenstore-utils (apt-get download) failed; see above")?;
+
     eprintln!("xtask: host tests (cargo test, the workspace's default members)");
-    let status = workspace
+    run(workspace.cargo_command().arg("test").env("XENSTORE_UTILS_DIR", &tools),
+        "the host tests failed; the QEMU scenarios were not run")?;
+
+    for package in BARE_METAL_WITH_PURE_TESTS {
+        eprintln!("xtask: host tests of {package}'s pure modules");
+        run(workspace.cargo_command().args(["test", "-p", package]),
+            "the host tests failed; the QEMU scenarios were not run")?;
+    }
+
+    eprintln!("xtask: loom model of the ring index protocol");
+    run(workspace
         .cargo_command()
-        .arg("test")
+        .args(["test", "-p", "xen-ring", "--release", "--test", "loom"])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", workspace.target_dir.join("loom")),
+        "the loom model of the ring protocol failed")?;
+    Ok(())
+}
+
+/// Bare-metal crates whose pure modules have host tests.
+const BARE_METAL_WITH_PURE_TESTS: &[&str] = &["driver-domains", "xenstore-stub", "console-backend"];
+
+fn run(command: &mut std::process::Command, what_failed: &str) -> Result<()> {
+    let status = command
         .status()
-        .with_context(|| format!("could not start `{}`", workspace.cargo.to_string_lossy()))?;
+        .with_context(|| format!("could not start {:?}", command.get_program()))?;
     if !status.success() {
-        bail!("the host tests failed ({status}); the QEMU scenarios were not run");
+        bail!("{what_failed} ({status})");
     }
     Ok(())
 }
