@@ -15,9 +15,16 @@
 //! | `crash` | | `panic: deliberate crash at <file>:<line>` (crashes) |
 //! | `hcbench` | `calls` (10000) | `hcbench: <N> hypercalls in <us> us (<rate> per second); plain loop <us2> us` |
 //! | `triplefault` | | `triplefault: loading an empty IDT and raising #UD` (then triple-faults) |
+//! | `ring-back` | `frontends` (required, comma-separated names), `count` (0: any), `flood_limit` (100000), `spin_us` | per front-end `ring-back: <name> connected`, `ring-back: <name> done: <r> requests, <b> bad` or `ring-back: <name> misbehaved (<what>), disconnected`; then `ring-back: done` |
+//! | `ring-front` | `backend` (required), `count` (1000), `batch` (0), `spin_us` | `ring-front: connected`, `ring-front: <N> messages, <lost> lost, <bad> bad, <ms> ms, <e> events, <h> hypercalls, <x> exits`, `ring-front: per message: <e> events, <h> hypercalls`, `ring-front: done` |
+//! | `ring-hostile` | `backend` (required), `how` (`ring`, `gref` or `flood`), `flood` (200000), `spin_us` | `ring-hostile: <how> done`, `ring-hostile: backend closed` |
+//! | `xs-flood` | | `xs-flood: node quota hit after <n> nodes (<ERR>)`, `... watch quota hit after <n> watches (<ERR>)`, `... transaction quota hit after <n> transactions (<ERR>)`, `xs-flood: done` |
+//! | `xs-check` | `count` (100) | `xs-check: <N> writes and reads ok` (or the first failure) |
 //!
 //! Every mode that finishes powers off (`SHUTDOWN_POWEROFF`). Each mode is in one of the
 //! modules below; `spin`, `victim`'s and `hello`'s other vCPUs run on [`driver_domains::smp`].
+//! The `ring-*` modes ([`ringdev`]) and `xs-*` modes ([`xs`]) talk to other domains through
+//! xenstore, grant tables and event channels.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -27,7 +34,9 @@ extern crate alloc;
 mod compute;
 mod hostile;
 mod memory;
+mod ringdev;
 mod vcpus;
+mod xs;
 
 use driver_domains::abi::sched::SHUTDOWN_CRASH;
 use driver_domains::{cmdline, hypercall, println, BootInfo};
@@ -48,6 +57,11 @@ fn main(info: &'static BootInfo) {
         "crash" => hostile::crash(),
         "hcbench" => compute::hcbench(info),
         "triplefault" => hostile::triplefault(),
+        "ring-back" => ringdev::ring_back(info),
+        "ring-front" => ringdev::ring_front(info),
+        "ring-hostile" => ringdev::ring_hostile(info),
+        "xs-flood" => xs::xs_flood(info),
+        "xs-check" => xs::xs_check(info),
         other => {
             println!("hello: unknown mode {other:?}");
             hypercall::shutdown(SHUTDOWN_CRASH);

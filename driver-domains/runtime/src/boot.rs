@@ -7,7 +7,10 @@
 //! 3. Register vCPU 0's time record; read `MVOP_DOMAIN_INFO`. Without a memory map in the
 //!    start info, take RAM as `0..DomainInfo::memory_bytes`.
 //! 4. Plan memory ([`crate::layout::plan`]) and start the heap.
-//! 5. Call `main(&BootInfo)`; if it returns, power off.
+//! 5. Set up events ([`crate::events`]: shared info, callback vector, `VIRQ_TIMER` per vCPU)
+//!    and, if the domain has one, the console ring ([`crate::console_ring`]); both are
+//!    skipped quietly on a microvisor that lacks them.
+//! 6. Call `main(&BootInfo)`; if it returns, power off.
 
 use core::mem::size_of;
 
@@ -19,8 +22,11 @@ use microvisor_abi::pvh::{
 use microvisor_abi::sched::{SHUTDOWN_CRASH, SHUTDOWN_POWEROFF};
 
 use crate::boot_info::{BootInfo, MAX_CMDLINE_BYTES, MAX_MEMMAP_ENTRIES};
+use crate::console::print_direct;
 use crate::layout::{self, Range, IDENTITY_MAP_END};
-use crate::{cmdline, entry, exceptions, heap, hypercall, println, qemu_debug, time};
+use crate::{
+    cmdline, console_ring, entry, events, exceptions, heap, hypercall, println, qemu_debug, time,
+};
 
 /// Choices a domain makes in [`crate::entry!`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,7 +47,7 @@ pub fn boot_info() -> Option<&'static BootInfo> {
 }
 
 fn crash(message: core::fmt::Arguments<'_>) -> ! {
-    println!("runtime: {}", message);
+    print_direct(format_args!("runtime: {}\n", message));
     hypercall::shutdown(SHUTDOWN_CRASH)
 }
 
@@ -218,6 +224,17 @@ pub fn start<F: FnOnce(&'static BootInfo)>(
     }
     let plan = plan.unwrap_or_else(|e| crash(format_args!("memory: {e}")));
     heap::init(plan.heap);
+    if !qemu_debug::active() {
+        // Events and the console ring live in pages above RAM; a microvisor without them
+        // (ENOSYS) leaves the domain on console_io and timer-only waits.
+        let ram_top = plan.ram_top.max(domain.memory_bytes);
+        if let Err(e) = events::init(domain.vcpus, ram_top) {
+            if e != microvisor_abi::errno::ENOSYS {
+                println!("runtime: events unavailable: error {e}");
+            }
+        }
+        console_ring::init(ram_top);
+    }
     if qemu_debug::active() {
         println!(
             "runtime: image {:#x}..{:#x}, heap {:#x}..{:#x}, image_end {:#x}, ram top {:#x}",

@@ -1,11 +1,13 @@
-//! A minimal IDT: every CPU exception (vectors 0-31) prints what happened and shuts the
-//! domain down with `SHUTDOWN_CRASH`, so a bug is a clear crash, not a triple fault.
+//! A minimal IDT: every CPU exception (vectors 0-31) prints what happened (with
+//! `console_io`) and shuts the domain down with `SHUTDOWN_CRASH`, so a bug is a clear crash,
+//! not a triple fault. Vector 0xF3 is the event upcall (see [`crate::events`]), taken only
+//! inside a wait's `sti; hlt; cli`.
 //!
 //! Each stub pushes a dummy error code when the CPU pushes none, then the vector, and
 //! jumps to a common path that passes the frame to [`exception_entry`]. No handler
-//! returns, so the interrupted code's red zone does not matter. Vectors above 31 have no
-//! gate (interrupts stay disabled). Nested exceptions on one vCPU first skip the print,
-//! then halt.
+//! returns, so the interrupted code's red zone does not matter. Vectors above 31 other
+//! than the upcall have no gate (interrupts stay disabled outside waits). Nested
+//! exceptions on one vCPU first skip the print, then halt.
 //!
 //! Printed line: `exception: vector <n> (<name>) error <code> rip <addr> cr2 <addr>
 //! rsp <addr> vcpu <id>`.
@@ -16,7 +18,8 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use microvisor_abi::manifest::MAX_VCPUS;
 use microvisor_abi::sched::SHUTDOWN_CRASH;
 
-use crate::{arch, hypercall, println, smp};
+use crate::console::print_direct;
+use crate::{arch, events, hypercall, smp};
 
 const CODE_SELECTOR: u16 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate.
@@ -82,6 +85,7 @@ pub(crate) fn load() {
         for (gate, &stub) in gates.iter_mut().zip(stubs.iter()) {
             *gate = Gate::interrupt(stub);
         }
+        gates[usize::from(events::UPCALL_VECTOR)] = Gate::interrupt(events::upcall_entry_address());
         Idt(gates)
     });
     let mut pointer = [0u8; 10];
@@ -126,8 +130,8 @@ extern "C" fn exception_entry(frame: &ExceptionFrame) -> ! {
     let vcpu = smp::current_vcpu();
     let depth = DEPTH[(vcpu as usize).min(DEPTH.len() - 1)].fetch_add(1, Ordering::Relaxed);
     if depth == 0 {
-        println!(
-            "exception: vector {} ({}) error {:#x} rip {:#x} cr2 {:#x} rsp {:#x} vcpu {}",
+        print_direct(format_args!(
+            "exception: vector {} ({}) error {:#x} rip {:#x} cr2 {:#x} rsp {:#x} vcpu {}\n",
             frame.vector,
             name(frame.vector),
             frame.error_code,
@@ -135,7 +139,7 @@ extern "C" fn exception_entry(frame: &ExceptionFrame) -> ! {
             arch::cr2(),
             frame.rsp,
             vcpu
-        );
+        ));
     }
     if depth <= 1 {
         hypercall::shutdown(SHUTDOWN_CRASH);

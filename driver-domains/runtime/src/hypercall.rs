@@ -8,10 +8,25 @@
 use core::arch::asm;
 
 use microvisor_abi::errno::EINVAL;
-use microvisor_abi::hypercall::{
-    CONSOLEIO_MAX_BYTES, CONSOLEIO_WRITE, CONSOLE_IO, MICROVISOR_OP, SCHED_OP, VCPU_OP, XEN_VERSION,
+use microvisor_abi::evtchn::{
+    ALLOC_UNBOUND_SIZE, BIND_INTERDOMAIN_SIZE, BIND_IPI_SIZE, BIND_VCPU_SIZE, BIND_VIRQ_SIZE,
+    DOMID_SELF, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_IPI,
+    EVTCHNOP_BIND_VCPU, EVTCHNOP_BIND_VIRQ, EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS,
+    EVTCHNOP_UNMASK, PORT_ARG_SIZE, STATUS_SIZE,
 };
-use microvisor_abi::microvisor_op::{DomainInfo, MVOP_DOMAIN_INFO};
+use microvisor_abi::grant::{
+    COPY_SIZE, GNTTABOP_COPY, GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE,
+    GNTTABOP_UNMAP_GRANT_REF, MAP_GRANT_REF_SIZE, QUERY_SIZE_SIZE, UNMAP_GRANT_REF_SIZE,
+};
+use microvisor_abi::hvm::{
+    ADD_TO_PHYSMAP_SIZE, HVMOP_GET_PARAM, HVMOP_SET_PARAM, HVM_PARAM_SIZE, XENMEM_ADD_TO_PHYSMAP,
+};
+use microvisor_abi::hypercall::{
+    CONSOLEIO_MAX_BYTES, CONSOLEIO_WRITE, CONSOLE_IO, EVENT_CHANNEL_OP, GRANT_TABLE_OP, HVM_OP,
+    MEMORY_OP, MICROVISOR_OP, SCHED_OP, VCPU_OP, XEN_VERSION,
+};
+pub use microvisor_abi::microvisor_op::DomainStats;
+use microvisor_abi::microvisor_op::{DomainInfo, MVOP_DOMAIN_INFO, MVOP_DOMAIN_STATS};
 use microvisor_abi::sched::{SchedShutdown, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD};
 use microvisor_abi::vcpu::{
     VcpuHvmContext, VcpuSetSingleshotTimer, VCPUOP_DOWN, VCPUOP_INITIALISE, VCPUOP_IS_UP,
@@ -246,4 +261,191 @@ pub fn domain_info() -> Result<DomainInfo, i64> {
 pub unsafe fn vcpu_op(cmd: u64, vcpu: u32, arg: u64) -> i64 {
     // SAFETY: passed on from the caller.
     unsafe { raw(VCPU_OP, cmd, u64::from(vcpu), arg, 0, 0) }
+}
+
+/// The counts from `before` to `after` (wrapping), for two [`domain_stats`] readings.
+pub fn stats_between(before: &DomainStats, after: &DomainStats) -> DomainStats {
+    DomainStats {
+        hypercalls: after.hypercalls.wrapping_sub(before.hypercalls),
+        events_sent: after.events_sent.wrapping_sub(before.events_sent),
+        vm_exits: after.vm_exits.wrapping_sub(before.vm_exits),
+    }
+}
+
+/// `microvisor_op(MVOP_DOMAIN_STATS, &stats)`: the calling domain's counters since it was
+/// built: hypercalls made, `EVTCHNOP_send`s made, VM exits of its vCPUs.
+pub fn domain_stats() -> Result<DomainStats, i64> {
+    let mut stats = DomainStats::default();
+    // SAFETY: the microvisor writes the 24-byte struct, which is borrowed mutably here.
+    let ret = unsafe {
+        raw(
+            MICROVISOR_OP,
+            MVOP_DOMAIN_STATS,
+            &raw mut stats as u64,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(stats)
+    }
+}
+
+/// The size of the argument struct of `event_channel_op(cmd)`, for the commands this wrapper
+/// allows.
+fn evtchn_arg_bytes(cmd: u64) -> Option<usize> {
+    match cmd {
+        EVTCHNOP_BIND_INTERDOMAIN => Some(BIND_INTERDOMAIN_SIZE),
+        EVTCHNOP_BIND_VIRQ => Some(BIND_VIRQ_SIZE),
+        EVTCHNOP_CLOSE | EVTCHNOP_SEND | EVTCHNOP_UNMASK => Some(PORT_ARG_SIZE),
+        EVTCHNOP_STATUS => Some(STATUS_SIZE),
+        EVTCHNOP_ALLOC_UNBOUND => Some(ALLOC_UNBOUND_SIZE),
+        EVTCHNOP_BIND_IPI => Some(BIND_IPI_SIZE),
+        EVTCHNOP_BIND_VCPU => Some(BIND_VCPU_SIZE),
+        _ => None,
+    }
+}
+
+/// `event_channel_op(cmd, arg)` with the argument struct as bytes (layouts in
+/// `microvisor_abi::evtchn`); output fields are written back into `arg`. Commands other
+/// than the 2-level ones listed there, or an `arg` shorter than the command's struct, give
+/// `-EINVAL` without a hypercall.
+pub fn event_channel_op(cmd: u64, arg: &mut [u8]) -> i64 {
+    match evtchn_arg_bytes(cmd) {
+        Some(needed) if arg.len() >= needed => {
+            // SAFETY: the microvisor reads and writes at most `needed` bytes of `arg`, which
+            // is borrowed mutably and at least that long.
+            unsafe { raw(EVENT_CHANNEL_OP, cmd, arg.as_mut_ptr() as u64, 0, 0, 0) }
+        }
+        _ => EINVAL,
+    }
+}
+
+/// `hvm_op(HVMOP_get_param, {DOMID_SELF, index})`: the value of an HVM parameter.
+pub fn hvm_get_param(index: u32) -> Result<u64, i64> {
+    let mut arg = [0u8; HVM_PARAM_SIZE];
+    arg[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+    arg[4..8].copy_from_slice(&index.to_le_bytes());
+    // SAFETY: the microvisor reads and writes the 16-byte struct, borrowed mutably here.
+    let ret = unsafe { raw(HVM_OP, HVMOP_GET_PARAM, arg.as_mut_ptr() as u64, 0, 0, 0) };
+    if ret < 0 {
+        return Err(ret);
+    }
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&arg[8..16]);
+    Ok(u64::from_le_bytes(value))
+}
+
+/// `hvm_op(HVMOP_set_param, {DOMID_SELF, index, value})`.
+pub fn hvm_set_param(index: u32, value: u64) -> Result<(), i64> {
+    let mut arg = [0u8; HVM_PARAM_SIZE];
+    arg[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+    arg[4..8].copy_from_slice(&index.to_le_bytes());
+    arg[8..16].copy_from_slice(&value.to_le_bytes());
+    // SAFETY: the microvisor reads the 16-byte struct, which lives on this stack frame.
+    let ret = unsafe { raw(HVM_OP, HVMOP_SET_PARAM, arg.as_mut_ptr() as u64, 0, 0, 0) };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(())
+    }
+}
+
+/// `memory_op(XENMEM_add_to_physmap, {DOMID_SELF, space, idx, gpfn})`: makes the
+/// microvisor-owned frame `idx` of `space` (`XENMAPSPACE_*`) appear at guest frame `gpfn`.
+///
+/// # Safety
+/// Whatever lies at `gpfn` is replaced, so the page must hold no Rust object (the runtime
+/// uses pages outside RAM), and the caller must reach the new page only the way its owner
+/// expects (shared info and grant frames: atomic accesses).
+pub unsafe fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), i64> {
+    let mut arg = [0u8; ADD_TO_PHYSMAP_SIZE];
+    arg[0..2].copy_from_slice(&DOMID_SELF.to_le_bytes());
+    arg[4..8].copy_from_slice(&space.to_le_bytes());
+    arg[8..16].copy_from_slice(&idx.to_le_bytes());
+    arg[16..24].copy_from_slice(&gpfn.to_le_bytes());
+    // SAFETY: the microvisor reads the 24-byte struct on this stack frame; what it maps is
+    // the caller's responsibility (see above).
+    let ret = unsafe {
+        raw(
+            MEMORY_OP,
+            XENMEM_ADD_TO_PHYSMAP,
+            arg.as_mut_ptr() as u64,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(())
+    }
+}
+
+/// The size of one element of `grant_table_op(cmd)`, for the commands this wrapper allows.
+fn gnttab_op_bytes(cmd: u64) -> Option<usize> {
+    match cmd {
+        GNTTABOP_MAP_GRANT_REF => Some(MAP_GRANT_REF_SIZE),
+        GNTTABOP_UNMAP_GRANT_REF => Some(UNMAP_GRANT_REF_SIZE),
+        GNTTABOP_QUERY_SIZE => Some(QUERY_SIZE_SIZE),
+        _ => None,
+    }
+}
+
+/// `grant_table_op(cmd, ops, count)` for map, unmap and query_size, with `count` structs as
+/// bytes in `ops` (layouts in `microvisor_abi::grant`); statuses are written back into
+/// `ops`. Other commands, or `ops` shorter than `count` structs, give `-EINVAL` without a
+/// hypercall. Copies go through [`grant_copy_raw`].
+///
+/// A map makes the granted frame appear at the `host_addr` each struct names: the caller
+/// ([`crate::grant_table`]) names only pages of its mapping window, outside RAM.
+pub fn grant_table_op(cmd: u64, ops: &mut [u8], count: u32) -> i64 {
+    match gnttab_op_bytes(cmd) {
+        Some(size) if ops.len() >= size * count as usize => {
+            // SAFETY: the microvisor reads and writes at most `count` structs of `size` bytes
+            // of `ops`, which is borrowed mutably and long enough. Mapped frames land at the
+            // structs' `host_addr`s, which the microvisor accepts only outside RAM, so no
+            // Rust object is replaced.
+            unsafe {
+                raw(
+                    GRANT_TABLE_OP,
+                    cmd,
+                    ops.as_mut_ptr() as u64,
+                    u64::from(count),
+                    0,
+                    0,
+                )
+            }
+        }
+        _ => EINVAL,
+    }
+}
+
+/// `grant_table_op(GNTTABOP_copy, ops, count)` with `count` 40-byte `gnttab_copy` structs
+/// in `ops`; statuses are written back. `-EINVAL` without a hypercall if `ops` is short.
+///
+/// # Safety
+/// Every destination that is a frame of this domain (not a grant reference) must be memory
+/// the caller may let the microvisor overwrite: no Rust object that is borrowed or read
+/// non-atomically lives there.
+pub unsafe fn grant_copy_raw(ops: &mut [u8], count: u32) -> i64 {
+    if ops.len() < COPY_SIZE * count as usize {
+        return EINVAL;
+    }
+    // SAFETY: the microvisor reads and writes `count` structs in `ops` (borrowed mutably,
+    // long enough); the frames it copies into are the caller's responsibility (see above).
+    unsafe {
+        raw(
+            GRANT_TABLE_OP,
+            GNTTABOP_COPY,
+            ops.as_mut_ptr() as u64,
+            u64::from(count),
+            0,
+            0,
+        )
+    }
 }

@@ -14,8 +14,11 @@
 //! tables, the switch to 64-bit mode). Before `main` the runtime has: 64-bit mode with
 //! guest-physical 0..4 GiB identity-mapped, SSE on, an IDT that reports exceptions and
 //! crashes the domain, the command line and memory map copied in, vCPU 0's time record
-//! registered, `MVOP_DOMAIN_INFO` read, and a heap. Interrupts stay disabled; a vCPU waits
-//! with `sched_block` and the single-shot timer.
+//! registered, `MVOP_DOMAIN_INFO` read, a heap, and (on a microvisor that has them) event
+//! channels set up and console output switched to the console ring. Interrupts stay
+//! disabled except inside a wait's `sti; hlt; cli`, where the event upcall (vector 0xF3)
+//! wakes the vCPU; without events a vCPU waits with `sched_block` and the single-shot
+//! timer.
 //!
 //! Modules: [`hypercall`] (raw and typed hypercalls), [`console`] (`print!`/`println!`),
 //! [`time`] (system time, sleeping), [`smp`] (secondary vCPUs), [`memory`] (free RAM),
@@ -24,9 +27,18 @@
 //! check only). The panic handler prints `panic: <message> at <file>:<line>` and crashes
 //! the domain.
 //!
+//! Inter-domain communication the Xen way: [`events`] (event channels: shared info, the
+//! callback vector, port operations, waiting), [`grant_table`] (granting own pages, mapping
+//! and copying foreign grants), [`xenstore`] (the xenstore client), [`xenbus`] (device
+//! states, peer lookup by name), [`console_ring`] (console output over the PV console
+//! ring, which boot switches [`print!`] to when the domain has one). The shared-ring
+//! crate is re-exported as [`ring`]; [`OwnedPage`] and [`grant_table::MappedGrant`] are
+//! the pages its rings run over.
+//!
 //! Pure modules ([`cmdline`], [`layout`], [`pvclock`], [`linebuf`], [`fuzz_policy`],
-//! [`boot_info`]) build on the host too and carry the unit tests; the hardware modules
-//! are compiled only outside `cfg(test)`.
+//! [`boot_info`], [`byte_ring`], [`xs_wire`], [`grant_alloc`], the state enum of
+//! [`xenbus`]) build on the host too and carry the unit tests; the hardware modules are
+//! compiled only outside `cfg(test)`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -35,11 +47,15 @@ extern crate alloc;
 extern crate baremetal;
 
 pub mod boot_info;
+pub mod byte_ring;
 pub mod cmdline;
 pub mod fuzz_policy;
+pub mod grant_alloc;
 pub mod layout;
 pub mod linebuf;
 pub mod pvclock;
+pub mod xenbus;
+pub mod xs_wire;
 
 #[cfg(not(test))]
 pub mod arch;
@@ -48,9 +64,15 @@ pub mod boot;
 #[cfg(not(test))]
 pub mod console;
 #[cfg(not(test))]
+pub mod console_ring;
+#[cfg(not(test))]
 mod entry;
 #[cfg(not(test))]
+pub mod events;
+#[cfg(not(test))]
 mod exceptions;
+#[cfg(not(test))]
+pub mod grant_table;
 #[cfg(not(test))]
 pub mod heap;
 #[cfg(not(test))]
@@ -62,16 +84,23 @@ mod panic;
 #[cfg(not(test))]
 pub mod qemu_debug;
 #[cfg(not(test))]
+mod shared_mem;
+#[cfg(not(test))]
 pub mod smp;
 #[cfg(not(test))]
 pub mod testing;
 #[cfg(not(test))]
 pub mod time;
+#[cfg(not(test))]
+pub mod xenstore;
 
 #[cfg(not(test))]
 pub use boot::RuntimeConfig;
 pub use boot_info::BootInfo;
 pub use microvisor_abi as abi;
+#[cfg(not(test))]
+pub use shared_mem::OwnedPage;
+pub use xen_ring as ring;
 
 /// Names the domain's main function, `fn(&'static BootInfo)` or `fn(&'static BootInfo) -> !`;
 /// if it returns, the domain powers off. `entry!(main, heap_bytes = N)` asks for a heap of

@@ -1,5 +1,5 @@
-//! The panic handler: prints `panic: <message> at <file>:<line>` and shuts the domain down
-//! with `SHUTDOWN_CRASH`. A panic while printing a panic skips the print.
+//! The panic handler: prints `panic: <message> at <file>:<line>` (with `console_io`, never
+//! through the console ring) and shuts the domain down with `SHUTDOWN_CRASH`. A panic while printing a panic skips the print.
 
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +7,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use microvisor_abi::manifest::MAX_VCPUS;
 use microvisor_abi::sched::SHUTDOWN_CRASH;
 
-use crate::{hypercall, println, smp};
+use crate::console::print_direct;
+use crate::{hypercall, smp};
 
 static PANICKING: [AtomicBool; MAX_VCPUS as usize] =
     [const { AtomicBool::new(false) }; MAX_VCPUS as usize];
@@ -17,8 +18,13 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     let vcpu = (smp::current_vcpu() as usize).min(PANICKING.len() - 1);
     if !PANICKING[vcpu].swap(true, Ordering::Relaxed) {
         match info.location() {
-            Some(at) => println!("panic: {} at {}:{}", info.message(), at.file(), at.line()),
-            None => println!("panic: {}", info.message()),
+            Some(at) => print_direct(format_args!(
+                "panic: {} at {}:{}\n",
+                info.message(),
+                at.file(),
+                at.line()
+            )),
+            None => print_direct(format_args!("panic: {}\n", info.message())),
         }
     }
     hypercall::shutdown(SHUTDOWN_CRASH)

@@ -104,7 +104,9 @@ pub fn now_ns() -> u64 {
 }
 
 /// Sleeps at least `ns` of system time: arms the single-shot timer for the deadline and
-/// blocks, until the deadline has passed. Panics if this vCPU has no time record.
+/// blocks, until the deadline has passed (with events set up, the block is the events'
+/// wait, so pending events of others do not turn it into a busy loop). Panics if this vCPU
+/// has no time record.
 pub fn sleep_ns(ns: u64) {
     assert!(
         available(),
@@ -112,6 +114,11 @@ pub fn sleep_ns(ns: u64) {
         smp::current_vcpu()
     );
     let deadline = now_ns().saturating_add(ns);
+    if crate::events::delivery() != crate::events::Delivery::None {
+        // Wake through the event path (VIRQ_TIMER), latching other events for their owners.
+        crate::events::sleep_until(deadline);
+        return;
+    }
     while now_ns() < deadline {
         hypercall::set_singleshot_timer(deadline);
         hypercall::sched_block();

@@ -348,6 +348,9 @@ pub struct Mapping {
 
 const PAGE_SHIFT: u32 = 12;
 
+/// The granter recorded for a mapping whose granter was destroyed (Xen's `DOMID_INVALID`).
+pub const REVOKED_GRANTER: DomId = 0x7ff4;
+
 /// The live grant mappings of one mapper domain, by handle (the slot index, which the
 /// guest gets back from `GNTTABOP_map_grant_ref`). At most one mapping per guest page.
 #[derive(Clone, Debug)]
@@ -430,6 +433,20 @@ impl<const N: usize> MapTrack<N> {
     }
 
     /// Number of live mappings of frames of `granter`.
+    /// The granter of `handle` was destroyed: keep the mapping (so the mapper's later unmap
+    /// of this handle still succeeds) but mark it as no longer backed by any granter
+    /// ([`REVOKED_GRANTER`]). Returns the mapping as it was.
+    pub fn revoke(&mut self, handle: u32) -> Result<Mapping, i16> {
+        let slot = usize::try_from(handle)
+            .ok()
+            .and_then(|i| self.slots.get_mut(i))
+            .and_then(Option::as_mut)
+            .ok_or(GNTST_BAD_HANDLE)?;
+        let before = *slot;
+        slot.granter = REVOKED_GRANTER;
+        Ok(before)
+    }
+
     /// A handle of some mapping of `granter`'s frames, if any (for revoking them all when the
     /// granter is destroyed).
     pub fn find_granter(&self, granter: DomId) -> Option<u32> {

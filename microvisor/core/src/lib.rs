@@ -26,10 +26,12 @@ pub mod grant;
 pub mod image;
 pub mod multiboot;
 pub mod pagewalk;
+pub mod pci;
 pub mod phys;
 pub mod sched;
 pub mod start_info;
 pub mod time;
+pub mod vtd;
 
 pub use frames::{FrameAllocator, FrameError};
 pub use image::{parse_pvh_image, ImageError, PvhImage, Segment};

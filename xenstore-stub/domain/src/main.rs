@@ -1,0 +1,88 @@
+//! `xenstore-stub`: the xenstore service domain (see the library, `src/lib.rs`, for the
+//! logic, and `xenstore.cfg` for the manifest entry that starts it).
+//!
+//! At start it binds `VIRQ_DOMAIN_CHANGE` (global VIRQ 3, vCPU 0), creates the store with
+//! itself as the privileged toolstack, and syncs with the microvisor's domain list. Then,
+//! for ever: wait for an event; on `VIRQ_DOMAIN_CHANGE` sync again; for each served
+//! domain whose port fired, serve its ring.
+//!
+//! Lines it prints (through the runtime's console):
+//!
+//! | line | when |
+//! |---|---|
+//! | `xenstore: serving <n> domains` | after each sync |
+//! | `xenstore: domain <id> (<name>) broke the ring protocol, disconnected` | bad ring indices or message framing |
+//! | `xenstore: domain <id> (<name>) does not read its ring, disconnected` | its reply queue overflowed |
+//! | `xenstore: cannot ...` | a map, bind or list hypercall failed |
+#![no_std]
+#![no_main]
+// The only unsafe code is the `MVOP_LIST_DOMAINS` call in `microvisor_op.rs`, until the
+// runtime offers it.
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+#[allow(unsafe_code)]
+mod microvisor_op;
+mod platform;
+
+use driver_domains::events::{self, Delivery, Port};
+use driver_domains::{println, time, BootInfo};
+use microvisor_abi::microvisor_op::VIRQ_DOMAIN_CHANGE;
+use xenstore_stub::server::Server;
+
+use crate::platform::RuntimePlatform;
+
+/// Without event delivery, how often everything is looked at.
+const POLL_PERIOD_NS: u64 = 10_000_000;
+/// Without `VIRQ_DOMAIN_CHANGE`, how often the domain list is re-read.
+const RESYNC_PERIOD_NS: u64 = 1_000_000_000;
+
+driver_domains::entry!(main);
+
+fn main(info: &'static BootInfo) -> ! {
+    let mut platform = RuntimePlatform;
+    let polling = events::delivery() == Delivery::None;
+    if polling {
+        println!(
+            "xenstore: no event delivery; polling every {} ms",
+            POLL_PERIOD_NS / 1_000_000
+        );
+    }
+    let virq = match events::bind_virq(VIRQ_DOMAIN_CHANGE, 0) {
+        Ok(port) => Some(port),
+        Err(error) => {
+            println!("xenstore: cannot bind VIRQ_DOMAIN_CHANGE: error {error}; re-reading the domain list every second");
+            None
+        }
+    };
+    let mut server = Server::new(&mut platform, info.domain.domid);
+    server.sync(&mut platform);
+    let mut next_resync = time::now_ns().saturating_add(RESYNC_PERIOD_NS);
+    loop {
+        let generation = events::generation();
+        let domains_changed = match virq {
+            Some(port) => events::take(port),
+            None => time::now_ns() >= next_resync,
+        };
+        if domains_changed {
+            server.sync(&mut platform);
+            next_resync = time::now_ns().saturating_add(RESYNC_PERIOD_NS);
+        }
+        for port in server.ports() {
+            if polling || events::take(Port(port)) {
+                server.service(&mut platform, port);
+            }
+        }
+        if server.has_backlog() {
+            server.run_backlog(&mut platform);
+            continue;
+        }
+        let deadline = if polling {
+            Some(time::now_ns().saturating_add(POLL_PERIOD_NS))
+        } else {
+            virq.is_none().then_some(next_resync)
+        };
+        events::wait_since(generation, deadline);
+    }
+}

@@ -1,0 +1,516 @@
+//! The xenstore server: the store, one ring connection per served domain, and the sync with
+//! the microvisor's domain list. Everything that touches the machine goes through
+//! [`Platform`], so the whole server runs on the host in tests with in-memory pages.
+//!
+//! # Serving a domain
+//!
+//! On [`Server::sync`] (at start and on every `VIRQ_DOMAIN_CHANGE`) the server lists the
+//! domains ([`crate::roster`]) and, for each new one: maps its xenstore ring page (its grant
+//! ref 1) read/write, checks the ring's indices, binds its store port, introduces it in the
+//! store (`/local/domain/<id>/{name,domid}`), writes the index node `/local/names/<name>` =
+//! `<id>` (owned by this domain, readable by all), and notifies it once so it looks at the
+//! ring. A domain that is gone or dying is dropped: the store releases it (its watches and
+//! transactions go, `@releaseDomain` fires), `/local/domain/<id>` and its names entry are
+//! removed, the page is unmapped and the port closed.
+//!
+//! # Serving a ring
+//!
+//! When a connection's port fires ([`Server::service`]): send what is queued for it, then
+//! read request bytes, never beyond the message being assembled, into its [`Framer`]; hand
+//! each whole message to the store and queue what comes back on the destination
+//! connections' [`OutputQueue`]s; then send and notify every connection that got output.
+//! Requests are read only while the reply is sure to fit in the requester's queue (flow
+//! control: a client that does not read replies stops being served), and at most
+//! [`MESSAGES_PER_TURN`] per turn, so one busy client cannot starve the others: a
+//! connection with input left over stays on the backlog ([`Server::has_backlog`]).
+//!
+//! # Faults
+//!
+//! A ring whose indices are out of range, or a message whose header breaks the framing, is
+//! a protocol error; a client whose queue overflows with watch events does not read its
+//! ring. Either way the domain is dropped as above (with a line saying why) and not served
+//! again while it lives.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use microvisor_abi::microvisor_op::DomainEntry;
+use xen_ring::SharedPage;
+use xenstore_store::wire::{self, MessageType};
+use xenstore_store::{ConnId, Framer, Outgoing, OutputQueue, Quotas, Store};
+
+use crate::roster::{self, Candidate};
+use crate::stream_ring::StreamError;
+use crate::xs_ring::ServerRing;
+
+/// Room for the domain list the microvisor returns.
+pub const MAX_LISTED_DOMAINS: usize = 64;
+
+/// Most requests handled for one connection per turn before the others get theirs.
+pub const MESSAGES_PER_TURN: usize = 16;
+
+/// The directory of name index nodes.
+pub const NAMES_DIR: &str = "/local/names";
+
+/// What the server needs from the machine (the runtime in the domain, fakes in tests).
+pub trait Platform {
+    /// A mapped ring page.
+    type Page: SharedPage;
+    /// Lists the live domains into `out` (`MVOP_LIST_DOMAINS`); returns how many.
+    fn list_domains(&mut self, out: &mut [DomainEntry]) -> Result<usize, i64>;
+    /// Maps `domid`'s xenstore ring page (its grant ref 1) read/write.
+    fn map_ring(&mut self, domid: u16) -> Result<Self::Page, i64>;
+    /// Unmaps a page [`Platform::map_ring`] returned.
+    fn unmap_ring(&mut self, domid: u16, page: Self::Page);
+    /// Binds a local port to `domid`'s unbound `remote_port`; returns the local port.
+    fn bind(&mut self, domid: u16, remote_port: u32) -> Result<u32, i64>;
+    /// Closes a local port.
+    fn close(&mut self, local_port: u32);
+    /// Notifies the remote end of a local port.
+    fn notify(&mut self, local_port: u32);
+    /// Prints one line on the domain's console.
+    fn log(&mut self, line: fmt::Arguments<'_>);
+}
+
+/// One served domain.
+struct Connection<Page> {
+    domid: u16,
+    name: String,
+    conn: ConnId,
+    page: Page,
+    ring: ServerRing,
+    port: u32,
+    framer: Framer,
+    output: OutputQueue,
+    /// Requests may be waiting (the port fired, or the last turn stopped at its budget).
+    backlog: bool,
+    /// Something was queued for it this turn: send and notify.
+    dirty: bool,
+}
+
+/// Why a domain is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Ring indices or message framing broken.
+    Protocol,
+    /// Its output queue overflowed.
+    Overflow,
+    /// The store closed its connection (a `RELEASE`).
+    Released,
+}
+
+/// The xenstore service.
+pub struct Server<P: Platform> {
+    store: Store,
+    self_domid: u16,
+    /// The server's own privileged connection (it is the store's toolstack).
+    toolstack: ConnId,
+    /// Request id of the toolstack's next request.
+    next_req_id: u32,
+    conns: Vec<Connection<P::Page>>,
+    /// Faults found during the current operation, acted on by [`Server::settle`].
+    faults: Vec<(u16, Fault)>,
+    /// Replies to the toolstack's own requests, checked by [`Server::settle`].
+    toolstack_replies: Vec<Vec<u8>>,
+    /// Domains dropped for a fault: not served again while they are listed.
+    banned: Vec<u16>,
+}
+
+impl<P: Platform> Server<P> {
+    /// A store whose toolstack is this domain (`self_domid`), with `/local/names` created
+    /// readable by all. Serves no domain until [`Server::sync`].
+    pub fn new(platform: &mut P, self_domid: u16) -> Self {
+        let mut store = Store::new(Quotas::default());
+        let toolstack = store.add_connection(self_domid, true);
+        let mut server = Self {
+            store,
+            self_domid,
+            toolstack,
+            next_req_id: 1,
+            conns: Vec::new(),
+            faults: Vec::new(),
+            toolstack_replies: Vec::new(),
+            banned: Vec::new(),
+        };
+        server.toolstack_request(platform, MessageType::Mkdir, &[NAMES_DIR.as_bytes()]);
+        server.set_world_readable(platform, NAMES_DIR);
+        server.settle(platform);
+        server
+    }
+
+    /// The store (for tests and diagnostics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How many domains are served.
+    pub fn served(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The domains served, in the order they were connected.
+    pub fn served_domains(&self) -> Vec<u16> {
+        self.conns.iter().map(|c| c.domid).collect()
+    }
+
+    /// The local ports of the served domains.
+    pub fn ports(&self) -> Vec<u32> {
+        self.conns.iter().map(|c| c.port).collect()
+    }
+
+    /// Whether some connection has requests left over from its last turn.
+    pub fn has_backlog(&self) -> bool {
+        self.conns.iter().any(|c| c.backlog)
+    }
+
+    /// Re-reads the domain list and connects and drops domains to match; prints
+    /// `xenstore: serving <n> domains`.
+    pub fn sync(&mut self, platform: &mut P) {
+        let mut entries = [DomainEntry::default(); MAX_LISTED_DOMAINS];
+        let count = match platform.list_domains(&mut entries) {
+            Ok(count) => count.min(MAX_LISTED_DOMAINS),
+            Err(error) => {
+                platform.log(format_args!("xenstore: cannot list domains: error {error}"));
+                return;
+            }
+        };
+        let listed = &entries[..count];
+        self.banned
+            .retain(|&domid| listed.iter().any(|entry| entry.domid == domid));
+        let plan = roster::plan(&self.served_domains(), listed, |entry| entry.store_port);
+        for domid in plan.drop {
+            self.drop_domain(platform, domid);
+        }
+        for candidate in plan.connect {
+            if !self.banned.contains(&candidate.domid) {
+                self.connect(platform, candidate);
+            }
+        }
+        self.settle(platform);
+        // A new connection may have requests waiting already.
+        self.run_backlog(platform);
+        platform.log(format_args!(
+            "xenstore: serving {} domains",
+            self.conns.len()
+        ));
+    }
+
+    /// Serves the connection whose local port is `port` (the port fired), and any backlog.
+    /// Returns false if no served domain has that port.
+    pub fn service(&mut self, platform: &mut P, port: u32) -> bool {
+        let Some(connection) = self.conns.iter_mut().find(|c| c.port == port) else {
+            return false;
+        };
+        connection.backlog = true;
+        self.run_backlog(platform);
+        true
+    }
+
+    /// Gives every connection with a backlog one turn, then sends and notifies.
+    pub fn run_backlog(&mut self, platform: &mut P) {
+        for index in 0..self.conns.len() {
+            if self.conns[index].backlog {
+                self.turn(index);
+            }
+        }
+        self.settle(platform);
+    }
+
+    /// One connection's turn: send queued output, then read and handle requests.
+    fn turn(&mut self, index: usize) {
+        let mut buffer = [0u8; 1024];
+        let mut handled = 0;
+        loop {
+            let connection = &mut self.conns[index];
+            let domid = connection.domid;
+            if send(connection).is_err() {
+                self.faults.push((domid, Fault::Protocol));
+                return;
+            }
+            if !connection.output.ready_for_request() {
+                // Served again when it reads its ring and notifies.
+                connection.backlog = false;
+                return;
+            }
+            if handled == MESSAGES_PER_TURN {
+                return;
+            }
+            let want = connection.framer.bytes_needed().min(buffer.len());
+            let count = match connection
+                .ring
+                .requests
+                .read(&connection.page, &mut buffer[..want])
+            {
+                Ok(count) => count,
+                Err(_) => {
+                    self.faults.push((domid, Fault::Protocol));
+                    return;
+                }
+            };
+            if count == 0 {
+                connection.backlog = false;
+                return;
+            }
+            // Tell the client its request space moved.
+            connection.dirty = true;
+            // `want` never exceeds what finishes the current message, so all is taken.
+            let message = match connection.framer.feed(&buffer[..count]) {
+                Ok(fed) => fed.message,
+                Err(_) => {
+                    self.faults.push((domid, Fault::Protocol));
+                    return;
+                }
+            };
+            let Some(message) = message else { continue };
+            let conn = connection.conn;
+            handled += 1;
+            match self.store.handle(conn, &message) {
+                Ok(outgoing) => self.deliver(outgoing),
+                Err(_) => {
+                    self.faults.push((domid, Fault::Protocol));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues what the store produced on the destination connections.
+    fn deliver(&mut self, outgoing: Vec<Outgoing>) {
+        for item in outgoing {
+            match item {
+                Outgoing::Message { conn, bytes } if conn == self.toolstack => {
+                    self.toolstack_replies.push(bytes);
+                }
+                Outgoing::Message { conn, bytes } => {
+                    let Some(target) = self.conns.iter_mut().find(|c| c.conn == conn) else {
+                        continue;
+                    };
+                    target.dirty = true;
+                    if target.output.push(&bytes).is_err() {
+                        self.faults.push((target.domid, Fault::Overflow));
+                    }
+                }
+                Outgoing::Close { conn } => {
+                    if let Some(target) = self.conns.iter().find(|c| c.conn == conn) {
+                        self.faults.push((target.domid, Fault::Released));
+                    }
+                }
+                // Only the toolstack (this server) may INTRODUCE, and it does not:
+                // domains come from the microvisor's list.
+                Outgoing::Introduce { .. } => {}
+            }
+        }
+    }
+
+    /// Ends an operation: sends and notifies every connection that got output, and drops
+    /// the domains found at fault (which can find more: watchers overflowing on the
+    /// events of a drop), until nothing is left to do.
+    fn settle(&mut self, platform: &mut P) {
+        loop {
+            self.report_toolstack_replies(platform);
+            for connection in &mut self.conns {
+                if !connection.dirty {
+                    continue;
+                }
+                if send(connection).is_err() {
+                    self.faults.push((connection.domid, Fault::Protocol));
+                    continue;
+                }
+                connection.dirty = false;
+                platform.notify(connection.port);
+            }
+            let faults = core::mem::take(&mut self.faults);
+            if faults.is_empty() {
+                return;
+            }
+            for (domid, fault) in faults {
+                let Some(connection) = self.conns.iter().find(|c| c.domid == domid) else {
+                    continue;
+                };
+                let name = connection.name.clone();
+                match fault {
+                    Fault::Protocol => platform.log(format_args!(
+                        "xenstore: domain {domid} ({name}) broke the ring protocol, disconnected"
+                    )),
+                    Fault::Overflow => platform.log(format_args!(
+                        "xenstore: domain {domid} ({name}) does not read its ring, disconnected"
+                    )),
+                    Fault::Released => platform.log(format_args!(
+                        "xenstore: domain {domid} ({name}) released, disconnected"
+                    )),
+                }
+                self.banned.push(domid);
+                self.drop_domain(platform, domid);
+            }
+        }
+    }
+
+    fn connect(&mut self, platform: &mut P, candidate: Candidate) {
+        let Candidate {
+            domid,
+            name,
+            port: remote_port,
+        } = candidate;
+        let page = match platform.map_ring(domid) {
+            Ok(page) => page,
+            Err(error) => {
+                platform.log(format_args!(
+                    "xenstore: cannot map the ring of domain {domid} ({name}): error {error}"
+                ));
+                return;
+            }
+        };
+        let Ok(ring) = ServerRing::attach(&page) else {
+            platform.unmap_ring(domid, page);
+            platform.log(format_args!(
+                "xenstore: domain {domid} ({name}) broke the ring protocol, disconnected"
+            ));
+            self.banned.push(domid);
+            return;
+        };
+        let port = match platform.bind(domid, remote_port) {
+            Ok(port) => port,
+            Err(error) => {
+                platform.unmap_ring(domid, page);
+                platform.log(format_args!(
+                    "xenstore: cannot bind port {remote_port} of domain {domid} ({name}): error {error}"
+                ));
+                return;
+            }
+        };
+        let introduced = self.store.introduce_domain(domid, &name);
+        let conn = self.store.add_connection(domid, false);
+        self.conns.push(Connection {
+            domid,
+            name: name.clone(),
+            conn,
+            page,
+            ring,
+            port,
+            framer: Framer::new(),
+            output: OutputQueue::new(self.store.quotas().max_output_bytes),
+            // Look at the ring at once: requests may have been written before we came.
+            backlog: true,
+            // Notify once: a client waiting for us looks at the ring again.
+            dirty: true,
+        });
+        match introduced {
+            Ok(outgoing) => self.deliver(outgoing),
+            Err(error) => platform.log(format_args!(
+                "xenstore: cannot introduce domain {domid} ({name}): {error}"
+            )),
+        }
+        if valid_name(&name) {
+            let path = format!("{NAMES_DIR}/{name}");
+            self.toolstack_write(platform, &path, decimal(domid).as_slice());
+            self.set_world_readable(platform, &path);
+        } else {
+            platform.log(format_args!(
+                "xenstore: domain {domid} ({name}): name not usable in a path, no {NAMES_DIR} entry"
+            ));
+        }
+    }
+
+    /// Drops a served domain: removes its transport (connection, page, port), releases it
+    /// in the store and removes its nodes.
+    fn drop_domain(&mut self, platform: &mut P, domid: u16) {
+        let Some(index) = self.conns.iter().position(|c| c.domid == domid) else {
+            return;
+        };
+        let connection = self.conns.remove(index);
+        platform.close(connection.port);
+        platform.unmap_ring(domid, connection.page);
+        let outgoing = self.store.release_domain(domid);
+        self.deliver(outgoing);
+        let home = format!("/local/domain/{domid}");
+        self.toolstack_request(platform, MessageType::Rm, &[home.as_bytes()]);
+        if valid_name(&connection.name) {
+            let path = format!("{NAMES_DIR}/{}", connection.name);
+            // Only if the entry is still this domain's: a successor may have the name now.
+            if self.store.read(&path) == Some(decimal(domid).as_slice()) {
+                self.toolstack_request(platform, MessageType::Rm, &[path.as_bytes()]);
+            }
+        }
+    }
+
+    fn toolstack_request(&mut self, platform: &mut P, kind: MessageType, args: &[&[u8]]) {
+        let message = wire::encode_request(kind, self.take_req_id(), 0, args);
+        self.toolstack_send(platform, &message);
+    }
+
+    fn toolstack_write(&mut self, platform: &mut P, path: &str, value: &[u8]) {
+        let message = wire::encode_write(self.take_req_id(), 0, path.as_bytes(), value);
+        self.toolstack_send(platform, &message);
+    }
+
+    /// Sets `path`'s access list to "owned by this domain, readable by all".
+    fn set_world_readable(&mut self, platform: &mut P, path: &str) {
+        let perm = format!("r{}", self.self_domid);
+        self.toolstack_request(
+            platform,
+            MessageType::SetPerms,
+            &[path.as_bytes(), perm.as_bytes()],
+        );
+    }
+
+    /// Handles a request of the toolstack connection; its reply is checked by `settle`.
+    fn toolstack_send(&mut self, platform: &mut P, message: &[u8]) {
+        match self.store.handle(self.toolstack, message) {
+            Ok(outgoing) => self.deliver(outgoing),
+            Err(error) => platform.log(format_args!("xenstore: internal request refused: {error}")),
+        }
+    }
+
+    fn take_req_id(&mut self) -> u32 {
+        let id = self.next_req_id;
+        self.next_req_id = self.next_req_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Prints the toolstack's failed requests (a bug if it ever happens).
+    fn report_toolstack_replies(&mut self, platform: &mut P) {
+        for bytes in core::mem::take(&mut self.toolstack_replies) {
+            let Ok((header, payload)) = wire::split_message(&bytes) else {
+                continue;
+            };
+            if header.kind == MessageType::Error as u32 {
+                let name = payload.strip_suffix(&[0]).unwrap_or(payload);
+                platform.log(format_args!(
+                    "xenstore: internal request {} failed: {}",
+                    header.req_id,
+                    String::from_utf8_lossy(name)
+                ));
+            }
+        }
+    }
+}
+
+/// Sends as much of the connection's queue as its response ring takes.
+fn send<Page: SharedPage>(connection: &mut Connection<Page>) -> Result<(), StreamError> {
+    while !connection.output.is_empty() {
+        let (first, _) = connection.output.as_slices();
+        let written = connection.ring.responses.write(&connection.page, first)?;
+        if written == 0 {
+            break;
+        }
+        connection.output.consume(written);
+    }
+    Ok(())
+}
+
+/// The decimal form of a domain id, as the store writes it.
+fn decimal(domid: u16) -> Vec<u8> {
+    let mut text = Vec::new();
+    wire::push_decimal(&mut text, u64::from(domid));
+    text
+}
+
+/// Whether a domain name can be a path component (the store's characters).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+}

@@ -1,0 +1,437 @@
+//! The whole server on the host, on the simulated machine of [`crate::sim`], with the test
+//! playing the client domains.
+
+use alloc::vec::Vec;
+
+use microvisor_abi::microvisor_op::DOMAIN_FLAG_DYING;
+use xen_ring::SharedPage;
+use xenstore_store::wire::{self, MessageType, HEADER_BYTES};
+
+use crate::server::{Server, MESSAGES_PER_TURN};
+use crate::sim::{Client, Sim, SELF};
+use crate::xs_ring::{REQUESTS, RESPONSES};
+
+fn started(fake: &mut Sim) -> Server<Sim> {
+    let mut server = Server::new(fake, SELF);
+    server.sync(fake);
+    server
+}
+
+const OK: &[u8] = b"OK\0";
+
+#[test]
+fn sync_introduces_domains_and_indexes_their_names() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "console");
+    fake.list(3, 0, 6, "guest");
+    fake.list(4, 0, 0, "unserved");
+    let server = started(&mut fake);
+    assert_eq!(fake.take_log(), ["xenstore: serving 2 domains"]);
+    assert_eq!(server.served_domains(), [2, 3]);
+    let store = server.store();
+    assert_eq!(store.read("/local/domain/3/name"), Some(&b"guest"[..]));
+    assert_eq!(store.read("/local/domain/3/domid"), Some(&b"3"[..]));
+    assert_eq!(store.read("/local/names/guest"), Some(&b"3"[..]));
+    assert_eq!(store.read("/local/names/console"), Some(&b"2"[..]));
+    // Bound to the listed ports, each notified once, pages mapped once.
+    assert_eq!(
+        fake.bound.values().copied().collect::<Vec<_>>(),
+        [(2, 5), (3, 6)]
+    );
+    let mut notified = fake.notified.clone();
+    notified.sort();
+    assert_eq!(notified, [10, 11]);
+    assert_eq!(fake.mapped.keys().copied().collect::<Vec<_>>(), [2, 3]);
+}
+
+#[test]
+fn a_guest_reads_and_writes_and_sees_its_names_entry() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "guest");
+    fake.list(3, 0, 6, "other");
+    let mut server = started(&mut fake);
+    let mut guest = client(&fake, 2);
+    send(&mut guest, &wire::encode_write(1, 0, b"data/x", b"42"));
+    request(&mut guest, MessageType::Read, 2, &[b"data/x"]);
+    request(&mut guest, MessageType::Read, 3, &[b"/local/names/other"]);
+    request(&mut guest, MessageType::Directory, 4, &[b"/local/names"]);
+    request(&mut guest, MessageType::Read, 5, &[b"/local/domain/3/name"]);
+    let port = fake.port_of(2).unwrap();
+    fake.notified.clear();
+    assert!(server.service(&mut fake, port));
+    let replies = guest.receive().unwrap();
+    assert_eq!(replies[0], (MessageType::Write as u32, 1, OK.to_vec()));
+    assert_eq!(replies[1], (MessageType::Read as u32, 2, b"42".to_vec()));
+    assert_eq!(replies[2], (MessageType::Read as u32, 3, b"3".to_vec()));
+    assert_eq!(
+        replies[3],
+        (MessageType::Directory as u32, 4, b"guest\0other\0".to_vec())
+    );
+    // Another domain's home is private.
+    assert_eq!(
+        replies[4],
+        (MessageType::Error as u32, 5, b"EACCES\0".to_vec())
+    );
+    assert_eq!(fake.notified, [port]);
+    assert_eq!(
+        server.store().read("/local/domain/2/data/x"),
+        Some(&b"42"[..])
+    );
+    // Guests cannot change the index.
+    send(
+        &mut guest,
+        &wire::encode_write(6, 0, b"/local/names/other", b"2"),
+    );
+    server.service(&mut fake, port);
+    assert_eq!(
+        guest.receive().unwrap(),
+        [(MessageType::Error as u32, 6, b"EACCES\0".to_vec())]
+    );
+}
+
+#[test]
+fn requests_written_before_the_server_came_are_answered() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "early");
+    let mut guest = client(&fake, 2);
+    request(&mut guest, MessageType::Read, 9, &[b"name"]);
+    let _server = started(&mut fake);
+    assert_eq!(
+        guest.receive().unwrap(),
+        [(MessageType::Read as u32, 9, b"early".to_vec())]
+    );
+}
+
+#[test]
+fn messages_split_across_notifications_and_the_ring_wrap() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "guest");
+    let mut server = started(&mut fake);
+    let port = fake.port_of(2).unwrap();
+    let mut guest = client(&fake, 2);
+    let value = [b'v'; 300];
+    for round in 0..20u32 {
+        let message = wire::encode_write(round, 0, b"big", &value);
+        let (first, second) = message.split_at(100 + round as usize);
+        send(&mut guest, first);
+        server.service(&mut fake, port);
+        send(&mut guest, second);
+        server.service(&mut fake, port);
+        assert_eq!(
+            guest.receive().unwrap(),
+            [(MessageType::Write as u32, round, OK.to_vec())]
+        );
+    }
+}
+
+#[test]
+fn watch_events_reach_other_domains() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "watcher");
+    let mut server = started(&mut fake);
+    let port = fake.port_of(2).unwrap();
+    let mut watcher = client(&fake, 2);
+    request(
+        &mut watcher,
+        MessageType::Watch,
+        1,
+        &[b"/local/names", b"tok"],
+    );
+    server.service(&mut fake, port);
+    let replies = watcher.receive().unwrap();
+    assert_eq!(replies[0], (MessageType::Watch as u32, 1, OK.to_vec()));
+    assert_eq!(
+        replies[1],
+        (
+            MessageType::WatchEvent as u32,
+            0,
+            b"/local/names\0tok\0".to_vec()
+        )
+    );
+    fake.list(3, 0, 6, "newcomer");
+    fake.notified.clear();
+    server.sync(&mut fake);
+    let events = watcher.receive().unwrap();
+    assert!(events.contains(&(
+        MessageType::WatchEvent as u32,
+        0,
+        b"/local/names/newcomer\0tok\0".to_vec()
+    )));
+    assert!(fake.notified.contains(&port), "the watcher is notified");
+}
+
+#[test]
+fn a_bad_request_index_disconnects_the_domain_for_good() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "rogue");
+    fake.list(3, 0, 6, "fine");
+    let mut server = started(&mut fake);
+    fake.take_log();
+    let port = fake.port_of(2).unwrap();
+    fake.pages[&2].store_u32(REQUESTS.prod_offset, 1025);
+    server.service(&mut fake, port);
+    assert_eq!(
+        fake.take_log(),
+        ["xenstore: domain 2 (rogue) broke the ring protocol, disconnected"]
+    );
+    assert_eq!(server.served_domains(), [3]);
+    assert!(!fake.mapped.contains_key(&2) && fake.port_of(2).is_none());
+    assert_eq!(server.store().read("/local/domain/2/name"), None);
+    assert_eq!(server.store().read("/local/names/rogue"), None);
+    // Not served again while it lives, even with its ring repaired.
+    fake.pages[&2].store_u32(REQUESTS.prod_offset, 0);
+    server.sync(&mut fake);
+    assert_eq!(server.served_domains(), [3]);
+    assert!(!fake.mapped.contains_key(&2));
+    // Once it is gone, its id is forgotten.
+    fake.unlist(2);
+    server.sync(&mut fake);
+    fake.list(2, 0, 5, "rogue");
+    server.sync(&mut fake);
+    assert_eq!(server.served_domains(), [3, 2]);
+}
+
+#[test]
+fn an_oversized_message_is_a_protocol_error() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "rogue");
+    let mut server = started(&mut fake);
+    fake.take_log();
+    let mut rogue = client(&fake, 2);
+    let header = wire::Header {
+        kind: 2,
+        req_id: 1,
+        tx_id: 0,
+        len: 5000,
+    }
+    .encode();
+    send(&mut rogue, &header);
+    poke(&mut server, &mut fake, 2);
+    assert_eq!(
+        fake.take_log(),
+        ["xenstore: domain 2 (rogue) broke the ring protocol, disconnected"]
+    );
+    assert_eq!(server.served(), 0);
+}
+
+#[test]
+fn a_bad_response_index_is_a_protocol_error() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "rogue");
+    let mut server = started(&mut fake);
+    fake.take_log();
+    let mut rogue = client(&fake, 2);
+    request(&mut rogue, MessageType::Read, 1, &[b"name"]);
+    // Claims to have consumed replies that were never produced.
+    fake.pages[&2].store_u32(RESPONSES.cons_offset, 5000);
+    poke(&mut server, &mut fake, 2);
+    assert_eq!(
+        fake.take_log(),
+        ["xenstore: domain 2 (rogue) broke the ring protocol, disconnected"]
+    );
+}
+
+#[test]
+fn a_ring_broken_before_connecting_is_refused() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "rogue");
+    fake.pages[&2].store_u32(REQUESTS.prod_offset, 4000);
+    let server = started(&mut fake);
+    assert_eq!(
+        fake.take_log(),
+        [
+            "xenstore: domain 2 (rogue) broke the ring protocol, disconnected",
+            "xenstore: serving 0 domains"
+        ]
+    );
+    assert_eq!(server.served(), 0);
+    assert!(fake.mapped.is_empty() && fake.bound.is_empty());
+}
+
+#[test]
+fn a_client_that_does_not_read_is_throttled_not_dropped() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "slow");
+    let mut server = started(&mut fake);
+    let port = fake.port_of(2).unwrap();
+    let mut slow = client(&fake, 2);
+    // A 900-byte value, read back many times: far more reply bytes than ring + queue.
+    send(&mut slow, &wire::encode_write(1, 0, b"v", &[b'x'; 900]));
+    server.service(&mut fake, port);
+    let mut sent = 0u32;
+    for id in 2..200u32 {
+        let message = wire::encode_request(MessageType::Read, id, 0, &[b"v"]);
+        if slow.requests.space(&slow.page).unwrap() < message.len() as u32 {
+            break;
+        }
+        send(&mut slow, &message);
+        sent += 1;
+        server.service(&mut fake, port);
+    }
+    assert_eq!(server.served(), 1, "throttled, still served");
+    // Now it reads: every reply arrives, in order.
+    let mut replies = Vec::new();
+    for _ in 0..1000 {
+        replies.extend(slow.receive().unwrap());
+        server.service(&mut fake, port);
+        if replies.len() as u32 == sent + 1 {
+            break;
+        }
+    }
+    assert_eq!(replies.len() as u32, sent + 1);
+    assert!(replies
+        .iter()
+        .skip(1)
+        .all(|(kind, _, payload)| *kind == MessageType::Read as u32 && payload.len() == 900));
+    assert!(
+        sent > 80 && sent < 198,
+        "the ring must fill past the queue limit ({sent})"
+    );
+}
+
+#[test]
+fn a_watcher_that_never_reads_is_dropped_when_its_queue_overflows() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "deaf");
+    fake.list(3, 0, 6, "writer");
+    let mut server = started(&mut fake);
+    fake.take_log();
+    let mut deaf = client(&fake, 2);
+    // Let the writer's home be readable by the deaf one, who watches it.
+    let mut writer = client(&fake, 3);
+    request(
+        &mut writer,
+        MessageType::SetPerms,
+        1,
+        &[b"/local/domain/3", b"n3", b"r2"],
+    );
+    poke(&mut server, &mut fake, 3);
+    request(
+        &mut deaf,
+        MessageType::Watch,
+        1,
+        &[b"/local/domain/3", b"t"],
+    );
+    poke(&mut server, &mut fake, 2);
+    let writer_port = fake.port_of(3).unwrap();
+    for id in 0..2000u32 {
+        if server.served() < 2 {
+            break;
+        }
+        writer.receive().unwrap();
+        send(
+            &mut writer,
+            &wire::encode_write(id, 0, b"key-with-a-long-name-for-bigger-events", b"1"),
+        );
+        server.service(&mut fake, writer_port);
+    }
+    assert_eq!(server.served_domains(), [3]);
+    assert_eq!(
+        fake.take_log(),
+        ["xenstore: domain 2 (deaf) does not read its ring, disconnected"]
+    );
+}
+
+#[test]
+fn a_dying_domain_is_released_and_its_nodes_removed() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "guest");
+    fake.list(3, 0, 6, "observer");
+    let mut server = started(&mut fake);
+    let mut guest = client(&fake, 2);
+    send(&mut guest, &wire::encode_write(1, 0, b"data", b"x"));
+    poke(&mut server, &mut fake, 2);
+    let mut observer = client(&fake, 3);
+    request(
+        &mut observer,
+        MessageType::Watch,
+        1,
+        &[b"/local/names/guest", b"w"],
+    );
+    poke(&mut server, &mut fake, 3);
+    observer.receive().unwrap();
+    fake.list(2, DOMAIN_FLAG_DYING, 5, "guest");
+    fake.take_log();
+    server.sync(&mut fake);
+    assert_eq!(fake.take_log(), ["xenstore: serving 1 domains"]);
+    assert_eq!(server.served_domains(), [3]);
+    assert_eq!(server.store().read("/local/domain/2/data"), None);
+    assert_eq!(server.store().read("/local/domain/2"), None);
+    assert_eq!(server.store().read("/local/names/guest"), None);
+    assert!(!server.store().is_introduced(2));
+    assert!(fake.port_of(2).is_none() && !fake.mapped.contains_key(&2));
+    assert_eq!(
+        observer.receive().unwrap(),
+        [(
+            MessageType::WatchEvent as u32,
+            0,
+            b"/local/names/guest\0w\0".to_vec()
+        )]
+    );
+}
+
+#[test]
+fn a_restarted_domain_takes_over_its_name() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "guest");
+    let mut server = started(&mut fake);
+    fake.list(2, DOMAIN_FLAG_DYING, 5, "guest");
+    fake.list(7, 0, 9, "guest");
+    server.sync(&mut fake);
+    assert_eq!(server.served_domains(), [7]);
+    assert_eq!(server.store().read("/local/names/guest"), Some(&b"7"[..]));
+    assert_eq!(
+        server.store().read("/local/domain/7/name"),
+        Some(&b"guest"[..])
+    );
+    // The old instance vanishing later does not take the name away.
+    fake.unlist(2);
+    server.sync(&mut fake);
+    assert_eq!(server.store().read("/local/names/guest"), Some(&b"7"[..]));
+}
+
+#[test]
+fn a_busy_client_gets_a_bounded_turn() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "busy");
+    let mut server = started(&mut fake);
+    let mut busy = client(&fake, 2);
+    let count = MESSAGES_PER_TURN as u32 + 5;
+    for id in 0..count {
+        request(&mut busy, MessageType::Read, id, &[b"domid"]);
+    }
+    assert!(HEADER_BYTES * count as usize <= 1024);
+    poke(&mut server, &mut fake, 2);
+    assert_eq!(busy.receive().unwrap().len(), MESSAGES_PER_TURN);
+    assert!(server.has_backlog());
+    server.run_backlog(&mut fake);
+    assert_eq!(busy.receive().unwrap().len(), 5);
+    assert!(!server.has_backlog());
+}
+
+#[test]
+fn unknown_ports_are_not_served() {
+    let mut fake = Sim::new();
+    let mut server = started(&mut fake);
+    assert!(!server.service(&mut fake, 99));
+    assert!(server.ports().is_empty());
+}
+
+/// The domain notifies its port.
+fn poke(server: &mut Server<Sim>, fake: &mut Sim, domid: u16) {
+    let port = fake.port_of(domid).expect("domain is bound");
+    assert!(server.service(fake, port));
+}
+
+fn client(sim: &Sim, domid: u16) -> Client {
+    Client::new(sim, domid).unwrap()
+}
+
+fn send(client: &mut Client, bytes: &[u8]) {
+    assert_eq!(client.send(bytes).unwrap(), bytes.len(), "ring full");
+}
+
+fn request(client: &mut Client, kind: MessageType, req_id: u32, args: &[&[u8]]) {
+    let message = wire::encode_request(kind, req_id, 0, args);
+    send(client, &message);
+}
