@@ -19,6 +19,7 @@ use microvisor_abi::rings::console::{OUT, OUT_CONS, OUT_PROD, OUT_SIZE};
 use spin::Mutex;
 
 use crate::byte_ring;
+use xen_ring::SharedPage;
 use crate::events::{self, Port};
 use crate::layout::IDENTITY_MAP_END;
 use crate::shared_mem::ForeignPage;
@@ -84,6 +85,21 @@ fn abandon(why: &str) {
         format_args!("runtime: console ring {why}, using console_io\n"),
     );
     hypercall::console_write(line.as_bytes());
+}
+
+/// Wait (at most `timeout_ns`) until the backend has consumed everything written, so the
+/// last lines are not lost when the domain shuts down right after printing them.
+pub(crate) fn drain(timeout_ns: u64) {
+    if !active() {
+        return;
+    }
+    let Some(guard) = RING.try_lock() else { return };
+    let Some(ring) = guard.as_ref() else { return };
+    let deadline = time::now_ns().saturating_add(timeout_ns);
+    while ring.page.load_u32(OUT_CONS) != ring.page.load_u32(OUT_PROD) && time::now_ns() < deadline {
+        let _ = events::send(ring.port);
+        hypercall::sched_yield();
+    }
 }
 
 /// Writes `bytes` to the ring; returns how many went in (all of them unless the ring is not

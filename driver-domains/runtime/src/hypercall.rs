@@ -112,6 +112,8 @@ pub fn shutdown(reason: u32) -> ! {
     if qemu_debug::active() {
         qemu_debug::exit(reason);
     }
+    // Let the console backend print our last lines before we are torn down.
+    crate::console_ring::drain(1_000_000_000);
     let request = SchedShutdown { reason };
     // SAFETY: the microvisor reads the 4-byte struct, which lives on this stack frame.
     unsafe {
