@@ -13,7 +13,9 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_CMDLINE_BYTES: usize = 512;
 pub const MAX_VCPUS: u32 = 8;
 /// Layout version of the blob; bumped on any incompatible change.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
+/// The most PCI functions one domain may be given (`pci`).
+pub const MAX_PCI_FUNCTIONS: usize = 8;
 /// The most I/O port ranges one domain may be given (`ioports`).
 pub const MAX_IOPORT_RANGES: usize = 8;
 
@@ -48,6 +50,18 @@ pub struct DomainSpec {
     /// I/O port ranges the domain may access directly (xl's `ioports`), e.g. the UART of the
     /// console domain.
     pub ioports: Vec<IoPortRange, MAX_IOPORT_RANGES>,
+    /// PCI functions passed through to the domain (xl's `pci`), which it drives itself; its
+    /// DMA goes through the IOMMU into its own memory only.
+    pub pci: Vec<PciAddress, MAX_PCI_FUNCTIONS>,
+}
+
+/// A PCI function: `SSSS:BB:DD.F`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciAddress {
+    pub segment: u16,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
 }
 
 /// An inclusive range of I/O ports.
@@ -88,6 +102,7 @@ mod tests {
                 on_reboot: LifecycleAction::Restart,
                 on_crash: LifecycleAction::Preserve,
                 ioports: Vec::new(),
+                pci: Vec::new(),
             })
             .unwrap();
         let manifest = SystemManifest { version: MANIFEST_VERSION, domains, xenstore_domain: None, console_domain: Some(0) };

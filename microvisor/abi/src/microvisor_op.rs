@@ -71,3 +71,59 @@ pub const DOMAIN_FLAG_SELF: u16 = 2;
 /// Global VIRQ raised in the xenstore and console domains whenever a domain is built or
 /// destroyed (Xen's `VIRQ_DOM_EXC`, 3): re-read the list.
 pub const VIRQ_DOMAIN_CHANGE: u32 = 3;
+
+/// Lists the PCI functions assigned to the caller (`pci = [...]` in its manifest):
+/// `microvisor_op(MVOP_PCI_LIST, array_gva, count)` with room for `count`
+/// [`PciFunctionEntry`]s; returns the number written. Memory BARs are mapped in the caller's
+/// nested page table at guest-physical = host-physical address (except the pages of an
+/// MSI-X table and PBA, which the microvisor keeps); I/O BARs are opened in its I/O map.
+pub const MVOP_PCI_LIST: u64 = 3;
+/// `microvisor_op(MVOP_PCI_CONFIG_READ, bdf, offset, size)`: reads 1, 2 or 4 bytes
+/// (naturally aligned, offset < 4096) of an assigned function's config space; returns the
+/// value. A function the caller does not own is invisible: `-ENODEV`.
+pub const MVOP_PCI_CONFIG_READ: u64 = 4;
+/// `microvisor_op(MVOP_PCI_CONFIG_WRITE, bdf, offset, size, value)`: writes through the
+/// microvisor's filter: BARs, the expansion ROM BAR and the MSI/MSI-X capabilities are the
+/// microvisor's (writes ignored); of the command register only I/O, memory, bus-master and
+/// interrupt-disable are the owner's; the rest passes through. `-ENODEV` if not owned.
+pub const MVOP_PCI_CONFIG_WRITE: u64 = 5;
+/// `microvisor_op(MVOP_PCI_BIND_MSIX, bdf, entry, port)`: the microvisor programs MSI-X
+/// table entry `entry` of an assigned function to interrupt the host, and each such
+/// interrupt raises `port` (an event channel of the caller) as an event. Enables MSI-X on the
+/// function. `-EINVAL` for an entry beyond the table, `-ENOSPC` when out of host vectors.
+pub const MVOP_PCI_BIND_MSIX: u64 = 6;
+
+/// `bdf` argument encoding: segment << 16 | bus << 8 | device << 3 | function.
+pub const fn pci_bdf(segment: u16, bus: u8, device: u8, function: u8) -> u32 {
+    (segment as u32) << 16 | (bus as u32) << 8 | ((device as u32) & 0x1f) << 3 | (function as u32 & 7)
+}
+
+/// One BAR of an assigned function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PciBarEntry {
+    pub base: u64,
+    pub size: u64,
+    /// 0 none, 1 I/O, 2 32-bit memory, 3 64-bit memory (its upper half is the next slot, kind 0).
+    pub kind: u32,
+    /// Bit 0: prefetchable.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<PciBarEntry>() == 24);
+
+/// One assigned PCI function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PciFunctionEntry {
+    /// See [`pci_bdf`].
+    pub bdf: u32,
+    pub vendor: u16,
+    pub device: u16,
+    /// Class code (24 bits: class, subclass, prog-if).
+    pub class: u32,
+    /// Number of MSI-X table entries (0: no MSI-X).
+    pub msix_entries: u32,
+    pub bars: [PciBarEntry; 6],
+}
+const _: () = assert!(core::mem::size_of::<PciFunctionEntry>() == 16 + 6 * 24);
+pub const PCI_FUNCTION_ENTRY_SIZE: usize = 160;
