@@ -4,8 +4,10 @@
 //! Boot module 0 is the blob; module `i + 1` holds `images[i]`. Domains whose kernels are the
 //! same file share one module.
 //!
-//! Checks across files: domain names are unique, no I/O port is given to two domains, and
-//! `xenstore_domain` and `console_domain` name listed domains (compiled to their indices).
+//! Checks across files: domain names are unique, no I/O port and no PCI function is given to
+//! two domains, and `xenstore_domain` and `console_domain` name listed domains (compiled to
+//! their indices). Whether a PCI function exists is only known on the machine: the
+//! microvisor checks that when it builds the domain.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,7 @@ pub fn compile_system(
         configs.push(config);
     }
     check_io_ports_unshared(&configs)?;
+    check_pci_unshared(&configs)?;
     let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
     let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
 
@@ -144,6 +147,41 @@ fn check_io_ports_unshared(configs: &[DomainConfig]) -> Result<(), ManifestError
                     &config.file,
                     Some(entry.line),
                     Some("ioports"),
+                    problem,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A PCI function belongs to one domain at most: the first function of a later domain that
+/// an earlier one has is an error, in the later domain's file.
+fn check_pci_unshared(configs: &[DomainConfig]) -> Result<(), ManifestError> {
+    for (index, config) in configs.iter().enumerate() {
+        for entry in &config.pci {
+            let taken = configs[..index].iter().find_map(|earlier| {
+                let other = earlier
+                    .pci
+                    .iter()
+                    .find(|other| other.address == entry.address)?;
+                Some((earlier, other))
+            });
+            if let Some((earlier, other)) = taken {
+                let problem = Problem::PciTaken {
+                    found: format!("{:?}", entry.text),
+                    other: format!(
+                        "domain {:?} as {:?} ({}:{})",
+                        earlier.name,
+                        other.text,
+                        earlier.file.display(),
+                        other.line
+                    ),
+                };
+                return Err(ManifestError::new(
+                    &config.file,
+                    Some(entry.line),
+                    Some("pci"),
                     problem,
                 ));
             }

@@ -12,6 +12,7 @@
 //! | `on_reboot` | no | same | `"restart"` |
 //! | `on_crash` | no | same | `"destroy"` |
 //! | `ioports` | no | list of `"START-END"` or `"PORT"`, hex, at most 8, no overlaps | none |
+//! | `pci` | no | list of PCI functions `"[DDDD:]BB:DD.F"`, hex, at most 8, each once | none |
 //!
 //! Reading a domain file touches no file system: the kernel is checked when the system is
 //! compiled (see `compile`).
@@ -20,11 +21,11 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use microvisor_abi::manifest::{
-    DomainSpec, DomainType, IoPortRange, LifecycleAction, MAX_CMDLINE_BYTES, MAX_IOPORT_RANGES,
-    MAX_NAME_BYTES, MAX_VCPUS,
+    DomainSpec, DomainType, IoPortRange, LifecycleAction, PciAddress, MAX_CMDLINE_BYTES,
+    MAX_IOPORT_RANGES, MAX_NAME_BYTES, MAX_PCI_FUNCTIONS, MAX_VCPUS,
 };
 
-use crate::error::{ManifestError, Problem};
+use crate::error::{ManifestError, PciPart, Problem};
 use crate::syntax::{self, ListItem, Setting};
 use crate::table::Table;
 use crate::xl_keys::is_unsupported_xl_key;
@@ -42,6 +43,7 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "on_reboot",
     "on_crash",
     "ioports",
+    "pci",
 ];
 
 /// The name no domain may take.
@@ -72,6 +74,8 @@ pub struct DomainConfig {
     pub on_crash: LifecycleAction,
     /// The I/O port ranges opened to the domain (`ioports`), in file order.
     pub ioports: Vec<IoPortEntry>,
+    /// The PCI functions passed through to the domain (`pci`), in file order.
+    pub pci: Vec<PciEntry>,
 }
 
 /// One item of `ioports`: the range, the item as written and its line, for messages.
@@ -86,6 +90,27 @@ impl IoPortEntry {
     /// Whether the two ranges share a port.
     pub fn overlaps(&self, other: &IoPortEntry) -> bool {
         self.range.first <= other.range.last && other.range.first <= self.range.last
+    }
+}
+
+/// One item of `pci`: the function, the item as written and its line, for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciEntry {
+    pub address: PciAddress,
+    pub text: String,
+    pub line: usize,
+}
+
+impl PciEntry {
+    /// The function in full, as `lspci -D` writes it: `0000:00:03.0`.
+    pub fn canonical(&self) -> String {
+        let PciAddress {
+            segment,
+            bus,
+            device,
+            function,
+        } = self.address;
+        format!("{segment:04x}:{bus:02x}:{device:02x}.{function:x}")
     }
 }
 
@@ -125,6 +150,16 @@ impl DomainConfig {
                 ManifestError::new(&self.file, Some(entry.line), Some("ioports"), problem)
             })?;
         }
+        let mut pci = heapless::Vec::new();
+        for entry in &self.pci {
+            pci.push(entry.address).map_err(|_| {
+                let problem = Problem::TooManyPciFunctions {
+                    count: self.pci.len(),
+                    max: MAX_PCI_FUNCTIONS,
+                };
+                ManifestError::new(&self.file, Some(entry.line), Some("pci"), problem)
+            })?;
+        }
         Ok(DomainSpec {
             name,
             kind: self.kind,
@@ -136,6 +171,7 @@ impl DomainConfig {
             on_reboot: self.on_reboot,
             on_crash: self.on_crash,
             ioports,
+            pci,
         })
     }
 }
@@ -181,6 +217,10 @@ pub fn parse_domain_config(file: &Path, text: &str) -> Result<DomainConfig, Mani
         on_crash: lifecycle(file, table.take("on_crash"), LifecycleAction::Destroy)?,
         ioports: match table.take("ioports") {
             Some(setting) => io_ports(file, &setting)?,
+            None => Vec::new(),
+        },
+        pci: match table.take("pci") {
+            Some(setting) => pci_functions(file, &setting)?,
             None => Vec::new(),
         },
     })
@@ -331,6 +371,135 @@ fn io_port_range(file: &Path, item: &ListItem) -> Result<IoPortEntry, ManifestEr
     }
     Ok(IoPortEntry {
         range,
+        text: item.text.clone(),
+        line: item.line,
+    })
+}
+
+/// `pci`: a list of PCI functions, each `"[DDDD:]BB:DD.F"`, no function twice, at most
+/// [`MAX_PCI_FUNCTIONS`]. Whether the functions exist is checked by the microvisor at boot.
+fn pci_functions(file: &Path, setting: &Setting) -> Result<Vec<PciEntry>, ManifestError> {
+    let items = setting.list(
+        file,
+        "a list of PCI functions [DDDD:]BB:DD.F in hex, such as [ \"0000:00:03.0\" ]",
+    )?;
+    if items.len() > MAX_PCI_FUNCTIONS {
+        let problem = Problem::TooManyPciFunctions {
+            count: items.len(),
+            max: MAX_PCI_FUNCTIONS,
+        };
+        return Err(setting.error(file, problem));
+    }
+    let mut entries: Vec<PciEntry> = Vec::with_capacity(items.len());
+    for item in items {
+        let entry = pci_function(file, item)?;
+        if let Some(other) = entries.iter().find(|other| other.address == entry.address) {
+            let problem = Problem::PciDuplicate {
+                found: format!("{:?}", entry.text),
+                other: format!("{:?} (line {})", other.text, other.line),
+            };
+            return Err(ManifestError::new(
+                file,
+                Some(item.line),
+                Some("pci"),
+                problem,
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// One item of `pci`, in xl's syntax `[DDDD:]BB:DD.F[@VSLOT][,OPTION...]`: the segment
+/// (xl's "domain", 0 if left out) of 1 to 4 hex digits, the bus and the device of 1 or 2, the
+/// function of 1. The all-functions form `BB:DD.*`, the virtual slot and the options are
+/// recognised, and refused as not supported yet. Blanks around the item are allowed.
+fn pci_function(file: &Path, item: &ListItem) -> Result<PciEntry, ManifestError> {
+    let error = |problem| ManifestError::new(file, Some(item.line), Some("pci"), problem);
+    let found = format!("{:?}", item.text);
+    let invalid = || {
+        error(Problem::Invalid {
+            expected:
+                "a PCI function [DDDD:]BB:DD.F in hex, such as \"0000:00:03.0\" or \"03:00.1\""
+                    .to_owned(),
+            found: found.clone(),
+        })
+    };
+    let text = item.text.trim_matches([' ', '\t']);
+    let (spec, options) = match text.split_once(',') {
+        Some((spec, options)) if !options.is_empty() => (spec, Some(options)),
+        Some(_) => return Err(invalid()),
+        None => (text, None),
+    };
+    let (bdf, slot) = match spec.split_once('@') {
+        Some((bdf, slot)) if !slot.is_empty() => (bdf, Some(slot)),
+        Some(_) => return Err(invalid()),
+        None => (spec, None),
+    };
+    let (head, function) = bdf.split_once('.').ok_or_else(invalid)?;
+    let mut parts = head.rsplit(':');
+    let device = parts.next().ok_or_else(invalid)?;
+    let bus = parts.next().ok_or_else(invalid)?;
+    let segment = parts.next();
+    if parts.next().is_some() {
+        return Err(invalid());
+    }
+    // 1 to `max_digits` hex digits; at most four, so the value fits.
+    let hex = |digits: &str, max_digits: usize| -> Result<u16, ManifestError> {
+        if digits.is_empty()
+            || digits.len() > max_digits
+            || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(invalid());
+        }
+        u16::from_str_radix(digits, 16).map_err(|_| invalid())
+    };
+    let byte = |value: u16| u8::try_from(value).map_err(|_| invalid());
+    let out_of_range = |part, value| {
+        error(Problem::PciOutOfRange {
+            found: found.clone(),
+            part,
+            value,
+        })
+    };
+    let segment = match segment {
+        Some(digits) => hex(digits, 4)?,
+        None => 0,
+    };
+    let bus = byte(hex(bus, 2)?)?;
+    let device = hex(device, 2)?;
+    if device > 0x1f {
+        return Err(out_of_range(PciPart::Device, device));
+    }
+    if function == "*" {
+        return Err(error(Problem::PciAllFunctions {
+            found,
+            example: format!("{head}.0"),
+        }));
+    }
+    let function = hex(function, 1)?;
+    if function > 7 {
+        return Err(out_of_range(PciPart::Function, function));
+    }
+    if let Some(slot) = slot {
+        return Err(error(Problem::PciVirtualSlot {
+            found,
+            slot: slot.to_owned(),
+        }));
+    }
+    if let Some(options) = options {
+        return Err(error(Problem::PciOptions {
+            found,
+            options: options.to_owned(),
+        }));
+    }
+    Ok(PciEntry {
+        address: PciAddress {
+            segment,
+            bus,
+            device: byte(device)?,
+            function: byte(function)?,
+        },
         text: item.text.clone(),
         line: item.line,
     })
@@ -547,6 +716,138 @@ mod tests {
         assert_eq!(
             ports(&format!("[ {} ]", nine.join(", "))),
             Err("d.cfg:5: key `ioports`: lists 9 I/O port ranges, at most 8 are allowed".into())
+        );
+    }
+
+    fn pci(list: &str) -> Result<Vec<String>, String> {
+        parse(&format!("{MINIMAL}pci = {list}\n"))
+            .map(|config| {
+                let spec = config.to_spec(1).unwrap();
+                let addresses: Vec<PciAddress> = config.pci.iter().map(|e| e.address).collect();
+                assert_eq!(spec.pci.as_slice(), addresses.as_slice());
+                config.pci.iter().map(PciEntry::canonical).collect()
+            })
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn pci_functions_are_read_in_xl_syntax() {
+        assert_eq!(parse(MINIMAL).unwrap().pci, vec![]);
+        assert_eq!(pci("[]"), Ok(vec![]));
+        assert_eq!(
+            pci("[ \"0000:00:03.0\" ]"),
+            Ok(vec!["0000:00:03.0".to_owned()])
+        );
+        assert_eq!(
+            pci("[ '03:00.1', \"ffff:FF:1f.7\", ' 1:2:3.4 ', \"0:0.0\", ]"),
+            Ok(vec![
+                "0000:03:00.1".to_owned(),
+                "ffff:ff:1f.7".to_owned(),
+                "0001:02:03.4".to_owned(),
+                "0000:00:00.0".to_owned(),
+            ])
+        );
+        let config = parse(&format!("{MINIMAL}pci = [\n  '0001:02:1e.5',\n]\n")).unwrap();
+        assert_eq!(
+            config.pci,
+            vec![PciEntry {
+                address: PciAddress {
+                    segment: 1,
+                    bus: 2,
+                    device: 0x1e,
+                    function: 5
+                },
+                text: "0001:02:1e.5".into(),
+                line: 6,
+            }]
+        );
+        let eight: Vec<String> = (0..8).map(|f| format!("'00:03.{f}'")).collect();
+        assert_eq!(pci(&format!("[ {} ]", eight.join(", "))).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn bad_pci_functions_say_what_is_wrong() {
+        const EXPECTED: &str = "expected a PCI function [DDDD:]BB:DD.F in hex, such as \"0000:00:03.0\" or \"03:00.1\"";
+        for item in [
+            "",
+            "03",
+            "00:03",
+            "03.0",
+            "00:03.",
+            ":00:03.0",
+            "00::03.0",
+            "0:0:0:03.0",
+            "00000:00:03.0",
+            "0000:100:03.0",
+            "0000:00:003.0",
+            "00:03.00",
+            "00:03.0.1",
+            "0x00:03.0",
+            "00:03.g",
+            "00:03.0,",
+            "00:03.0@",
+            "00:03 .0",
+            "+0:03.0",
+            "eth0",
+            "bdf=00:03.0",
+        ] {
+            assert_eq!(
+                pci(&format!("[ '{item}' ]")),
+                Err(format!("d.cfg:5: key `pci`: {EXPECTED}, found {item:?}")),
+            );
+        }
+        assert_eq!(
+            pci("[ '00:20.0' ]"),
+            Err("d.cfg:5: key `pci`: \"00:20.0\": device 20 is out of range: PCI devices are 00 to 1f (hex)".into())
+        );
+        assert_eq!(
+            pci("[ '00:ff.0' ]"),
+            Err("d.cfg:5: key `pci`: \"00:ff.0\": device ff is out of range: PCI devices are 00 to 1f (hex)".into())
+        );
+        assert_eq!(
+            pci("[ '00:03.8' ]"),
+            Err("d.cfg:5: key `pci`: \"00:03.8\": function 8 is out of range: PCI functions are 0 to 7 (hex)".into())
+        );
+        assert_eq!(
+            pci("[ '0000:00:03.*' ]"),
+            Err("d.cfg:5: key `pci`: \"0000:00:03.*\": all the functions of a device at once (`.*`) are not supported yet; list each function, such as \"0000:00:03.0\"".into())
+        );
+        assert_eq!(
+            pci("[ '00:03.0@5' ]"),
+            Err("d.cfg:5: key `pci`: \"00:03.0@5\": a virtual slot (`@5`) is not supported yet; the domain sees the function at its own address".into())
+        );
+        assert_eq!(
+            pci("[ '0000:00:03.0,permissive=1,seize=1' ]"),
+            Err("d.cfg:5: key `pci`: \"0000:00:03.0,permissive=1,seize=1\": per-device options are not supported yet; write the function alone, without `,permissive=1,seize=1`".into())
+        );
+        // The address is checked before the options.
+        assert_eq!(
+            pci("[ '00:03.9,permissive=1' ]"),
+            Err("d.cfg:5: key `pci`: \"00:03.9,permissive=1\": function 9 is out of range: PCI functions are 0 to 7 (hex)".into())
+        );
+        assert_eq!(
+            pci("[ '00:03.0', '0000:00:03.0' ]"),
+            Err("d.cfg:5: key `pci`: \"0000:00:03.0\" is the same function as \"00:03.0\" (line 5); list each function once".into())
+        );
+        assert_eq!(
+            pci("'00:03.0'"),
+            Err("d.cfg:5: key `pci`: expected a list of PCI functions [DDDD:]BB:DD.F in hex, such as [ \"0000:00:03.0\" ], found \"00:03.0\"".into())
+        );
+        let nine: Vec<String> = (0..9).map(|d| format!("'00:{d:02x}.0'")).collect();
+        assert_eq!(
+            pci(&format!("[ {} ]", nine.join(", "))),
+            Err("d.cfg:5: key `pci`: lists 9 PCI functions, at most 8 are allowed".into())
+        );
+    }
+
+    #[test]
+    fn pci_options_of_xl_that_are_keys_are_still_not_supported() {
+        let message = parse(&format!("{MINIMAL}pci_permissive = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "d.cfg:5: key `pci_permissive` is not supported yet"
         );
     }
 

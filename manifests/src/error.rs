@@ -148,6 +148,23 @@ pub enum Problem {
     },
     #[error("lists {count} I/O port ranges, at most {max} are allowed")]
     TooManyIoPortRanges { count: usize, max: usize },
+    #[error("{found}: {part} {value:x} is out of range: PCI {part}s are {range} (hex)", range = .part.range())]
+    PciOutOfRange {
+        found: String,
+        part: PciPart,
+        value: u16,
+    },
+    #[error("{found}: all the functions of a device at once (`.*`) are not supported yet; list each function, such as {example:?}")]
+    PciAllFunctions { found: String, example: String },
+    #[error("{found}: a virtual slot (`@{slot}`) is not supported yet; the domain sees the function at its own address")]
+    PciVirtualSlot { found: String, slot: String },
+    #[error("{found}: per-device options are not supported yet; write the function alone, without `,{options}`")]
+    PciOptions { found: String, options: String },
+    /// `other` is the item it repeats and its line: `"00:03.0" (line 7)`.
+    #[error("{found} is the same function as {other}; list each function once")]
+    PciDuplicate { found: String, other: String },
+    #[error("lists {count} PCI functions, at most {max} are allowed")]
+    TooManyPciFunctions { count: usize, max: usize },
 
     // The system.
     #[error("lists {count} domains, at most {max} are allowed")]
@@ -158,6 +175,10 @@ pub enum Problem {
     /// domain "uart" (uart.cfg:6)`.
     #[error("{found} overlaps {other}; an I/O port belongs to one domain only")]
     IoPortTaken { found: String, other: String },
+    /// `other` is the domain given it, the function as that domain wrote it and where:
+    /// `domain "nic" as "0000:03:00.0" (nic.cfg:6)`.
+    #[error("{found} is already given to {other}; a PCI function belongs to one domain only")]
+    PciTaken { found: String, other: String },
     #[error("no domain listed in `domains` is named {name:?} (the domains are: {known})")]
     UnknownDomain { name: String, known: String },
 
@@ -170,6 +191,32 @@ pub enum Problem {
     NotPvhImage { path: PathBuf, defect: ImageDefect },
     #[error("cannot encode the manifest: {reason}")]
     Encode { reason: String },
+}
+
+/// The part of a PCI address that is out of range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PciPart {
+    Device,
+    Function,
+}
+
+impl PciPart {
+    /// The values allowed, in hex.
+    pub fn range(self) -> &'static str {
+        match self {
+            PciPart::Device => "00 to 1f",
+            PciPart::Function => "0 to 7",
+        }
+    }
+}
+
+impl fmt::Display for PciPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PciPart::Device => "device",
+            PciPart::Function => "function",
+        })
+    }
 }
 
 /// Why a kernel file is not a PVH image the microvisor can boot.

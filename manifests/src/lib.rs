@@ -1,7 +1,7 @@
 //! The host-side manifest compiler.
 //!
 //! The user describes each domain in Xen's `xl.cfg` syntax (`name`, `type`, `kernel`,
-//! `memory`, `vcpus`, `cmdline`, `on_crash`, `ioports`, ...) and lists the domains that boot
+//! `memory`, `vcpus`, `cmdline`, `on_crash`, `ioports`, `pci`, ...) and lists the domains that boot
 //! in a system file, with the domains that serve xenstore and the console. This crate reads and validates them (every error names the file, the line and the
 //! key) and compiles the system into the `postcard` blob whose schema is
 //! [`microvisor_abi::manifest::SystemManifest`]: the microvisor decodes that blob at boot and
@@ -26,9 +26,9 @@ mod xl_keys;
 
 pub use compile::{compile_system, CompiledSystem};
 pub use domain::{
-    parse_domain_config, DomainConfig, IoPortEntry, DOMAIN_KEYS, MAX_CMDLINE_LEN, MAX_NAME_LEN,
-    MEMORY_MIB_RANGE, RESERVED_NAME,
+    parse_domain_config, DomainConfig, IoPortEntry, PciEntry, DOMAIN_KEYS, MAX_CMDLINE_LEN,
+    MAX_NAME_LEN, MEMORY_MIB_RANGE, RESERVED_NAME,
 };
-pub use error::{ImageDefect, Location, ManifestError, Problem};
+pub use error::{ImageDefect, Location, ManifestError, PciPart, Problem};
 pub use image::pvh_entry_point;
 pub use system::{parse_system_config, DomainEntry, DomainRef, SystemConfig, SYSTEM_KEYS};

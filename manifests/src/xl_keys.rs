@@ -15,7 +15,7 @@ const UNSUPPORTED_XL_KEYS: &[&str] = &[
     "smbios_firmware", "acpi_firmware", "device_tree",
     // Devices.
     "disk", "vif", "vtpm", "p9", "pvcalls", "vfb", "vkb", "channel", "rdm", "usbctrl",
-    "usbdev", "pci", "pci_permissive", "pci_msitranslate", "pci_seize", "pci_power_mgmt",
+    "usbdev", "pci_permissive", "pci_msitranslate", "pci_seize", "pci_power_mgmt",
     "gfx_passthru", "iomem", "irqs", "max_event_channels", "vdispl", "vsnd", "tee",
     "dtdev", "vuart", "e820_host", "serial", "usb", "usbdevice", "usbversion",
     // HVM and PVH platform.
@@ -49,7 +49,7 @@ mod tests {
         for key in [
             "disk",
             "vif",
-            "pci",
+            "pci_permissive",
             "maxmem",
             "maxvcpus",
             "builder",
@@ -64,5 +64,6 @@ mod tests {
         assert!(!is_unsupported_xl_key("device"));
         // Supported, so listed in DOMAIN_KEYS instead.
         assert!(!is_unsupported_xl_key("ioports"));
+        assert!(!is_unsupported_xl_key("pci"));
     }
 }

@@ -9,8 +9,8 @@ use common::{domain_cfg, ElfImage, Scratch};
 use heapless::String as HString;
 use manifests::compile_system;
 use microvisor_abi::manifest::{
-    DomainSpec, DomainType, IoPortRange, LifecycleAction, SystemManifest, MANIFEST_VERSION,
-    MAX_IOPORT_RANGES,
+    DomainSpec, DomainType, IoPortRange, LifecycleAction, PciAddress, SystemManifest,
+    MANIFEST_VERSION, MAX_IOPORT_RANGES, MAX_PCI_FUNCTIONS,
 };
 
 fn spec(name: &str, image_module: u16, memory_mib: u32, vcpus: u32, cmdline: &str) -> DomainSpec {
@@ -25,6 +25,7 @@ fn spec(name: &str, image_module: u16, memory_mib: u32, vcpus: u32, cmdline: &st
         on_reboot: LifecycleAction::Restart,
         on_crash: LifecycleAction::Destroy,
         ioports: heapless::Vec::new(),
+        pci: heapless::Vec::new(),
     }
 }
 
@@ -273,4 +274,99 @@ fn a_service_domain_needs_a_listed_domain() {
         scratch.path("system.cfg").display()
     );
     assert_eq!(message, expected);
+}
+
+fn functions(addresses: &[(u16, u8, u8, u8)]) -> heapless::Vec<PciAddress, MAX_PCI_FUNCTIONS> {
+    addresses
+        .iter()
+        .map(|&(segment, bus, device, function)| PciAddress {
+            segment,
+            bus,
+            device,
+            function,
+        })
+        .collect()
+}
+
+#[test]
+fn pci_functions_compile_to_addresses_and_survive_the_blob() {
+    let scratch = Scratch::new();
+    scratch.write("k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write(
+        "system.cfg",
+        "domains = [ 'net.cfg', 'guest.cfg', 'disk.cfg' ]\n",
+    );
+    scratch.write(
+        "net.cfg",
+        format!(
+            "{}pci = [\n  \"0000:03:00.0\",  # the card\n  '03:00.1',\n]\n",
+            domain_cfg("net", "k")
+        ),
+    );
+    scratch.write("guest.cfg", domain_cfg("guest", "k"));
+    // Other functions of the same device, and the same address in another segment, are
+    // other functions.
+    scratch.write(
+        "disk.cfg",
+        format!(
+            "{}pci = [ '03:00.2', '0001:03:00.0', 'ff:1f.7' ]\n",
+            domain_cfg("disk", "k")
+        ),
+    );
+    let compiled = compile_system(&scratch.path("system.cfg"), &[]).expect("compiles");
+
+    let expected = SystemManifest {
+        version: MANIFEST_VERSION,
+        domains: heapless::Vec::from_slice(&[
+            DomainSpec {
+                pci: functions(&[(0, 3, 0, 0), (0, 3, 0, 1)]),
+                ..spec("net", 1, 16, 1, "")
+            },
+            spec("guest", 1, 16, 1, ""),
+            DomainSpec {
+                pci: functions(&[(0, 3, 0, 2), (1, 3, 0, 0), (0, 0xff, 0x1f, 7)]),
+                ..spec("disk", 1, 16, 1, "")
+            },
+        ])
+        .expect("three fit"),
+        xenstore_domain: None,
+        console_domain: None,
+    };
+    assert_eq!(compiled.manifest, expected);
+    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
+    assert_eq!(decoded, expected);
+    assert_eq!(
+        compiled.blob,
+        postcard::to_allocvec(&expected).expect("encodes")
+    );
+}
+
+#[test]
+fn a_domain_may_have_the_most_pci_functions_and_ports_too() {
+    let scratch = Scratch::new();
+    scratch.write("k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write("system.cfg", "domains = [ 'd.cfg' ]\n");
+    let items: Vec<String> = (0..MAX_PCI_FUNCTIONS)
+        .map(|function| format!("'0000:00:03.{function}'"))
+        .collect();
+    scratch.write(
+        "d.cfg",
+        format!(
+            "{}ioports = [ '3f8-3ff' ]\npci = [ {} ]\n",
+            domain_cfg("d", "k"),
+            items.join(", ")
+        ),
+    );
+    let compiled = compile_system(&scratch.path("system.cfg"), &[]).expect("compiles");
+    let domain = &compiled.manifest.domains[0];
+    assert_eq!(domain.pci.len(), MAX_PCI_FUNCTIONS);
+    assert!(domain
+        .pci
+        .iter()
+        .enumerate()
+        .all(|(index, address)| usize::from(address.function) == index
+            && (address.segment, address.bus, address.device) == (0, 0, 3)));
+    assert_eq!(domain.ioports, ports(&[(0x3f8, 0x3ff)]));
+    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
+    assert_eq!(decoded, compiled.manifest);
 }

@@ -40,7 +40,7 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("syntax-list-separator.cfg", System, "tests/bad/syntax-list-separator.cfg:4: key `domains`: expected `,` or `]` after a list item, found `\"b.cfg\"`"),
     // Keys.
     ("duplicate-key.cfg", Domain, "tests/bad/duplicate-key.cfg:6: key `memory`: set twice: first on line 5, again on line 6"),
-    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, memory, vcpus, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports)"),
+    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, memory, vcpus, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci)"),
     ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `disk` is not supported yet"),
     ("missing-name.cfg", Domain, "tests/bad/missing-name.cfg: key `name`: required key is missing"),
     ("missing-type.cfg", Domain, "tests/bad/missing-type.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"),
@@ -73,6 +73,15 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("ioports-backwards.cfg", Domain, "tests/bad/ioports-backwards.cfg:6: key `ioports`: \"3ff-3f8\" is backwards: its first port is above its last"),
     ("ioports-overlap.cfg", Domain, "tests/bad/ioports-overlap.cfg:9: key `ioports`: \"3fc\" overlaps \"3f8-3ff\" (line 7); list each port once"),
     ("ioports-too-many.cfg", Domain, "tests/bad/ioports-too-many.cfg:6: key `ioports`: lists 9 I/O port ranges, at most 8 are allowed"),
+    ("pci-not-list.cfg", Domain, "tests/bad/pci-not-list.cfg:6: key `pci`: expected a list of PCI functions [DDDD:]BB:DD.F in hex, such as [ \"0000:00:03.0\" ], found \"0000:00:03.0\""),
+    ("pci-bad-function.cfg", Domain, "tests/bad/pci-bad-function.cfg:8: key `pci`: expected a PCI function [DDDD:]BB:DD.F in hex, such as \"0000:00:03.0\" or \"03:00.1\", found \"eth0\""),
+    ("pci-device-out-of-range.cfg", Domain, "tests/bad/pci-device-out-of-range.cfg:6: key `pci`: \"00:20.0\": device 20 is out of range: PCI devices are 00 to 1f (hex)"),
+    ("pci-function-out-of-range.cfg", Domain, "tests/bad/pci-function-out-of-range.cfg:6: key `pci`: \"00:03.8\": function 8 is out of range: PCI functions are 0 to 7 (hex)"),
+    ("pci-all-functions.cfg", Domain, "tests/bad/pci-all-functions.cfg:6: key `pci`: \"03:00.*\": all the functions of a device at once (`.*`) are not supported yet; list each function, such as \"03:00.0\""),
+    ("pci-virtual-slot.cfg", Domain, "tests/bad/pci-virtual-slot.cfg:6: key `pci`: \"03:00.0@4\": a virtual slot (`@4`) is not supported yet; the domain sees the function at its own address"),
+    ("pci-options.cfg", Domain, "tests/bad/pci-options.cfg:6: key `pci`: \"0000:00:03.0,permissive=1\": per-device options are not supported yet; write the function alone, without `,permissive=1`"),
+    ("pci-duplicate.cfg", Domain, "tests/bad/pci-duplicate.cfg:9: key `pci`: \"0000:00:03.0\" is the same function as \"00:03.0\" (line 7); list each function once"),
+    ("pci-too-many.cfg", Domain, "tests/bad/pci-too-many.cfg:6: key `pci`: lists 9 PCI functions, at most 8 are allowed"),
     // System files.
     ("system-missing-domains.cfg", System, "tests/bad/system-missing-domains.cfg: key `domains`: required key is missing (write domains = [] for a system of no domains)"),
     ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains, xenstore_domain, console_domain)"),
@@ -80,6 +89,7 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("system-empty-entry.cfg", System, "tests/bad/system-empty-entry.cfg:4: key `domains`: expected a domain file, found \"\""),
     ("system-too-many-domains.cfg", System, "tests/bad/system-too-many-domains.cfg:2: key `domains`: lists 17 domains, at most 16 are allowed"),
     ("system-ioports-taken.cfg", System, "tests/bad/support/uart-too.cfg:8: key `ioports`: \"0x3fd\" overlaps \"3f8-3ff\" given to domain \"uart\" (tests/bad/support/uart.cfg:6); an I/O port belongs to one domain only"),
+    ("system-pci-taken.cfg", System, "tests/bad/support/nic-too.cfg:8: key `pci`: \"03:00.0\" is already given to domain \"nic\" as \"0000:03:00.0\" (tests/bad/support/nic.cfg:6); a PCI function belongs to one domain only"),
     ("system-unknown-console-domain.cfg", System, "tests/bad/system-unknown-console-domain.cfg:3: key `console_domain`: no domain listed in `domains` is named \"console\" (the domains are: good)"),
     ("system-unknown-xenstore-domain.cfg", System, "tests/bad/system-unknown-xenstore-domain.cfg:3: key `xenstore_domain`: no domain listed in `domains` is named \"good.cfg\" (the domains are: good)"),
     ("system-console-domain-not-string.cfg", System, "tests/bad/system-console-domain-not-string.cfg:3: key `console_domain`: expected the name of a domain listed in `domains`, found 0"),
@@ -161,6 +171,8 @@ fn the_support_files_are_valid_on_their_own() {
         "no-such-kernel.cfg",
         "uart.cfg",
         "uart-too.cfg",
+        "nic.cfg",
+        "nic-too.cfg",
     ] {
         let path = Path::new("tests/bad/support").join(file);
         let text = fs::read_to_string(&path).expect("support file");

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 const GOOD_DOMAIN: &str =
     "name = \"hello\" # c\ntype = 'pvh'\nkernel = \"hello\"\nmemory = 0x10;\n\
                            vcpus = 2\ncmdline = \"mode=hello \\\"q\\\"\"\non_crash = \"preserve\"\n\
-                           ioports = [ \"3f8-3ff\", '0x80' ]\n";
+                           ioports = [ \"3f8-3ff\", '0x80' ]\n\
+                           pci = [ \"0000:00:03.0\", '03:00.1' ]\n";
 const GOOD_SYSTEM: &str =
     "domains = [\n  \"a.cfg\", # one\n  'b.cfg',\n]\nconsole_domain = 'a'\nxenstore_domain = \"b\"\n";
 
@@ -30,6 +31,7 @@ fn config_like_text() -> impl Strategy<Value = String> {
         "domains",
         "disk",
         "ioports",
+        "pci",
         "xenstore_domain",
         "console_domain",
         "x",
@@ -56,6 +58,13 @@ fn config_like_text() -> impl Strategy<Value = String> {
         "\"3f8-3ff\"",
         "'0x80'",
         "-",
+        "\"0000:00:03.0\"",
+        "'03:00.*'",
+        ":",
+        ".",
+        "@",
+        "*",
+        "1f",
         "é",
         "\u{feff}",
     ]);

@@ -24,3 +24,5 @@ pub const ESRCH: i64 = -3;
 pub const ENOSPC: i64 = -28;
 /// Bad address in a place the ABI does not call a pointer (Xen's `-ENXIO` for areas).
 pub const ENXIO: i64 = -6;
+/// No such device (a PCI function the caller does not own is invisible).
+pub const ENODEV: i64 = -19;

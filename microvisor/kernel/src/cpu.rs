@@ -54,6 +54,7 @@ static IDT_BUILT: AtomicBool = AtomicBool::new(false);
 
 extern "C" {
     static exc_stub_table: [u64; 32];
+    static device_irq_stub_table: [u64; 16];
     fn timer_stub();
     fn spurious_stub();
     fn other_irq_stub();
@@ -84,6 +85,7 @@ pub fn build_idt() {
         for (vector, slot) in idt.0.chunks_exact_mut(2).enumerate() {
             let handler = match vector {
                 0..=31 => exc_stub_table[vector],
+                v if (0x30..0x40).contains(&v) => device_irq_stub_table[v - 0x30],
                 v if v == usize::from(TIMER_VECTOR) => timer_stub as *const () as u64,
                 v if v == usize::from(SPURIOUS_VECTOR) => spurious_stub as *const () as u64,
                 _ => other_irq_stub as *const () as u64,
@@ -210,12 +212,28 @@ other_irq_stub:
 spurious_stub:
     iretq
 
+    /* Device interrupts (MSI-X of passthrough functions): note the vector, acknowledge. */
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+device_irq_stub_\v:
+    lock btsq $\v, DEVICE_IRQ_PENDING(%rip)
+    pushq %rax
+    movabsq $0xfee000b0, %rax
+    movl $0, (%rax)
+    popq %rax
+    iretq
+    .endr
+
     .section .rodata.exc_table, "a"
     .balign 8
     .global exc_stub_table
 exc_stub_table:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad exc_stub_\v
+    .endr
+    .global device_irq_stub_table
+device_irq_stub_table:
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    .quad device_irq_stub_\v
     .endr
 "#,
     options(att_syntax)

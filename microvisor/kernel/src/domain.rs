@@ -73,6 +73,8 @@ pub struct Domain {
     pub displaced: Vec<u64, 64>,
     /// Its own I/O permission map (3 frames) when the manifest gave it `ioports`.
     pub iopm: Option<u64>,
+    /// Its DMA (IOMMU second-level) page table when it owns PCI functions.
+    pub dma_table: Option<u64>,
 }
 
 pub static DOMAINS: Mutex<[Option<Domain>; MAX_DOMAINS]> = Mutex::new([const { None }; MAX_DOMAINS]);
@@ -121,6 +123,7 @@ pub enum BuildError {
     Image(microvisor_core::image::ImageError),
     StartInfo,
     BadModule,
+    Pci(crate::pci::AssignError),
 }
 
 impl core::fmt::Display for BuildError {
@@ -130,6 +133,7 @@ impl core::fmt::Display for BuildError {
             Self::Image(e) => write!(f, "bad image: {e:?}"),
             Self::StartInfo => write!(f, "command line does not fit the start-info page"),
             Self::BadModule => write!(f, "the manifest names a boot module that does not exist"),
+            Self::Pci(e) => write!(f, "{e}"),
         }
     }
 }
@@ -182,9 +186,10 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     let domid = NEXT_DOMID.fetch_add(1, Ordering::Relaxed);
     crate::stats::reset_domain(slot);
     let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
-    let iopm = match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
-        Ok(iopm) => iopm,
+    let (iopm, dma_table) = match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
+        Ok(done) => done,
         Err(e) => {
+            crate::pci::release(slot);
             vcpu::destroy_all(slot);
             crate::grants::destroy_domain(slot, domid);
             crate::events::destroy_domain(slot, domid);
@@ -213,6 +218,7 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         hvm_params,
         displaced: Vec::new(),
         iopm,
+        dma_table,
     });
     crate::scheduler::add_domain(slot, spec.vcpus);
     notify_services();
@@ -243,7 +249,7 @@ fn connect_services(
     spec_index: usize,
     npt: &mut NestedPageTable,
     params: &mut [u64; microvisor_abi::hvm::HVM_NR_PARAMS as usize],
-) -> Result<Option<u64>, BuildError> {
+) -> Result<(Option<u64>, Option<u64>), BuildError> {
     use microvisor_abi::grant::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
     use microvisor_abi::hvm::*;
     let manifest = MANIFEST.get().expect("manifest decoded");
@@ -278,7 +284,9 @@ fn connect_services(
         params[port_param as usize] = u64::from(port);
     }
     let _ = domid;
-    Ok(iopm)
+    let ram_bytes = u64::from(spec.memory_mib) << 20;
+    let dma_table = crate::pci::assign(slot, &spec.pci, npt, ram_bytes).map_err(BuildError::Pci)?;
+    Ok((iopm, dma_table))
 }
 
 /// Tell the service domains the set of domains changed (VIRQ_DOMAIN_CHANGE).
@@ -343,6 +351,11 @@ fn tear_down(slot: usize) {
         return;
     }
     vcpu::destroy_all(slot);
+    // Devices first: no DMA may reach the frames once they are scrubbed and reused.
+    crate::pci::release(slot);
+    if let Some(table) = domain.dma_table {
+        crate::iommu::destroy_domain_table(table);
+    }
     crate::grants::destroy_domain(slot, domain.domid);
     crate::events::destroy_domain(slot, domain.domid);
     for &frame in &domain.displaced {
@@ -392,10 +405,20 @@ pub fn check_all_gone() {
     let preserved = table.iter().flatten().filter(|d| d.state == DomainState::Preserved).count();
     let services = table.iter().flatten().filter(|d| d.state != DomainState::Preserved && is_service(d)).count();
     drop(table);
-    if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 {
-        if services > 0 && has_guests {
-            crate::log!("every guest domain is gone; stopping {services} service domain(s)");
+    if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 && services > 0 && has_guests {
+        crate::log!("every guest domain is gone; stopping {services} service domain(s)");
+        let slots: Vec<usize, MAX_DOMAINS> = DOMAINS
+            .lock()
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, d)| d.as_ref().filter(|d| d.state == DomainState::Running && is_service(d)).map(|_| slot))
+            .collect();
+        for slot in slots {
+            crate::scheduler::shutdown_domain(slot, ShutdownReason::Poweroff);
         }
+        return;
+    }
+    if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 {
         if preserved == 0 {
             crate::log!("all domains gone, powering off");
         } else {

@@ -53,6 +53,7 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
             crate::lapic::disarm_timer();
             return Outcome::Dead;
         }
+        crate::pci::dispatch_interrupts();
         let now = crate::time::now_ns();
         let mut deadline = vcpu::timer(slot, id).load(Ordering::Relaxed);
         if deadline != 0 && deadline <= now {
@@ -184,11 +185,12 @@ fn inject_upcall(slot: usize, id: usize, vmcb: Vmcb) {
     const V_IRQ: u64 = 1 << 8;
     const V_INTR_PRIO: u64 = 0xf << 16;
     const V_IGN_TPR: u64 = 1 << 20;
+    // V_INTR_VECTOR is bits 39:32 of the same quadword.
+    const V_INTR_VECTOR: u64 = 0xff << 32;
     let vector = crate::events::callback_vector(slot);
-    let mut vintr = vmcb.read64(control::VINTR) & !(0xff | V_IRQ | V_INTR_PRIO | V_IGN_TPR);
+    let mut vintr = vmcb.read64(control::VINTR) & !(0xff | V_IRQ | V_INTR_PRIO | V_IGN_TPR | V_INTR_VECTOR);
     if vector != 0 && crate::events::upcall_pending(slot, id) {
-        vintr |= V_IRQ | V_INTR_PRIO | V_IGN_TPR;
-        vmcb.write8(control::VINTR_VECTOR, vector);
+        vintr |= V_IRQ | V_INTR_PRIO | V_IGN_TPR | (u64::from(vector) << 32);
     }
     vmcb.write64(control::VINTR, vintr);
 }

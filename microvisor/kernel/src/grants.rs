@@ -23,11 +23,20 @@ pub struct GrantState {
     pub nr_frames: u32,
     pub active: ActiveGrants<MAX_REFS>,
     pub maptrack: MapTrack<MAX_MAPPINGS>,
+    /// A zeroed frame of the microvisor's that stands in, in this domain's nested page table,
+    /// for grants it had mapped from a domain that was destroyed (0: none yet).
+    pub stand_in: u64,
 }
 
 impl GrantState {
     const fn empty() -> Self {
-        Self { frames: [0; MAX_GRANT_FRAMES as usize], nr_frames: 0, active: ActiveGrants::new(), maptrack: MapTrack::new() }
+        Self {
+            frames: [0; MAX_GRANT_FRAMES as usize],
+            nr_frames: 0,
+            active: ActiveGrants::new(),
+            maptrack: MapTrack::new(),
+            stand_in: 0,
+        }
     }
 }
 
@@ -135,6 +144,9 @@ pub fn destroy_domain(slot: usize, domid: u16) {
         }
     }
     // What others mapped of this domain: revoke it before its frames are scrubbed and freed.
+    // The mapper keeps its handle and finds a zeroed stand-in page at the same address, so a
+    // service domain that has not yet noticed the death reads zeros instead of faulting;
+    // its later unmap of the handle succeeds as usual.
     for other in 0..MAX_DOMAINS {
         if other == slot {
             continue;
@@ -143,10 +155,19 @@ pub fn destroy_domain(slot: usize, domid: u16) {
             let revoked = {
                 let mut state = GRANTS[other].lock();
                 let handle = state.maptrack.find_granter(domid);
-                handle.and_then(|h| state.maptrack.remove(h).ok())
+                let mapping = handle.and_then(|h| state.maptrack.revoke(h).ok());
+                if mapping.is_some() && state.stand_in == 0 {
+                    state.stand_in = mem::alloc_zeroed().unwrap_or(0);
+                }
+                mapping.map(|m| (m, state.stand_in))
             };
-            let Some(mapping) = revoked else { break };
-            unmap_from(other, mapping.gpa);
+            let Some((mapping, stand_in)) = revoked else { break };
+            if let Some(domain) = crate::domain::DOMAINS.lock()[other].as_mut() {
+                domain.npt.unmap(mapping.gpa);
+                if stand_in != 0 {
+                    let _ = domain.npt.map(mapping.gpa, stand_in, true, false);
+                }
+            }
             crate::scheduler::shootdown(other);
             crate::log!("grant {} of domain {domid} revoked from its mapper at teardown", mapping.gref);
         }
@@ -154,6 +175,9 @@ pub fn destroy_domain(slot: usize, domid: u16) {
     let mut state = GRANTS[slot].lock();
     for &frame in &state.frames[..state.nr_frames as usize] {
         mem::free(frame);
+    }
+    if state.stand_in != 0 {
+        mem::free(state.stand_in);
     }
     *state = GrantState::empty();
 }

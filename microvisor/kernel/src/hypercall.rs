@@ -344,9 +344,21 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
     Ok(written as i64)
 }
 
-fn microvisor_op(caller: &mut Caller, [cmd, arg, count, ..]: [u64; 5]) -> Result<i64, i64> {
+fn microvisor_op(caller: &mut Caller, [cmd, arg, count, extra @ ..]: [u64; 5]) -> Result<i64, i64> {
     match cmd {
         microvisor_abi::microvisor_op::MVOP_LIST_DOMAINS => list_domains(caller, arg, count),
+        microvisor_abi::microvisor_op::MVOP_PCI_LIST => {
+            const SIZE: usize = microvisor_abi::microvisor_op::PCI_FUNCTION_ENTRY_SIZE;
+            let mut entries = [[0u8; SIZE]; 8];
+            let n = crate::pci::list(caller.slot, &mut entries).min(count as usize);
+            for (i, entry) in entries.iter().take(n).enumerate() {
+                caller.write_bytes(arg + (i * SIZE) as u64, entry)?;
+            }
+            Ok(n as i64)
+        }
+        microvisor_abi::microvisor_op::MVOP_PCI_CONFIG_READ => crate::pci::config_read(caller.slot, arg, count, extra[0]),
+        microvisor_abi::microvisor_op::MVOP_PCI_CONFIG_WRITE => crate::pci::config_write(caller.slot, arg, count, extra[0], extra[1]),
+        microvisor_abi::microvisor_op::MVOP_PCI_BIND_MSIX => crate::pci::bind_msix(caller.slot, arg, count, extra[0]),
         microvisor_abi::microvisor_op::MVOP_DOMAIN_STATS => {
             let c = &crate::stats::PER_DOMAIN[caller.slot];
             let mut bytes = [0u8; 24];

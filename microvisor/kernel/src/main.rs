@@ -16,6 +16,8 @@ mod domain;
 mod events;
 mod exits;
 mod grants;
+mod iommu;
+mod pci;
 mod hc_events;
 mod hc_grants;
 mod guestmem;
@@ -70,6 +72,7 @@ extern "C" fn bsp_main(magic: u32, info_pa: u32) -> ! {
     log!("{online} of {} cpus online, SVM with nested paging on each", platform.apic_ids.len());
 
     let manifest = platform::decode_manifest().unwrap_or_else(|why| refuse(why));
+    platform::init_devices(&platform, manifest);
     domain::BASELINE_FRAMES.store(mem::allocated_frames(), core::sync::atomic::Ordering::Relaxed);
     let count = manifest.domains.len();
     domain::NOT_YET_RUNNING.store(count as u32, core::sync::atomic::Ordering::Release);

@@ -70,6 +70,18 @@ impl NestedPageTable {
         Ok(())
     }
 
+    /// Map a device's MMIO page (uncached: PCD|PWT), not owned by the domain.
+    pub fn map_mmio(&mut self, gpa: u64, hpa: u64) -> Result<(), OutOfMemory> {
+        self.map(gpa, hpa, true, false)?;
+        let mut table = self.root_pa;
+        for level in (1..4).rev() {
+            table = read_entry(table, Self::index(gpa, level)) & ADDR_MASK;
+        }
+        let index = Self::index(gpa, 0);
+        write_entry(table, index, read_entry(table, index) | (1 << 3) | (1 << 4));
+        Ok(())
+    }
+
     /// Remove the mapping of one guest page; returns the frame and whether it was owned.
     /// Every vCPU flushes its TLB at each VMRUN; a caller that frees the frame must first make
     /// sure no vCPU of the domain still runs with an old translation.

@@ -12,6 +12,32 @@ use crate::mem;
 
 pub struct Platform {
     pub apic_ids: Vec<u32, MAX_CPUS>,
+    /// The first VT-d remapping unit, if the DMAR lists one.
+    pub vtd_base: Option<u64>,
+    /// ECAM base and last bus of segment 0, from the MCFG.
+    pub ecam: Option<(u64, u8)>,
+}
+
+/// Switch on DMA remapping and find the PCI functions (after the manifest is known, so the
+/// BARs of assigned functions can be placed).
+pub fn init_devices(platform: &Platform, manifest: &SystemManifest) {
+    match platform.vtd_base {
+        Some(base) => {
+            if let Err(why) = crate::iommu::init(base) {
+                crate::log!("VT-d not usable: {why}; PCI passthrough is off");
+            }
+        }
+        None => crate::log!("no Intel VT-d unit (DMAR): PCI passthrough is off"),
+    }
+    if let Some((base, last_bus)) = platform.ecam {
+        let mut assigned: Vec<microvisor_abi::manifest::PciAddress, 64> = Vec::new();
+        for spec in &manifest.domains {
+            for address in &spec.pci {
+                let _ = assigned.push(*address);
+            }
+        }
+        crate::pci::init(base, last_bus.min(7), &assigned);
+    }
 }
 
 /// Physical memory as the parsers see it, through the identity map (below 4 GiB only).
@@ -84,10 +110,12 @@ pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
     );
     if let Some(dmar) = &acpi.dmar {
         for unit in &dmar.drhd_units {
-            crate::log!("VT-d remapping unit at {unit:#x} (DMA remapping comes with the passthrough work)");
+            crate::log!("VT-d remapping unit at {unit:#x}");
         }
     }
-    Ok(Platform { apic_ids })
+    let vtd_base = acpi.dmar.as_ref().and_then(|d| d.drhd_units.first().copied());
+    let ecam = acpi.mcfg.iter().find(|m| m.segment == 0).map(|m| (m.base_pa, m.bus_end));
+    Ok(Platform { apic_ids, vtd_base, ecam })
 }
 
 /// Decode boot module 0, the compiled system manifest.

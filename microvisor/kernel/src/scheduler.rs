@@ -17,6 +17,8 @@ use crate::vcpu::MAX_VCPUS;
 
 static SCHED: Mutex<Scheduler<MAX_VCPUS>> = Mutex::new(Scheduler::new());
 static DYING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+/// CPUs sleeping in the idle loop; a vCPU made runnable interrupts one of them.
+static IDLE: [AtomicBool; crate::cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; crate::cpu::MAX_CPUS];
 
 /// The longest an idle CPU sleeps before it looks at the run queue again.
 const IDLE_POLL_NS: u64 = 5_000_000;
@@ -49,17 +51,20 @@ pub fn vcpu_up(slot: usize, vcpu: usize) {
 /// that CPU so the vCPU exits and gets its upcall injected.
 pub fn kick(slot: usize, vcpu: usize) {
     let v = vref(slot, vcpu);
-    let running_on = {
+    let me = crate::lapic::current_cpu_index();
+    let target = {
         let mut sched = SCHED.lock();
         let state = sched.state(v);
-        sched.wake(v);
+        let woken = sched.wake(v);
         match state {
             Some(VcpuState::Running { cpu }) => Some(usize::from(cpu)),
+            // Now runnable: an idle CPU should pick it up at once rather than at its next poll.
+            _ if woken => (0..crate::smp::cpu_count()).find(|&c| c != me && IDLE[c].load(Ordering::Acquire)),
             _ => None,
         }
     };
-    if let Some(cpu) = running_on {
-        if cpu != crate::lapic::current_cpu_index() {
+    if let Some(cpu) = target {
+        if cpu != me {
             crate::lapic::send_fixed_ipi(crate::smp::apic_id_of(cpu), crate::cpu::KICK_VECTOR);
         }
     }
@@ -112,14 +117,27 @@ pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
         };
         d.state = DomainState::Dying { reason, action };
     }
-    let mut sched = SCHED.lock();
-    DYING[slot].store(true, Ordering::Release);
-    sched.remove_domain(slot as u16);
+    let finish = {
+        let mut sched = SCHED.lock();
+        DYING[slot].store(true, Ordering::Release);
+        sched.remove_domain(slot as u16);
+        // No vCPU of it on any CPU (all blocked or queued): nobody else will finish it.
+        sched.domain_quiesced(slot as u16) && DYING[slot].swap(false, Ordering::AcqRel)
+    };
+    // The service domains drop their connections to it before its grants are revoked.
+    domain::notify_services();
+    if finish {
+        domain::finish_shutdown(slot);
+    }
 }
 
 /// The loop every CPU runs once the domains are built.
 pub fn cpu_loop(cpu: usize) -> ! {
     loop {
+        crate::pci::dispatch_interrupts();
+        if cpu == 0 {
+            crate::iommu::poll_faults();
+        }
         let now = crate::time::now_ns();
         let picked = SCHED.lock().pick_next(cpu as u16, now);
         match picked {
@@ -128,7 +146,12 @@ pub fn cpu_loop(cpu: usize) -> ! {
                 let next = SCHED.lock().next_deadline();
                 let wait = next.map_or(IDLE_POLL_NS, |t| t.saturating_sub(now).clamp(1_000, IDLE_POLL_NS));
                 crate::lapic::arm_timer_ns(wait);
-                crate::arch::idle_wait();
+                IDLE[cpu].store(true, Ordering::Release);
+                // Look once more after announcing idleness, so a wake-up in between is not missed.
+                if SCHED.lock().runnable_count() == 0 {
+                    crate::arch::idle_wait();
+                }
+                IDLE[cpu].store(false, Ordering::Release);
                 crate::lapic::disarm_timer();
             }
         }

@@ -20,6 +20,10 @@ pub fn cpu_index_of_apic(apic_id: u32) -> Option<usize> {
     (0..CPU_COUNT.load(Ordering::Relaxed)).find(|&i| APIC_IDS[i].load(Ordering::Relaxed) == apic_id)
 }
 
+pub fn cpu_count() -> usize {
+    CPU_COUNT.load(Ordering::Relaxed)
+}
+
 pub fn apic_id_of(cpu: usize) -> u32 {
     APIC_IDS[cpu].load(Ordering::Relaxed)
 }

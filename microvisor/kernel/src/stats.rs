@@ -7,6 +7,8 @@ pub static HYPERCALLS: AtomicU64 = AtomicU64::new(0);
 pub static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 pub static EVENTS_SENT: AtomicU64 = AtomicU64::new(0);
 pub static GRANT_OPS: AtomicU64 = AtomicU64::new(0);
+pub static DMA_FAULTS: AtomicU64 = AtomicU64::new(0);
+pub static DEVICE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 /// Per-domain counters (by table slot), reset when a domain is built.
 pub struct DomainCounters {
     pub hypercalls: AtomicU64,

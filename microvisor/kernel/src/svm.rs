@@ -26,7 +26,6 @@ pub mod control {
     pub const GUEST_ASID: u64 = 0x058;
     pub const TLB_CONTROL: u64 = 0x05c;
     pub const VINTR: u64 = 0x060;
-    pub const VINTR_VECTOR: u64 = 0x064;
     pub const EXIT_CODE: u64 = 0x070;
     pub const EXIT_INFO1: u64 = 0x078;
     pub const EXIT_INFO2: u64 = 0x080;
