@@ -116,6 +116,8 @@ pub struct Machine {
     pub memory_mib: u32,
     /// QEMU's `-cpu` model; [`DEFAULT_CPU_MODEL`] if `None`.
     pub cpu_model: Option<String>,
+    /// More arguments (devices), after the standard ones.
+    pub extra_args: Vec<OsString>,
 }
 
 impl Machine {
@@ -155,6 +157,7 @@ impl Machine {
             .iter()
             .map(OsString::from),
         );
+        args.extend(self.extra_args.iter().cloned());
         args.push("-kernel".into());
         args.push(self.kernel.clone().into_os_string());
         if !self.modules.is_empty() {
@@ -254,6 +257,7 @@ mod tests {
             cpus: 2,
             memory_mib: 512,
             cpu_model: None,
+            extra_args: Vec::new(),
         }
     }
 

@@ -71,6 +71,8 @@ struct ScenarioToml {
     stop_when: Option<String>,
     /// QEMU's `-cpu` model for this scenario (default: the standard SVM-capable one).
     qemu_cpu: Option<String>,
+    /// A virtio-blk disk for a driver domain (PCI 00:03.0, behind the IOMMU).
+    disk: Option<DiskToml>,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -116,6 +118,25 @@ pub struct Scenario {
     pub forbid: Vec<Regex>,
     pub counts: Vec<CountRule>,
     pub qemu_cpu: Option<String>,
+    pub disk: Option<Disk>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskToml {
+    size_mib: u32,
+    #[serde(default)]
+    checks: Vec<[u64; 2]>,
+}
+
+/// A raw disk image the runner creates (zero-filled) and attaches as
+/// `virtio-blk-pci,disable-legacy=on,iommu_platform=on` at 00:03.0; after QEMU exits, each
+/// listed sector must hold the test pattern `pattern ^ (sector & 0xff) ^ (i & 0xff)`.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub size_mib: u32,
+    /// (sector, pattern byte)
+    pub checks: Vec<(u64, u8)>,
 }
 
 impl Scenario {
@@ -216,6 +237,25 @@ impl Scenario {
             forbid,
             counts,
             qemu_cpu: raw.qemu_cpu,
+            disk: raw
+                .disk
+                .map(|d| -> Result<Disk> {
+                    if d.size_mib == 0 {
+                        bail!("`disk.size_mib` must be at least 1");
+                    }
+                    let checks = d
+                        .checks
+                        .iter()
+                        .map(|[sector, pattern]| {
+                            if *pattern > 0xff || *sector >= u64::from(d.size_mib) * 2048 {
+                                bail!("`disk.checks` entry [{sector}, {pattern}] is outside the disk or not a byte pattern");
+                            }
+                            Ok((*sector, *pattern as u8))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Disk { size_mib: d.size_mib, checks })
+                })
+                .transpose()?,
         })
     }
 }

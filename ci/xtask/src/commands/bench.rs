@@ -169,6 +169,7 @@ fn boot(
         BENCH_MEMORY_MIB,
         None,
         None,
+        Vec::new(),
         &watch,
     )?;
     match capture.ending {

@@ -23,6 +23,7 @@ pub fn boot(
     memory_mib: u32,
     cmdline: Option<String>,
     cpu_model: Option<String>,
+    extra_args: Vec<std::ffi::OsString>,
     watch: &Watch,
 ) -> Result<Capture> {
     let machine = Machine {
@@ -33,6 +34,7 @@ pub fn boot(
         cpus,
         memory_mib,
         cpu_model,
+        extra_args,
     };
     serial::run(machine.command()?, watch)
 }

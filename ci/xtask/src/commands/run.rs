@@ -66,6 +66,7 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         args.memory,
         args.cmdline,
         None,
+        Vec::new(),
         &watch,
     )?;
     Ok(match capture.ending {

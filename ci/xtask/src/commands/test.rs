@@ -170,6 +170,22 @@ fn run_scenario(
         stop_when: scenario.stop_when.clone(),
         echo: verbose,
     };
+    let disk_path = workspace.target_dir.join("xtask").join(&scenario.name).join("disk.img");
+    let mut extra_args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(disk) = &scenario.disk {
+        let file = std::fs::File::create(&disk_path)
+            .with_context(|| format!("could not create {}", disk_path.display()))?;
+        file.set_len(u64::from(disk.size_mib) << 20)
+            .with_context(|| format!("could not size {}", disk_path.display()))?;
+        let mut drive = std::ffi::OsString::from("file=");
+        drive.push(&disk_path);
+        drive.push(",if=none,id=disk0,format=raw");
+        extra_args.extend(["-drive".into(), drive]);
+        extra_args.extend([
+            "-device".into(),
+            "virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,addr=03.0".into(),
+        ]);
+    }
     let capture = commands::boot(
         workspace,
         qemu,
@@ -178,6 +194,7 @@ fn run_scenario(
         SCENARIO_MEMORY_MIB,
         None,
         scenario.qemu_cpu.clone(),
+        extra_args,
         &watch,
     )?;
     let log = workspace.scenario_log(&scenario.name);
@@ -192,8 +209,36 @@ fn run_scenario(
         .iter()
         .map(|line| line.text.as_str())
         .collect();
-    let verdict = judge::judge(scenario, &lines, capture.ending);
+    let mut verdict = judge::judge(scenario, &lines, capture.ending);
+    if let Some(disk) = &scenario.disk {
+        verdict.failures.extend(check_disk(&disk_path, disk));
+    }
     Ok((capture, verdict))
+}
+
+/// Reads the disk image back on the host and checks the sectors the scenario lists.
+fn check_disk(path: &std::path::Path, disk: &scenario::Disk) -> Vec<String> {
+    let image = match std::fs::read(path) {
+        Ok(image) => image,
+        Err(e) => return vec![format!("could not read the disk image {}: {e}", path.display())],
+    };
+    let mut failures = Vec::new();
+    for &(sector, pattern) in &disk.checks {
+        let start = (sector * 512) as usize;
+        let Some(bytes) = image.get(start..start + 512) else {
+            failures.push(format!("sector {sector} is beyond the disk image"));
+            continue;
+        };
+        let expected = |i: usize| pattern ^ (sector as u8) ^ (i as u8);
+        if let Some(i) = (0..512).find(|&i| bytes[i] != expected(i)) {
+            failures.push(format!(
+                "disk image sector {sector} byte {i} is {:#04x}, expected {:#04x} (the driver domain's write did not reach the disk)",
+                bytes[i],
+                expected(i)
+            ));
+        }
+    }
+    failures
 }
 
 /// `FAILED: <first reason>` on the scenario's line, then every reason when there are several.
