@@ -20,11 +20,15 @@
 //! | `ring-hostile` | `backend` (required), `how` (`ring`, `gref` or `flood`), `flood` (200000), `spin_us` | `ring-hostile: <how> done`, `ring-hostile: backend closed` |
 //! | `xs-flood` | | `xs-flood: node quota hit after <n> nodes (<ERR>)`, `... watch quota hit after <n> watches (<ERR>)`, `... transaction quota hit after <n> transactions (<ERR>)`, `xs-flood: done` |
 //! | `xs-check` | `count` (100) | `xs-check: <N> writes and reads ok` (or the first failure) |
+//! | `blk-test` | `device` (first assigned), `sectors` (`0,7,1000`), `pattern` (0x5a), `count` (2048), `timeout_ms` (5000) | `blk: found <bdf> <vendor>:<device>`, `blk: capacity <n> sectors`, `blk: wrote and verified <k> sectors` (or `blk: MISMATCH at sector <s>`), `blk: read <count> sectors in <ms> ms (<rate> sectors/s)`, `blk: <x.xx> exits per request, <n> interrupts`, `blk: done` |
+//! | `dma-attack` | `targets` (required, comma-separated bus addresses), `device`, `bytes` (4096), `sector` (0), `timeout_ms` (2000) | per target `dma-attack: target <addr> issued`, `dma-attack: target <addr> result <ok\|error\|timeout\|device-broken\|refused>`; then `dma-attack: done` |
+//! | `pci-snoop` | `bdf`, `bar` (both required) | `pci-snoop: sees <n> functions`, `pci-snoop: config read -> <errno>`, `pci-snoop: config write -> <errno>`, `pci-snoop: bind msix -> <errno>`, `pci-snoop: touching bar <addr>` (then the domain should be ended), `pci-snoop: bar read did not fault` |
 //!
 //! Every mode that finishes powers off (`SHUTDOWN_POWEROFF`). Each mode is in one of the
 //! modules below; `spin`, `victim`'s and `hello`'s other vCPUs run on [`driver_domains::smp`].
 //! The `ring-*` modes ([`ringdev`]) and `xs-*` modes ([`xs`]) talk to other domains through
-//! xenstore, grant tables and event channels.
+//! xenstore, grant tables and event channels. The PCI passthrough modes ([`pcidev`]) drive
+//! an assigned virtio-blk function through the runtime's `pci`, `dma` and `virtio` modules.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -34,6 +38,7 @@ extern crate alloc;
 mod compute;
 mod hostile;
 mod memory;
+mod pcidev;
 mod ringdev;
 mod vcpus;
 mod xs;
@@ -62,6 +67,9 @@ fn main(info: &'static BootInfo) {
         "ring-hostile" => ringdev::ring_hostile(info),
         "xs-flood" => xs::xs_flood(info),
         "xs-check" => xs::xs_check(info),
+        "blk-test" => pcidev::blk_test(info),
+        "dma-attack" => pcidev::dma_attack(info),
+        "pci-snoop" => pcidev::pci_snoop(info),
         other => {
             println!("hello: unknown mode {other:?}");
             hypercall::shutdown(SHUTDOWN_CRASH);

@@ -35,6 +35,11 @@
 //! crate is re-exported as [`ring`]; [`OwnedPage`] and [`grant_table::MappedGrant`] are
 //! the pages its rings run over.
 //!
+//! PCI passthrough: [`pci`] (the functions assigned to this domain, their config space through
+//! the microvisor, their memory BARs, MSI-X entries bound to event channels), [`dma`] (memory
+//! a device may DMA into: bus address = guest-physical address) and [`virtio`] (a virtio-blk
+//! driver on the `virtio-drivers` crate over those).
+//!
 //! Pure modules ([`cmdline`], [`layout`], [`pvclock`], [`linebuf`], [`fuzz_policy`],
 //! [`boot_info`], [`byte_ring`], [`xs_wire`], [`grant_alloc`], the state enum of
 //! [`xenbus`]) build on the host too and carry the unit tests; the hardware modules are
@@ -49,11 +54,14 @@ extern crate baremetal;
 pub mod boot_info;
 pub mod byte_ring;
 pub mod cmdline;
+pub mod dma;
 pub mod fuzz_policy;
 pub mod grant_alloc;
 pub mod layout;
 pub mod linebuf;
+pub mod pci;
 pub mod pvclock;
+pub mod virtio;
 pub mod xenbus;
 pub mod xs_wire;
 
