@@ -156,6 +156,7 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     let mut npt = NestedPageTable::new().map_err(|_| BuildError::OutOfMemory)?;
     let mut reused = 0u64;
     let mut frames = 0u64;
+    let (mut lowest, mut highest) = (u64::MAX, 0u64);
     let mut gpa = 0;
     while gpa < ram_bytes {
         let Some((hpa, was_reused)) = mem::alloc() else {
@@ -164,6 +165,8 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         };
         frames += 1;
         reused += u64::from(was_reused);
+        lowest = lowest.min(hpa);
+        highest = highest.max(hpa + PAGE_SIZE);
         if npt.map(gpa, hpa, true, true).is_err() {
             mem::free(hpa);
             npt.destroy();
@@ -200,7 +203,7 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     vcpu::set_pvh_boot_state(slot, 0, u64::from(image.entry), start_info);
 
     crate::log!(
-        "domain {domid} ({}) built: {frames} frames, {reused} reused, {} vcpus, entry {:#x}",
+        "domain {domid} ({}) built: {frames} frames, {reused} reused, {} vcpus, entry {:#x}, RAM in host memory {lowest:#x}..{highest:#x}",
         spec.name,
         spec.vcpus,
         image.entry

@@ -92,6 +92,9 @@ pub fn init(base: u64) -> Result<(), &'static str> {
     if read32(base, vtd::REG_GSTS) & vtd::GCMD_TE == 0 {
         return Err("the VT-d unit did not enable translation");
     }
+    // A fault interrupts the bootstrap CPU, so each fault is read (and its single recording
+    // register freed) at once rather than at the next poll.
+    exec(base, &vtd::fault_event_setup(crate::smp::apic_id_of(0) as u8, crate::pci::IOMMU_FAULT_VECTOR));
     crate::log!(
         "VT-d DMA remapping on at {base:#x} ({}-bit, {} levels): a device no domain owns can DMA nowhere",
         aw.bits(),

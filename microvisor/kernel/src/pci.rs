@@ -22,9 +22,11 @@ use crate::mem;
 /// Where assigned functions' memory BARs are placed (inside q35's 32-bit PCI window,
 /// clear of the ECAM range and of the runtime's grant-mapping window).
 pub const BAR_WINDOW: core::ops::Range<u64> = 0xe000_0000..0xf000_0000;
-/// Host vectors for device interrupts: DEVICE_VECTOR_BASE + 0..16.
+/// Host vectors for device interrupts: DEVICE_VECTOR_BASE + 0..15; the last one of the 16
+/// stubs, [`IOMMU_FAULT_VECTOR`], is the IOMMU's fault event.
 pub const DEVICE_VECTOR_BASE: u8 = 0x30;
-const DEVICE_VECTORS: usize = 16;
+const DEVICE_VECTORS: usize = 15;
+pub const IOMMU_FAULT_VECTOR: u8 = DEVICE_VECTOR_BASE + 15;
 
 struct Ecam {
     base: u64,
@@ -278,7 +280,15 @@ pub fn config_write(slot: usize, bdf: u64, offset: u64, size: u64, value: u64) -
     let pci_state = guard.as_mut().ok_or(ENODEV)?;
     let entry = pci_state.functions.iter().find(|a| a.function.bdf == bdf && a.owner == Some(slot)).ok_or(ENODEV)?;
     let filter = ConfigFilter::new(&entry.function);
-    pci::filtered_write(&mut pci_state.ecam, bdf, &filter, offset, size, value as u32);
+    // Memory decoding stays on: the BARs are the microvisor's and stay mapped into the owner,
+    // and switching decoding off under a mapped BAR crashes QEMU 7.2's emulation on the next
+    // access (seen with virtio-blk-pci). Bus mastering and INTx disable remain the owner's.
+    let mut value = value as u32;
+    let command_lo = u32::from(pci::COMMAND);
+    if u32::from(offset) <= command_lo && command_lo < u32::from(offset) + u32::from(size) {
+        value |= u32::from(pci::COMMAND_MEMORY) << ((command_lo - u32::from(offset)) * 8);
+    }
+    pci::filtered_write(&mut pci_state.ecam, bdf, &filter, offset, size, value);
     Ok(0)
 }
 
@@ -326,6 +336,9 @@ pub fn dispatch_interrupts() {
     let pending = DEVICE_IRQ_PENDING.swap(0, Ordering::AcqRel);
     if pending == 0 {
         return;
+    }
+    if pending & (1 << (IOMMU_FAULT_VECTOR - DEVICE_VECTOR_BASE)) != 0 {
+        crate::iommu::poll_faults();
     }
     for index in 0..DEVICE_VECTORS {
         if pending & (1 << index) == 0 {

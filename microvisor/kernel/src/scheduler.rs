@@ -135,9 +135,7 @@ pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
 pub fn cpu_loop(cpu: usize) -> ! {
     loop {
         crate::pci::dispatch_interrupts();
-        if cpu == 0 {
-            crate::iommu::poll_faults();
-        }
+        crate::iommu::poll_faults();
         let now = crate::time::now_ns();
         let picked = SCHED.lock().pick_next(cpu as u16, now);
         match picked {
