@@ -34,12 +34,13 @@ fn read64(base: u64, offset: u32) -> u64 {
 
 fn exec(base: u64, ops: &[RegOp]) {
     for op in ops {
-        // SAFETY (for the writes): the register offsets come from the VT-d command builders
-        // of microvisor-core, the values are the commands the microvisor means to give.
         match *op {
+            // SAFETY: the register offset comes from the VT-d command builders of
+            // microvisor-core and the value is a command the microvisor means to give.
             RegOp::Write32 { offset, value } => unsafe {
                 core::ptr::write_volatile(mem::phys_ptr::<u32>(base + u64::from(offset)), value)
             },
+            // SAFETY: as above, for a 64-bit register.
             RegOp::Write64 { offset, value } => unsafe {
                 core::ptr::write_volatile(mem::phys_ptr::<u64>(base + u64::from(offset)), value)
             },

@@ -99,7 +99,7 @@ pub fn init(ecam_base: u64, last_bus: u8, assigned: &[PciAddress]) {
     let mut to_place: Vec<Function, MAX_FUNCTIONS> = functions
         .iter()
         .filter(|a| a.function.is_endpoint() && assigned.iter().any(|p| bdf_of(p) == a.function.bdf))
-        .map(|a| a.function.clone())
+        .map(|a| a.function)
         .collect();
     match pci::place_bars(&mut to_place, BAR_WINDOW) {
         Ok(()) => {
