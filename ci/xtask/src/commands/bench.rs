@@ -165,11 +165,7 @@ fn boot(
         workspace,
         qemu,
         packed,
-        BENCH_CPUS,
-        BENCH_MEMORY_MIB,
-        None,
-        None,
-        Vec::new(),
+        commands::MachineOptions::standard(BENCH_CPUS, BENCH_MEMORY_MIB),
         &watch,
     )?;
     match capture.ending {

@@ -14,27 +14,41 @@ use crate::serial::{self, Capture, Watch};
 use crate::system::PackedSystem;
 use crate::workspace::Workspace;
 
-/// Boots a packed system on the standard machine and watches it to the end.
+/// How the machine for one boot differs from the standard one.
+pub struct MachineOptions {
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// The microvisor's command line.
+    pub cmdline: Option<String>,
+    /// QEMU's `-cpu` model, if not the standard SVM-capable one.
+    pub cpu_model: Option<String>,
+    /// More QEMU arguments (devices).
+    pub extra_args: Vec<std::ffi::OsString>,
+}
+
+impl MachineOptions {
+    pub fn standard(cpus: u32, memory_mib: u32) -> Self {
+        Self { cpus, memory_mib, cmdline: None, cpu_model: None, extra_args: Vec::new() }
+    }
+}
+
+/// Boots a packed system and watches it to the end.
 pub fn boot(
     workspace: &Workspace,
     qemu: &Path,
     system: &PackedSystem,
-    cpus: u32,
-    memory_mib: u32,
-    cmdline: Option<String>,
-    cpu_model: Option<String>,
-    extra_args: Vec<std::ffi::OsString>,
+    options: MachineOptions,
     watch: &Watch,
 ) -> Result<Capture> {
     let machine = Machine {
         qemu: qemu.to_path_buf(),
         kernel: workspace.microvisor_image(),
         modules: system.modules.clone(),
-        cmdline,
-        cpus,
-        memory_mib,
-        cpu_model,
-        extra_args,
+        cmdline: options.cmdline,
+        cpus: options.cpus,
+        memory_mib: options.memory_mib,
+        cpu_model: options.cpu_model,
+        extra_args: options.extra_args,
     };
     serial::run(machine.command()?, watch)
 }

@@ -62,11 +62,7 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         workspace,
         &qemu,
         &packed,
-        args.smp,
-        args.memory,
-        args.cmdline,
-        None,
-        Vec::new(),
+        commands::MachineOptions { cmdline: args.cmdline, ..commands::MachineOptions::standard(args.smp, args.memory) },
         &watch,
     )?;
     Ok(match capture.ending {

@@ -190,11 +190,11 @@ fn run_scenario(
         workspace,
         qemu,
         &packed,
-        SCENARIO_CPUS,
-        SCENARIO_MEMORY_MIB,
-        None,
-        scenario.qemu_cpu.clone(),
-        extra_args,
+        commands::MachineOptions {
+            cpu_model: scenario.qemu_cpu.clone(),
+            extra_args,
+            ..commands::MachineOptions::standard(SCENARIO_CPUS, SCENARIO_MEMORY_MIB)
+        },
         &watch,
     )?;
     let log = workspace.scenario_log(&scenario.name);
