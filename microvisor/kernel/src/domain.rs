@@ -194,7 +194,7 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         Err(e) => {
             crate::pci::release(slot);
             vcpu::destroy_all(slot);
-            crate::grants::destroy_domain(slot, domid);
+            let _ = crate::grants::destroy_domain(slot, domid);
             crate::events::destroy_domain(slot, domid);
             npt.destroy();
             return Err(e);
@@ -359,7 +359,7 @@ fn tear_down(slot: usize) {
     if let Some(table) = domain.dma_table {
         crate::iommu::destroy_domain_table(table);
     }
-    crate::grants::destroy_domain(slot, domain.domid);
+    let revoked = crate::grants::destroy_domain(slot, domain.domid);
     crate::events::destroy_domain(slot, domain.domid);
     for &frame in &domain.displaced {
         mem::free(frame);
@@ -370,7 +370,11 @@ fn tear_down(slot: usize) {
         }
     }
     let released = domain.npt.destroy() + domain.displaced.len() as u64;
-    crate::log!("domain {} ({}) destroyed: {released} frames scrubbed", domain.domid, domain.name);
+    crate::log!(
+        "domain {} ({}) destroyed: {released} frames scrubbed, {revoked} grant mappings of it revoked",
+        domain.domid,
+        domain.name
+    );
     if action == LifecycleAction::Restart {
         match build(slot, domain.spec_index, domain.restarts + 1) {
             Ok(new_domid) => {
@@ -409,7 +413,10 @@ pub fn check_all_gone() {
     let services = table.iter().flatten().filter(|d| d.state != DomainState::Preserved && is_service(d)).count();
     drop(table);
     if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 && services > 0 && has_guests {
-        crate::log!("every guest domain is gone; stopping {services} service domain(s)");
+        static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            crate::log!("every guest domain is gone; stopping the service domains");
+        }
         let slots: Vec<usize, MAX_DOMAINS> = DOMAINS
             .lock()
             .iter()

@@ -133,8 +133,10 @@ pub fn write_reserved(slot: usize, gref: u32, grantee: u16, gfn: u64) -> Result<
 }
 
 /// Unmap every grant the domain holds and every mapping others hold of its frames, then
-/// free its table. Runs at teardown, when none of the domain's vCPUs runs.
-pub fn destroy_domain(slot: usize, domid: u16) {
+/// free its table. Runs at teardown, when none of the domain's vCPUs runs. Returns how many
+/// mappings of its frames were revoked from other domains.
+pub fn destroy_domain(slot: usize, domid: u16) -> usize {
+    let mut revoked_count = 0;
     // What this domain mapped of others.
     let held: heapless::Vec<Mapping, MAX_MAPPINGS> = GRANTS[slot].lock().maptrack.drain().collect();
     for mapping in held {
@@ -170,7 +172,7 @@ pub fn destroy_domain(slot: usize, domid: u16) {
                 }
             }
             crate::scheduler::shootdown(other);
-            crate::log!("grant {} of domain {domid} revoked from its mapper at teardown", mapping.gref);
+            revoked_count += 1;
         }
     }
     let mut state = GRANTS[slot].lock();
@@ -181,6 +183,7 @@ pub fn destroy_domain(slot: usize, domid: u16) {
         mem::free(state.stand_in);
     }
     *state = GrantState::empty();
+    revoked_count
 }
 
 /// Remove a grant mapping from a domain's nested page table.
