@@ -259,10 +259,12 @@ fn connect_services(
     let spec = &manifest.domains[spec_index];
     crate::events::init_domain(slot, spec.vcpus).map_err(|_| BuildError::OutOfMemory)?;
     crate::grants::table_frame(slot, 0).map_err(|_| BuildError::OutOfMemory)?;
-    let iopm = if spec.ioports.is_empty() {
+    let mut ports: Vec<microvisor_abi::manifest::IoPortRange, 24> = spec.ioports.iter().copied().collect();
+    ports.extend(crate::pci::io_ranges(&spec.pci));
+    let iopm = if ports.is_empty() {
         None
     } else {
-        Some(vcpu::domain_permission_map(&spec.ioports).ok_or(BuildError::OutOfMemory)?)
+        Some(vcpu::domain_permission_map(&ports).ok_or(BuildError::OutOfMemory)?)
     };
     for id in 0..spec.vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
         vcpu::create(slot, id as usize, npt.root_pa(), iopm).map_err(|_| BuildError::OutOfMemory)?;

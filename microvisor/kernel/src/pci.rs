@@ -116,6 +116,23 @@ pub fn init(ecam_base: u64, last_bus: u8, assigned: &[PciAddress]) {
     *PCI.lock() = Some(Pci { ecam, functions });
 }
 
+/// The I/O-port BARs of the functions in `wanted` (opened in the owner's I/O permission map).
+pub fn io_ranges(wanted: &[PciAddress]) -> Vec<microvisor_abi::manifest::IoPortRange, 16> {
+    let mut ranges = Vec::new();
+    let guard = PCI.lock();
+    let Some(pci_state) = guard.as_ref() else { return ranges };
+    for address in wanted {
+        let Some(entry) = pci_state.functions.iter().find(|a| a.function.bdf == bdf_of(address)) else { continue };
+        for bar in entry.function.bars.iter().filter(|b| b.kind == pci::BarKind::Io && b.size > 0) {
+            let last = bar.base.saturating_add(bar.size - 1).min(0xffff);
+            if bar.base <= 0xffff {
+                let _ = ranges.push(microvisor_abi::manifest::IoPortRange { first: bar.base as u16, last: last as u16 });
+            }
+        }
+    }
+    ranges
+}
+
 #[derive(Debug)]
 pub enum AssignError {
     NoSuchFunction(Bdf),
