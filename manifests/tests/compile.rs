@@ -117,22 +117,26 @@ fn crate_dir() -> &'static Path {
 }
 
 #[test]
-fn the_default_system_compiles_with_a_hello_image() {
+fn the_default_system_compiles_with_its_images() {
     let scratch = Scratch::new();
-    scratch.write("hello", ElfImage::pvh(0x10_0000).bytes());
+    for image in ["hello", "xenstore-stub", "console"] {
+        scratch.write(image, ElfImage::pvh(0x10_0000).bytes());
+    }
     let system = crate_dir().join("default/system.cfg");
     let compiled = compile_system(&system, &[scratch.dir.path().to_path_buf()]).expect("compiles");
 
-    assert_eq!(compiled.images, vec![scratch.path("hello")]);
-    let expected = [
-        spec("hello", 1, 16, 2, "mode=hello"),
-        spec("primes", 1, 16, 1, "mode=primes limit=200000"),
-        spec("ticker", 1, 8, 1, "mode=ticker count=5 interval_ms=100"),
-    ];
+    assert_eq!(
+        compiled.images,
+        vec![scratch.path("xenstore-stub"), scratch.path("console"), scratch.path("hello")]
+    );
+    let names: Vec<&str> = compiled.manifest.domains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["xenstore", "console", "hello", "primes", "ticker", "ring-back", "ring-front"]);
+    let hello = &compiled.manifest.domains[2];
+    assert_eq!(hello, &spec("hello", 3, 16, 2, "mode=hello"));
+    assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
     assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
-    assert_eq!(compiled.manifest.domains.as_slice(), &expected);
-    assert_eq!(compiled.manifest.xenstore_domain, None);
-    assert_eq!(compiled.manifest.console_domain, None);
+    assert_eq!(compiled.manifest.xenstore_domain, Some(0));
+    assert_eq!(compiled.manifest.console_domain, Some(1));
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
     assert_eq!(decoded, compiled.manifest);
 }
@@ -140,9 +144,9 @@ fn the_default_system_compiles_with_a_hello_image() {
 #[test]
 fn the_default_system_needs_its_image() {
     let message = common::compile_error(&crate_dir().join("default/system.cfg"), &[]);
-    assert!(message.contains("hello.cfg:"), "{message}");
+    assert!(message.contains("xenstore.cfg:"), "{message}");
     assert!(
-        message.contains(": key `kernel`: kernel image \"hello\" not found"),
+        message.contains(": key `kernel`: kernel image \"xenstore-stub\" not found"),
         "{message}"
     );
 }
