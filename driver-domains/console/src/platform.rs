@@ -80,13 +80,15 @@ impl Platform for RuntimePlatform {
     }
 
     fn uart_write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            let mut spins = 0;
-            while port_io::read(LINE_STATUS) & LSR_THR_EMPTY == 0 && spins < TRANSMIT_SPINS {
-                spins += 1;
-                core::hint::spin_loop();
+        events::with_uart_line_lock(|| {
+            for &byte in bytes {
+                let mut spins = 0;
+                while port_io::read(LINE_STATUS) & LSR_THR_EMPTY == 0 && spins < TRANSMIT_SPINS {
+                    spins += 1;
+                    core::hint::spin_loop();
+                }
+                port_io::write(DATA, byte);
             }
-            port_io::write(DATA, byte);
-        }
+        });
     }
 }

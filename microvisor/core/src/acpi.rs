@@ -65,6 +65,24 @@ pub struct DmarInfo {
     pub host_address_width: u8,
 }
 
+/// An AMD IOMMU from the IVRS: one per register base, merged from the IVHD blocks (types
+/// 0x10, 0x11 and 0x40) that describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IvrsUnit {
+    /// Register base (the MMIO block of the unit).
+    pub base_pa: u64,
+    /// PCI segment of the unit and of the devices behind it.
+    pub segment: u16,
+    /// The unit's own PCI function (requester ID: `bus << 8 | device << 3 | function`).
+    pub device_id: u16,
+    /// Offset of the IOMMU capability in that function's configuration space.
+    pub capability_offset: u16,
+    /// The extended feature register image (IVHD types 0x11 and 0x40 only).
+    pub efr_image: Option<u64>,
+    /// The highest IVHD type seen for this unit.
+    pub ivhd_type: u8,
+}
+
 /// What the ACPI tables say about the host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AcpiInfo {
@@ -83,6 +101,8 @@ pub struct AcpiInfo {
     pub dmar: Option<DmarInfo>,
     /// An AMD IOMMU table (IVRS) is present.
     pub ivrs_present: bool,
+    /// The AMD IOMMUs the (first) IVRS describes, in table order, one per register base.
+    pub ivrs_units: Vec<IvrsUnit, 4>,
     /// `[start, end)` physical ranges of the RSDP and every table found, sorted and disjoint
     /// (merged where they touch; when there are too many, the closest ones are merged).
     pub reserved_ranges: Vec<(u64, u64), 32>,

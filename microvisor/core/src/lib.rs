@@ -13,6 +13,7 @@
 //! | [`pagewalk`] | guest-virtual to guest-physical walks and copies for hypercall pointers |
 //! | [`sched`] | scheduling policy: vCPU states and a FIFO run queue |
 //! | [`acpi`] | host ACPI tables: CPUs, IO-APIC, MCFG, DMAR/IVRS, table ranges |
+//! | [`vtd`] / [`amdvi`] | IOMMU encodings: Intel VT-d and AMD-Vi tables, commands, faults |
 //! | [`multiboot`] | the Multiboot1 information: memory map, modules, command line |
 //! | [`time`] | TSC to nanoseconds in pvclock form, PIT calibration |
 //! | [`phys`] | the [`PhysRead`] trait the boot-time parsers read memory through |
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod amdvi;
 pub mod evtchn;
 pub mod frames;
 pub mod grant;

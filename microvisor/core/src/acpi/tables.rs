@@ -11,11 +11,18 @@
 //!   u8, end bus u8.
 //! - DMAR: host address width − 1 u8 @36, flags u8 @37, structures from 48, each `type u16,
 //!   length u16`; type 0 DRHD has the register base u64 @8.
+//! - IVRS: IVinfo u32 @36, 8 reserved bytes, blocks from 48, each `type u8, flags u8,
+//!   length u16`. IVHD types 0x10, 0x11, 0x40 (one IOMMU each; a unit is usually described
+//!   by several types, for OSes of different ages): IOMMU device ID u16 @4, capability
+//!   offset u16 @6, register base u64 @8, PCI segment u16 @16, info u16 @18, feature
+//!   reporting / attributes u32 @20; types 0x11 and 0x40 add the EFR image u64 @24 (their
+//!   device entries start at 40, type 0x10's at 24). IVMD types 0x20..=0x22 (memory
+//!   definitions) are skipped.
 //! - FADT: FIRMWARE_CTRL u32 @36, DSDT u32 @40, X_FIRMWARE_CTRL u64 @132, X_DSDT u64 @140.
 
 use super::{
     add_range, checksum_ok, note_bad_table, read_header, AcpiInfo, CpuEntry, DmarInfo, IoApic,
-    McfgEntry, HEADER_BYTES,
+    IvrsUnit, McfgEntry, HEADER_BYTES,
 };
 use crate::phys::PhysRead;
 
@@ -39,7 +46,7 @@ pub(super) fn parse_table<M: PhysRead + ?Sized>(mem: &M, pa: u64, info: &mut Acp
         b"APIC" if !info.madt_present => parse_madt(&table, info),
         b"MCFG" if info.mcfg.is_empty() => parse_mcfg(&table, info),
         b"DMAR" if info.dmar.is_none() => parse_dmar(&table, info),
-        b"IVRS" => info.ivrs_present = true,
+        b"IVRS" if !info.ivrs_present => parse_ivrs(&table, info),
         b"FACP" => reserve_fadt_pointers(&table, info),
         _ => {}
     }
@@ -188,6 +195,72 @@ fn parse_dmar<M: PhysRead + ?Sized>(table: &Table<'_, M>, info: &mut AcpiInfo) {
         offset += u32::from(len);
     }
     info.dmar = Some(dmar);
+}
+
+fn parse_ivrs<M: PhysRead + ?Sized>(table: &Table<'_, M>, info: &mut AcpiInfo) {
+    info.ivrs_present = true;
+    let mut offset = 48u32;
+    // Each block is at least 4 bytes, so this ends within length / 4 steps.
+    while let (Some(kind), Some(len)) = (table.u8(offset), table.u16(offset + 2)) {
+        if len < 4 || offset + u32::from(len) > table.length {
+            break;
+        }
+        let field_u16 = |at: u32| table.u16(offset + at);
+        let has_efr = matches!(kind, 0x11 | 0x40) && len >= 40;
+        if matches!(kind, 0x10 | 0x11 | 0x40) && len >= 24 {
+            if let (Some(device_id), Some(capability_offset), Some(base_pa), Some(segment)) = (
+                field_u16(4),
+                field_u16(6),
+                table.u64(offset + 8),
+                field_u16(16),
+            ) {
+                let efr_image = if has_efr {
+                    table.u64(offset + 24)
+                } else {
+                    None
+                };
+                add_ivrs_unit(
+                    info,
+                    IvrsUnit {
+                        base_pa,
+                        segment,
+                        device_id,
+                        capability_offset,
+                        efr_image,
+                        ivhd_type: kind,
+                    },
+                );
+            }
+        }
+        offset += u32::from(len);
+    }
+}
+
+/// Adds a unit, or merges it into the one with the same register base: the newer block
+/// type's fields win, an EFR image is kept once seen.
+fn add_ivrs_unit(info: &mut AcpiInfo, unit: IvrsUnit) {
+    if unit.base_pa == 0 {
+        return;
+    }
+    match info
+        .ivrs_units
+        .iter_mut()
+        .find(|u| u.base_pa == unit.base_pa)
+    {
+        Some(known) => {
+            if unit.ivhd_type > known.ivhd_type {
+                let efr_image = unit.efr_image.or(known.efr_image);
+                *known = IvrsUnit { efr_image, ..unit };
+            } else if known.efr_image.is_none() {
+                known.efr_image = unit.efr_image;
+            }
+        }
+        // Only the first few are kept; a machine with more IOMMUs than that gets the rest
+        // left off, and the caller refuses passthrough behind them.
+        None => {
+            let _ = info.ivrs_units.push(unit);
+        }
+    }
 }
 
 /// Reserves the DSDT and FACS the FADT points to (they are not listed in the XSDT).

@@ -307,7 +307,138 @@ fn ivrs_is_noticed() {
     let mut mem = platform();
     mem.put(TABLES + 0x8000, &table(b"IVRS", &[0; 12]));
     mem.put(TABLES + 0x1000, &root(b"XSDT", &[TABLES + 0x8000]));
-    assert!(parse_acpi(&mem).unwrap().ivrs_present);
+    let info = parse_acpi(&mem).unwrap();
+    assert!(info.ivrs_present);
+    assert!(info.ivrs_units.is_empty());
+}
+
+/// An IVHD block of `kind` (0x10: 24 bytes of header; 0x11, 0x40: 40) with `entries` after
+/// the header.
+fn ivhd(kind: u8, device_id: u16, base: u64, segment: u16, efr: u64, entries: &[u8]) -> Vec<u8> {
+    let header = if kind == 0x10 { 24 } else { 40 };
+    let mut b = vec![0u8; header];
+    b[0] = kind;
+    b[1] = 0xb0; // flags
+    b[4..6].copy_from_slice(&device_id.to_le_bytes());
+    b[6..8].copy_from_slice(&0x40u16.to_le_bytes()); // capability offset
+    b[8..16].copy_from_slice(&base.to_le_bytes());
+    b[16..18].copy_from_slice(&segment.to_le_bytes());
+    if kind != 0x10 {
+        b[24..32].copy_from_slice(&efr.to_le_bytes());
+    }
+    b.extend_from_slice(entries);
+    let len = b.len() as u16;
+    b[2..4].copy_from_slice(&len.to_le_bytes());
+    b
+}
+
+fn ivrs(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x0020_3040u32.to_le_bytes()); // IVinfo
+    body.extend_from_slice(&[0; 8]);
+    for block in blocks {
+        body.extend_from_slice(block);
+    }
+    table(b"IVRS", &body)
+}
+
+fn amd_platform(ivrs_table: &[u8]) -> FakePhys {
+    let mut mem = platform();
+    mem.put(TABLES + 0x8000, ivrs_table);
+    mem.put(
+        TABLES + 0x1000,
+        &root(
+            b"XSDT",
+            &[TABLES + 0x3000, TABLES + 0x4000, TABLES + 0x8000],
+        ),
+    );
+    mem
+}
+
+#[test]
+fn ivrs_units_as_qemu_describes_them() {
+    // QEMU's amd-iommu: one unit at 0xfed80000, function 00:02.0, described by a type 0x10
+    // and a type 0x11 block, each with an "all devices" entry.
+    let all = [1u8, 0, 0, 0];
+    let table = ivrs(&[
+        ivhd(0x10, 0x0010, 0xfed8_0000, 0, 0, &all),
+        ivhd(0x11, 0x0010, 0xfed8_0000, 0, 0x29d3, &all),
+    ]);
+    let info = parse_acpi(&amd_platform(&table)).unwrap();
+    assert!(info.ivrs_present);
+    assert!(info.dmar.is_none());
+    assert_eq!(
+        &info.ivrs_units[..],
+        &[IvrsUnit {
+            base_pa: 0xfed8_0000,
+            segment: 0,
+            device_id: 0x0010,
+            capability_offset: 0x40,
+            efr_image: Some(0x29d3),
+            ivhd_type: 0x11,
+        }]
+    );
+}
+
+#[test]
+fn ivrs_units_are_merged_per_base_and_bounded() {
+    let ivmd = {
+        // An IVMD (type 0x20, 32 bytes): skipped.
+        let mut b = vec![0u8; 32];
+        b[0] = 0x20;
+        b[2] = 32;
+        b
+    };
+    let table = ivrs(&[
+        ivhd(0x40, 0x0002, 0xfd20_0000, 0, 0x1234, &[]),
+        ivhd(0x10, 0x0002, 0xfd20_0000, 0, 0, &[]), // older type: the 0x40's fields stay
+        ivmd,
+        ivhd(0x10, 0x4002, 0xfd30_0000, 1, 0, &[]),
+        ivhd(0x11, 0x4003, 0xfd30_0000, 1, 0x77, &[]), // newer type: its fields win
+        ivhd(0x10, 0x8002, 0, 0, 0, &[]),              // base 0: ignored
+        ivhd(0x10, 0x8002, 0xfd40_0000, 2, 0, &[]),
+        ivhd(0x10, 0x8002, 0xfd50_0000, 3, 0, &[]),
+        ivhd(0x10, 0x8002, 0xfd60_0000, 4, 0, &[]), // a fifth unit: left off
+    ]);
+    let info = parse_acpi(&amd_platform(&table)).unwrap();
+    let units: Vec<(u64, u16, u16, Option<u64>, u8)> = info
+        .ivrs_units
+        .iter()
+        .map(|u| (u.base_pa, u.segment, u.device_id, u.efr_image, u.ivhd_type))
+        .collect();
+    assert_eq!(
+        units,
+        [
+            (0xfd20_0000, 0, 0x0002, Some(0x1234), 0x40),
+            (0xfd30_0000, 1, 0x4003, Some(0x77), 0x11),
+            (0xfd40_0000, 2, 0x8002, None, 0x10),
+            (0xfd50_0000, 3, 0x8002, None, 0x10),
+        ]
+    );
+}
+
+#[test]
+fn malformed_ivrs_blocks_stop_the_scan() {
+    // A short type 0x11 block (no room for the EFR image) still names its unit.
+    let mut short = ivhd(0x11, 0x10, 0xfed8_0000, 0, 0x29d3, &[]);
+    short.truncate(24);
+    short[2..4].copy_from_slice(&24u16.to_le_bytes());
+    let mut zero_len = ivhd(0x10, 0x10, 0xfd00_0000, 0, 0, &[]);
+    zero_len[2..4].copy_from_slice(&0u16.to_le_bytes());
+    let table = ivrs(&[short, zero_len, ivhd(0x10, 0x10, 0xfe00_0000, 0, 0, &[])]);
+    let info = parse_acpi(&amd_platform(&table)).unwrap();
+    assert_eq!(info.ivrs_units.len(), 1);
+    assert_eq!(info.ivrs_units[0].efr_image, None);
+    // A block running past the table's end is not read.
+    let mut long = ivhd(0x10, 0x10, 0xfed8_0000, 0, 0, &[]);
+    long[2..4].copy_from_slice(&200u16.to_le_bytes());
+    let info = parse_acpi(&amd_platform(&ivrs(&[long]))).unwrap();
+    assert!(info.ivrs_present && info.ivrs_units.is_empty());
+    // A type 0x10 block shorter than its header is skipped, the next one read.
+    let mut tiny = vec![0x10u8, 0, 8, 0, 0, 0, 0, 0];
+    tiny.extend(ivhd(0x10, 0x10, 0xfed8_0000, 0, 0, &[]));
+    let info = parse_acpi(&amd_platform(&ivrs(&[tiny]))).unwrap();
+    assert_eq!(info.ivrs_units.len(), 1);
 }
 
 #[test]
@@ -453,5 +584,33 @@ proptest! {
         mem.put(RSDP_PA, &rsdp(2, xsdt as u32, xsdt));
         let _ = parse_acpi(&mem);
         let _ = parse_acpi_at(&mem, 0xf_0000);
+    }
+}
+
+proptest! {
+    /// IVRS tables of random blocks (IVHD types among them, lengths true or false) never
+    /// cause a panic, and every unit kept has a nonzero, distinct base.
+    #[test]
+    fn random_ivrs_never_panics(
+        blocks in proptest::collection::vec(
+            (prop_oneof![Just(0x10u8), Just(0x11), Just(0x40), Just(0x20), any::<u8>()],
+             proptest::collection::vec(any::<u8>(), 0..64),
+             any::<u16>(),
+             any::<bool>()),
+            0..12),
+    ) {
+        let mut raw = Vec::new();
+        for (kind, mut bytes, len, honest) in blocks {
+            bytes.resize(bytes.len().max(4), 0);
+            bytes[0] = kind;
+            let len = if honest { bytes.len() as u16 } else { len };
+            bytes[2..4].copy_from_slice(&len.to_le_bytes());
+            raw.push(bytes);
+        }
+        let info = parse_acpi(&amd_platform(&ivrs(&raw))).unwrap();
+        prop_assert!(info.ivrs_present);
+        let bases: std::collections::BTreeSet<u64> = info.ivrs_units.iter().map(|u| u.base_pa).collect();
+        prop_assert_eq!(bases.len(), info.ivrs_units.len());
+        prop_assert!(!bases.contains(&0));
     }
 }
