@@ -118,6 +118,8 @@ pub struct Machine {
     pub cpu_model: Option<String>,
     /// More arguments (devices), after the standard ones.
     pub extra_args: Vec<OsString>,
+    /// The IOMMU device (`-device ...`); `intel-iommu` if `None`.
+    pub iommu: Option<String>,
 }
 
 impl Machine {
@@ -138,6 +140,9 @@ impl Machine {
         args.push(self.cpus.to_string().into());
         args.push("-m".into());
         args.push(format!("{}M", self.memory_mib).into());
+        // The IOMMU comes before any PCI device that should sit behind it.
+        args.push("-device".into());
+        args.push(self.iommu.as_deref().unwrap_or("intel-iommu").into());
         args.extend(
             [
                 "-display",
@@ -145,8 +150,6 @@ impl Machine {
                 "-no-reboot",
                 "-nic",
                 "none",
-                "-device",
-                "intel-iommu",
                 "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x04",
                 "-serial",
@@ -258,6 +261,7 @@ mod tests {
             memory_mib: 512,
             cpu_model: None,
             extra_args: Vec::new(),
+            iommu: None,
         }
     }
 
@@ -273,8 +277,8 @@ mod tests {
         let args = machine().args().unwrap();
         assert_eq!(
             joined(&args),
-            "-accel tcg -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 512M -display none \
-             -no-reboot -nic none -device intel-iommu -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+            "-accel tcg -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 512M -device intel-iommu -display none \
+             -no-reboot -nic none -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -serial stdio -monitor none -kernel /t/release/microvisor \
              -initrd /t/xtask/default/manifest.bin,/t/release/hello"
         );

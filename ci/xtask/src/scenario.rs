@@ -73,6 +73,8 @@ struct ScenarioToml {
     qemu_cpu: Option<String>,
     /// A virtio-blk disk for a driver domain (PCI 00:03.0, behind the IOMMU).
     disk: Option<DiskToml>,
+    /// The IOMMU device for this scenario (default `intel-iommu`; `amd-iommu` for AMD-Vi).
+    qemu_iommu: Option<String>,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -119,6 +121,7 @@ pub struct Scenario {
     pub counts: Vec<CountRule>,
     pub qemu_cpu: Option<String>,
     pub disk: Option<Disk>,
+    pub qemu_iommu: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +240,7 @@ impl Scenario {
             forbid,
             counts,
             qemu_cpu: raw.qemu_cpu,
+            qemu_iommu: raw.qemu_iommu,
             disk: raw
                 .disk
                 .map(|d| -> Result<Disk> {

@@ -31,14 +31,16 @@
 //! source and by booting it):
 //!
 //! - It writes no event log entries at all: the test for a pending overflow ORs instead of
-//!   ANDs, so every event is dropped (fixed upstream in QEMU 10.1). A refused DMA is then
+//!   ANDs, so every event is dropped (fixed upstream in 2025; Debian's 7.2.22 does not have
+//!   the fix, and the tail register is not advanced there either). A refused DMA is then
 //!   visible only as the Signaled Target Abort bit (bit 11) of the status register in the
 //!   IOMMU's own PCI function ([`PCI_STATUS_SIGNALED_TARGET_ABORT`]), which QEMU sets on
 //!   every I/O page fault it would have logged.
-//! - Its page walk logs a fault only where an entry is not present or lacks the permission
-//!   and is not all zero; an all-zero entry refuses the DMA silently. So every empty slot of
-//!   an [`IoPageTable`] holds [`PTE_EMPTY`] (not present, with a nonzero next-level field,
-//!   which the specification lets software use freely), never zero.
+//! - Its page walk reports a fault only at an entry it would descend from (the device table
+//!   entry, or one with Next Level 1..=6) that is not present or lacks the permission; an
+//!   all-zero entry, or a page entry without the permission, refuses the DMA silently. So
+//!   every empty slot of an [`IoPageTable`] holds [`PTE_EMPTY`] (not present, Next Level 1;
+//!   the specification ignores the other bits of a non-present entry), never zero.
 //! - It does not check that a bus address fits the paging mode: bits above the mode's width
 //!   are ignored. [`pick_paging_mode`] therefore takes six levels (the full 64 bits) when the
 //!   unit offers them (QEMU: HATS = 2, six levels), so no bus address aliases into a
@@ -56,8 +58,11 @@
 //!   53 and 63, quadword 1 bit 8, quadword 2 bits 52..=55 and 59, any bit of quadword 3).
 //!   The entries made here set none of them.
 //! - Interrupt messages (`0xfee0_0000..0xfef0_0000`) never go through the page tables; with
-//!   interrupt remapping off in the entry (IV = 0, as here) they pass unchanged. Only
-//!   devices realized after `-device amd-iommu` on QEMU's command line are behind it.
+//!   interrupt remapping off in the entry (IV = 0, as here) they pass unchanged.
+//! - Every function on the PCI root bus is behind the unit (a `virtio-blk-pci` given before
+//!   or after `-device amd-iommu` on the command line was translated either way), except
+//!   the unit's own function, whose event log, completion stores and MSI bypass translation.
+//!   The IVRS QEMU 7.2 builds has one type 0x10 IVHD only (no EFR image).
 
 use crate::pci::Bdf;
 pub use crate::vtd::RegOp;

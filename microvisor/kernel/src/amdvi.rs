@@ -460,15 +460,7 @@ pub fn poll_faults() {
 
 fn report(event: &Event, segment: u16) {
     if event.is_blocked_dma() {
-        let bdf = event.device(segment);
-        let owner = crate::pci::owner_name(bdf);
-        crate::log!(
-            "IOMMU blocked DMA: device {bdf} (owner {owner}) {} at bus address {:#x}: {}",
-            if event.is_write() { "write" } else { "read" },
-            event.address,
-            event.reason_text()
-        );
-        crate::stats::DMA_FAULTS.fetch_add(1, Ordering::Relaxed);
+        crate::iommu::log_blocked_dma(event.device(segment), event.is_write(), event.address, event.reason_text());
     } else if !event.is_empty() {
         crate::log!("AMD-Vi event: {event}");
     }

@@ -1,3 +1,6 @@
+//! The IOMMU: Intel VT-d here, or AMD-Vi (`crate::amdvi`) when the ACPI tables offer only
+//! an IVRS; every public function below forwards to AMD-Vi when that unit is the one in use.
+//!
 //! Intel VT-d DMA remapping (the register-level driver; encodings and rules are in
 //! `microvisor-core::vtd`). At boot the unit gets an empty root table and translation is
 //! switched on, so a function assigned to no domain can DMA nowhere. A domain that owns
@@ -106,11 +109,14 @@ pub fn init(base: u64) -> Result<(), &'static str> {
 }
 
 pub fn enabled() -> bool {
-    UNIT.lock().is_some()
+    UNIT.lock().is_some() || crate::amdvi::enabled()
 }
 
 /// A DMA page table for a domain: its RAM `0..ram_bytes`, as its nested page table maps it.
 pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u64> {
+    if crate::amdvi::enabled() {
+        return crate::amdvi::build_domain_table(npt, ram_bytes);
+    }
     let aw = UNIT.lock().as_ref()?.aw;
     let mut table = SlPageTable::new(&mut HostFrames, aw).ok()?;
     let mut gpa = 0;
@@ -125,12 +131,18 @@ pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u6
 
 /// Free a domain's DMA page table (after every function was detached).
 pub fn destroy_domain_table(root_pa: u64) {
+    if crate::amdvi::enabled() {
+        return crate::amdvi::destroy_domain_table(root_pa);
+    }
     let Some(aw) = UNIT.lock().as_ref().map(|u| u.aw) else { return };
     SlPageTable::from_root(root_pa, aw).destroy(&HostMemory, mem::free);
 }
 
 /// Point `bdf`'s context entry at a domain's DMA table (`domain_id` = VT-d domain id).
 pub fn attach(bdf: Bdf, table_root: u64, domain_id: u16) -> Result<(), &'static str> {
+    if crate::amdvi::enabled() {
+        return crate::amdvi::attach(bdf, table_root, domain_id);
+    }
     let guard = UNIT.lock();
     let unit = guard.as_ref().ok_or("no IOMMU")?;
     let root_entry_pa = unit.root_pa + vtd::root_entry_offset(bdf.bus);
@@ -154,6 +166,9 @@ pub fn attach(bdf: Bdf, table_root: u64, domain_id: u16) -> Result<(), &'static 
 
 /// Remove `bdf`'s context entry: from now on its DMA faults.
 pub fn detach(bdf: Bdf, domain_id: u16) {
+    if crate::amdvi::enabled() {
+        return crate::amdvi::detach(bdf, domain_id);
+    }
     let guard = UNIT.lock();
     let Some(unit) = guard.as_ref() else { return };
     let mut root_entry = [0u8; 8];
@@ -169,32 +184,45 @@ pub fn detach(bdf: Bdf, domain_id: u16) {
     exec(unit.base, &vtd::invalidate_iotlb_domain(&unit.caps, domain_id));
 }
 
-/// Read, log and clear any recorded DMA faults.
+/// Read, log and clear any recorded DMA faults. The records are taken under the unit's lock
+/// and logged after it is released (naming the owner takes the PCI lock, which `pci::assign`
+/// holds while it calls into this module).
 pub fn poll_faults() {
-    let Some(mut guard) = UNIT.try_lock() else { return };
-    let Some(unit) = guard.as_mut() else { return };
-    let fsts = read32(unit.base, vtd::REG_FSTS);
-    let status = FaultStatus::decode(fsts);
-    if !status.pending && !status.overflow {
-        return;
+    if crate::amdvi::enabled() {
+        return crate::amdvi::poll_faults();
     }
-    for index in vtd::fault_record_indices(&unit.caps, fsts) {
-        let Some(offset) = unit.caps.fault_record_register(index) else { continue };
-        let record = FaultRecord::decode(read64(unit.base, offset), read64(unit.base, offset + 8));
-        if record.fault {
-            let owner = crate::pci::owner_name(record.source_id);
-            crate::log!(
-                "IOMMU blocked DMA: device {} (owner {owner}) {} at bus address {:#x}: {}",
-                record.source_id,
-                if record.is_write { "write" } else { "read" },
-                record.fault_address,
-                record.reason_text()
-            );
-            crate::stats::DMA_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let mut records: heapless::Vec<FaultRecord, 8> = heapless::Vec::new();
+    {
+        let Some(mut guard) = UNIT.try_lock() else { return };
+        let Some(unit) = guard.as_mut() else { return };
+        let fsts = read32(unit.base, vtd::REG_FSTS);
+        let status = FaultStatus::decode(fsts);
+        if !status.pending && !status.overflow {
+            return;
         }
-        if let Some(op) = vtd::clear_fault_record(&unit.caps, index) {
-            exec(unit.base, &[op]);
+        for index in vtd::fault_record_indices(&unit.caps, fsts) {
+            let Some(offset) = unit.caps.fault_record_register(index) else { continue };
+            let record = FaultRecord::decode(read64(unit.base, offset), read64(unit.base, offset + 8));
+            if record.fault {
+                let _ = records.push(record);
+            }
+            if let Some(op) = vtd::clear_fault_record(&unit.caps, index) {
+                exec(unit.base, &[op]);
+            }
         }
+        exec(unit.base, &[vtd::clear_fault_overflow()]);
     }
-    exec(unit.base, &[vtd::clear_fault_overflow()]);
+    for record in records {
+        log_blocked_dma(record.source_id, record.is_write, record.fault_address, record.reason_text());
+    }
+}
+
+/// The one log line for a DMA the IOMMU blocked (both VT-d and AMD-Vi use it).
+pub fn log_blocked_dma(source: Bdf, is_write: bool, address: u64, reason: &str) {
+    let owner = crate::pci::owner_name(source);
+    crate::log!(
+        "IOMMU blocked DMA: device {source} (owner {owner}) {} at bus address {address:#x}: {reason}",
+        if is_write { "write" } else { "read" }
+    );
+    crate::stats::DMA_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }

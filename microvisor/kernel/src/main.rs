@@ -16,6 +16,7 @@ mod domain;
 mod events;
 mod exits;
 mod grants;
+mod amdvi;
 mod iommu;
 mod pci;
 mod hc_events;

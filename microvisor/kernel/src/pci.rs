@@ -139,6 +139,7 @@ pub enum AssignError {
     AlreadyOwned(Bdf),
     NoIommu,
     OutOfMemory,
+    NotAssignable(Bdf),
 }
 
 impl core::fmt::Display for AssignError {
@@ -148,6 +149,7 @@ impl core::fmt::Display for AssignError {
             Self::AlreadyOwned(bdf) => write!(f, "pci {bdf} already belongs to another domain"),
             Self::NoIommu => write!(f, "PCI passthrough needs an IOMMU and none is active"),
             Self::OutOfMemory => write!(f, "out of memory for the DMA page table"),
+            Self::NotAssignable(bdf) => write!(f, "pci {bdf} is a bridge or the IOMMU and cannot be passed through"),
         }
     }
 }
@@ -169,6 +171,10 @@ pub fn assign(slot: usize, wanted: &[PciAddress], npt: &mut crate::npt::NestedPa
         let entry = pci_state.functions.iter().find(|a| a.function.bdf == bdf).ok_or(AssignError::NoSuchFunction(bdf))?;
         if entry.owner.is_some_and(|o| o != slot) {
             return Err(AssignError::AlreadyOwned(bdf));
+        }
+        // The IOMMU itself (class 08.06) stays the microvisor's.
+        if entry.function.class >> 8 == 0x0806 || !entry.function.is_endpoint() {
+            return Err(AssignError::NotAssignable(bdf));
         }
     }
     let table = crate::iommu::build_domain_table(npt.view(), ram_bytes).ok_or(AssignError::OutOfMemory)?;

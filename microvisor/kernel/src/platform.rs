@@ -14,6 +14,8 @@ pub struct Platform {
     pub apic_ids: Vec<u32, MAX_CPUS>,
     /// The first VT-d remapping unit, if the DMAR lists one.
     pub vtd_base: Option<u64>,
+    /// The first AMD-Vi unit, if the IVRS lists one.
+    pub amdvi: Option<microvisor_core::acpi::IvrsUnit>,
     /// ECAM base and last bus of segment 0, from the MCFG.
     pub ecam: Option<(u64, u8)>,
 }
@@ -27,7 +29,18 @@ pub fn init_devices(platform: &Platform, manifest: &SystemManifest) {
                 crate::log!("VT-d not usable: {why}; PCI passthrough is off");
             }
         }
-        None => crate::log!("no Intel VT-d unit (DMAR): PCI passthrough is off"),
+        None => match &platform.amdvi {
+            Some(unit) => match crate::amdvi::init(unit.base_pa) {
+                Ok(()) => {
+                    if let Some((ecam_base, _)) = platform.ecam {
+                        let bdf = microvisor_core::pci::Bdf::from_source_id(unit.segment, unit.device_id);
+                        crate::amdvi::watch_pci_status(ecam_base + bdf.ecam_offset());
+                    }
+                }
+                Err(why) => crate::log!("AMD-Vi not usable: {why}; PCI passthrough is off"),
+            },
+            None => crate::log!("no IOMMU (neither DMAR nor IVRS): PCI passthrough is off"),
+        },
     }
     if let Some((base, last_bus)) = platform.ecam {
         let mut assigned: Vec<microvisor_abi::manifest::PciAddress, 64> = Vec::new();
@@ -115,7 +128,8 @@ pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
     }
     let vtd_base = acpi.dmar.as_ref().and_then(|d| d.drhd_units.first().copied());
     let ecam = acpi.mcfg.iter().find(|m| m.segment == 0).map(|m| (m.base_pa, m.bus_end));
-    Ok(Platform { apic_ids, vtd_base, ecam })
+    let amdvi = acpi.ivrs_units.first().copied();
+    Ok(Platform { apic_ids, vtd_base, ecam, amdvi })
 }
 
 /// Decode boot module 0, the compiled system manifest.

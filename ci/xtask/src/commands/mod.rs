@@ -24,11 +24,13 @@ pub struct MachineOptions {
     pub cpu_model: Option<String>,
     /// More QEMU arguments (devices).
     pub extra_args: Vec<std::ffi::OsString>,
+    /// The IOMMU device, if not `intel-iommu`.
+    pub iommu: Option<String>,
 }
 
 impl MachineOptions {
     pub fn standard(cpus: u32, memory_mib: u32) -> Self {
-        Self { cpus, memory_mib, cmdline: None, cpu_model: None, extra_args: Vec::new() }
+        Self { cpus, memory_mib, cmdline: None, cpu_model: None, extra_args: Vec::new(), iommu: None }
     }
 }
 
@@ -49,6 +51,7 @@ pub fn boot(
         memory_mib: options.memory_mib,
         cpu_model: options.cpu_model,
         extra_args: options.extra_args,
+        iommu: options.iommu,
     };
     serial::run(machine.command()?, watch)
 }

@@ -193,6 +193,7 @@ fn run_scenario(
         commands::MachineOptions {
             cpu_model: scenario.qemu_cpu.clone(),
             extra_args,
+            iommu: scenario.qemu_iommu.clone(),
             ..commands::MachineOptions::standard(SCENARIO_CPUS, SCENARIO_MEMORY_MIB)
         },
         &watch,
