@@ -57,13 +57,27 @@ pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
     }
     let qemu = qemu::ensure_installed()?;
     let (mut passed, mut failed) = (0, 0);
+    let mut retried: Vec<&str> = Vec::new();
     for scenario in &scenarios {
         print!("scenario {} ... ", scenario.name);
         if args.verbose {
             println!();
         }
         std::io::stdout().flush().ok();
-        let outcome = run_scenario(workspace, &qemu, scenario, args.verbose);
+        let mut outcome = run_scenario(workspace, &qemu, scenario, args.verbose);
+        // A rare machine reset with no microvisor epitaph has been seen under TCG (see the
+        // README's known issues). It is retried once, loudly, with the first log kept; any
+        // other failure is final.
+        if let Ok((capture, verdict)) = &outcome {
+            if !verdict.passed() && unexplained_reset(capture) {
+                let log = workspace.scenario_log(&scenario.name);
+                let first = log.with_extension("reset.log");
+                let _ = std::fs::rename(&log, &first);
+                println!("UNEXPLAINED MACHINE RESET (log kept as {}); retrying once ... ", first.display());
+                retried.push(&scenario.name);
+                outcome = run_scenario(workspace, &qemu, scenario, args.verbose);
+            }
+        }
         match outcome {
             Ok((capture, verdict)) if verdict.passed() => {
                 passed += 1;
@@ -80,12 +94,26 @@ pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
             }
         }
     }
+    if !retried.is_empty() {
+        println!(
+            "warning: {} scenario(s) hit an unexplained machine reset and were run twice: {}",
+            retried.len(),
+            retried.join(", ")
+        );
+    }
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// QEMU ended with status 0 (a reset, which `-no-reboot` turns into an exit) and the
+/// microvisor printed no epitaph: the signature of a triple fault in the host.
+fn unexplained_reset(capture: &Capture) -> bool {
+    matches!(capture.ending, crate::serial::Ending::Exited(crate::qemu::Exit::Code(0)))
+        && !capture.lines.iter().any(|line| line.text.contains("PANIC"))
 }
 
 /// The scenarios named on the command line, or all of them.
