@@ -24,8 +24,8 @@ pub mod backend;
 pub mod cons_ring;
 pub mod input;
 pub mod lines;
-pub mod roster;
-pub mod stream_ring;
+pub use service_common::roster;
+pub use service_common::stream_ring;
 pub mod uart;
 
 #[cfg(any(test, feature = "sim"))]

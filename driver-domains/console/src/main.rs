@@ -21,14 +21,12 @@
 //! | `[console] domains: <names>` / `[console] no domain named <name>` / `[console] unknown command: ...` | other commands |
 #![no_std]
 #![no_main]
-// The only unsafe code is COM1 port I/O (`port_io.rs`) and the `MVOP_LIST_DOMAINS` call
-// (`microvisor_op.rs`), until the runtime offers them.
+// The only unsafe code is COM1 port I/O (`port_io.rs`), limited to the eight UART registers
+// the manifest gives this domain.
 #![deny(unsafe_code)]
 
 extern crate alloc;
 
-#[allow(unsafe_code)]
-mod microvisor_op;
 mod platform;
 #[allow(unsafe_code)]
 mod port_io;

@@ -43,7 +43,7 @@ impl Platform for RuntimePlatform {
     type Page = MappedGrant;
 
     fn list_domains(&mut self, out: &mut [DomainEntry]) -> Result<usize, i64> {
-        crate::microvisor_op::list_domains(out)
+        driver_domains::hypercall::list_domains(out)
     }
 
     fn map_ring(&mut self, domid: u16) -> Result<MappedGrant, i64> {

@@ -155,7 +155,7 @@ pub fn with_uart_line_lock<R>(f: impl FnOnce() -> R) -> R {
     let mut spins = 0u32;
     while lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
         spins += 1;
-        if spins % 1024 == 0 {
+        if spins.is_multiple_of(1024) {
             hypercall::sched_yield();
         } else {
             core::hint::spin_loop();

@@ -451,3 +451,27 @@ pub unsafe fn grant_copy_raw(ops: &mut [u8], count: u32) -> i64 {
         )
     }
 }
+
+/// `microvisor_op(MVOP_LIST_DOMAINS, out, out.len())`, for the service domains: the live
+/// domains, at most `out.len()`; returns how many were written (`-EPERM` for a domain that
+/// serves neither xenstore nor consoles).
+pub fn list_domains(out: &mut [microvisor_abi::microvisor_op::DomainEntry]) -> Result<usize, i64> {
+    // SAFETY: the microvisor writes at most `out.len()` 48-byte `DomainEntry` records at
+    // `out`, which is borrowed mutably for the call and holds exactly that many;
+    // `DomainEntry` is `repr(C)` integers and bytes, valid for any bit pattern.
+    let ret = unsafe {
+        raw(
+            microvisor_abi::hypercall::MICROVISOR_OP,
+            microvisor_abi::microvisor_op::MVOP_LIST_DOMAINS,
+            out.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok((ret as usize).min(out.len()))
+    }
+}

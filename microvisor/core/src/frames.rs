@@ -80,7 +80,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Whether the frame at `pa` is free (false for unaligned or untracked addresses).
     pub fn is_free(&self, pa: u64) -> bool {
-        pa % FRAME_SIZE == 0 && pa >> FRAME_SHIFT < self.nr_frames && !self.bit(pa >> FRAME_SHIFT)
+        pa.is_multiple_of(FRAME_SIZE) && pa >> FRAME_SHIFT < self.nr_frames && !self.bit(pa >> FRAME_SHIFT)
     }
 
     /// Marks usable RAM `[start_pa, end_pa)` free, rounding inward to whole frames.
@@ -155,7 +155,7 @@ impl<'a> FrameAllocator<'a> {
     /// A single bitmap cannot tell an allocated frame from a reserved one: freeing a
     /// reserved frame succeeds, so only free what `alloc` handed out.
     pub fn free(&mut self, pa: u64) -> Result<(), FrameError> {
-        if pa % FRAME_SIZE != 0 {
+        if !pa.is_multiple_of(FRAME_SIZE) {
             return Err(FrameError::Unaligned(pa));
         }
         let frame = pa >> FRAME_SHIFT;

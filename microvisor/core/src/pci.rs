@@ -705,8 +705,8 @@ impl fmt::Display for PlaceError {
 /// changed. The hardware is untouched: write the new bases with [`program_bars`].
 pub fn place_bars(functions: &mut [Function], window: Range<u64>) -> Result<(), PlaceError> {
     if window.start >= window.end
-        || window.start % BAR_PAGE_BYTES != 0
-        || window.end % BAR_PAGE_BYTES != 0
+        || !window.start.is_multiple_of(BAR_PAGE_BYTES)
+        || !window.end.is_multiple_of(BAR_PAGE_BYTES)
     {
         return Err(PlaceError::BadWindow);
     }
@@ -905,7 +905,7 @@ impl ConfigFilter {
     /// at `offset & !3` (used for [`WriteDecision::Masked`]).
     pub fn decide(&self, offset: u16, size: u8, value: u32, current: u32) -> WriteDecision {
         let size = u16::from(size);
-        if !matches!(size, 1 | 2 | 4) || offset % size != 0 || offset >= CONFIG_SPACE_BYTES {
+        if !matches!(size, 1 | 2 | 4) || !offset.is_multiple_of(size) || offset >= CONFIG_SPACE_BYTES {
             return WriteDecision::Ignore;
         }
         let aligned = offset & !3;

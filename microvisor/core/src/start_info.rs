@@ -68,7 +68,7 @@ pub fn write_start_info(
     ram_bytes: u64,
     cmdline: &[u8],
 ) -> Result<u64, StartInfoError> {
-    if page_gpa % PAGE_SIZE as u64 != 0 {
+    if !page_gpa.is_multiple_of(PAGE_SIZE as u64) {
         return Err(StartInfoError::UnalignedPage(page_gpa));
     }
     let page_end = page_gpa

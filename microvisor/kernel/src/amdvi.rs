@@ -112,7 +112,7 @@ fn spin_until(mut done: impl FnMut() -> bool) -> bool {
 
 /// A qword of memory the unit writes (the semaphore, event log entries).
 fn read_volatile_u64(pa: u64) -> u64 {
-    assert!(pa % 8 == 0 && pa + 8 <= mem::MAX_PHYS);
+    assert!(pa.is_multiple_of(8) && pa + 8 <= mem::MAX_PHYS);
     // SAFETY: `pa` is 8-byte aligned inside a frame this driver allocated (below 4 GiB,
     // identity-mapped); the unit may write it at any time, hence the volatile read.
     unsafe { core::ptr::read_volatile(mem::phys_ptr::<u64>(pa)) }

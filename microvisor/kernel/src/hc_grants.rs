@@ -91,7 +91,7 @@ fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32,
     if flags & GNTMAP_HOST_MAP == 0 {
         return Err(GNTST_GENERAL_ERROR);
     }
-    if host_addr % 4096 != 0 || host_addr < caller.domain.ram_bytes || host_addr >= MAP_WINDOW_END {
+    if !host_addr.is_multiple_of(4096) || host_addr < caller.domain.ram_bytes || host_addr >= MAP_WINDOW_END {
         return Err(GNTST_BAD_VIRT_ADDR);
     }
     let mapper = NptView::from_root(caller.domain.npt_root);

@@ -233,7 +233,7 @@ fn register_time_area(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
     let bytes: [u8; 8] = caller.read_struct(arg)?;
     let gva = u64_at(&bytes, 0);
     let size = core::mem::size_of::<VcpuTimeInfo>() as u64;
-    if gva % 8 != 0 || gva % 4096 + size > 4096 {
+    if !gva.is_multiple_of(8) || gva % 4096 + size > 4096 {
         return Err(EINVAL);
     }
     let access = caller.access();

@@ -271,7 +271,7 @@ pub fn list(slot: usize, out: &mut [[u8; microvisor_abi::microvisor_op::PCI_FUNC
 }
 
 fn check_access(offset: u64, size: u64) -> Result<(u16, u8), i64> {
-    if !matches!(size, 1 | 2 | 4) || offset % size != 0 || offset >= 4096 {
+    if !matches!(size, 1 | 2 | 4) || !offset.is_multiple_of(size) || offset >= 4096 {
         return Err(EINVAL);
     }
     Ok((offset as u16, size as u8))

@@ -18,9 +18,9 @@
 
 extern crate alloc;
 
-pub mod roster;
+pub use service_common::roster;
 pub mod server;
-pub mod stream_ring;
+pub use service_common::stream_ring;
 pub mod xs_ring;
 
 #[cfg(any(test, feature = "sim"))]

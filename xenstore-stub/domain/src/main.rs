@@ -16,14 +16,10 @@
 //! | `xenstore: cannot ...` | a map, bind or list hypercall failed |
 #![no_std]
 #![no_main]
-// The only unsafe code is the `MVOP_LIST_DOMAINS` call in `microvisor_op.rs`, until the
-// runtime offers it.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 
-#[allow(unsafe_code)]
-mod microvisor_op;
 mod platform;
 
 use driver_domains::events::{self, Delivery, Port};

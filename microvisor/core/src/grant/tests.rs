@@ -246,7 +246,7 @@ fn mapping(granter: DomId, gref: GrantRef, gpa: u64) -> Mapping {
         gref,
         gpa,
         gfn_in_granter: 0x1000 + u64::from(gref),
-        readonly: gref % 2 == 0,
+        readonly: gref.is_multiple_of(2),
     }
 }
 

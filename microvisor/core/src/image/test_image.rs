@@ -132,7 +132,7 @@ fn pad4(bytes: &mut Vec<u8>) {
 }
 
 fn align_to(bytes: &mut Vec<u8>, align: usize) {
-    while bytes.len() % align != 0 {
+    while !bytes.len().is_multiple_of(align) {
         bytes.push(0);
     }
 }

@@ -1047,7 +1047,7 @@ impl GarbageConfig {
 
 impl ConfigSpace for GarbageConfig {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
-        assert!(offset % 4 == 0 && offset < CONFIG_SPACE_BYTES);
+        assert!(offset.is_multiple_of(4) && offset < CONFIG_SPACE_BYTES);
         self.accesses.set(self.accesses.get() + 1);
         let key = (bdf.bus, bdf.device, bdf.function, offset);
         self.written
@@ -1057,7 +1057,7 @@ impl ConfigSpace for GarbageConfig {
     }
 
     fn write32(&mut self, bdf: Bdf, offset: u16, value: u32) {
-        assert!(offset % 4 == 0 && offset < CONFIG_SPACE_BYTES);
+        assert!(offset.is_multiple_of(4) && offset < CONFIG_SPACE_BYTES);
         self.accesses.set(self.accesses.get() + 1);
         // Half of the registers ignore writes; the others keep a scrambled value.
         if self.value(bdf, offset) & 1 == 0 {

@@ -1,0 +1,13 @@
+//! Logic shared by the service domains (the xenstore domain and the console domain), kept
+//! pure so it is tested on the host:
+//! - [`stream_ring`]: one direction of a byte-stream ring (the xenstore and console rings)
+//!   over a shared page, with the index checks a server needs against a hostile client;
+//! - [`roster`]: from the microvisor's list of domains, which to start serving and which to
+//!   drop.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod roster;
+pub mod stream_ring;
