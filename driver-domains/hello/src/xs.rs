@@ -72,6 +72,7 @@ pub fn xs_check(info: &BootInfo) {
     let count = crate::arg(info, "count", 100);
     let mut xs = connect("xs-check");
     let home = xenstore::domain_path(info.domain.domid);
+    let started = driver_domains::time::now_ns();
     for i in 0..count {
         let path = format!("{home}/data/k{i}");
         let value = format!("value-{i}-of-{count}");
@@ -94,5 +95,12 @@ pub fn xs_check(info: &BootInfo) {
             }
         }
     }
+    let elapsed_ns = driver_domains::time::now_ns().saturating_sub(started).max(1);
     println!("xs-check: {count} writes and reads ok");
+    println!(
+        "xs-check: {} operations in {} ms ({} per second)",
+        2 * count,
+        elapsed_ns / 1_000_000,
+        2 * count * 1_000_000_000 / elapsed_ns
+    );
 }
