@@ -142,7 +142,7 @@ impl Machine {
         args.push(format!("{}M", self.memory_mib).into());
         // The IOMMU comes before any PCI device that should sit behind it.
         args.push("-device".into());
-        args.push(self.iommu.as_deref().unwrap_or("intel-iommu").into());
+        args.push(self.iommu.as_deref().unwrap_or("intel-iommu,intremap=on").into());
         args.extend(
             [
                 "-display",
@@ -277,7 +277,7 @@ mod tests {
         let args = machine().args().unwrap();
         assert_eq!(
             joined(&args),
-            "-accel tcg -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 512M -device intel-iommu -display none \
+            "-accel tcg -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 512M -device intel-iommu,intremap=on -display none \
              -no-reboot -nic none -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -serial stdio -monitor none -kernel /t/release/microvisor \
              -initrd /t/xtask/default/manifest.bin,/t/release/hello"

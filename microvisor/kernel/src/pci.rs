@@ -219,9 +219,11 @@ pub fn release(slot: usize) {
         }
         entry.owner = None;
     }
-    for target in VECTOR_TARGETS.lock().iter_mut() {
+    let mut targets = VECTOR_TARGETS.lock();
+    for (index, target) in targets.iter_mut().enumerate() {
         if target.is_some_and(|(s, _, _)| s == slot) {
             *target = None;
+            crate::iommu::unmap_interrupt(index as u16);
         }
     }
 }
@@ -337,12 +339,31 @@ pub fn bind_msix(slot: usize, bdf: u64, index: u64, port: u64) -> Result<i64, i6
         free
     };
     let vector = DEVICE_VECTOR_BASE + vector_index as u8;
-    let dest = crate::smp::apic_id_of(0) as u8;
-    let words = MsixTableEntry::fixed(dest, vector, false).ok_or(EINVAL)?.encode();
+    let dest = crate::smp::apic_id_of(0);
+    let free_vector = || VECTOR_TARGETS.lock()[vector_index] = None;
     let entry_pa = table.start + index * pci::MSIX_ENTRY_BYTES;
     if entry_pa + pci::MSIX_ENTRY_BYTES > mem::MAX_PHYS {
+        free_vector();
         return Err(EINVAL);
     }
+    // With interrupt remapping the entry names remapping-table entry `vector_index`
+    // (remappable format, data 0), which only this function's requester ID may use;
+    // without it, the vector itself (compatibility format).
+    let words = match crate::iommu::map_interrupt(vector_index as u16, dest, vector, bdf) {
+        Some(Ok(address)) => MsixTableEntry { address_lo: address, address_hi: 0, data: 0, vector_control: 0 }.encode(),
+        Some(Err(why)) => {
+            crate::log!("pci {bdf}: cannot remap its interrupt: {why}");
+            free_vector();
+            return Err(ENOSPC);
+        }
+        None => match MsixTableEntry::fixed(dest as u8, vector, false) {
+            Some(entry) => entry.encode(),
+            None => {
+                free_vector();
+                return Err(EINVAL);
+            }
+        },
+    };
     for (i, word) in words.iter().enumerate() {
         // SAFETY: the MSI-X table lies in a BAR the microvisor placed below 4 GiB
         // (identity-mapped) and never maps into the owner; the entry index was checked

@@ -743,3 +743,181 @@ proptest! {
         prop_assert!(fault_record_indices(&caps, ecap as u32).count() == usize::from(caps.fault_recording_count));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Queued invalidation and interrupt remapping
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn invalidation_descriptors_at_their_bits() {
+    assert_eq!(InvDesc::context_global().0, [0x11, 0]);
+    // Device-selective (G = 3), DID 5 in 16..31, SID 00:03.0 (0x18) in 32..47.
+    assert_eq!(InvDesc::context_device(5, 0x0018).0, [0x0000_0018_0005_0031, 0]);
+    let caps = Capabilities::decode(QEMU_CAP_AW39, QEMU_ECAP);
+    assert!(caps.drain_read && caps.drain_write);
+    // Global (G = 1), DR (bit 7) and DW (bit 6).
+    assert_eq!(InvDesc::iotlb_global(&caps).0, [0x12 | 0xc0, 0]);
+    assert_eq!(InvDesc::iotlb_domain(&caps, 7).0, [0x0007_0000 | 0x22 | 0xc0, 0]);
+    let no_drain = Capabilities::decode(0, 0);
+    assert_eq!(InvDesc::iotlb_domain(&no_drain, 1).0, [0x0001_0022, 0]);
+    assert_eq!(InvDesc::iec_global().0, [0x4, 0]);
+    assert_eq!(InvDesc::iec_index(0x1234).0, [0x0000_1234_0000_0014, 0]);
+    assert_eq!(
+        InvDesc::wait(0x12_3450, 0xdead_beef).unwrap().0,
+        [0xdead_beef_0000_0025, 0x12_3450]
+    );
+    assert_eq!(InvDesc::wait(0x12_3452, 1), None);
+    assert_eq!(InvDesc::wait(0x1000, 1).unwrap().kind(), INV_TYPE_WAIT);
+}
+
+/// The reserved-bit masks QEMU 7.2 checks (the VT-d specification's reserved fields):
+/// none of our descriptors may set one.
+#[test]
+fn invalidation_descriptors_leave_reserved_bits_clear() {
+    let caps = Capabilities::decode(QEMU_CAP_AW39, QEMU_ECAP);
+    for did in [0u16, 1, 0xffff] {
+        for sid in [0u16, 0x18, 0xffff] {
+            let d = InvDesc::context_device(did, sid).0;
+            assert_eq!(d[0] & 0xfffc_0000_0000_ffc0, 0);
+            assert_eq!(d[1], 0);
+        }
+        let d = InvDesc::iotlb_domain(&caps, did).0;
+        assert_eq!(d[0] & 0xffff_ffff_0000_ff00, 0);
+        assert_eq!(d[1], 0);
+    }
+    for index in [0u16, 1, 0xffff] {
+        let d = InvDesc::iec_index(index).0;
+        assert_eq!(d[0] & 0xffff_0000_07ff_f1e0, 0);
+    }
+    let w = InvDesc::wait(0xffff_fffc, u32::MAX).unwrap().0;
+    // Bits 7..8 and 12..31 reserved; status address bits 0..1 reserved; SW without IF.
+    assert_eq!(w[0] & 0xffff_f180, 0);
+    assert_eq!(w[1] & 3, 0);
+    assert_eq!(w[0] & INV_WAIT_IF, 0);
+    assert_ne!(w[0] & INV_WAIT_SW, 0);
+}
+
+#[test]
+fn queue_registers() {
+    assert_eq!(iqa_value(0x0123_4000, 0), 0x0123_4000);
+    assert_eq!(iqa_value(0x0123_4fff, 9), 0x0123_4001);
+    assert_eq!(iq_offset(0), 0);
+    assert_eq!(iq_offset(1), 0x10);
+    assert_eq!(iq_offset(255), 0xff0);
+    assert_eq!(iq_index(0xff0), 255);
+    for i in 0..INV_QUEUE_ENTRIES {
+        assert_eq!(iq_index(iq_offset(i)), i);
+    }
+    assert_eq!(u64::from(INV_QUEUE_ENTRIES) * INV_DESC_BYTES, 4096);
+    let ops = enable_queued_invalidation(0x5000, GCMD_TE);
+    assert_eq!(ops[0], RegOp::Write64 { offset: REG_IQT, value: 0 });
+    assert_eq!(ops[1], RegOp::Write64 { offset: REG_IQA, value: 0x5000 });
+    // TE is repeated, or the command would turn translation off.
+    assert_eq!(ops[2], RegOp::Write32 { offset: REG_GCMD, value: GCMD_TE | GCMD_QIE });
+    assert_eq!(ops[3], RegOp::Wait32 { offset: REG_GSTS, mask: GCMD_QIE, expect: GCMD_QIE });
+}
+
+#[test]
+fn interrupt_remap_table_registers() {
+    assert_eq!(irta_size_field(0), None);
+    assert_eq!(irta_size_field(1), Some(0));
+    assert_eq!(irta_size_field(2), Some(0));
+    assert_eq!(irta_size_field(3), Some(1));
+    assert_eq!(irta_size_field(16), Some(3));
+    assert_eq!(irta_size_field(u32::from(IRT_ONE_PAGE_ENTRIES)), Some(7));
+    assert_eq!(irta_size_field(1 << 16), Some(IRTA_MAX_SIZE_FIELD));
+    assert_eq!(irta_size_field((1 << 16) + 1), None);
+    assert_eq!(u64::from(IRT_ONE_PAGE_ENTRIES) * IRTE_BYTES, 4096);
+    assert_eq!(irta_value(0x7000, 7, false), 0x7007);
+    assert_eq!(irta_value(0x7000, 7, true), 0x7807);
+    let gsts = GCMD_TE | GCMD_QIE;
+    let ops = set_interrupt_remap_table(0x7007, gsts);
+    assert_eq!(ops[0], RegOp::Write64 { offset: REG_IRTA, value: 0x7007 });
+    assert_eq!(ops[1], RegOp::Write32 { offset: REG_GCMD, value: gsts | GCMD_SIRTP });
+    assert_eq!(ops[2], RegOp::Wait32 { offset: REG_GSTS, mask: GSTS_IRTPS, expect: GSTS_IRTPS });
+    let ops = enable_interrupt_remapping(gsts);
+    assert_eq!(ops[0], RegOp::Write32 { offset: REG_GCMD, value: gsts | GCMD_IRE });
+    // Compatibility-format interrupts are not allowed through.
+    assert!(matches!(ops[0], RegOp::Write32 { value, .. } if value & GCMD_CFI == 0));
+}
+
+#[test]
+fn irte_encoding() {
+    // APIC 1, vector 0x31, requester 00:03.0, xAPIC: destination in bits 40..47.
+    let e = irte(1, 0x31, 0x0018, false).unwrap();
+    assert_eq!(e, [0x0000_0100_0031_0001, 0x0004_0018]);
+    let v = IrteView::decode(e);
+    assert!(v.present);
+    assert_eq!(v.vector, 0x31);
+    assert_eq!(v.destination, 0x100);
+    assert_eq!(v.source_id, 0x18);
+    assert_eq!(v.source_validation, 1);
+    assert_eq!(v.source_qualifier, 0);
+    // x2APIC: the whole field.
+    assert_eq!(irte(0x1234, 0x40, 1, true).unwrap()[0] >> 32, 0x1234);
+    assert_eq!(irte(0x100, 0x40, 1, false), None);
+    assert_eq!(irte(0, 15, 1, false), None);
+    // QEMU 7.2's reserved fields: low bits 12..14 and 24..31, high bits 20..63; FPD,
+    // destination mode, redirection hint, trigger mode, delivery mode and IM all 0.
+    for (apic, vector, sid) in [(0u32, 16u8, 0u16), (255, 255, 0xffff), (3, 0x3e, 0x0100)] {
+        let [lo, hi] = irte(apic, vector, sid, false).unwrap();
+        assert_eq!(lo & 0x0000_0000_ff00_7000, 0);
+        assert_eq!(lo & 0xfe, 0, "FPD, DM, RH, TM, DLM clear");
+        assert_eq!(lo & 1 << 15, 0, "remapped mode, not posted");
+        assert_eq!(hi >> 20, 0);
+    }
+}
+
+#[test]
+fn remappable_msi_addresses() {
+    assert_eq!(remappable_msi_address(0), 0xfee0_0010);
+    assert_eq!(remappable_msi_address(1), 0xfee0_0030);
+    assert_eq!(remappable_msi_address(0x7fff), 0xfeef_fff0);
+    assert_eq!(remappable_msi_address(0x8000), 0xfee0_0014);
+    for handle in [0u16, 1, 14, 255, 0x7fff, 0x8000, 0xffff] {
+        let address = remappable_msi_address(handle);
+        assert!(INTERRUPT_RANGE.contains(&u64::from(address)));
+        assert_eq!(address & 1 << 3, 0, "SHV clear");
+        assert_eq!(msi_handle(address), Some(handle));
+    }
+    // Compatibility format (bit 4 clear) and addresses outside the range have no handle.
+    assert_eq!(msi_handle(0xfee0_1000), None);
+    assert_eq!(msi_handle(0xfed0_0010), None);
+}
+
+#[test]
+fn interrupt_remapping_fault_records() {
+    // Reason 0x22 (entry not present) for index 9 by 00:03.0, a write.
+    let record = FaultRecord::decode(9 << 48, 0x8000_0022_0000_0018);
+    assert_eq!(record.reason, 0x22);
+    assert!(record.fault);
+    assert_eq!(record.interrupt_index(), Some(9));
+    assert_eq!(record.reason_text(), "interrupt remapping entry not present");
+    assert_eq!(record.source_id, Bdf::from_source_id(0, 0x18));
+    for reason in 0x20..=0x26u8 {
+        assert!(is_interrupt_remapping_fault(reason));
+        assert_ne!(fault_reason_text(reason), "unknown fault reason");
+    }
+    assert!(!is_interrupt_remapping_fault(0x5));
+    assert_eq!(FaultRecord::decode(0x1000, 0x8000_0005_0000_0018).interrupt_index(), None);
+}
+
+proptest! {
+    #[test]
+    fn remappable_address_round_trips(handle in any::<u16>()) {
+        let address = remappable_msi_address(handle);
+        prop_assert_eq!(address >> 20, 0xfee);
+        prop_assert_eq!(msi_handle(address), Some(handle));
+    }
+
+    #[test]
+    fn irte_round_trips(apic in 0u32..256, vector in 16u8..=255, sid in any::<u16>()) {
+        let view = IrteView::decode(irte(apic, vector, sid, false).unwrap());
+        prop_assert!(view.present);
+        prop_assert_eq!(view.vector, vector);
+        prop_assert_eq!(view.destination >> 8, apic);
+        prop_assert_eq!(view.source_id, sid);
+        prop_assert_eq!(view.source_validation, 1);
+        prop_assert_eq!(view.source_qualifier, 0);
+    }
+}
