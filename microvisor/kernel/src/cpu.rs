@@ -41,6 +41,11 @@ static TABLES: PerCpu<CpuTables> =
     PerCpu(UnsafeCell::new([const { CpuTables { gdt: [0; 5], tss: [0; 104] } }; MAX_CPUS]));
 static IST_STACKS: PerCpu<Stack<IST_STACK_BYTES>> =
     PerCpu(UnsafeCell::new([const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS]));
+/// A second IST stack, only for #DF, NMI and #MC: if something ever goes wrong on IST1 (an
+/// exception inside an interrupt handler), the double fault still has a clean stack and
+/// prints its epitaph instead of turning into a silent triple fault.
+static IST2_STACKS: PerCpu<Stack<IST_STACK_BYTES>> =
+    PerCpu(UnsafeCell::new([const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS]));
 static AP_STACKS: PerCpu<Stack<AP_STACK_BYTES>> =
     PerCpu(UnsafeCell::new([const { Stack([0; AP_STACK_BYTES]) }; MAX_CPUS]));
 
@@ -67,10 +72,10 @@ pub fn ap_stack_top(cpu: usize) -> u64 {
     unsafe { (*AP_STACKS.0.get()).as_ptr().add(cpu) as u64 + AP_STACK_BYTES as u64 }
 }
 
-fn idt_entry(handler: u64) -> (u64, u64) {
+fn idt_entry(handler: u64, ist: u64) -> (u64, u64) {
     let low = (handler & 0xffff)
         | (u64::from(KERNEL_CS) << 16)
-        | (1u64 << 32) // IST1
+        | (ist << 32)
         | (0x8eu64 << 40) // present, DPL0, 64-bit interrupt gate
         | ((handler >> 16) & 0xffff) << 48;
     (low, handler >> 32)
@@ -90,7 +95,9 @@ pub fn build_idt() {
                 v if v == usize::from(SPURIOUS_VECTOR) => spurious_stub as *const () as u64,
                 _ => other_irq_stub as *const () as u64,
             };
-            let (low, high) = idt_entry(handler);
+            // #DF, NMI and #MC on IST2; everything else on IST1.
+            let ist = if matches!(vector, 2 | 8 | 18) { 2 } else { 1 };
+            let (low, high) = idt_entry(handler, ist);
             slot[0] = low;
             slot[1] = high;
         }
@@ -101,7 +108,7 @@ pub fn build_idt() {
 /// Load this CPU's GDT, TSS (with its IST1 stack) and the shared IDT.
 pub fn init_this_cpu(cpu: usize) {
     assert!(cpu < MAX_CPUS && IDT_BUILT.load(Ordering::Acquire));
-    // SAFETY: (1) CPU `cpu` is the only one touching element `cpu` of TABLES and IST_STACKS;
+    // SAFETY: (1) CPU `cpu` is the only one touching element `cpu` of TABLES, IST_STACKS and IST2_STACKS;
     // (2) the descriptors written are valid 64-bit code/data/TSS descriptors and the tables
     // are static, so they outlive their use; (3) reloading CS via far return keeps executing
     // the same code with an equivalent selector.
@@ -110,6 +117,8 @@ pub fn init_this_cpu(cpu: usize) {
         let ist_top = (*IST_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64;
         tables.tss = [0; 104];
         tables.tss[36..44].copy_from_slice(&ist_top.to_le_bytes()); // IST1
+        let ist2_top = (*IST2_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64;
+        tables.tss[44..52].copy_from_slice(&ist2_top.to_le_bytes()); // IST2
         tables.tss[102..104].copy_from_slice(&104u16.to_le_bytes()); // no I/O bitmap
         let tss = core::ptr::addr_of!(tables.tss) as u64;
         tables.gdt[0] = 0;
