@@ -815,30 +815,8 @@ pub const PTE_EMPTY: u64 = 1 << PTE_NEXT_LEVEL_SHIFT;
 
 const ENTRIES: u64 = 512;
 
-/// Why an I/O page-table operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableError {
-    /// An address is not 4 KiB aligned.
-    Misaligned,
-    /// The bus address is beyond the table's paging mode, or the host address beyond
-    /// 52 bits.
-    AddressTooWide,
-    /// No frame for a new table.
-    OutOfFrames,
-    /// The frame source returned a misaligned or too wide frame.
-    BadFrame(u64),
-}
-
-impl fmt::Display for TableError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Misaligned => write!(f, "address not 4 KiB aligned"),
-            Self::AddressTooWide => write!(f, "address beyond the supported width"),
-            Self::OutOfFrames => write!(f, "no frame left for an IOMMU page table"),
-            Self::BadFrame(pa) => write!(f, "frame source returned unusable frame {pa:#x}"),
-        }
-    }
-}
+/// Why an I/O page-table operation failed (the same failures as VT-d's tables).
+pub type TableError = crate::vtd::SlError;
 
 /// Where a bus address leads, as the unit would walk it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1262,4 +1262,4 @@ fn alloc_table<F: FrameSource + ?Sized>(frames: &mut F) -> Result<u64, SlError> 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -444,54 +444,7 @@ fn event_kinds() {
 // I/O page tables
 // ---------------------------------------------------------------------------------------
 
-/// Host memory as a map of qwords (absent reads as 0).
-#[derive(Default)]
-struct FakeMem {
-    words: HashMap<u64, u64>,
-}
-
-impl PhysMem for FakeMem {
-    fn read_u64(&self, pa: u64) -> u64 {
-        assert_eq!(pa % 8, 0);
-        self.words.get(&pa).copied().unwrap_or(0)
-    }
-
-    fn write_u64(&mut self, pa: u64, value: u64) {
-        assert_eq!(pa % 8, 0);
-        self.words.insert(pa, value);
-    }
-}
-
-/// A bump allocator of zeroed frames with a limit.
-struct FakeFrames {
-    next: u64,
-    left: usize,
-    allocated: Vec<u64>,
-}
-
-impl FakeFrames {
-    fn new(limit: usize) -> Self {
-        FakeFrames {
-            next: 0x10_0000,
-            left: limit,
-            allocated: Vec::new(),
-        }
-    }
-}
-
-impl FrameSource for FakeFrames {
-    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let pa = self.next;
-        self.next += 0x1000;
-        self.allocated.push(pa);
-        Some(pa)
-    }
-}
-
+use crate::vtd::tests::{FakeFrames, FakeMem};
 /// Every qword written lies in an allocated table frame, and no slot of a table is zero
 /// (QEMU would refuse a DMA there without reporting it).
 fn assert_tables_well_formed(mem: &FakeMem, frames: &FakeFrames) {

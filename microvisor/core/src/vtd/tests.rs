@@ -456,8 +456,8 @@ fn fault_status_and_scan() {
 
 /// Host memory as a map of qwords (absent reads as 0).
 #[derive(Default)]
-struct FakeMem {
-    words: HashMap<u64, u64>,
+pub(crate) struct FakeMem {
+    pub(crate) words: HashMap<u64, u64>,
 }
 
 impl PhysMem for FakeMem {
@@ -473,14 +473,14 @@ impl PhysMem for FakeMem {
 }
 
 /// A bump allocator of zeroed frames with a limit.
-struct FakeFrames {
-    next: u64,
-    left: usize,
-    allocated: Vec<u64>,
+pub(crate) struct FakeFrames {
+    pub(crate) next: u64,
+    pub(crate) left: usize,
+    pub(crate) allocated: Vec<u64>,
 }
 
 impl FakeFrames {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         FakeFrames {
             next: 0x10_0000,
             left: limit,
