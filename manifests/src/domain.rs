@@ -164,6 +164,7 @@ impl DomainConfig {
             name,
             kind: self.kind,
             image_module,
+            ramdisk_module: None,
             memory_mib: self.memory_mib,
             vcpus: self.vcpus,
             cmdline,

@@ -2,7 +2,8 @@
 //! user's `xl.cfg` files and the microvisor decodes at boot (boot module 0), as `postcard`.
 //!
 //! Boot modules: module 0 is this blob; domain images follow, and
-//! [`DomainSpec::image_module`] is the index of the module that holds a domain's ELF image.
+//! [`DomainSpec::image_module`] is the index of the module that holds a domain's ELF image,
+//! [`DomainSpec::ramdisk_module`] that of its initramfs, if it has one.
 
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_CMDLINE_BYTES: usize = 512;
 pub const MAX_VCPUS: u32 = 8;
 /// Layout version of the blob; bumped on any incompatible change.
-pub const MANIFEST_VERSION: u32 = 3;
+pub const MANIFEST_VERSION: u32 = 4;
 /// The most PCI functions one domain may be given (`pci`).
 pub const MAX_PCI_FUNCTIONS: usize = 8;
 /// The most I/O port ranges one domain may be given (`ioports`).
@@ -41,6 +42,9 @@ pub struct DomainSpec {
     pub kind: DomainType,
     /// Index of the boot module holding the ELF image (>= 1).
     pub image_module: u16,
+    /// Index of the boot module holding the initramfs (xl's `ramdisk`), if any; it is passed
+    /// to the guest as the one module of `hvm_start_info`.
+    pub ramdisk_module: Option<u16>,
     pub memory_mib: u32,
     pub vcpus: u32,
     pub cmdline: String<MAX_CMDLINE_BYTES>,
@@ -95,6 +99,7 @@ mod tests {
                 name: String::try_from("hello").unwrap(),
                 kind: DomainType::Pvh,
                 image_module: 1,
+                ramdisk_module: Some(2),
                 memory_mib: 16,
                 vcpus: 2,
                 cmdline: String::try_from("mode=hello").unwrap(),

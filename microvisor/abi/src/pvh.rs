@@ -50,3 +50,5 @@ const _: () = assert!(core::mem::size_of::<HvmMemmapEntry>() == 24);
 
 pub const MEMMAP_TYPE_RAM: u32 = 1;
 pub const MEMMAP_TYPE_RESERVED: u32 = 2;
+/// ACPI non-volatile storage: where Xen puts a PVH domain's ACPI tables.
+pub const MEMMAP_TYPE_ACPI_NVS: u32 = 4;

@@ -4,6 +4,12 @@ pub const SCHEDOP_YIELD: u64 = 0;
 pub const SCHEDOP_BLOCK: u64 = 1;
 /// Argument: a guest-virtual pointer to [`SchedShutdown`].
 pub const SCHEDOP_SHUTDOWN: u64 = 2;
+/// Argument: a guest-virtual pointer to a `sched_poll` (ports GVA @0, nr_ports u32 @8,
+/// timeout u64 @16).
+pub const SCHEDOP_POLL: u64 = 3;
+pub const SCHED_POLL_SIZE: usize = 24;
+/// Most ports one `SCHEDOP_poll` may name (Xen's limit is the domain's port count).
+pub const SCHED_POLL_MAX_PORTS: u32 = 128;
 
 /// `struct sched_shutdown`.
 #[repr(C)]

@@ -8,6 +8,9 @@ pub const VCPUOP_UP: u64 = 1;
 pub const VCPUOP_DOWN: u64 = 2;
 /// Returns 1 if the vCPU is up, 0 if not.
 pub const VCPUOP_IS_UP: u64 = 3;
+/// Argument: a guest-virtual pointer to a `vcpu_register_runstate_memory_area` (the GVA of a
+/// `vcpu_runstate_info`).
+pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u64 = 5;
 pub const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 /// Argument: [`VcpuSetSingleshotTimer`].
 pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;

@@ -32,8 +32,10 @@ pub const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
 pub const XENFEAT_SUPERVISOR_MODE_KERNEL: u32 = 3;
 pub const XENFEAT_HVM_CALLBACK_VECTOR: u32 = 8;
 pub const XENFEAT_HVM_SAFE_PVCLOCK: u32 = 9;
-/// The features this microvisor reports in submap 0.
+/// The features this microvisor reports in submap 0: what Xen gives a PVH domU (0x305).
+/// Linux needs `hvm_callback_vector` for event upcalls (and so its PV timer and xenbus)
+/// and `hvm_safe_pvclock` for the Xen clocksource.
 pub const FEATURES_SUBMAP0: u32 = (1 << XENFEAT_WRITABLE_PAGE_TABLES)
     | (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP)
-    | (1 << XENFEAT_SUPERVISOR_MODE_KERNEL)
+    | (1 << XENFEAT_HVM_CALLBACK_VECTOR)
     | (1 << XENFEAT_HVM_SAFE_PVCLOCK);

@@ -9,6 +9,10 @@
 //! |---|---|
 //! | [`frames`] | host frame allocator: a lowest-first bitmap over caller storage |
 //! | [`image`] | PVH ELF image validation (PT_LOAD at `p_paddr`, `PHYS32_ENTRY` note) |
+//! | [`cpuid`] | the CPUID policy a domain sees, with Xen's leaves |
+//! | [`guest_acpi`] | a PVH domain's ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) |
+//! | [`vlapic`] | a domain vCPU's virtual local APIC (x2APIC MSRs, IPIs) |
+//! | [`ioexit`] | I/O-instruction intercepts: decoding, the answer for unclaimed ports |
 //! | [`start_info`] | the `hvm_start_info` page: start info, memory map, command line |
 //! | [`pagewalk`] | guest-virtual to guest-physical walks and copies for hypercall pointers |
 //! | [`sched`] | scheduling policy: vCPU states and a FIFO run queue |
@@ -22,10 +26,13 @@
 
 pub mod acpi;
 pub mod amdvi;
+pub mod cpuid;
 pub mod evtchn;
 pub mod frames;
 pub mod grant;
+pub mod guest_acpi;
 pub mod image;
+pub mod ioexit;
 pub mod multiboot;
 pub mod pagewalk;
 pub mod pci;
@@ -33,6 +40,7 @@ pub mod phys;
 pub mod sched;
 pub mod start_info;
 pub mod time;
+pub mod vlapic;
 pub mod vtd;
 
 pub use frames::{FrameAllocator, FrameError};
@@ -42,5 +50,5 @@ pub use pagewalk::{
 };
 pub use phys::PhysRead;
 pub use sched::{SchedError, Scheduler, VcpuRef, VcpuState};
-pub use start_info::{write_start_info, StartInfoError};
+pub use start_info::{write_start_info, BootLayout, MemoryRange, StartInfoError};
 pub use time::TscScale;

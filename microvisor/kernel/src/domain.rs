@@ -1,11 +1,21 @@
 //! Domains: the table of live domains, the boot-time builder (memory, nested page table, PVH
 //! image, `hvm_start_info`, vCPUs), and teardown with scrubbing.
 //!
-//! Guest-physical layout of a PVH domain: RAM is `0..memory`; the image's PT_LOAD segments
-//! sit at their `p_paddr` (at or above 1 MiB); the page at [`START_INFO_GPA`] holds
-//! `hvm_start_info`, the memory map and the command line. vCPU 0 starts at the image's
-//! `XEN_ELFNOTE_PHYS32_ENTRY` in 32-bit protected mode with EBX = that page's address;
-//! the other vCPUs start down until `VCPUOP_initialise` + `VCPUOP_up`.
+//! Guest-physical layout of a PVH domain (as Xen lays one out):
+//!
+//! | range | what |
+//! |---|---|
+//! | `0..memory` | RAM (E820 type 1) |
+//! | [`START_INFO_GPA`] (in RAM) | `hvm_start_info`, the memory map, the module list, the command line |
+//! | `p_paddr` of each PT_LOAD (at or above 1 MiB) | the image |
+//! | the next 2 MiB boundary after the image (at least 16 MiB) | the initramfs (`ramdisk`), module 0 |
+//! | [`ACPI_GPA`] | the domain's ACPI tables, one page (E820 type 4, NVS) |
+//! | [`SPECIAL_PAGES_GPA`].. | the xenstore and console rings (E820 reserved) |
+//!
+//! vCPU 0 starts at the image's `XEN_ELFNOTE_PHYS32_ENTRY` in 32-bit protected mode with
+//! EBX = the start-info address; the other vCPUs start down until their virtual local APIC
+//! gets INIT and STARTUP (native SMP boot, which Linux uses) or `VCPUOP_initialise` +
+//! `VCPUOP_up` (our own domains).
 
 use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
@@ -14,6 +24,7 @@ use microvisor_abi::manifest::{DomainSpec, LifecycleAction};
 use spin::Mutex;
 
 use crate::mem::{self, PAGE_SIZE};
+use microvisor_core::MemoryRange;
 use crate::npt::NestedPageTable;
 use crate::vcpu::{self, MAX_VCPUS_PER_DOMAIN};
 
@@ -83,6 +94,23 @@ pub static MANIFEST: spin::Once<microvisor_abi::manifest::SystemManifest> = spin
 /// Boot modules (start, end) by index, kept for restarts.
 pub static MODULES: spin::Once<Vec<(u64, u64), 16>> = spin::Once::new();
 static NEXT_DOMID: AtomicU16 = AtomicU16::new(1);
+
+/// A fresh domain id: the next one in 1..DOMID_FIRST_RESERVED (0x7ff0, where Xen's special
+/// ids such as DOMID_SELF begin) that no live domain has, wrapping back to 1. With at most
+/// MAX_DOMAINS live domains one is always free.
+fn next_domid() -> u16 {
+    const FIRST_RESERVED: u16 = 0x7ff0;
+    let table = DOMAINS.lock();
+    loop {
+        let candidate = NEXT_DOMID
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(if n + 1 >= FIRST_RESERVED { 1 } else { n + 1 }))
+            .unwrap_or(1);
+        let candidate = if candidate == 0 || candidate >= FIRST_RESERVED { 1 } else { candidate };
+        if !table.iter().flatten().any(|d| d.domid == candidate) {
+            return candidate;
+        }
+    }
+}
 /// Number of domains whose vCPU 0 has not yet entered the guest for the first time.
 pub static NOT_YET_RUNNING: AtomicU32 = AtomicU32::new(0);
 
@@ -124,6 +152,9 @@ pub enum BuildError {
     StartInfo,
     BadModule,
     Pci(crate::pci::AssignError),
+    RamdiskTooBig { bytes: u64, room: u64 },
+    TooMuchRam,
+    Acpi,
 }
 
 impl core::fmt::Display for BuildError {
@@ -134,6 +165,11 @@ impl core::fmt::Display for BuildError {
             Self::StartInfo => write!(f, "command line does not fit the start-info page"),
             Self::BadModule => write!(f, "the manifest names a boot module that does not exist"),
             Self::Pci(e) => write!(f, "{e}"),
+            Self::RamdiskTooBig { bytes, room } => {
+                write!(f, "the ramdisk ({bytes} bytes) does not fit the {room} bytes of RAM above the kernel: give the domain more memory")
+            }
+            Self::TooMuchRam => write!(f, "memory reaches the ACPI area at {ACPI_GPA:#x}: at most {} MiB", ACPI_GPA >> 20),
+            Self::Acpi => write!(f, "its ACPI tables do not fit one page (too many vCPUs)"),
         }
     }
 }
@@ -181,12 +217,56 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         // The rest up to mem_bytes is already zero (fresh frames are zeroed).
     }
 
+    let image_end = image.segments.iter().map(|s| s.paddr + s.mem_bytes).max().unwrap_or(MIN_RAMDISK_GPA);
+    let ramdisk = match spec.ramdisk_module {
+        None => None,
+        Some(index) => {
+            let bytes = match module_bytes(index) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    npt.destroy();
+                    return Err(e);
+                }
+            };
+            // Right above the image, 2 MiB aligned, as a boot loader would put it.
+            let gpa = image_end.max(MIN_RAMDISK_GPA).next_multiple_of(RAMDISK_ALIGN);
+            if gpa + bytes.len() as u64 > ram_bytes {
+                npt.destroy();
+                return Err(BuildError::RamdiskTooBig { bytes: bytes.len() as u64, room: ram_bytes.saturating_sub(gpa) });
+            }
+            copy_into_guest(&npt, gpa, bytes);
+            Some((gpa, bytes.len() as u64))
+        }
+    };
+    let rsdp_gpa = match build_acpi(&mut npt, spec.vcpus, ram_bytes) {
+        Ok(gpa) => gpa,
+        Err(e) => {
+            npt.destroy();
+            return Err(e);
+        }
+    };
+    let extra_ranges = [
+        MemoryRange { addr: ACPI_GPA, size: PAGE_SIZE, kind: microvisor_abi::pvh::MEMMAP_TYPE_ACPI_NVS },
+        MemoryRange { addr: SPECIAL_PAGES_GPA, size: SPECIAL_PAGES_BYTES, kind: microvisor_abi::pvh::MEMMAP_TYPE_RESERVED },
+    ];
+    let layout = microvisor_core::BootLayout {
+        ram_bytes,
+        cmdline: spec.cmdline.as_bytes(),
+        ramdisk,
+        rsdp_gpa,
+        extra_ranges: &extra_ranges,
+    };
     let mut page = [0u8; PAGE_SIZE as usize];
-    let start_info = microvisor_core::start_info::write_start_info(&mut page, START_INFO_GPA, ram_bytes, spec.cmdline.as_bytes())
-        .map_err(|_| BuildError::StartInfo)?;
+    let start_info = match microvisor_core::start_info::write_start_info(&mut page, START_INFO_GPA, &layout) {
+        Ok(gpa) => gpa,
+        Err(_) => {
+            npt.destroy();
+            return Err(BuildError::StartInfo);
+        }
+    };
     copy_into_guest(&npt, START_INFO_GPA, &page);
 
-    let domid = NEXT_DOMID.fetch_add(1, Ordering::Relaxed);
+    let domid = next_domid();
     crate::stats::reset_domain(slot);
     let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
     let (iopm, dma_table) = match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
@@ -231,6 +311,32 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     crate::scheduler::add_domain(slot, spec.vcpus);
     notify_services();
     Ok(domid)
+}
+
+/// Where a domain's ACPI tables lie (one page, outside RAM; Xen's `ACPI_INFO_PHYSICAL_ADDRESS`).
+pub const ACPI_GPA: u64 = 0xfc00_0000;
+/// Xen's special-page region (xenstore and console rings among them), reserved in the memory map.
+pub const SPECIAL_PAGES_GPA: u64 = 0xfeff_8000;
+const SPECIAL_PAGES_BYTES: u64 = 0x8000;
+/// The initramfs goes right after the image, on a 2 MiB boundary, never below 16 MiB.
+const MIN_RAMDISK_GPA: u64 = 16 << 20;
+const RAMDISK_ALIGN: u64 = 2 << 20;
+
+/// Build the domain's ACPI tables (RSDP, XSDT, FADT, MADT with one entry per vCPU, DSDT)
+/// into a frame of its own mapped at [`ACPI_GPA`]; returns the RSDP's address.
+fn build_acpi(npt: &mut NestedPageTable, vcpus: u32, ram_bytes: u64) -> Result<u64, BuildError> {
+    if ram_bytes > ACPI_GPA {
+        return Err(BuildError::TooMuchRam);
+    }
+    let mut page = [0u8; PAGE_SIZE as usize];
+    let rsdp = microvisor_core::guest_acpi::build_guest_acpi(&mut page, ACPI_GPA, vcpus).map_err(|_| BuildError::Acpi)?;
+    let frame = mem::alloc_zeroed().ok_or(BuildError::OutOfMemory)?;
+    mem::write_phys(frame, &page);
+    if npt.map(ACPI_GPA, frame, true, true).is_err() {
+        mem::free(frame);
+        return Err(BuildError::OutOfMemory);
+    }
+    Ok(rsdp)
 }
 
 /// Guest-physical pages (outside RAM, below 4 GiB, as Xen places them) of the rings the
@@ -383,6 +489,7 @@ fn tear_down(slot: usize) {
             mem::free(iopm + page * PAGE_SIZE);
         }
     }
+    crate::stats::log_domain(slot, domain.domid, &domain.name);
     let released = domain.npt.destroy() + domain.displaced.len() as u64;
     crate::log!(
         "domain {} ({}) destroyed: {released} frames scrubbed, {revoked} grant mappings of it revoked",

@@ -30,7 +30,7 @@ struct HostFx(core::cell::UnsafeCell<[FxArea; crate::cpu::MAX_CPUS]>);
 unsafe impl Sync for HostFx {}
 static HOST_FX: HostFx = HostFx(core::cell::UnsafeCell::new([const { FxArea([0; 512]) }; crate::cpu::MAX_CPUS]));
 
-enum Step {
+pub enum Step {
     Continue,
     Leave(Outcome),
 }
@@ -68,7 +68,10 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         }
         let wake = if deadline == 0 { slice_end } else { deadline.min(slice_end) };
         crate::lapic::arm_timer_ns(wake - now);
-        inject_upcall(slot, id, v.vmcb);
+        if vcpu::take_posted(slot, id, &mut v.lapic) && v.vmcb.read64(control::EVENT_INJ) & EVENT_VALID == 0 {
+            v.vmcb.write64(control::EVENT_INJ, 2 | (2 << 8) | EVENT_VALID); // NMI
+        }
+        inject_interrupt(slot, id, v);
         v.vmcb.write8(control::TLB_CONTROL, 1);
         v.vmcb.write64(control::CLEAN_BITS, 0);
         // SAFETY: (1) the VMCB was set up by `vcpu::create` with N_CR3 = this domain's nested
@@ -77,7 +80,8 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         unsafe { crate::svm::run(v.vmcb, &mut v.regs, crate::smp::host_save_pa(cpu), &mut v.fx, host_fx) };
         crate::stats::VM_EXITS.fetch_add(1, Ordering::Relaxed);
         crate::stats::EXITS_ON_CPU[cpu].fetch_add(1, Ordering::Release);
-        crate::stats::PER_DOMAIN[slot].vm_exits.fetch_add(1, Ordering::Relaxed);
+        crate::stats::count_exit(slot, v.vmcb.read64(control::EXIT_CODE));
+        after_exit(v);
         let step = handle_exit(slot, id, v, &domain);
         if let Step::Leave(outcome) = step {
             crate::lapic::disarm_timer();
@@ -91,7 +95,7 @@ fn advance_rip(vmcb: Vmcb, bytes: u64) {
 }
 
 /// Inject a hardware exception (with error code 0 where the vector takes one).
-fn inject_exception(vmcb: Vmcb, vector: u8) {
+pub fn inject_exception(vmcb: Vmcb, vector: u8) {
     let has_error = matches!(vector, 8 | 10..=14 | 17);
     let event = u64::from(vector) | (3 << 8) | if has_error { 1 << 11 } else { 0 } | (1 << 31);
     vmcb.write64(control::EVENT_INJ, event);
@@ -147,24 +151,32 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
                 // Xen: HLT with interrupts off takes the vCPU down; a domain whose vCPUs are
                 // all down has powered off.
                 Step::Leave(Outcome::Down)
+            } else if v.lapic.deliverable().is_some() {
+                Step::Continue
             } else {
                 block(slot, id)
             }
         }
         exit::CPUID => {
             advance_rip(vmcb, 2);
-            crate::cpuid::emulate(vmcb, &mut v.regs, id);
+            crate::cpuid::emulate(vmcb, &mut v.regs, id, domain.domid);
             Step::Continue
         }
-        exit::MSR => msr(vmcb, &mut v.regs),
+        exit::MSR => crate::msr::access(slot, id, v),
         exit::NPF => {
             let gpa = vmcb.read64(control::EXIT_INFO2);
             crash(slot, vmcb, format_args!("nested page fault at gpa {gpa:#x}"))
         }
         exit::SHUTDOWN => crash(slot, vmcb, format_args!("triple fault")),
-        exit::IOIO => {
-            let port = vmcb.read64(control::EXIT_INFO1) >> 16;
-            crash(slot, vmcb, format_args!("access to I/O port {port:#x} it does not own"))
+        exit::IOIO => unclaimed_port(slot, vmcb, v),
+        // Reflected into the guest (see `vcpu::create`): #DB without, #AC with an error code.
+        exit::DB => {
+            inject_exception(vmcb, 1);
+            Step::Continue
+        }
+        exit::AC => {
+            inject_exception(vmcb, 17);
+            Step::Continue
         }
         exit::INVALID => crash(slot, vmcb, format_args!("invalid vCPU state (VMRUN refused it)")),
         exit::VMRUN | 0x82..=0x86 | 0x8a | 0x8b | 0x8d => {
@@ -180,19 +192,51 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
     }
 }
 
-/// Set or clear the virtual interrupt that delivers the event upcall.
-fn inject_upcall(slot: usize, id: usize, vmcb: Vmcb) {
-    const V_IRQ: u64 = 1 << 8;
+const EVENT_VALID: u64 = 1 << 31;
+const V_IRQ: u64 = 1 << 8;
+
+/// Set or clear the virtual interrupt (V_IRQ) for the next entry: the event upcall first
+/// (Xen delivers the callback vector ahead of the local APIC, and without an EOI), else the
+/// highest deliverable vector of the vCPU's virtual LAPIC. The CPU delivers it once the
+/// guest has IF=1 and clears V_IRQ when it does; `after_exit` then moves a LAPIC vector
+/// from IRR to ISR.
+fn inject_interrupt(slot: usize, id: usize, v: &mut vcpu::Vcpu) {
     const V_INTR_PRIO: u64 = 0xf << 16;
     const V_IGN_TPR: u64 = 1 << 20;
     // V_INTR_VECTOR is bits 39:32 of the same quadword.
     const V_INTR_VECTOR: u64 = 0xff << 32;
-    let vector = crate::events::callback_vector(slot);
+    let vmcb = v.vmcb;
+    let callback = crate::events::callback_vector(slot);
     let mut vintr = vmcb.read64(control::VINTR) & !(0xff | V_IRQ | V_INTR_PRIO | V_IGN_TPR | V_INTR_VECTOR);
-    if vector != 0 && crate::events::upcall_pending(slot, id) {
+    v.injected_lapic_vector = None;
+    let vector = if callback != 0 && crate::events::upcall_pending(slot, id) {
+        Some(callback)
+    } else if let Some(vector) = v.lapic.deliverable() {
+        v.injected_lapic_vector = Some(vector);
+        Some(vector)
+    } else {
+        None
+    };
+    if let Some(vector) = vector {
         vintr |= V_IRQ | V_INTR_PRIO | V_IGN_TPR | (u64::from(vector) << 32);
     }
     vmcb.write64(control::VINTR, vintr);
+}
+
+/// Bookkeeping after every #VMEXIT: a LAPIC vector the guest took goes in service, and an
+/// event whose delivery the exit interrupted (EXITINTINFO) is injected again at the next
+/// entry, as the hardware expects of the host.
+fn after_exit(v: &mut vcpu::Vcpu) {
+    let vmcb = v.vmcb;
+    if let Some(vector) = v.injected_lapic_vector.take() {
+        if vmcb.read64(control::VINTR) & V_IRQ == 0 {
+            v.lapic.accept(vector);
+        }
+    }
+    let interrupted = vmcb.read64(control::EXIT_INT_INFO);
+    if interrupted & EVENT_VALID != 0 {
+        vmcb.write64(control::EVENT_INJ, interrupted);
+    }
 }
 
 /// Block until an event or the vCPU's timer, unless one is already due (Xen's
@@ -202,35 +246,51 @@ fn block(slot: usize, id: usize) -> Step {
     if deadline != 0 && deadline <= crate::time::now_ns() {
         return Step::Continue;
     }
-    if crate::events::upcall_pending(slot, id) {
+    if crate::events::upcall_pending(slot, id) || vcpu::has_posted(slot, id) {
         return Step::Continue;
     }
     Step::Leave(Outcome::Blocked { wake_at_ns: (deadline != 0).then_some(deadline) })
 }
 
-const MSR_EFER: u64 = 0xc000_0080;
-
-fn msr(vmcb: Vmcb, regs: &mut crate::svm::GuestRegs) -> Step {
-    let write = vmcb.read64(control::EXIT_INFO1) & 1 == 1;
-    let msr = regs.rcx & 0xffff_ffff;
-    if msr != MSR_EFER {
-        inject_exception(vmcb, 13);
-        return Step::Continue;
-    }
-    if write {
-        let value = (regs.rdx << 32) | (vmcb.read64(save::RAX) & 0xffff_ffff);
-        // SCE, LME, LMA (read-only, kept), NXE; everything else is reserved to the guest.
-        if value & !(1 | 1 << 8 | 1 << 10 | 1 << 11) != 0 {
-            inject_exception(vmcb, 13);
-            return Step::Continue;
+/// An I/O instruction on a port the domain was not given: as in Xen, reads return all
+/// ones and writes are dropped (a probe is not an attack); string forms move their
+/// pointers and count as if they had run.
+fn unclaimed_port(slot: usize, vmcb: Vmcb, v: &mut vcpu::Vcpu) -> Step {
+    use microvisor_core::ioexit::IoAccess;
+    let info = vmcb.read64(control::EXIT_INFO1);
+    let Some(access) = IoAccess::decode(info) else {
+        return crash(slot, vmcb, format_args!("undecodable I/O intercept {info:#x}"));
+    };
+    crate::stats::PER_DOMAIN[slot].unclaimed_ports.fetch_add(1, Ordering::Relaxed);
+    if !access.string {
+        if access.is_in {
+            vmcb.write64(save::RAX, access.unclaimed_in_rax(vmcb.read64(save::RAX)));
         }
-        let lma = vmcb.read64(save::EFER) & (1 << 10);
-        vmcb.write64(save::EFER, (value & !(1 << 10)) | lma | crate::svm::EFER_SVME);
     } else {
-        let value = vmcb.read64(save::EFER) & !crate::svm::EFER_SVME;
-        vmcb.write64(save::RAX, value & 0xffff_ffff);
-        regs.rdx = value >> 32;
+        let count = access.count(v.regs.rcx);
+        let backwards = vmcb.read64(save::RFLAGS) & (1 << 10) != 0;
+        if access.is_in {
+            // INS stores to ES:RDI; in every mode a PVH domain uses, ES's base is 0.
+            let mut access_mem = crate::guestmem::of_vcpu(vmcb);
+            let ones = [0xffu8; 64];
+            let total = count.saturating_mul(u64::from(access.size)).min(1 << 20);
+            let start = if backwards { v.regs.rdi.wrapping_sub(total.saturating_sub(u64::from(access.size))) } else { v.regs.rdi };
+            let mut done = 0;
+            while done < total {
+                let chunk = (total - done).min(64);
+                if access_mem.write(start.wrapping_add(done), &ones[..chunk as usize]).is_err() {
+                    return crash(slot, vmcb, format_args!("INS from port {:#x} into unmapped memory", access.port));
+                }
+                done += chunk;
+            }
+            v.regs.rdi = access.advance(v.regs.rdi, count, backwards);
+        } else {
+            v.regs.rsi = access.advance(v.regs.rsi, count, backwards);
+        }
+        if access.rep {
+            v.regs.rcx &= !access.address_mask();
+        }
     }
-    advance_rip(vmcb, 2);
+    vmcb.write64(save::RIP, vmcb.read64(control::EXIT_INFO2));
     Step::Continue
 }

@@ -64,6 +64,15 @@ pub fn paging_mode(vmcb: Vmcb) -> PagingMode {
     }
 }
 
+/// The current address space of the vCPU whose VMCB this is: its page tables, then its
+/// domain's nested page table.
+pub fn of_vcpu(vmcb: Vmcb) -> GuestAccess {
+    GuestAccess {
+        memory: GuestMemory::new(NptView::from_root(vmcb.read64(crate::svm::control::N_CR3))),
+        mode: paging_mode(vmcb),
+    }
+}
+
 /// Copies between a vCPU's virtual address space and the microvisor.
 pub struct GuestAccess {
     pub memory: GuestMemory,

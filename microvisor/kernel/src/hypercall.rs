@@ -73,8 +73,7 @@ pub fn u64_at(bytes: &[u8], at: usize) -> u64 {
 }
 
 pub fn dispatch(caller: &mut Caller, number: u64, args: [u64; 5]) -> Action {
-    crate::stats::HYPERCALLS.fetch_add(1, Ordering::Relaxed);
-    crate::stats::PER_DOMAIN[caller.slot].hypercalls.fetch_add(1, Ordering::Relaxed);
+    crate::stats::count_hypercall(caller.slot, number);
     let result = match number {
         nr::CONSOLE_IO => console_io(caller, args),
         nr::XEN_VERSION => xen_version(caller, args),
@@ -118,7 +117,7 @@ fn xen_version(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64
         XENVER_GET_FEATURES => {
             let bytes: [u8; 8] = caller.read_struct(arg)?;
             let submap = if u32_at(&bytes, 0) == 0 { FEATURES_SUBMAP0 } else { 0 };
-            caller.write_bytes(arg + 4, &submap.to_le_bytes()).map(|()| 0)
+            caller.write_bytes(arg.checked_add(4).ok_or(EFAULT)?, &submap.to_le_bytes()).map(|()| 0)
         }
         XENVER_PAGESIZE => Ok(4096),
         _ => Err(ENOSYS),
@@ -128,6 +127,11 @@ fn xen_version(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64
 fn sched_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Action {
     match cmd {
         SCHEDOP_YIELD => Action::Yield,
+        SCHEDOP_POLL => match poll(caller, arg) {
+            Ok(true) => Action::Return(0),
+            Ok(false) => Action::Yield,
+            Err(e) => Action::Return(e),
+        },
         SCHEDOP_BLOCK => Action::Block,
         SCHEDOP_SHUTDOWN => {
             let bytes: [u8; 4] = match caller.read_struct(arg) {
@@ -143,6 +147,34 @@ fn sched_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Action {
         }
         _ => Action::Return(ENOSYS),
     }
+}
+
+/// `SCHEDOP_poll`: whether one of the named ports is pending (masked or not). When none
+/// is, the vCPU yields and the call returns 0, a wake-up the caller must tolerate (Xen's
+/// poll may also return early; Linux's PV spinlocks re-check their lock).
+fn poll(caller: &mut Caller, arg: u64) -> Result<bool, i64> {
+    let bytes: [u8; SCHED_POLL_SIZE] = caller.read_struct(arg)?;
+    let ports = u64_at(&bytes, 0);
+    let count = u32_at(&bytes, 8);
+    if count > SCHED_POLL_MAX_PORTS {
+        return Err(EINVAL);
+    }
+    let shared = crate::events::EVENTS[caller.slot].lock().shared_info_hpa;
+    for i in 0..u64::from(count) {
+        let at = ports.checked_add(i * 4).ok_or(EFAULT)?;
+        let port: [u8; 4] = caller.read_struct(at)?;
+        let port = u32_at(&port, 0);
+        if port as usize >= microvisor_core::evtchn::MAX_PORTS {
+            return Err(EINVAL);
+        }
+        let mut byte = [0u8];
+        let offset = microvisor_abi::evtchn::shared_info::EVTCHN_PENDING as u64 + u64::from(port / 8);
+        crate::mem::read_phys(shared + offset, &mut byte);
+        if byte[0] & (1 << (port % 8)) != 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn vcpu_op(caller: &mut Caller, [cmd, target, arg, ..]: [u64; 5]) -> Action {
@@ -171,6 +203,8 @@ fn vcpu_op(caller: &mut Caller, [cmd, target, arg, ..]: [u64; 5]) -> Action {
         VCPUOP_DOWN => Err(EPERM),
         VCPUOP_IS_UP => Ok(i64::from(crate::scheduler::vcpu_is_up(caller.slot, target))),
         VCPUOP_STOP_PERIODIC_TIMER => Ok(0),
+        // Accepted, not kept up to date: Linux reads zeros as "no steal time".
+        VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => register_runstate(caller, arg),
         VCPUOP_SET_SINGLESHOT_TIMER if is_self => set_singleshot(caller, arg),
         VCPUOP_STOP_SINGLESHOT_TIMER if is_self => {
             crate::vcpu::timer(caller.slot, target).store(0, Ordering::Relaxed);
@@ -183,6 +217,17 @@ fn vcpu_op(caller: &mut Caller, [cmd, target, arg, ..]: [u64; 5]) -> Action {
         _ => Err(ENOSYS),
     };
     Action::Return(result.unwrap_or_else(|e| e))
+}
+
+/// The area's address must translate (for writing) now; it is accepted but not kept up to
+/// date, which Linux reads as "no steal time".
+fn register_runstate(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
+    let bytes: [u8; 8] = caller.read_struct(arg)?;
+    let gva = u64_at(&bytes, 0);
+    if gva != 0 {
+        caller.access().translate(gva, microvisor_core::pagewalk::Access::Write).map_err(|_| EFAULT)?;
+    }
+    Ok(0)
 }
 
 fn initialise(caller: &mut Caller, target: usize, arg: u64) -> Result<i64, i64> {
@@ -339,7 +384,7 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
     }
     let written = entries.len().min(count as usize);
     for (i, e) in entries.iter().take(written).enumerate() {
-        caller.write_bytes(array + (i * DOMAIN_ENTRY_SIZE) as u64, e)?;
+        caller.write_bytes(array.checked_add((i * DOMAIN_ENTRY_SIZE) as u64).ok_or(EFAULT)?, e)?;
     }
     Ok(written as i64)
 }
@@ -352,7 +397,7 @@ fn microvisor_op(caller: &mut Caller, [cmd, arg, count, extra @ ..]: [u64; 5]) -
             let mut entries = [[0u8; SIZE]; 8];
             let n = crate::pci::list(caller.slot, &mut entries).min(count as usize);
             for (i, entry) in entries.iter().take(n).enumerate() {
-                caller.write_bytes(arg + (i * SIZE) as u64, entry)?;
+                caller.write_bytes(arg.checked_add((i * SIZE) as u64).ok_or(EFAULT)?, entry)?;
             }
             Ok(n as i64)
         }

@@ -25,6 +25,7 @@ mod guestmem;
 mod hypercall;
 mod lapic;
 mod mem;
+mod msr;
 mod npt;
 mod platform;
 mod scheduler;

@@ -4,7 +4,10 @@
 //! World switch protocol: the host runs with IF=0. `svm_run` saves the host's x87/SSE state
 //! and loads the guest's (FXSAVE/FXRSTOR), saves the host's VMLOAD-class state (FS, GS, TR,
 //! LDTR, syscall MSRs) with VMSAVE into this CPU's host area and loads the guest's with VMLOAD,
-//! then `clgi; sti; vmrun`. With V_INTR_MASKING set, a physical interrupt while the guest runs
+//! then `sti; vmrun`. `clgi` comes before the VMLOAD: once the guest's TR is loaded, an NMI
+//! or machine check taken by the host would switch to an IST stack named by the guest's
+//! TSS (a silent triple fault), so GIF stays clear from the VMLOAD of the guest's state to
+//! the VMLOAD of the host's. With V_INTR_MASKING set, a physical interrupt while the guest runs
 //! causes an INTR #VMEXIT. After the exit it saves the guest's state, reloads the host's, and
 //! `stgi` lets the pending interrupt be taken on its IST stack (it only acknowledges the LAPIC),
 //! then `cli`. TCG does not provide `nrip-save`, so the exit handlers advance RIP themselves.
@@ -30,6 +33,7 @@ pub mod control {
     pub const EXIT_INFO1: u64 = 0x078;
     pub const EXIT_INFO2: u64 = 0x080;
     pub const NP_ENABLE: u64 = 0x090;
+    pub const EXIT_INT_INFO: u64 = 0x088;
     pub const EVENT_INJ: u64 = 0x0a8;
     pub const N_CR3: u64 = 0x0b0;
     pub const CLEAN_BITS: u64 = 0x0c0;
@@ -63,6 +67,8 @@ pub mod save {
 
 /// #VMEXIT codes we handle.
 pub mod exit {
+    pub const DB: u64 = 0x41;
+    pub const AC: u64 = 0x51;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const CPUID: u64 = 0x72;
@@ -235,6 +241,7 @@ svm_run_asm:
     pushq %rdx              /* host save  [rsp+16] */
     pushq %rsi              /* regs       [rsp+8]  */
     pushq %rdi              /* vmcb       [rsp+0]  */
+    clgi                    /* from here to VMRUN, TR and the IST pointers are the guest's */
     movq %rdx, %rax
     vmsave %rax
     movq %rdi, %rax
@@ -253,7 +260,6 @@ svm_run_asm:
     movq 96(%rsi), %r14
     movq 104(%rsi), %r15
     movq 24(%rsi), %rsi
-    clgi
     sti
     vmrun %rax
     pushq %rax

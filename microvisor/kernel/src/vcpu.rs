@@ -3,9 +3,10 @@
 //! `try_lock` it (VCPUOP_initialise on a sibling that is down), so two vCPUs never wait on
 //! each other.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use microvisor_abi::vcpu::VcpuHvmContext;
+use microvisor_core::vlapic::VirtualLapic;
 use spin::Mutex;
 
 use crate::domain::MAX_DOMAINS;
@@ -23,11 +24,57 @@ pub struct Vcpu {
     /// Has been given a start state (vCPU 0 at build, others by VCPUOP_initialise).
     pub initialised: bool,
     pub has_run: bool,
+    /// Its virtual local APIC (x2APIC mode from reset).
+    pub lapic: VirtualLapic,
+    /// A LAPIC vector set in V_IRQ at the last entry; taken once V_IRQ reads clear.
+    pub injected_lapic_vector: Option<u8>,
 }
 
 static VCPUS: [Mutex<Option<Vcpu>>; MAX_VCPUS] = [const { Mutex::new(None) }; MAX_VCPUS];
 /// Pending single-shot timer deadline per vCPU, in ns of system time (0 = none).
 static TIMER_DEADLINE_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+/// LAPIC vectors sent to a vCPU by its siblings (a 256-bit set), merged into its virtual
+/// LAPIC by the CPU that runs it; the sender never takes the target's lock.
+static POSTED_VECTORS: [[AtomicU64; 4]; MAX_VCPUS] = [const { [const { AtomicU64::new(0) }; 4] }; MAX_VCPUS];
+/// An NMI sent to a vCPU, injected at its next entry.
+static POSTED_NMI: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
+
+/// Post a fixed interrupt to a vCPU (from a sibling's ICR write) and make it notice.
+pub fn post_vector(slot: usize, vcpu: usize, vector: u8) {
+    POSTED_VECTORS[index(slot, vcpu)][usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+    crate::scheduler::kick(slot, vcpu);
+}
+
+pub fn post_nmi(slot: usize, vcpu: usize) {
+    POSTED_NMI[index(slot, vcpu)].store(true, Ordering::Release);
+    crate::scheduler::kick(slot, vcpu);
+}
+
+/// Whether anything was posted to the vCPU since it last looked (for waking it from HLT).
+pub fn has_posted(slot: usize, vcpu: usize) -> bool {
+    let i = index(slot, vcpu);
+    POSTED_NMI[i].load(Ordering::Acquire) || POSTED_VECTORS[i].iter().any(|w| w.load(Ordering::Acquire) != 0)
+}
+
+fn clear_posted(slot: usize, vcpu: usize) {
+    let i = index(slot, vcpu);
+    POSTED_VECTORS[i].iter().for_each(|w| w.store(0, Ordering::Release));
+    POSTED_NMI[i].store(false, Ordering::Release);
+}
+
+/// Move what siblings posted into the vCPU's own LAPIC; returns whether an NMI is due.
+pub fn take_posted(slot: usize, vcpu: usize, lapic: &mut VirtualLapic) -> bool {
+    let i = index(slot, vcpu);
+    for (word, bits) in POSTED_VECTORS[i].iter().enumerate() {
+        let mut pending = bits.swap(0, Ordering::AcqRel);
+        while pending != 0 {
+            let bit = pending.trailing_zeros();
+            pending &= pending - 1;
+            lapic.raise((word as u32 * 64 + bit) as u8);
+        }
+    }
+    POSTED_NMI[i].swap(false, Ordering::AcqRel)
+}
 
 pub fn index(slot: usize, vcpu: usize) -> usize {
     slot * MAX_VCPUS_PER_DOMAIN + vcpu
@@ -104,7 +151,10 @@ pub fn domain_permission_map(ranges: &[microvisor_abi::manifest::IoPortRange]) -
 
 pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Result<(), crate::npt::OutOfMemory> {
     let vmcb = Vmcb::new(crate::mem::alloc_zeroed().ok_or(crate::npt::OutOfMemory)?);
-    vmcb.write32(control::INTERCEPT_EXCEPTIONS, 0);
+    // #DB and #AC: a guest can make their delivery fault again forever inside the CPU
+    // (XSA-156); intercepted, each delivery is a #VMEXIT the host reinjects, so the CPU
+    // stays preemptible.
+    vmcb.write32(control::INTERCEPT_EXCEPTIONS, (1 << 1) | (1 << 17));
     vmcb.write32(
         control::INTERCEPT_MISC1,
         svm::INTERCEPT_INTR
@@ -136,8 +186,11 @@ pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Res
         time_area_gpa: None,
         initialised: false,
         has_run: false,
+        lapic: VirtualLapic::new(vcpu as u32, vcpu == 0),
+        injected_lapic_vector: None,
     });
     timer(slot, vcpu).store(0, Ordering::Relaxed);
+    clear_posted(slot, vcpu);
     Ok(())
 }
 
@@ -164,6 +217,35 @@ pub fn set_pvh_boot_state(slot: usize, vcpu: usize, entry: u64, start_info_gpa: 
     vmcb.write64(save::RAX, 0);
     vmcb.write8(save::CPL, 0);
     v.regs = GuestRegs { rbx: start_info_gpa, ..GuestRegs::default() };
+    v.initialised = true;
+}
+
+/// What a STARTUP IPI does to a vCPU waiting for it: real mode at `vector << 12`
+/// (CS = vector << 8, IP = 0), the state of an AP after INIT.
+pub fn set_startup_state(v: &mut Vcpu, vector: u8) {
+    let vmcb = v.vmcb;
+    let base = u64::from(vector) << 12;
+    vmcb.set_segment(save::CS, u16::from(vector) << 8, 0x009b, 0xffff, base);
+    for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+        vmcb.set_segment(seg, 0, 0x0093, 0xffff, 0);
+    }
+    vmcb.set_segment(save::TR, 0, 0x008b, 0xffff, 0);
+    vmcb.set_segment(save::LDTR, 0, 0x0082, 0xffff, 0);
+    vmcb.set_segment(save::GDTR, 0, 0, 0xffff, 0);
+    vmcb.set_segment(save::IDTR, 0, 0, 0xffff, 0);
+    vmcb.write64(save::CR0, 0x10);
+    vmcb.write64(save::CR3, 0);
+    vmcb.write64(save::CR4, 0);
+    vmcb.write64(save::EFER, svm::EFER_SVME);
+    vmcb.write64(save::RFLAGS, 0x2);
+    vmcb.write64(save::RIP, 0);
+    vmcb.write64(save::RSP, 0);
+    vmcb.write64(save::RAX, 0);
+    vmcb.write8(save::CPL, 0);
+    vmcb.write64(control::EVENT_INJ, 0);
+    v.regs = GuestRegs::default();
+    v.fx = FxArea::initial();
+    v.injected_lapic_vector = None;
     v.initialised = true;
 }
 
