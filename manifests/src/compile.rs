@@ -1,8 +1,9 @@
 //! Compiling a system: the system file and its domain files become a [`SystemManifest`],
 //! its `postcard` encoding and the list of images to pass as boot modules.
 //!
-//! Boot module 0 is the blob; module `i + 1` holds `images[i]`. Domains whose kernels are the
-//! same file share one module.
+//! Boot module 0 is the blob; module `i + 1` holds `images[i]`. The images are the domains'
+//! kernels and ramdisks, in the order the domains name them (each domain's kernel, then its
+//! ramdisk); domains that name the same file share one module.
 //!
 //! Checks across files: domain names are unique, no I/O port and no PCI function is given to
 //! two domains, and `xenstore_domain` and `console_domain` name listed domains (compiled to
@@ -14,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use microvisor_abi::manifest::{SystemManifest, MANIFEST_VERSION, MAX_DOMAINS};
 
-use crate::domain::{parse_domain_config, DomainConfig};
+use crate::domain::{parse_domain_config, DomainConfig, ImageRef};
 use crate::error::{ManifestError, Problem};
-use crate::image::{check_kernel, resolve_kernel};
-use crate::system::{parse_system_config, DomainRef};
+use crate::image::{check_kernel, check_ramdisk, resolve_image};
+use crate::system::{parse_system_config, DomainRef, SystemConfig};
 
 /// A compiled system, ready to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,28 +27,98 @@ pub struct CompiledSystem {
     pub manifest: SystemManifest,
     /// `postcard::to_allocvec(&manifest)`: boot module 0.
     pub blob: Vec<u8>,
-    /// Boot module `i + 1` holds `images[i]`; [`DomainSpec::image_module`] is `i + 1`.
+    /// Boot module `i + 1` holds `images[i]`: a kernel ([`DomainSpec::image_module`]) or a
+    /// ramdisk ([`DomainSpec::ramdisk_module`]).
     ///
     /// [`DomainSpec::image_module`]: microvisor_abi::manifest::DomainSpec::image_module
+    /// [`DomainSpec::ramdisk_module`]: microvisor_abi::manifest::DomainSpec::ramdisk_module
     pub images: Vec<PathBuf>,
 }
 
-/// Reads `system_file` and every domain file it lists, checks them and their kernels, and
-/// compiles the system. Kernels named by a bare file name are also looked for in
-/// `image_dirs`, in order.
+/// Reads `system_file` and every domain file it lists, checks them and their images, and
+/// compiles the system. Images (kernels and ramdisks) named by a bare file name are also
+/// looked for in `image_dirs`, in order.
 ///
 /// # Errors
 ///
-/// The first problem found, in the system file, a domain file or a kernel image, with its
-/// file, line and key.
+/// The first problem found, in the system file, a domain file or an image, with its file,
+/// line and key.
 pub fn compile_system(
     system_file: &Path,
     image_dirs: &[PathBuf],
 ) -> Result<CompiledSystem, ManifestError> {
-    let system = parse_system_config(system_file, &read_text(system_file, None)?)?;
+    let (system, configs) = read_domains(system_file)?;
+    check_io_ports_unshared(&configs)?;
+    check_pci_unshared(&configs)?;
+    let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
+    let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
 
-    // Read every domain file and check the names first: a clash is a mistake in the files,
-    // whatever the state of the images.
+    let mut modules = Modules::default();
+    let mut manifest = SystemManifest {
+        version: MANIFEST_VERSION,
+        domains: heapless::Vec::new(),
+        xenstore_domain,
+        console_domain,
+    };
+    for config in &configs {
+        let mut kernel_module = None;
+        let mut ramdisk_module = None;
+        for image in config.images() {
+            let path = resolve_image(&image, image_dirs)?;
+            if image.key == "kernel" {
+                kernel_module = Some(modules.kernel(config, path)?);
+            } else {
+                ramdisk_module = Some(modules.ramdisk(&image, path)?);
+            }
+        }
+        // `images()` always lists the kernel first.
+        let kernel_module = kernel_module.unwrap_or_default();
+        let too_many = || {
+            let problem = Problem::TooManyDomains {
+                count: configs.len(),
+                max: MAX_DOMAINS,
+            };
+            ManifestError::new(system_file, None, Some("domains"), problem)
+        };
+        manifest
+            .domains
+            .push(config.to_spec(kernel_module, ramdisk_module)?)
+            .map_err(|_| too_many())?;
+    }
+
+    let blob = postcard::to_allocvec(&manifest).map_err(|error| {
+        ManifestError::new(
+            system_file,
+            None,
+            None,
+            Problem::Encode {
+                reason: error.to_string(),
+            },
+        )
+    })?;
+    Ok(CompiledSystem {
+        manifest,
+        blob,
+        images: modules.images,
+    })
+}
+
+/// The images a system's domains name, as written and without looking for them: each
+/// domain's `kernel`, then its `ramdisk`, in the order of `domains`. For a build tool that
+/// makes some images only when a system needs them.
+///
+/// # Errors
+///
+/// As [`compile_system`], for the problems found by reading the files (not the images).
+pub fn referenced_images(system_file: &Path) -> Result<Vec<ImageRef>, ManifestError> {
+    let (_, configs) = read_domains(system_file)?;
+    Ok(configs.iter().flat_map(DomainConfig::images).collect())
+}
+
+/// Reads `system_file` and every domain file it lists, and checks that the domain names are
+/// unique: a clash is a mistake in the files, whatever the state of the images.
+fn read_domains(system_file: &Path) -> Result<(SystemConfig, Vec<DomainConfig>), ManifestError> {
+    let system = parse_system_config(system_file, &read_text(system_file, None)?)?;
     let mut configs: Vec<DomainConfig> = Vec::with_capacity(system.domains.len());
     for entry in &system.domains {
         let text = read_text(&entry.path, Some((system_file, entry.line)))?;
@@ -66,61 +137,46 @@ pub fn compile_system(
         }
         configs.push(config);
     }
-    check_io_ports_unshared(&configs)?;
-    check_pci_unshared(&configs)?;
-    let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
-    let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
+    Ok((system, configs))
+}
 
-    let mut images: Vec<PathBuf> = Vec::new();
-    let mut modules: HashMap<PathBuf, u16> = HashMap::new();
-    let mut manifest = SystemManifest {
-        version: MANIFEST_VERSION,
-        domains: heapless::Vec::new(),
-        xenstore_domain,
-        console_domain,
-    };
-    for config in &configs {
-        let path = resolve_kernel(config, image_dirs)?;
+/// The boot modules after the blob: one per distinct file, numbered from 1 in the order
+/// first named.
+#[derive(Default)]
+struct Modules {
+    images: Vec<PathBuf>,
+    /// By the file's canonical path: its module, and whether it was checked as a kernel.
+    by_file: HashMap<PathBuf, (u16, bool)>,
+}
+
+impl Modules {
+    /// The module of `path`, added if new.
+    fn module(&mut self, path: PathBuf) -> (u16, &mut bool) {
         let identity = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        let module = match modules.get(&identity) {
-            Some(&module) => module,
-            None => {
-                check_kernel(config, &path)?;
-                images.push(path);
-                // At most MAX_DOMAINS images, so the index fits.
-                let module = u16::try_from(images.len()).unwrap_or(u16::MAX);
-                modules.insert(identity, module);
-                module
-            }
-        };
-        let too_many = || {
-            let problem = Problem::TooManyDomains {
-                count: configs.len(),
-                max: MAX_DOMAINS,
-            };
-            ManifestError::new(system_file, None, Some("domains"), problem)
-        };
-        manifest
-            .domains
-            .push(config.to_spec(module)?)
-            .map_err(|_| too_many())?;
+        let images = &mut self.images;
+        let (module, checked) = self.by_file.entry(identity).or_insert_with(|| {
+            images.push(path);
+            // At most two images per domain and MAX_DOMAINS domains, so the index fits.
+            (u16::try_from(images.len()).unwrap_or(u16::MAX), false)
+        });
+        (*module, checked)
     }
 
-    let blob = postcard::to_allocvec(&manifest).map_err(|error| {
-        ManifestError::new(
-            system_file,
-            None,
-            None,
-            Problem::Encode {
-                reason: error.to_string(),
-            },
-        )
-    })?;
-    Ok(CompiledSystem {
-        manifest,
-        blob,
-        images,
-    })
+    /// The module of a kernel, checked to be a PVH image the first time it is a kernel.
+    fn kernel(&mut self, config: &DomainConfig, path: PathBuf) -> Result<u16, ManifestError> {
+        let (module, checked) = self.module(path.clone());
+        if !*checked {
+            check_kernel(config, &path)?;
+            *checked = true;
+        }
+        Ok(module)
+    }
+
+    /// The module of a ramdisk, checked to be readable.
+    fn ramdisk(&mut self, image: &ImageRef, path: PathBuf) -> Result<u16, ManifestError> {
+        check_ramdisk(image, &path)?;
+        Ok(self.module(path).0)
+    }
 }
 
 /// An I/O port belongs to one domain at most: the first range of a later domain that

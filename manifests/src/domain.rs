@@ -5,9 +5,11 @@
 //! | `name` | yes | 1 to 31 of `A-Z a-z 0-9 _ . -`; not `microvisor` | |
 //! | `type` | yes | `"pvh"` (`"pv"`, `"hvm"`: not supported yet) | |
 //! | `kernel` | yes | path of a PVH ELF image (resolved by the compiler) | |
+//! | `ramdisk` | no | path of an initramfs, found like `kernel`; its own boot module | none |
 //! | `memory` | yes | MiB, 4 to 2048 | |
 //! | `vcpus` | no | 1 to 8 | 1 |
 //! | `cmdline` or `extra` | no | kernel command line, at most 511 bytes | empty |
+//! | `root` | no | root device; `root=<value> ` goes before the command line | none |
 //! | `on_poweroff` | no | `"destroy"`, `"restart"`, `"preserve"` | `"destroy"` |
 //! | `on_reboot` | no | same | `"restart"` |
 //! | `on_crash` | no | same | `"destroy"` |
@@ -35,8 +37,10 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "name",
     "type",
     "kernel",
+    "ramdisk",
     "memory",
     "vcpus",
+    "root",
     "cmdline",
     "extra",
     "on_poweroff",
@@ -66,8 +70,12 @@ pub struct DomainConfig {
     /// The kernel path as written; see [`crate::compile_system`] for how it resolves.
     pub kernel: PathBuf,
     pub kernel_line: usize,
+    /// The initramfs (`ramdisk`), if any: the path as written and its line. It resolves
+    /// like the kernel.
+    pub ramdisk: Option<(PathBuf, usize)>,
     pub memory_mib: u32,
     pub vcpus: u32,
+    /// The kernel command line: `cmdline` or `extra`, after `root=<root> ` if `root` is set.
     pub cmdline: String,
     pub on_poweroff: LifecycleAction,
     pub on_reboot: LifecycleAction,
@@ -114,13 +122,53 @@ impl PciEntry {
     }
 }
 
+/// An image a domain file names: its `kernel` or its `ramdisk`, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The domain file that names it.
+    pub file: PathBuf,
+    /// `"kernel"` or `"ramdisk"`.
+    pub key: &'static str,
+    /// The path as written.
+    pub path: PathBuf,
+    pub line: usize,
+}
+
+impl ImageRef {
+    /// The name, if the path is a bare file name (no `/`): only such a name is also looked
+    /// for in the image directories.
+    pub fn bare_name(&self) -> Option<&str> {
+        self.path.to_str().filter(|name| !name.contains('/'))
+    }
+}
+
 impl DomainConfig {
-    /// The manifest entry for this domain, its image being boot module `image_module`.
+    /// The images this domain names: its kernel, then its ramdisk if it has one.
+    pub fn images(&self) -> Vec<ImageRef> {
+        let image = |key, path: &PathBuf, line| ImageRef {
+            file: self.file.clone(),
+            key,
+            path: path.clone(),
+            line,
+        };
+        let mut images = vec![image("kernel", &self.kernel, self.kernel_line)];
+        if let Some((path, line)) = &self.ramdisk {
+            images.push(image("ramdisk", path, *line));
+        }
+        images
+    }
+
+    /// The manifest entry for this domain, its image being boot module `image_module` and
+    /// its initramfs, if it has one, `ramdisk_module`.
     ///
     /// # Errors
     ///
     /// None for a config from [`parse_domain_config`], which checks the lengths.
-    pub fn to_spec(&self, image_module: u16) -> Result<DomainSpec, ManifestError> {
+    pub fn to_spec(
+        &self,
+        image_module: u16,
+        ramdisk_module: Option<u16>,
+    ) -> Result<DomainSpec, ManifestError> {
         // Both were checked when the file was read; an error still beats a panic.
         let too_long = |key, length, max| {
             ManifestError::new(
@@ -164,7 +212,7 @@ impl DomainConfig {
             name,
             kind: self.kind,
             image_module,
-            ramdisk_module: None,
+            ramdisk_module,
             memory_mib: self.memory_mib,
             vcpus: self.vcpus,
             cmdline,
@@ -199,6 +247,17 @@ pub fn parse_domain_config(file: &Path, text: &str) -> Result<DomainConfig, Mani
     if kernel_path.is_empty() {
         return Err(kernel.invalid(file, "a path to a PVH kernel image"));
     }
+    let ramdisk = match table.take("ramdisk") {
+        Some(setting) => {
+            const EXPECTED: &str = "a path to an initramfs image";
+            let path = setting.string(file, EXPECTED)?;
+            if path.is_empty() {
+                return Err(setting.invalid(file, EXPECTED));
+            }
+            Some((PathBuf::from(path), setting.line))
+        }
+        None => None,
+    };
     let vcpus = match table.take("vcpus") {
         Some(vcpus) => vcpus.integer_in(file, "an integer number of vCPUs", 1..=MAX_VCPUS, "")?,
         None => 1,
@@ -210,9 +269,15 @@ pub fn parse_domain_config(file: &Path, text: &str) -> Result<DomainConfig, Mani
         kind: domain_type(file, &kind)?,
         kernel: PathBuf::from(kernel_path),
         kernel_line: kernel.line,
+        ramdisk,
         memory_mib: memory_mib(file, &memory)?,
         vcpus,
-        cmdline: command_line(file, table.take("cmdline"), table.take("extra"))?,
+        cmdline: command_line(
+            file,
+            table.take("cmdline"),
+            table.take("extra"),
+            table.take("root"),
+        )?,
         on_poweroff: lifecycle(file, table.take("on_poweroff"), LifecycleAction::Destroy)?,
         on_reboot: lifecycle(file, table.take("on_reboot"), LifecycleAction::Restart)?,
         on_crash: lifecycle(file, table.take("on_crash"), LifecycleAction::Destroy)?,
@@ -258,23 +323,66 @@ fn memory_mib(file: &Path, setting: &Setting) -> Result<u32, ManifestError> {
     setting.integer_in(file, "an integer number of MiB", MEMORY_MIB_RANGE, " MiB")
 }
 
-/// `cmdline` and `extra` both set the kernel command line (for PVH, xl treats them alike).
+/// `cmdline` and `extra` both set the kernel command line (for PVH, xl treats them alike);
+/// `root`, as in xl, puts `root=<root> ` before it.
 fn command_line(
     file: &Path,
     cmdline: Option<Setting>,
     extra: Option<Setting>,
+    root: Option<Setting>,
 ) -> Result<String, ManifestError> {
     let setting = match (cmdline, extra) {
-        (None, None) => return Ok(String::new()),
         (Some(cmdline), Some(extra)) => {
             let problem = Problem::CmdlineAndExtra {
                 cmdline_line: cmdline.line,
             };
             return Err(extra.error(file, problem));
         }
-        (Some(setting), None) | (None, Some(setting)) => setting,
+        (Some(setting), None) | (None, Some(setting)) => Some(setting),
+        (None, None) => None,
     };
-    let text = setting.string(file, "a quoted kernel command line")?;
+    let text = match &setting {
+        Some(setting) => checked_text(file, setting, "a quoted kernel command line")?,
+        None => "",
+    };
+    let Some(root) = root else {
+        return Ok(text.to_owned());
+    };
+    const ROOT_EXPECTED: &str = "a root device, such as \"/dev/xvda1\"";
+    let device = checked_text(file, &root, ROOT_EXPECTED)?;
+    if device.is_empty() {
+        return Err(root.invalid(file, ROOT_EXPECTED));
+    }
+    let full = if text.is_empty() {
+        format!("root={device}")
+    } else {
+        format!("root={device} {text}")
+    };
+    if full.len() > MAX_CMDLINE_LEN {
+        let problem = match &setting {
+            Some(setting) => Problem::TooLongWithRoot {
+                length: full.len(),
+                max: MAX_CMDLINE_LEN,
+                key: setting.key.clone(),
+                line: setting.line,
+            },
+            None => Problem::TooLong {
+                length: full.len(),
+                max: MAX_CMDLINE_LEN,
+            },
+        };
+        return Err(root.error(file, problem));
+    }
+    Ok(full)
+}
+
+/// A string setting that fits the command line on its own and holds no control character.
+fn checked_text<'s>(
+    file: &Path,
+    setting: &'s Setting,
+    expected: &str,
+) -> Result<&'s str, ManifestError> {
+    let text = setting.string(file, expected)?;
     if text.len() > MAX_CMDLINE_LEN {
         return Err(setting.error(
             file,
@@ -287,7 +395,7 @@ fn command_line(
     if let Some(found) = text.chars().find(|c| c.is_control()) {
         return Err(setting.error(file, Problem::ControlCharacter { found }));
     }
-    Ok(text.to_owned())
+    Ok(text)
 }
 
 /// `ioports`: a list of `"START-END"` or `"PORT"` in hex, each range inclusive, no two
@@ -562,10 +670,39 @@ mod tests {
         );
         let config = parse(&text).unwrap();
         assert_eq!((config.memory_mib, config.vcpus), (2048, 8));
-        let spec = config.to_spec(3).unwrap();
+        let spec = config.to_spec(3, Some(4)).unwrap();
         assert_eq!(spec.name.as_str(), name);
         assert_eq!(spec.cmdline.as_str(), cmdline);
-        assert_eq!(spec.image_module, 3);
+        assert_eq!((spec.image_module, spec.ramdisk_module), (3, Some(4)));
+    }
+
+    #[test]
+    fn root_goes_before_the_command_line_up_to_the_limit() {
+        let with = |extra: &str| parse(&format!("{MINIMAL}root = '/dev/xvda1'\n{extra}"));
+        assert_eq!(with("").unwrap().cmdline, "root=/dev/xvda1");
+        assert_eq!(
+            with("cmdline = 'console=hvc0 quiet'\n").unwrap().cmdline,
+            "root=/dev/xvda1 console=hvc0 quiet"
+        );
+        // "root=/dev/xvda1 " is 16 bytes: 495 more fill the command line exactly.
+        let fits = with(&format!("extra = '{}'\n", "x".repeat(495))).unwrap();
+        assert_eq!(fits.cmdline.len(), MAX_CMDLINE_LEN);
+        assert_eq!(
+            fits.to_spec(1, None).unwrap().cmdline.len(),
+            MAX_CMDLINE_LEN
+        );
+        let message = with(&format!("cmdline = '{}'\n", "x".repeat(496)))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "d.cfg:5: key `root`: `root=` and `cmdline` (line 6) make a kernel command line of 512 bytes, at most 511 are allowed"
+        );
+        let config = parse(&format!("{MINIMAL}ramdisk = 'boot/initrd.img'\n")).unwrap();
+        assert_eq!(config.ramdisk, Some((PathBuf::from("boot/initrd.img"), 5)));
+        assert_eq!(config.images().len(), 2);
+        assert_eq!(config.images()[1].bare_name(), None);
+        assert_eq!(parse(MINIMAL).unwrap().images()[0].bare_name(), Some("k"));
     }
 
     #[test]
@@ -609,7 +746,7 @@ mod tests {
     fn ports(list: &str) -> Result<Vec<(u16, u16)>, String> {
         parse(&format!("{MINIMAL}ioports = {list}\n"))
             .map(|config| {
-                let spec = config.to_spec(1).unwrap();
+                let spec = config.to_spec(1, None).unwrap();
                 assert_eq!(spec.ioports.len(), config.ioports.len());
                 spec.ioports.iter().map(|r| (r.first, r.last)).collect()
             })
@@ -723,7 +860,7 @@ mod tests {
     fn pci(list: &str) -> Result<Vec<String>, String> {
         parse(&format!("{MINIMAL}pci = {list}\n"))
             .map(|config| {
-                let spec = config.to_spec(1).unwrap();
+                let spec = config.to_spec(1, None).unwrap();
                 let addresses: Vec<PciAddress> = config.pci.iter().map(|e| e.address).collect();
                 assert_eq!(spec.pci.as_slice(), addresses.as_slice());
                 config.pci.iter().map(PciEntry::canonical).collect()

@@ -4,9 +4,9 @@
 //! `file:line`:
 //!
 //! ```text
-//! manifests/default/hello.cfg:3: key `memory`: expected an integer number of MiB, found "lots"
-//! manifests/default/hello.cfg: key `kernel`: required key is missing
-//! manifests/default/hello.cfg:7: unknown key `memroy` (keys allowed here: name, type, ...)
+//! manifests/demo/hello.cfg:3: key `memory`: expected an integer number of MiB, found "lots"
+//! manifests/demo/hello.cfg: key `kernel`: required key is missing
+//! manifests/demo/hello.cfg:7: unknown key `memroy` (keys allowed here: name, type, ...)
 //! ```
 //!
 //! The line is left out when the problem concerns the whole file (a missing key, a file that
@@ -132,6 +132,14 @@ pub enum Problem {
     TooLong { length: usize, max: usize },
     #[error("must not contain control characters (found {found:?})")]
     ControlCharacter { found: char },
+    /// `root=<root> ` and the command line of `key` (on `line`) are too long together.
+    #[error("`root=` and `{key}` (line {line}) make a kernel command line of {length} bytes, at most {max} are allowed")]
+    TooLongWithRoot {
+        length: usize,
+        max: usize,
+        key: String,
+        line: usize,
+    },
     #[error(
         "both `cmdline` (line {cmdline_line}) and `extra` set the kernel command line; keep one"
     )]
@@ -187,6 +195,8 @@ pub enum Problem {
     Read { path: PathBuf, error: io::Error },
     #[error("kernel image {name:?} not found; looked for {looked}")]
     KernelNotFound { name: String, looked: String },
+    #[error("ramdisk image {name:?} not found; looked for {looked}")]
+    RamdiskNotFound { name: String, looked: String },
     #[error("{} is not a PVH image: {defect}", path.display())]
     NotPvhImage { path: PathBuf, defect: ImageDefect },
     #[error("cannot encode the manifest: {reason}")]

@@ -1,6 +1,7 @@
-//! Finding a domain's kernel image and checking that it is a PVH ELF image.
+//! Finding a domain's images (its kernel and its ramdisk) and checking that the kernel is a
+//! PVH ELF image.
 //!
-//! A kernel path resolves relative to the directory of the domain file that names it; if it
+//! An image path resolves relative to the directory of the domain file that names it; if it
 //! is not there and is a bare file name (no `/`), each image directory is tried in order.
 //!
 //! A PVH image is an ELF64, little-endian, x86-64 executable (`ET_EXEC`) with a
@@ -17,19 +18,19 @@ use elf::note::{Note, NoteIterator};
 use elf::ElfBytes;
 use microvisor_abi::pvh::{XEN_ELFNOTE_OWNER, XEN_ELFNOTE_PHYS32_ENTRY};
 
-use crate::domain::DomainConfig;
+use crate::domain::{DomainConfig, ImageRef};
 use crate::error::{ImageDefect, ManifestError, Problem};
 
-/// Finds the kernel file of `config`; the error lists every place looked.
-pub(crate) fn resolve_kernel(
-    config: &DomainConfig,
+/// Finds the file of an image (a kernel or a ramdisk) a domain file names; the error lists
+/// every place looked.
+pub(crate) fn resolve_image(
+    image: &ImageRef,
     image_dirs: &[PathBuf],
 ) -> Result<PathBuf, ManifestError> {
-    let directory = config.file.parent().unwrap_or(Path::new(""));
-    let mut candidates = vec![directory.join(&config.kernel)];
-    let bare_name = !config.kernel.as_os_str().to_string_lossy().contains('/');
-    if bare_name {
-        candidates.extend(image_dirs.iter().map(|dir| dir.join(&config.kernel)));
+    let directory = image.file.parent().unwrap_or(Path::new(""));
+    let mut candidates = vec![directory.join(&image.path)];
+    if let Some(name) = image.bare_name() {
+        candidates.extend(image_dirs.iter().map(|dir| dir.join(name)));
     }
     if let Some(found) = candidates.iter().find(|path| path.is_file()) {
         return Ok(found.clone());
@@ -39,12 +40,16 @@ pub(crate) fn resolve_kernel(
         .map(|path| path.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let name = config.kernel.display().to_string();
-    let problem = Problem::KernelNotFound { name, looked };
+    let name = image.path.display().to_string();
+    let problem = if image.key == "ramdisk" {
+        Problem::RamdiskNotFound { name, looked }
+    } else {
+        Problem::KernelNotFound { name, looked }
+    };
     Err(ManifestError::new(
-        &config.file,
-        Some(config.kernel_line),
-        Some("kernel"),
+        &image.file,
+        Some(image.line),
+        Some(image.key),
         problem,
     ))
 }
@@ -97,6 +102,17 @@ pub fn pvh_entry_point(image: &[u8]) -> Result<u64, ImageDefect> {
         }
     }
     Err(ImageDefect::NoPhys32Entry)
+}
+
+/// Checks that the ramdisk at `path` (found for `image`) can be read.
+pub(crate) fn check_ramdisk(image: &ImageRef, path: &Path) -> Result<(), ManifestError> {
+    std::fs::File::open(path).map(drop).map_err(|error| {
+        let problem = Problem::Read {
+            path: path.to_owned(),
+            error,
+        };
+        ManifestError::new(&image.file, Some(image.line), Some(image.key), problem)
+    })
 }
 
 /// Reads the kernel at `path` (found for `config`) and checks that it is a PVH image.

@@ -1,13 +1,14 @@
 //! The host-side manifest compiler.
 //!
 //! The user describes each domain in Xen's `xl.cfg` syntax (`name`, `type`, `kernel`,
-//! `memory`, `vcpus`, `cmdline`, `on_crash`, `ioports`, `pci`, ...) and lists the domains that boot
+//! `ramdisk`, `memory`, `vcpus`, `cmdline`, `root`, `on_crash`, `ioports`, `pci`, ...) and lists the domains that boot
 //! in a system file, with the domains that serve xenstore and the console. This crate reads and validates them (every error names the file, the line and the
 //! key) and compiles the system into the `postcard` blob whose schema is
 //! [`microvisor_abi::manifest::SystemManifest`]: the microvisor decodes that blob at boot and
 //! never sees text (ARCHITECTURE.md, decision 6).
 //!
 //! - [`compile_system`]: system file → [`CompiledSystem`] (manifest, blob, boot module images).
+//! - [`referenced_images`]: the kernels and ramdisks a system file's domains name.
 //! - [`parse_domain_config`]: one domain file's text → [`DomainConfig`] (no file access).
 //! - [`parse_system_config`]: a system file's text → [`SystemConfig`].
 //! - [`pvh_entry_point`]: checks that an image is a PVH ELF image.
@@ -24,10 +25,10 @@ mod system;
 mod table;
 mod xl_keys;
 
-pub use compile::{compile_system, CompiledSystem};
+pub use compile::{compile_system, referenced_images, CompiledSystem};
 pub use domain::{
-    parse_domain_config, DomainConfig, IoPortEntry, PciEntry, DOMAIN_KEYS, MAX_CMDLINE_LEN,
-    MAX_NAME_LEN, MEMORY_MIB_RANGE, RESERVED_NAME,
+    parse_domain_config, DomainConfig, ImageRef, IoPortEntry, PciEntry, DOMAIN_KEYS,
+    MAX_CMDLINE_LEN, MAX_NAME_LEN, MEMORY_MIB_RANGE, RESERVED_NAME,
 };
 pub use error::{ImageDefect, Location, ManifestError, PciPart, Problem};
 pub use image::pvh_entry_point;

@@ -10,7 +10,7 @@ const UNSUPPORTED_XL_KEYS: &[&str] = &[
     "max_maptrack_frames", "max_grant_version", "nomigrate", "driver_domain", "uuid",
     "vmtrace_buf_kb", "vpmu", "passthrough", "claim_mode", "xend_suspend_evtchn_compat",
     // Kernel and boot.
-    "ramdisk", "root", "bootloader", "bootloader_args", "firmware", "bios", "pvshim",
+    "bootloader", "bootloader_args", "firmware", "bios", "pvshim",
     "pvshim_path", "pvshim_cmdline", "pvshim_extra", "bios_override", "firmware_override",
     "smbios_firmware", "acpi_firmware", "device_tree",
     // Devices.
@@ -54,7 +54,7 @@ mod tests {
             "maxvcpus",
             "builder",
             "bootloader",
-            "ramdisk",
+            "bootloader_args",
         ] {
             assert!(is_unsupported_xl_key(key), "{key}");
         }
@@ -65,5 +65,7 @@ mod tests {
         // Supported, so listed in DOMAIN_KEYS instead.
         assert!(!is_unsupported_xl_key("ioports"));
         assert!(!is_unsupported_xl_key("pci"));
+        assert!(!is_unsupported_xl_key("ramdisk"));
+        assert!(!is_unsupported_xl_key("root"));
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{domain_cfg, ElfImage, Scratch};
 use heapless::String as HString;
-use manifests::compile_system;
+use manifests::{compile_system, referenced_images, ImageRef};
 use microvisor_abi::manifest::{
     DomainSpec, DomainType, IoPortRange, LifecycleAction, PciAddress, SystemManifest,
     MANIFEST_VERSION, MAX_IOPORT_RANGES, MAX_PCI_FUNCTIONS,
@@ -18,6 +18,7 @@ fn spec(name: &str, image_module: u16, memory_mib: u32, vcpus: u32, cmdline: &st
         name: HString::try_from(name).expect("short name"),
         kind: DomainType::Pvh,
         image_module,
+        ramdisk_module: None,
         memory_mib,
         vcpus,
         cmdline: HString::try_from(cmdline).expect("short cmdline"),
@@ -116,13 +117,55 @@ fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn the_default_system_compiles_with_its_images() {
+/// The images `cargo xtask` makes: its own domains' and the Linux guest's, as stand-ins.
+fn standard_images() -> Scratch {
     let scratch = Scratch::new();
-    for image in ["hello", "xenstore-stub", "console"] {
+    for image in ["hello", "xenstore-stub", "console", "debian-vmlinux"] {
         scratch.write(image, ElfImage::pvh(0x10_0000).bytes());
     }
+    scratch.write("debian-initramfs", b"070701 an initramfs");
+    scratch
+}
+
+#[test]
+fn the_default_system_compiles_with_its_images() {
+    let scratch = standard_images();
     let system = crate_dir().join("default/system.cfg");
+    let compiled = compile_system(&system, &[scratch.dir.path().to_path_buf()]).expect("compiles");
+
+    let names: Vec<&str> = compiled.manifest.domains.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names[..2], ["xenstore", "console"]);
+    let linux = compiled
+        .manifest
+        .domains
+        .iter()
+        .find(|domain| domain.name == "linux")
+        .expect("a linux domain");
+    let module = |index: u16| compiled.images[usize::from(index) - 1].clone();
+    assert_eq!(module(linux.image_module), scratch.path("debian-vmlinux"));
+    assert_eq!(
+        linux.ramdisk_module.map(module),
+        Some(scratch.path("debian-initramfs"))
+    );
+    // Each image once, numbered in the order the domains name them.
+    assert_eq!(compiled.images.len(), 4);
+    assert_eq!(
+        compiled.manifest.domains.iter().map(|d| d.image_module).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(linux.ramdisk_module, Some(4));
+    assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
+    assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
+    assert_eq!(compiled.manifest.xenstore_domain, Some(0));
+    assert_eq!(compiled.manifest.console_domain, Some(1));
+    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
+    assert_eq!(decoded, compiled.manifest);
+}
+
+#[test]
+fn the_demo_system_compiles_with_its_images() {
+    let scratch = standard_images();
+    let system = crate_dir().join("demo/system.cfg");
     let compiled = compile_system(&system, &[scratch.dir.path().to_path_buf()]).expect("compiles");
 
     assert_eq!(
@@ -133,12 +176,7 @@ fn the_default_system_compiles_with_its_images() {
     assert_eq!(names, ["xenstore", "console", "hello", "primes", "ticker", "ring-back", "ring-front"]);
     let hello = &compiled.manifest.domains[2];
     assert_eq!(hello, &spec("hello", 3, 16, 2, "mode=hello"));
-    assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
-    assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
-    assert_eq!(compiled.manifest.xenstore_domain, Some(0));
-    assert_eq!(compiled.manifest.console_domain, Some(1));
-    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
-    assert_eq!(decoded, compiled.manifest);
+    assert!(compiled.manifest.domains.iter().all(|d| d.ramdisk_module.is_none()));
 }
 
 #[test]
@@ -149,6 +187,124 @@ fn the_default_system_needs_its_image() {
         message.contains(": key `kernel`: kernel image \"xenstore-stub\" not found"),
         "{message}"
     );
+}
+
+#[test]
+fn the_default_system_names_the_linux_images() {
+    let images = referenced_images(&crate_dir().join("default/system.cfg")).expect("reads");
+    let named: Vec<(&str, Option<&str>)> =
+        images.iter().map(|image| (image.key, image.bare_name())).collect();
+    assert!(named.contains(&("kernel", Some("debian-vmlinux"))), "{named:?}");
+    assert!(named.contains(&("ramdisk", Some("debian-initramfs"))), "{named:?}");
+}
+
+#[test]
+fn ramdisks_are_modules_of_their_own_shared_like_kernels() {
+    let scratch = Scratch::new();
+    scratch.write("images/vmlinux", ElfImage::pvh(0x100_0000).bytes());
+    scratch.write("images/initrd", b"an initramfs");
+    scratch.write("conf/small.cpio", b"another");
+    scratch.write("conf/k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write("conf/system.cfg", "domains = [ 'a.cfg', 'b.cfg', 'c.cfg', 'd.cfg' ]\n");
+    // `a` and `b` share both images (`b` through a relative path); `c` has no ramdisk;
+    // `d` has its own ramdisk, next to its file.
+    scratch.write(
+        "conf/a.cfg",
+        format!("{}ramdisk = 'initrd'\nroot = '/dev/xvda1'\n", domain_cfg("a", "vmlinux")),
+    );
+    scratch.write(
+        "conf/b.cfg",
+        format!(
+            "{}ramdisk = \"../images/initrd\"\nroot = '/dev/ram0 ro'\nextra = 'console=hvc0'\n",
+            domain_cfg("b", "vmlinux")
+        ),
+    );
+    scratch.write("conf/c.cfg", domain_cfg("c", "k"));
+    scratch.write(
+        "conf/d.cfg",
+        format!("{}ramdisk = 'small.cpio'\n", domain_cfg("d", "k")),
+    );
+    let compiled =
+        compile_system(&scratch.path("conf/system.cfg"), &[scratch.path("images")]).expect("compiles");
+    assert_eq!(
+        compiled.images,
+        vec![
+            scratch.path("images/vmlinux"),
+            scratch.path("images/initrd"),
+            scratch.path("conf/k"),
+            scratch.path("conf/small.cpio"),
+        ]
+    );
+    let modules: Vec<(u16, Option<u16>)> = compiled
+        .manifest
+        .domains
+        .iter()
+        .map(|d| (d.image_module, d.ramdisk_module))
+        .collect();
+    assert_eq!(modules, [(1, Some(2)), (1, Some(2)), (3, None), (3, Some(4))]);
+    let cmdlines: Vec<&str> = compiled.manifest.domains.iter().map(|d| d.cmdline.as_str()).collect();
+    assert_eq!(cmdlines, ["root=/dev/xvda1", "root=/dev/ram0 ro console=hvc0", "", ""]);
+    let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
+    assert_eq!(decoded, compiled.manifest);
+
+    let images = referenced_images(&scratch.path("conf/system.cfg")).expect("reads");
+    let listed: Vec<(&str, &str, usize)> = images
+        .iter()
+        .map(|image| (image.key, image.path.to_str().expect("utf-8"), image.line))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("kernel", "vmlinux", 3),
+            ("ramdisk", "initrd", 5),
+            ("kernel", "vmlinux", 3),
+            ("ramdisk", "../images/initrd", 5),
+            ("kernel", "k", 3),
+            ("kernel", "k", 3),
+            ("ramdisk", "small.cpio", 5),
+        ]
+    );
+    assert_eq!(images[3].bare_name(), None);
+    assert_eq!(
+        images[0],
+        ImageRef {
+            file: scratch.path("conf/system.cfg").with_file_name("a.cfg"),
+            key: "kernel",
+            path: "vmlinux".into(),
+            line: 3
+        }
+    );
+}
+
+#[test]
+fn a_file_that_is_a_ramdisk_of_one_domain_is_still_checked_as_the_kernel_of_another() {
+    let scratch = Scratch::new();
+    scratch.write("k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write("blob", b"not an elf");
+    scratch.write("system.cfg", "domains = [ 'a.cfg', 'b.cfg' ]\n");
+    scratch.write("a.cfg", format!("{}ramdisk = 'blob'\n", domain_cfg("a", "k")));
+    scratch.write("b.cfg", domain_cfg("b", "blob"));
+    let message = common::compile_error(&scratch.path("system.cfg"), &[]);
+    assert!(
+        message.starts_with(&format!(
+            "{}:3: key `kernel`: {} is not a PVH image: not an ELF file",
+            scratch.path("b.cfg").display(),
+            scratch.path("blob").display()
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn referenced_images_reports_the_errors_of_the_files() {
+    let scratch = Scratch::new();
+    scratch.write("system.cfg", "domains = [ 'a.cfg' ]\n");
+    scratch.write("a.cfg", "name = 'a'\n");
+    let error = referenced_images(&scratch.path("system.cfg")).unwrap_err().to_string();
+    assert!(error.ends_with("a.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"), "{error}");
+    // No image is looked for.
+    scratch.write("a.cfg", domain_cfg("a", "nowhere"));
+    assert_eq!(referenced_images(&scratch.path("system.cfg")).expect("reads").len(), 1);
 }
 
 #[test]

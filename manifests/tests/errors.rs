@@ -40,7 +40,7 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("syntax-list-separator.cfg", System, "tests/bad/syntax-list-separator.cfg:4: key `domains`: expected `,` or `]` after a list item, found `\"b.cfg\"`"),
     // Keys.
     ("duplicate-key.cfg", Domain, "tests/bad/duplicate-key.cfg:6: key `memory`: set twice: first on line 5, again on line 6"),
-    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, memory, vcpus, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci)"),
+    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, ramdisk, memory, vcpus, root, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci)"),
     ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `disk` is not supported yet"),
     ("missing-name.cfg", Domain, "tests/bad/missing-name.cfg: key `name`: required key is missing"),
     ("missing-type.cfg", Domain, "tests/bad/missing-type.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"),
@@ -55,6 +55,8 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("type-unknown.cfg", Domain, "tests/bad/type-unknown.cfg:3: key `type`: expected \"pvh\", found \"PVH\""),
     ("kernel-empty.cfg", Domain, "tests/bad/kernel-empty.cfg:4: key `kernel`: expected a path to a PVH kernel image, found \"\""),
     ("kernel-not-string.cfg", Domain, "tests/bad/kernel-not-string.cfg:4: key `kernel`: expected a path to a PVH kernel image, found a list"),
+    ("ramdisk-empty.cfg", Domain, "tests/bad/ramdisk-empty.cfg:5: key `ramdisk`: expected a path to an initramfs image, found \"\""),
+    ("ramdisk-not-string.cfg", Domain, "tests/bad/ramdisk-not-string.cfg:5: key `ramdisk`: expected a path to an initramfs image, found a list"),
     ("memory-string.cfg", Domain, "tests/bad/memory-string.cfg:5: key `memory`: expected an integer number of MiB, found \"lots\""),
     ("memory-too-small.cfg", Domain, "tests/bad/memory-too-small.cfg:5: key `memory`: 2 is out of range: allowed are 4 to 2048 MiB"),
     ("memory-too-large.cfg", Domain, "tests/bad/memory-too-large.cfg:5: key `memory`: 4096 is out of range: allowed are 4 to 2048 MiB"),
@@ -64,6 +66,11 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("cmdline-not-string.cfg", Domain, "tests/bad/cmdline-not-string.cfg:6: key `cmdline`: expected a quoted kernel command line, found a list"),
     ("cmdline-too-long.cfg", Domain, "tests/bad/cmdline-too-long.cfg:6: key `cmdline`: is 512 bytes long, at most 511 are allowed"),
     ("cmdline-control-character.cfg", Domain, "tests/bad/cmdline-control-character.cfg:6: key `extra`: must not contain control characters (found '\\t')"),
+    ("root-empty.cfg", Domain, "tests/bad/root-empty.cfg:6: key `root`: expected a root device, such as \"/dev/xvda1\", found \"\""),
+    ("root-not-string.cfg", Domain, "tests/bad/root-not-string.cfg:6: key `root`: expected a root device, such as \"/dev/xvda1\", found 1"),
+    ("root-control-character.cfg", Domain, "tests/bad/root-control-character.cfg:6: key `root`: must not contain control characters (found '\\t')"),
+    ("root-too-long.cfg", Domain, "tests/bad/root-too-long.cfg:6: key `root`: is 512 bytes long, at most 511 are allowed"),
+    ("root-cmdline-too-long.cfg", Domain, "tests/bad/root-cmdline-too-long.cfg:7: key `root`: `root=` and `extra` (line 6) make a kernel command line of 516 bytes, at most 511 are allowed"),
     ("on-crash-coredump.cfg", Domain, "tests/bad/on-crash-coredump.cfg:6: key `on_crash`: \"coredump-destroy\" is not supported yet, use \"destroy\", \"restart\" or \"preserve\""),
     ("on-reboot-unknown.cfg", Domain, "tests/bad/on-reboot-unknown.cfg:6: key `on_reboot`: expected \"destroy\", \"restart\" or \"preserve\", found \"reboot\""),
     ("on-poweroff-integer.cfg", Domain, "tests/bad/on-poweroff-integer.cfg:6: key `on_poweroff`: expected \"destroy\", \"restart\" or \"preserve\", found 1"),
@@ -229,6 +236,40 @@ fn an_image_directory_is_searched_only_for_bare_names() {
         "{}:3: key `kernel`: kernel image \"sub/k\" not found; looked for {}",
         scratch.path("d.cfg").display(),
         scratch.path("sub/k").display(),
+    );
+    assert_eq!(message, expected);
+}
+
+#[test]
+fn a_missing_ramdisk_lists_every_place_looked() {
+    let scratch = Scratch::new();
+    scratch.write("k", ElfImage::pvh(0x10_0000).bytes());
+    scratch.write("system.cfg", "domains = [ \"d.cfg\" ]\n");
+    scratch.write(
+        "d.cfg",
+        format!("{}ramdisk = \"initrd\"\n", domain_cfg("d", "k")),
+    );
+    let dirs = [scratch.path("images")];
+    let message = compile_error(&scratch.path("system.cfg"), &dirs);
+    let expected = format!(
+        "{}:5: key `ramdisk`: ramdisk image \"initrd\" not found; looked for {}, {}",
+        scratch.path("d.cfg").display(),
+        scratch.path("initrd").display(),
+        scratch.path("images/initrd").display(),
+    );
+    assert_eq!(message, expected);
+
+    // A path with a directory is looked for next to the domain file only.
+    scratch.write(
+        "d.cfg",
+        format!("{}ramdisk = \"boot/initrd\"\n", domain_cfg("d", "k")),
+    );
+    scratch.write("images/boot/initrd", b"cpio");
+    let message = compile_error(&scratch.path("system.cfg"), &dirs);
+    let expected = format!(
+        "{}:5: key `ramdisk`: ramdisk image \"boot/initrd\" not found; looked for {}",
+        scratch.path("d.cfg").display(),
+        scratch.path("boot/initrd").display(),
     );
     assert_eq!(message, expected);
 }

@@ -7,6 +7,7 @@
 mod commands;
 mod images;
 mod judge;
+mod linux;
 mod qemu;
 mod scenario;
 mod serial;
@@ -46,6 +47,8 @@ enum Task {
     Test(commands::test::TestArgs),
     /// Measure boot times and the hypercall round trip
     Bench(commands::bench::BenchArgs),
+    /// Fetch Debian's cloud kernel and build the Linux guest's initramfs (target/linux)
+    Linux(commands::linux::LinuxArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Run(args) => commands::run::run(&workspace, args),
         Task::Test(args) => commands::test::test(&workspace, args),
         Task::Bench(args) => commands::bench::bench(&workspace, args),
+        Task::Linux(args) => commands::linux::linux(&workspace, args).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -109,6 +113,17 @@ mod tests {
         };
         assert_eq!((args.smp, args.memory, args.timeout), (4, 1024, Some(5)));
         assert!(Cli::try_parse_from(["xtask", "run", "--smp", "0"]).is_err());
+    }
+
+    #[test]
+    fn linux_options() {
+        let cli = Cli::try_parse_from(["xtask", "linux"]).unwrap();
+        let Task::Linux(args) = cli.task else {
+            panic!("not linux")
+        };
+        assert!(!args.refresh);
+        let cli = Cli::try_parse_from(["xtask", "linux", "--refresh"]).unwrap();
+        assert!(matches!(cli.task, Task::Linux(args) if args.refresh));
     }
 
     #[test]

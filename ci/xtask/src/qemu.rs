@@ -2,7 +2,8 @@
 //! building its command line.
 //!
 //! The machine is a q35 PC with TCG emulating AMD SVM with nested paging, an Intel IOMMU, the
-//! debug console on the first serial port (stdio) and `isa-debug-exit` at port 0xf4, through
+//! debug console on the first serial port (stdio: QEMU's stdout is the serial output, its stdin
+//! the serial input) and `isa-debug-exit` at port 0xf4, through
 //! which the microvisor ends the run: `outb(0xf4, v)` makes QEMU exit with `(v << 1) | 1`.
 //! The microvisor writes 0 on power-off (status 1) and 1 on a panic (status 3).
 
@@ -83,7 +84,7 @@ fn ensure_installed_in(search_path: &OsStr, uid: Option<u32>) -> Result<PathBuf>
 }
 
 /// The first executable file called `name` in the directories of `search_path` (as in `PATH`).
-fn find_in(search_path: &OsStr, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in(search_path: &OsStr, name: &str) -> Option<PathBuf> {
     std::env::split_paths(search_path)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
@@ -96,7 +97,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// The effective user id, from `/proc/self/status` (`None` where that cannot be read).
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
@@ -245,7 +246,7 @@ impl Exit {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn machine() -> Machine {
@@ -321,7 +322,7 @@ mod tests {
     /// Writes an executable script from a child shell, so that no file descriptor for it is
     /// ever open in this (multi-threaded) process when another test forks: executing it could
     /// otherwise fail with "text file busy".
-    fn write_script(path: &Path, body: &str) {
+    pub(crate) fn write_script(path: &Path, body: &str) {
         let status = Command::new("/bin/sh")
             .args(["-c", "printf '%s\\n' \"$1\" > \"$0\" && chmod 755 \"$0\""])
             .arg(path)
@@ -331,7 +332,7 @@ mod tests {
         assert!(status.success());
     }
 
-    fn scratch(name: &str) -> PathBuf {
+    pub(crate) fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xtask-qemu-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

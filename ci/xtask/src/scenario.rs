@@ -14,10 +14,18 @@
 //! min = 1
 //! max = 100
 //! pick = "every"              # which matching lines must be in range: every | any | first | last
+//! qemu_memory_mib = 2048      # the QEMU machine's memory (default 512)
+//! [[send]]                    # type into the serial console, in order:
+//! after = 'guest: shell ready'  # once the serial output since the previous send's match
+//!                             # matches this (across lines; a prompt needs no newline),
+//! text = "uname -r\n"         # write this (TOML escapes: \n, \t, \u001d for Ctrl-])
 //! ```
 //!
-//! Regexes use the `regex` crate's syntax and are not anchored: they match anywhere in a line.
-//! Write them as TOML literal strings ('...') so backslashes need no escaping.
+//! Regexes use the `regex` crate's syntax and are not anchored: they match anywhere in a line
+//! (`send.after`: anywhere in the output). Write them as TOML literal strings ('...') so
+//! backslashes need no escaping; write `text` as a basic string ("...") for its escapes. A
+//! send whose `after` never matches fails the scenario. `timeout_secs` may be as long as a
+//! slow boot needs (a Linux guest under nested TCG: minutes).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +33,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use regex::Regex;
 use serde::Deserialize;
+
+use crate::serial::SendText;
 
 /// The file in each scenario directory that says how to judge it.
 pub const SCENARIO_FILE: &str = "scenario.toml";
@@ -83,7 +93,21 @@ struct ScenarioToml {
     forbid: Vec<String>,
     #[serde(default)]
     count: Vec<CountToml>,
+    /// The QEMU machine's memory, in MiB (default: the runner's standard size).
+    qemu_memory_mib: Option<u32>,
+    #[serde(default)]
+    send: Vec<SendToml>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendToml {
+    after: String,
+    text: String,
+}
+
+/// The memory a scenario may give its QEMU machine, in MiB.
+pub const QEMU_MEMORY_MIB_RANGE: std::ops::RangeInclusive<u32> = 64..=16384;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +146,10 @@ pub struct Scenario {
     pub qemu_cpu: Option<String>,
     pub disk: Option<Disk>,
     pub qemu_iommu: Option<String>,
+    /// The QEMU machine's memory, if not the standard size.
+    pub qemu_memory_mib: Option<u32>,
+    /// What to type into the serial console, and when.
+    pub sends: Vec<SendText>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +256,38 @@ impl Scenario {
                 Ok(CountRule { regex, min, max, pick: count.pick })
             })
             .collect::<Result<Vec<_>>>()?;
+        if let Some(mib) = raw.qemu_memory_mib {
+            if !QEMU_MEMORY_MIB_RANGE.contains(&mib) {
+                bail!(
+                    "`qemu_memory_mib` = {mib} is out of range: {} to {} MiB",
+                    QEMU_MEMORY_MIB_RANGE.start(),
+                    QEMU_MEMORY_MIB_RANGE.end()
+                );
+            }
+        }
+        let sends = raw
+            .send
+            .iter()
+            .enumerate()
+            .map(|(index, send)| {
+                let after = regex::bytes::Regex::new(&send.after).with_context(|| {
+                    format!(
+                        "`send[{index}].after` = '{}' is not a valid regex",
+                        send.after
+                    )
+                })?;
+                if send.after.is_empty() {
+                    bail!("`send[{index}].after` is empty: give the output to wait for");
+                }
+                if send.text.is_empty() {
+                    bail!("`send[{index}].text` is empty: give the text to type");
+                }
+                Ok(SendText {
+                    after,
+                    text: send.text.clone().into_bytes(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -241,6 +301,8 @@ impl Scenario {
             counts,
             qemu_cpu: raw.qemu_cpu,
             qemu_iommu: raw.qemu_iommu,
+            qemu_memory_mib: raw.qemu_memory_mib,
+            sends,
             disk: raw
                 .disk
                 .map(|d| -> Result<Disk> {
@@ -440,6 +502,71 @@ pick = "last"
     }
 
     #[test]
+    fn sends_and_memory_are_read() {
+        let scenario = parse(
+            "description = \"x\"\ntimeout_secs = 900\nexit = \"poweroff\"\nexpect = ['ok']\n\
+             qemu_memory_mib = 2048\n\
+             [[send]]\nafter = 'guest: shell ready'\ntext = \"uname -r\\n\"\n\
+             [[send]]\nafter = 'guest# $'\ntext = \"attach\\u001d\\tx\"\n",
+        )
+        .unwrap();
+        assert_eq!(scenario.timeout, Duration::from_secs(900));
+        assert_eq!(scenario.qemu_memory_mib, Some(2048));
+        assert_eq!(scenario.sends.len(), 2);
+        assert!(scenario.sends[0]
+            .after
+            .is_match(b"[linux] guest: shell ready"));
+        assert_eq!(scenario.sends[0].text, b"uname -r\n");
+        assert_eq!(scenario.sends[1].text, b"attach\x1d\tx");
+        let plain =
+            parse("description = \"x\"\ntimeout_secs = 5\nexit = \"any\"\nexpect = ['a']\n")
+                .unwrap();
+        assert!(plain.sends.is_empty());
+        assert_eq!(plain.qemu_memory_mib, None);
+    }
+
+    #[test]
+    fn bad_sends_and_memory_say_what_is_wrong() {
+        let base = "description = \"x\"\ntimeout_secs = 5\nexit = \"any\"\nexpect = ['a']\n";
+        let cases = [
+            (
+                "[[send]]\nafter = '('\ntext = \"x\"\n",
+                "`send[0].after` = '(' is not a valid regex",
+            ),
+            (
+                "[[send]]\nafter = 'a'\ntext = \"x\"\n[[send]]\nafter = 'b'\ntext = \"\"\n",
+                "`send[1].text` is empty",
+            ),
+            (
+                "[[send]]\nafter = ''\ntext = \"x\"\n",
+                "`send[0].after` is empty",
+            ),
+            ("[[send]]\ntext = \"x\"\n", "missing field `after`"),
+            ("[[send]]\nafter = 'a'\n", "missing field `text`"),
+            (
+                "[[send]]\nafter = 'a'\ntext = \"x\"\ndelay = 3\n",
+                "unknown field `delay`",
+            ),
+            ("[[send]]\nafter = 'a'\ntext = 5\n", "invalid type"),
+            ("send = 'x'\n", "invalid type"),
+            (
+                "qemu_memory_mib = 32\n",
+                "`qemu_memory_mib` = 32 is out of range: 64 to 16384 MiB",
+            ),
+            ("qemu_memory_mib = 99999\n", "out of range"),
+            ("qemu_memory_mib = -1\n", "qemu_memory_mib"),
+        ];
+        for (tail, needle) in cases {
+            let text = format!("{base}{tail}");
+            let message = error(&text);
+            assert!(
+                message.contains(needle),
+                "message {message:?} should mention {needle:?} for:\n{text}"
+            );
+        }
+    }
+
+    #[test]
     fn toml_errors_name_the_line() {
         let message = error(
             "description = \"x\"\ntimeout_secs = 5\nexit = \"any\"\nexpect = ['a']\nbogus = 3\n",
@@ -459,7 +586,7 @@ pick = "last"
             .map(|scenario| scenario.name.as_str())
             .collect();
         for expected in [
-            "boot-default",
+            "boot-demo",
             "hypercall-fuzz",
             "isolation-npt",
             "lifecycle",

@@ -1,9 +1,11 @@
 //! Runs QEMU and captures its output line by line, each line stamped with the time since
-//! QEMU was spawned. Optionally echoes the lines as they arrive, stops QEMU once a line matches
-//! a pattern, and kills it when a time limit runs out.
+//! QEMU was spawned. Optionally echoes the output as it arrives, types text into the serial
+//! console (QEMU's stdin, with `-serial stdio`) when the output so far matches a pattern,
+//! forwards this process's stdin to it, stops QEMU once a line matches a pattern, and kills
+//! it when a time limit runs out.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,6 +51,8 @@ pub struct Capture {
     pub ending: Ending,
     /// From the spawn to the end (exit or kill).
     pub elapsed: Duration,
+    /// How many of [`Watch::sends`] were typed (the rest never saw their pattern).
+    pub sent: usize,
 }
 
 impl Capture {
@@ -68,6 +72,15 @@ impl Capture {
     }
 }
 
+/// Text to type into the serial console once the output matches a pattern.
+#[derive(Clone, Debug)]
+pub struct SendText {
+    /// Matched against the serial output (QEMU's stdout, as bytes, across lines) after the
+    /// point where the previous send's pattern matched.
+    pub after: regex::bytes::Regex,
+    pub text: Vec<u8>,
+}
+
 /// How to watch a run.
 #[derive(Clone, Debug, Default)]
 pub struct Watch {
@@ -75,17 +88,117 @@ pub struct Watch {
     pub timeout: Option<Duration>,
     /// Kill QEMU once a line matches this.
     pub stop_when: Option<Regex>,
-    /// Print each line to the terminal as it arrives (stdout lines to stdout, stderr to stderr).
+    /// Print the output to the terminal as it arrives (stdout to stdout, stderr to stderr).
     pub echo: bool,
+    /// Typed in order, each once its pattern matched.
+    pub sends: Vec<SendText>,
+    /// Pass what this process reads on its stdin to the serial console.
+    pub forward_stdin: bool,
 }
 
 /// How long to keep collecting output after QEMU was killed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// Spawns `command` (stdin closed, stdout and stderr captured) and watches it to the end.
+/// What the reader threads report: bytes of one stream, and when they arrived.
+struct Chunk {
+    at: Duration,
+    stream: Stream,
+    bytes: Vec<u8>,
+}
+
+/// Splits each stream's bytes into lines, types the sends as their patterns match, and
+/// echoes.
+struct Collector<'w> {
+    watch: &'w Watch,
+    lines: Vec<Line>,
+    /// Each stream's unfinished last line.
+    partial: [Vec<u8>; 2],
+    /// The serial output after the last send's match, while sends remain.
+    unmatched: Vec<u8>,
+    sent: usize,
+    typer: Option<mpsc::Sender<Vec<u8>>>,
+    /// Set when a line matched `stop_when`.
+    stop: bool,
+}
+
+impl<'w> Collector<'w> {
+    fn new(watch: &'w Watch, typer: Option<mpsc::Sender<Vec<u8>>>) -> Self {
+        Collector {
+            watch,
+            lines: Vec::new(),
+            partial: [Vec::new(), Vec::new()],
+            unmatched: Vec::new(),
+            sent: 0,
+            typer,
+            stop: false,
+        }
+    }
+
+    fn take(&mut self, chunk: Chunk) {
+        if self.watch.echo {
+            echo(chunk.stream, &chunk.bytes);
+        }
+        if chunk.stream == Stream::Stdout && self.sent < self.watch.sends.len() {
+            self.unmatched.extend_from_slice(&chunk.bytes);
+            self.type_matched_sends();
+        }
+        let index = chunk.stream as usize;
+        let mut rest = chunk.bytes.as_slice();
+        while let Some(end) = rest.iter().position(|&byte| byte == b'\n') {
+            self.partial[index].extend_from_slice(&rest[..end]);
+            self.finish_line(chunk.stream, chunk.at);
+            rest = &rest[end + 1..];
+        }
+        self.partial[index].extend_from_slice(rest);
+    }
+
+    fn type_matched_sends(&mut self) {
+        while let Some(send) = self.watch.sends.get(self.sent) {
+            let Some(found) = send.after.find(&self.unmatched) else {
+                return;
+            };
+            self.unmatched.drain(..found.end());
+            if let Some(typer) = &self.typer {
+                // The typist only goes away once QEMU's stdin is closed: nothing to type into.
+                let _ = typer.send(send.text.clone());
+            }
+            self.sent += 1;
+        }
+    }
+
+    fn finish_line(&mut self, stream: Stream, at: Duration) {
+        let bytes = std::mem::take(&mut self.partial[stream as usize]);
+        let text = String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\r')
+            .to_string();
+        if self
+            .watch
+            .stop_when
+            .as_ref()
+            .is_some_and(|pattern| pattern.is_match(&text))
+        {
+            self.stop = true;
+        }
+        self.lines.push(Line { at, stream, text });
+    }
+
+    /// The lines, with each stream's unfinished last line.
+    fn finish(mut self, at: Duration) -> (Vec<Line>, usize) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if !self.partial[stream as usize].is_empty() {
+                self.finish_line(stream, at);
+            }
+        }
+        (self.lines, self.sent)
+    }
+}
+
+/// Spawns `command` (stdout and stderr captured; stdin closed unless there is something to
+/// type into it) and watches it to the end.
 pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
+    let types = !watch.sends.is_empty() || watch.forward_stdin;
     command
-        .stdin(Stdio::null())
+        .stdin(if types { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
@@ -101,9 +214,15 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
         readers.push(spawn_reader(stderr, Stream::Stderr, start, sender.clone()));
     }
     drop(sender);
+    let typer = child.stdin.take().map(spawn_typist);
+    if watch.forward_stdin {
+        if let Some(typer) = &typer {
+            spawn_stdin_forwarder(typer.clone());
+        }
+    }
+    let mut collector = Collector::new(watch, typer);
 
     let deadline = watch.timeout.map(|timeout| start + timeout);
-    let mut lines = Vec::new();
     let mut ending = None;
     while ending.is_none() {
         let received = match deadline {
@@ -115,14 +234,9 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
                 .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(line) => {
-                let stop = watch
-                    .stop_when
-                    .as_ref()
-                    .is_some_and(|pattern| pattern.is_match(&line.text));
-                echo(watch, &line);
-                lines.push(line);
-                if stop {
+            Ok(chunk) => {
+                collector.take(chunk);
+                if collector.stop {
                     ending = Some(Ending::Stopped);
                 }
             }
@@ -132,83 +246,114 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
         }
     }
 
-    let ending = match ending {
-        Some(killed) => {
-            // Ignore the error: QEMU may have exited just now by itself.
-            let _ = child.kill();
-            child
-                .wait()
-                .context("could not wait for QEMU after killing it")?;
-            let elapsed = start.elapsed();
-            let drain_until = Instant::now() + DRAIN_LIMIT;
-            while let Ok(line) =
-                receiver.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
-            {
-                echo(watch, &line);
-                lines.push(line);
-            }
-            return Ok(Capture {
-                lines,
-                ending: killed,
-                elapsed,
-            });
+    if let Some(killed) = ending {
+        // Ignore the error: QEMU may have exited just now by itself.
+        let _ = child.kill();
+        child
+            .wait()
+            .context("could not wait for QEMU after killing it")?;
+        let elapsed = start.elapsed();
+        let drain_until = Instant::now() + DRAIN_LIMIT;
+        while let Ok(chunk) =
+            receiver.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
+        {
+            collector.take(chunk);
         }
-        None => Ending::Exited(Exit::from_status(
-            child.wait().context("could not wait for QEMU")?,
-        )),
-    };
+        let (lines, sent) = collector.finish(start.elapsed());
+        return Ok(Capture {
+            lines,
+            ending: killed,
+            elapsed,
+            sent,
+        });
+    }
+    let ending = Ending::Exited(Exit::from_status(
+        child.wait().context("could not wait for QEMU")?,
+    ));
     let elapsed = start.elapsed();
     for reader in readers {
         let _ = reader.join();
     }
+    let (lines, sent) = collector.finish(elapsed);
     Ok(Capture {
         lines,
         ending,
         elapsed,
+        sent,
     })
 }
 
-fn echo(watch: &Watch, line: &Line) {
-    if watch.echo {
-        match line.stream {
-            Stream::Stdout => println!("{}", line.text),
-            Stream::Stderr => eprintln!("{}", line.text),
+fn echo(stream: Stream, bytes: &[u8]) {
+    // A terminal that went away is no reason to stop the run.
+    let _ = match stream {
+        Stream::Stdout => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(bytes).and_then(|()| stdout.flush())
         }
-    }
+        Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
 }
 
 fn spawn_reader(
-    stream: impl Read + Send + 'static,
+    mut stream: impl Read + Send + 'static,
     which: Stream,
     start: Instant,
-    sender: mpsc::Sender<Line>,
+    sender: mpsc::Sender<Chunk>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buffer = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            buffer.clear();
-            match reader.read_until(b'\n', &mut buffer) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let at = start.elapsed();
-                    let text = String::from_utf8_lossy(&buffer)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string();
-                    if sender
-                        .send(Line {
-                            at,
-                            stream: which,
-                            text,
-                        })
-                        .is_err()
-                    {
+            match stream.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(length) => {
+                    let chunk = Chunk {
+                        at: start.elapsed(),
+                        stream: which,
+                        bytes: buffer[..length].to_vec(),
+                    };
+                    if sender.send(chunk).is_err() {
                         return;
                     }
                 }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     })
+}
+
+/// Writes what it is sent to QEMU's stdin, in order, until every sender is gone or QEMU
+/// stops reading.
+fn spawn_typist(mut stdin: ChildStdin) -> mpsc::Sender<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>();
+    thread::spawn(move || {
+        for text in receiver {
+            if stdin.write_all(&text).and_then(|()| stdin.flush()).is_err() {
+                return;
+            }
+        }
+    });
+    sender
+}
+
+/// Passes this process's stdin on, as it arrives, until it ends.
+fn spawn_stdin_forwarder(typer: mpsc::Sender<Vec<u8>>) {
+    thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(length) => {
+                    if typer.send(buffer[..length].to_vec()).is_err() {
+                        return;
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -263,7 +408,7 @@ mod tests {
         let watch = Watch {
             timeout: Some(Duration::from_secs(20)),
             stop_when: Some(Regex::new(r"^ready \d+$").unwrap()),
-            echo: false,
+            ..Watch::default()
         };
         let capture = run(shell("echo booting; echo 'ready 7'; exec sleep 30"), &watch).unwrap();
         assert_eq!(capture.ending, Ending::Stopped);
@@ -276,6 +421,76 @@ mod tests {
             "ready 7"
         );
         assert_eq!(capture.text(), "booting\nready 7\n");
+    }
+
+    fn send(after: &str, text: &str) -> SendText {
+        SendText {
+            after: regex::bytes::Regex::new(after).unwrap(),
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// A shell that prints a prompt without a newline, then echoes each line it reads until
+    /// it reads `quit`.
+    const PROMPTER: &str =
+        "printf 'booting\\nlogin: '; while read -r line; do echo \"got $line\"; \
+                            [ \"$line\" = quit ] && exit 7; printf 'next> '; done; echo eof";
+
+    #[test]
+    fn sends_are_typed_in_order_each_after_its_own_match() {
+        let watch = Watch {
+            timeout: Some(Duration::from_secs(20)),
+            sends: vec![
+                send("login: $", "root\n"),
+                // Matches only output after "login: ": the prompt that follows `got root`.
+                send(r"got root\r?\nnext> ", "one\n"),
+                send("next> ", "quit\n"),
+            ],
+            ..Watch::default()
+        };
+        let capture = run(shell(PROMPTER), &watch).unwrap();
+        assert_eq!(
+            capture.ending,
+            Ending::Exited(Exit::Code(7)),
+            "{}",
+            capture.text()
+        );
+        assert_eq!(capture.sent, 3);
+        assert_eq!(
+            capture.text(),
+            "booting\nlogin: got root\nnext> got one\nnext> got quit\n"
+        );
+    }
+
+    #[test]
+    fn a_send_that_never_matches_types_nothing_more() {
+        // After `a` the shell waits for more, and nothing more comes: it is killed at the
+        // time limit.
+        let watch = Watch {
+            timeout: Some(Duration::from_millis(1500)),
+            sends: vec![
+                send("login: ", "a\n"),
+                send("never", "quit\n"),
+                send("next> ", "quit\n"),
+            ],
+            ..Watch::default()
+        };
+        let capture = run(shell(PROMPTER), &watch).unwrap();
+        assert_eq!(capture.ending, Ending::TimedOut);
+        assert_eq!(capture.sent, 1);
+        assert!(
+            capture.text().ends_with("got a\nnext> \n"),
+            "{:?}",
+            capture.text()
+        );
+    }
+
+    #[test]
+    fn without_sends_stdin_is_closed() {
+        let capture = run(shell(PROMPTER), &Watch::default()).unwrap();
+        assert_eq!(capture.ending, Ending::Exited(Exit::Code(0)));
+        assert_eq!(capture.sent, 0);
+        assert_eq!(capture.text(), "booting\nlogin: eof\n");
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Packs a system for booting: compiles the system manifest with the `manifests` crate, writes
 //! the blob next to the other scratch files, and lists the boot modules in order (module 0 is
 //! the blob, module i+1 the image of `images[i]`).
+//!
+//! Images are looked for in `<target>/release`, where the build puts this tree's own, and,
+//! when a domain names `debian-vmlinux` or `debian-initramfs`, in `<target>/linux`, where
+//! they are made first if they are not there yet (see `linux`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::linux;
 use crate::workspace::Workspace;
 
 /// The manifest was rejected: the user must fix the file. `cargo xtask run` exits with status 2.
@@ -49,14 +54,18 @@ pub fn system_name(system_file: &Path) -> String {
         .unwrap_or_else(|| "system".to_string())
 }
 
-/// Compiles `system_file` against the images in `<target>/release` and writes the blob to
-/// `<target>/xtask/<name>/manifest.bin`.
+/// Compiles `system_file` against the images in `<target>/release` (and `<target>/linux` if
+/// it needs the Linux guest's) and writes the blob to `<target>/xtask/<name>/manifest.bin`.
 pub fn pack(workspace: &Workspace, system_file: &Path, name: &str) -> Result<PackedSystem> {
     if !system_file.is_file() {
         anyhow::bail!("system file {} does not exist", system_file.display());
     }
-    let compiled = manifests::compile_system(system_file, &[workspace.release_dir()])
-        .map_err(ManifestRejected)?;
+    let images = manifests::referenced_images(system_file).map_err(ManifestRejected)?;
+    let mut image_dirs = vec![workspace.release_dir()];
+    if needs_linux_images(&images) {
+        image_dirs.push(linux::ensure(workspace)?.dir);
+    }
+    let compiled = manifests::compile_system(system_file, &image_dirs).map_err(ManifestRejected)?;
     let dir = workspace.xtask_dir().join(name);
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let blob_path = dir.join("manifest.bin");
@@ -71,28 +80,66 @@ pub fn pack(workspace: &Workspace, system_file: &Path, name: &str) -> Result<Pac
     })
 }
 
+/// Whether a domain names one of the Linux guest's images by its bare name (the only form
+/// looked for in image directories).
+pub fn needs_linux_images(images: &[manifests::ImageRef]) -> bool {
+    images
+        .iter()
+        .filter_map(manifests::ImageRef::bare_name)
+        .any(|name| linux::IMAGE_NAMES.contains(&name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every system file this crate boots (the scenarios and the benchmark's) is valid up to its
-    /// kernel images: with no image directory, compiling stops only at finding `hello`, which
-    /// the manifest compiler looks for after reading and checking every file.
+    /// Every system file this crate boots (the default and demo systems, the scenarios and the
+    /// benchmark's) is valid up to its images: with no image directory, compiling stops only
+    /// at finding an image the build makes, which the manifest compiler looks for after
+    /// reading and checking every file. (So the Linux guest's images are not fetched here.)
     #[test]
     fn checked_in_systems_are_valid_manifests() {
         let root = crate::workspace::workspace_root();
-        let mut systems = vec![root.join("ci/bench/hcbench/system.cfg")];
+        let mut systems = vec![
+            root.join("ci/bench/hcbench/system.cfg"),
+            root.join("manifests/default/system.cfg"),
+            root.join("manifests/demo/system.cfg"),
+        ];
         for scenario in crate::scenario::load_all(&root.join("ci/scenarios")).unwrap() {
             systems.push(scenario.system_file());
         }
         for system in systems {
             match manifests::compile_system(&system, &[]) {
                 Err(error)
-                    if matches!(error.problem, manifests::Problem::KernelNotFound { .. }) => {}
+                    if matches!(
+                        error.problem,
+                        manifests::Problem::KernelNotFound { .. }
+                            | manifests::Problem::RamdiskNotFound { .. }
+                    ) => {}
                 Err(error) => panic!("{}: {error}", system.display()),
                 Ok(_) => panic!("{}: compiled without an image directory", system.display()),
             }
         }
+    }
+
+    #[test]
+    fn only_systems_naming_the_linux_images_need_them() {
+        let root = crate::workspace::workspace_root();
+        let images = |system: &str| manifests::referenced_images(&root.join(system)).unwrap();
+        assert!(needs_linux_images(&images("manifests/default/system.cfg")));
+        assert!(!needs_linux_images(&images("manifests/demo/system.cfg")));
+        let image = |key, path: &str| manifests::ImageRef {
+            file: PathBuf::from("d.cfg"),
+            key,
+            path: PathBuf::from(path),
+            line: 1,
+        };
+        assert!(needs_linux_images(&[image("ramdisk", "debian-initramfs")]));
+        assert!(!needs_linux_images(&[image(
+            "kernel",
+            "boot/debian-vmlinux"
+        )]));
+        assert!(!needs_linux_images(&[]));
     }
 
     #[test]

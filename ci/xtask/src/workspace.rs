@@ -55,6 +55,11 @@ impl Workspace {
         self.target_dir.join("xtask")
     }
 
+    /// Where `cargo xtask linux` keeps Debian's kernel and the initramfs built for it.
+    pub fn linux_dir(&self) -> PathBuf {
+        self.target_dir.join("linux")
+    }
+
     /// Where the full serial log of a scenario is kept.
     pub fn scenario_log(&self, scenario: &str) -> PathBuf {
         self.xtask_dir()

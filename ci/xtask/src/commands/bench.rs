@@ -46,9 +46,11 @@ struct Subject {
 }
 
 const SUBJECTS: &[Subject] = &[
+    // The demo system of our own domains: it powers off by itself, unlike the default system,
+    // whose Linux guest waits at its shell.
     Subject {
-        label: "default",
-        system_file: "manifests/default/system.cfg",
+        label: "demo",
+        system_file: "manifests/demo/system.cfg",
     },
     Subject {
         label: "empty",
@@ -158,8 +160,7 @@ fn boot(
 ) -> Result<Capture> {
     let watch = Watch {
         timeout: Some(timeout),
-        stop_when: None,
-        echo: false,
+        ..Watch::default()
     };
     let capture = commands::boot(
         workspace,

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod linux;
 pub mod run;
 pub mod test;
 

@@ -53,10 +53,13 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
     }
     let packed = system::pack(workspace, &system_file, &system::system_name(&system_file))?;
     let qemu = qemu::ensure_installed()?;
+    // What is typed on the terminal goes to the serial console (a line at a time, as the
+    // terminal sends it).
     let watch = Watch {
         timeout: args.timeout.map(Duration::from_secs),
-        stop_when: None,
         echo: true,
+        forward_stdin: true,
+        ..Watch::default()
     };
     let capture = commands::boot(
         workspace,

@@ -197,6 +197,8 @@ fn run_scenario(
         timeout: Some(scenario.timeout),
         stop_when: scenario.stop_when.clone(),
         echo: verbose,
+        sends: scenario.sends.clone(),
+        forward_stdin: false,
     };
     let disk_path = workspace.target_dir.join("xtask").join(&scenario.name).join("disk.img");
     let mut extra_args: Vec<std::ffi::OsString> = Vec::new();
@@ -222,7 +224,10 @@ fn run_scenario(
             cpu_model: scenario.qemu_cpu.clone(),
             extra_args,
             iommu: scenario.qemu_iommu.clone(),
-            ..commands::MachineOptions::standard(SCENARIO_CPUS, SCENARIO_MEMORY_MIB)
+            ..commands::MachineOptions::standard(
+                SCENARIO_CPUS,
+                scenario.qemu_memory_mib.unwrap_or(SCENARIO_MEMORY_MIB),
+            )
         },
         &watch,
     )?;
@@ -239,10 +244,24 @@ fn run_scenario(
         .map(|line| line.text.as_str())
         .collect();
     let mut verdict = judge::judge(scenario, &lines, capture.ending);
+    verdict.failures.extend(unsent(scenario, capture.sent));
     if let Some(disk) = &scenario.disk {
         verdict.failures.extend(check_disk(&disk_path, disk));
     }
     Ok((capture, verdict))
+}
+
+/// The sends that were never typed, the first of which never saw its pattern.
+fn unsent(scenario: &Scenario, sent: usize) -> Option<String> {
+    let send = scenario.sends.get(sent)?;
+    Some(format!(
+        "send[{sent}] was never typed: its `after` '{}' matched no serial output after {}, so \
+         {} of {} sends were typed",
+        send.after,
+        if sent == 0 { "the start".to_string() } else { format!("send[{}]'s match", sent - 1) },
+        sent,
+        scenario.sends.len()
+    ))
 }
 
 /// Reads the disk image back on the host and checks the sectors the scenario lists.
@@ -309,6 +328,23 @@ mod tests {
             "description = \"x\"\ntimeout_secs = 1\nexit = \"any\"\nexpect = ['a']\n",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn untyped_sends_are_failures() {
+        let scenario = Scenario::parse(
+            "typing",
+            Path::new("/nowhere"),
+            "description = \"x\"\ntimeout_secs = 1\nexit = \"any\"\nexpect = ['a']\n\
+             [[send]]\nafter = 'login:'\ntext = \"root\\n\"\n[[send]]\nafter = '# '\ntext = \"ls\\n\"\n",
+        )
+        .unwrap();
+        assert_eq!(unsent(&scenario, 2), None);
+        assert_eq!(
+            unsent(&scenario, 1).unwrap(),
+            "send[1] was never typed: its `after` '# ' matched no serial output after send[0]'s match, so 1 of 2 sends were typed"
+        );
+        assert!(unsent(&scenario, 0).unwrap().contains("after the start"));
     }
 
     #[test]
