@@ -121,14 +121,21 @@ pub struct Machine {
     pub extra_args: Vec<OsString>,
     /// The IOMMU device (`-device ...`); `intel-iommu` if `None`.
     pub iommu: Option<String>,
+    /// Run the emulated CPUs on one host thread each (`-accel tcg,thread=multi`) instead of
+    /// all on one (the standard). With one thread per CPU, about half of the 2-vCPU Linux
+    /// boots end in a silent host reset: the first instruction after a #VMEXIT faults
+    /// "not present" although the microvisor's page tables are intact (see ci/README.md);
+    /// `cargo xtask soak --mttcg` reproduces it.
+    pub multi_threaded_tcg: bool,
 }
 
 impl Machine {
     /// The arguments after `qemu-system-x86_64`.
     pub fn args(&self) -> Result<Vec<OsString>> {
+        let accel = if self.multi_threaded_tcg { "tcg,thread=multi" } else { "tcg,thread=single" };
         let mut args: Vec<OsString> = [
             "-accel",
-            "tcg",
+            accel,
             "-machine",
             "q35",
             "-cpu",
@@ -263,6 +270,7 @@ pub(crate) mod tests {
             cpu_model: None,
             extra_args: Vec::new(),
             iommu: None,
+            multi_threaded_tcg: false,
         }
     }
 
@@ -278,7 +286,7 @@ pub(crate) mod tests {
         let args = machine().args().unwrap();
         assert_eq!(
             joined(&args),
-            "-accel tcg -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 512M -device intel-iommu,intremap=on -display none \
+            "-accel tcg,thread=single -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 512M -device intel-iommu,intremap=on -display none \
              -no-reboot -nic none -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
              -serial stdio -monitor none -kernel /t/release/microvisor \
              -initrd /t/xtask/default/manifest.bin,/t/release/hello"

@@ -27,7 +27,12 @@
 //! | 4 | PWR_BUTTON | set = the power button, if any, is a control-method device: there is no fixed-feature button |
 //! | 5 | SLP_BUTTON | the same for the sleep button |
 //! | 19 | FORCE_APIC_PHYSICAL_DESTINATION_MODE | makes Linux pick physical x2APIC mode, which is what [`crate::vlapic`] routes |
+//! | 10 | RESET_REG_SUP | the reset register below exists: Linux's `reboot` writes it first |
 //! | 20 | HW_REDUCED_ACPI | no fixed hardware: Linux installs no PIT, HPET, PIC or PM timer |
+//!
+//! RESET_REG is the byte-wide I/O port [`RESET_PORT`] (0xcf9, where PC chipsets have it) and
+//! RESET_VALUE is [`RESET_VALUE`]; the microvisor reads that write as the domain asking to
+//! reboot, as Xen's emulated chipset does.
 //!
 //! IAPC_BOOT_ARCH ([`IAPC_BOOT_ARCH`]) is VGA not present (bit 2) and CMOS RTC not present
 //! (bit 5); bit 1 (8042) is clear, so Linux does not probe a keyboard controller.
@@ -49,7 +54,12 @@ pub const LAPIC_BASE: u64 = 0xfee0_0000;
 pub const MAX_VCPUS: u32 = 255;
 
 /// The FADT flags (see the module documentation).
-pub const FADT_FLAGS: u32 = (1 << 0) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 20);
+pub const FADT_FLAGS: u32 = (1 << 0) | (1 << 4) | (1 << 5) | (1 << 10) | (1 << 19) | (1 << 20);
+
+/// The FADT's reset register: a byte written to this I/O port...
+pub const RESET_PORT: u16 = 0xcf9;
+/// ...with this value resets (reboots) the domain.
+pub const RESET_VALUE: u8 = 0x06;
 
 /// IA-PC boot architecture flags: VGA not present (2), CMOS RTC not present (5).
 pub const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
@@ -149,6 +159,10 @@ pub fn build_guest_acpi(
     put_u16(page, FADT_AT + 46, 0); // SCI_INT
     put_u16(page, FADT_AT + 109, IAPC_BOOT_ARCH);
     put_u32(page, FADT_AT + 112, FADT_FLAGS);
+    // RESET_REG, a generic address: System I/O space, 8 bits wide, offset 0, byte access.
+    page[FADT_AT + 116..FADT_AT + 120].copy_from_slice(&[1, 8, 0, 1]);
+    put_u64(page, FADT_AT + 120, u64::from(RESET_PORT));
+    page[FADT_AT + 128] = RESET_VALUE;
     page[FADT_AT + 131] = 0; // FADT minor version
     put_u64(page, FADT_AT + 140, gpa(DSDT_AT)); // X_DSDT
     page[FADT_AT + 268..FADT_AT + 276].copy_from_slice(b"MVISOR\0\0");
@@ -377,11 +391,10 @@ mod tests {
         assert_ne!(flags & (1 << 19), 0, "FORCE_APIC_PHYSICAL_DESTINATION_MODE");
         assert_ne!(flags & (1 << 4), 0, "PWR_BUTTON: no fixed power button");
         assert_ne!(flags & (1 << 5), 0, "SLP_BUTTON: no fixed sleep button");
-        assert_eq!(flags & (1 << 10), 0, "no reset register");
-        assert!(
-            fadt[116..129].iter().all(|&b| b == 0),
-            "RESET_REG, RESET_VALUE"
-        );
+        assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
+        assert_eq!(&fadt[116..120], &[1, 8, 0, 1], "RESET_REG: System I/O, 8 bits, byte access");
+        assert_eq!(u64_at(fadt, 120), 0xcf9, "RESET_REG address");
+        assert_eq!(fadt[128], 6, "RESET_VALUE");
         assert_eq!(u64_at(fadt, 132), 0, "X_FIRMWARE_CTRL");
         assert_eq!(u64_at(fadt, 140), GPA + 400, "X_DSDT");
         // X_PM1a_EVT_BLK .. X_GPE1_BLK, SLEEP_CONTROL_REG, SLEEP_STATUS_REG.

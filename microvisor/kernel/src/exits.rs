@@ -2,8 +2,8 @@
 //!
 //! `run_vcpu` keeps the vCPU on this CPU until something makes it leave: its time slice ran
 //! out (the LAPIC timer's INTR exit), it yielded, blocked or went down, or its domain is
-//! shutting down. An exit the microvisor cannot handle, a triple fault, or an access to
-//! guest-physical memory the domain does not own crashes that domain only.
+//! shutting down. An exit the microvisor cannot handle or an access to guest-physical memory
+//! the domain does not own crashes that domain only; a triple fault reboots it, as in Xen.
 
 use core::sync::atomic::Ordering;
 
@@ -167,7 +167,14 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
             let gpa = vmcb.read64(control::EXIT_INFO2);
             crash(slot, vmcb, format_args!("nested page fault at gpa {gpa:#x}"))
         }
-        exit::SHUTDOWN => crash(slot, vmcb, format_args!("triple fault")),
+        // As in Xen (HVM_PARAM_TRIPLE_FAULT_REASON's default), a triple fault is a reboot:
+        // it is how a PC resets itself when nothing else does.
+        exit::SHUTDOWN => {
+            let domid = domain.domid;
+            crate::log!("domain {domid} ({}) triple fault (rip {:#x}): reboot", domain::name_of(slot), vmcb.read64(save::RIP));
+            crate::scheduler::shutdown_domain(slot, ShutdownReason::Reboot);
+            Step::Leave(Outcome::Dead)
+        }
         exit::IOIO => unclaimed_port(slot, vmcb, v),
         // Reflected into the guest (see `vcpu::create`): #DB without, #AC with an error code.
         exit::DB => {
@@ -262,6 +269,12 @@ fn unclaimed_port(slot: usize, vmcb: Vmcb, v: &mut vcpu::Vcpu) -> Step {
         return crash(slot, vmcb, format_args!("undecodable I/O intercept {info:#x}"));
     };
     crate::stats::PER_DOMAIN[slot].unclaimed_ports.fetch_add(1, Ordering::Relaxed);
+    let reset = microvisor_core::guest_acpi::RESET_VALUE;
+    if !access.is_in && !access.string && access.port == microvisor_core::guest_acpi::RESET_PORT && vmcb.read64(save::RAX) as u8 == reset {
+        // The FADT's reset register: the domain asks to reboot (Linux's ACPI reboot).
+        crate::scheduler::shutdown_domain(slot, ShutdownReason::Reboot);
+        return Step::Leave(Outcome::Dead);
+    }
     if !access.string {
         if access.is_in {
             vmcb.write64(save::RAX, access.unclaimed_in_rax(vmcb.read64(save::RAX)));

@@ -27,11 +27,13 @@ pub struct MachineOptions {
     pub extra_args: Vec<std::ffi::OsString>,
     /// The IOMMU device, if not `intel-iommu`.
     pub iommu: Option<String>,
+    /// One host thread per emulated CPU (see [`Machine::multi_threaded_tcg`]).
+    pub multi_threaded_tcg: bool,
 }
 
 impl MachineOptions {
     pub fn standard(cpus: u32, memory_mib: u32) -> Self {
-        Self { cpus, memory_mib, cmdline: None, cpu_model: None, extra_args: Vec::new(), iommu: None }
+        Self { cpus, memory_mib, cmdline: None, cpu_model: None, extra_args: Vec::new(), iommu: None, multi_threaded_tcg: false }
     }
 }
 
@@ -53,6 +55,7 @@ pub fn boot(
         cpu_model: options.cpu_model,
         extra_args: options.extra_args,
         iommu: options.iommu,
+        multi_threaded_tcg: options.multi_threaded_tcg,
     };
     serial::run(machine.command()?, watch)
 }
