@@ -236,6 +236,9 @@ pub fn dma_attack(info: &BootInfo) {
             );
         }
         println!("dma-attack: target {target:#x} result {result}");
+        // The IOMMU records one fault at a time (QEMU's VT-d drops a new fault while the
+        // last is unread); give the microvisor time to log and clear it before the next.
+        time::sleep_ms(50);
         if !dev.is_ready() {
             match dev.reinit() {
                 Ok(()) => println!("dma-attack: device reset and re-initialised"),
