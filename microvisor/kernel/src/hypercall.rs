@@ -301,8 +301,10 @@ fn register_vcpu_info(caller: &mut Caller, target: usize, arg: u64) -> Result<i6
     }
     let gpa = gfn.checked_mul(4096).ok_or(EINVAL)? + offset;
     let view = crate::npt::NptView::from_root(caller.domain.npt_root);
-    let hpa = view.translate(gpa).filter(|_| view.is_writable(gpa)).ok_or(EINVAL)?;
-    // Only the domain's own RAM may hold it (not a mapped shared page or foreign frame).
+    // Only the domain's own RAM may hold it: not a shared-info or grant-table frame (the
+    // microvisor's, freed at teardown before the event state is reset) placed over RAM with
+    // add_to_physmap, and not a foreign frame mapped by grant.
+    let hpa = view.translate_owned(gpa).filter(|_| view.is_writable(gpa)).ok_or(EINVAL)?;
     if gpa >= caller.domain.ram_bytes {
         return Err(EINVAL);
     }

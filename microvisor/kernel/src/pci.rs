@@ -71,7 +71,9 @@ struct Pci {
 
 static PCI: Mutex<Option<Pci>> = Mutex::new(None);
 /// Which (slot, port) each device vector raises.
-static VECTOR_TARGETS: Mutex<[Option<(usize, u32, Bdf)>; DEVICE_VECTORS]> = Mutex::new([None; DEVICE_VECTORS]);
+/// Host vector `DEVICE_VECTOR_BASE + i` raises (owner slot, port); it was bound for (function,
+/// MSI-X entry).
+static VECTOR_TARGETS: Mutex<[Option<(usize, u32, Bdf, u16)>; DEVICE_VECTORS]> = Mutex::new([None; DEVICE_VECTORS]);
 /// Device vectors that fired and were not yet turned into events (bit i = vector base + i).
 #[no_mangle]
 static DEVICE_IRQ_PENDING: AtomicU64 = AtomicU64::new(0);
@@ -221,7 +223,7 @@ pub fn release(slot: usize) {
     }
     let mut targets = VECTOR_TARGETS.lock();
     for (index, target) in targets.iter_mut().enumerate() {
-        if target.is_some_and(|(s, _, _)| s == slot) {
+        if target.is_some_and(|(s, _, _, _)| s == slot) {
             *target = None;
             crate::iommu::unmap_interrupt(index as u16);
         }
@@ -332,15 +334,18 @@ pub fn bind_msix(slot: usize, bdf: u64, index: u64, port: u64) -> Result<i64, i6
         return Err(EINVAL);
     }
     let table = msix.table_range(&entry.function.bars).ok_or(EINVAL)?;
-    let vector_index = {
+    // Binding an entry again reuses its vector (the pool is host-wide and small).
+    let (vector_index, previous) = {
         let mut targets = VECTOR_TARGETS.lock();
-        let free = targets.iter().position(Option::is_none).ok_or(ENOSPC)?;
-        targets[free] = Some((slot, port, bdf));
-        free
+        let same_entry = |t: &Option<(usize, u32, Bdf, u16)>| t.is_some_and(|(s, _, b, i)| s == slot && b == bdf && u64::from(i) == index);
+        let free = targets.iter().position(same_entry).or_else(|| targets.iter().position(Option::is_none)).ok_or(ENOSPC)?;
+        let previous = targets[free];
+        targets[free] = Some((slot, port, bdf, index as u16));
+        (free, previous)
     };
     let vector = DEVICE_VECTOR_BASE + vector_index as u8;
     let dest = crate::smp::apic_id_of(0);
-    let free_vector = || VECTOR_TARGETS.lock()[vector_index] = None;
+    let free_vector = || VECTOR_TARGETS.lock()[vector_index] = previous;
     let entry_pa = table.start + index * pci::MSIX_ENTRY_BYTES;
     if entry_pa + pci::MSIX_ENTRY_BYTES > mem::MAX_PHYS {
         free_vector();
@@ -389,7 +394,7 @@ pub fn dispatch_interrupts() {
             continue;
         }
         let target = VECTOR_TARGETS.lock()[index];
-        if let Some((slot, port, _)) = target {
+        if let Some((slot, port, _, _)) = target {
             crate::stats::DEVICE_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
             crate::events::raise(slot, port);
         }
