@@ -74,10 +74,14 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         inject_interrupt(slot, id, v);
         v.vmcb.write8(control::TLB_CONTROL, 1);
         v.vmcb.write64(control::CLEAN_BITS, 0);
+        // SeqCst pairs with `scheduler::shootdown`: either it sees this CPU in the guest and
+        // waits for the exit, or this VMRUN comes after its page-table change (and flushes).
+        crate::stats::IN_GUEST[cpu].store(true, Ordering::SeqCst);
         // SAFETY: (1) the VMCB was set up by `vcpu::create` with N_CR3 = this domain's nested
         // page table, which maps only its own frames; (2) we hold this vCPU's lock, so no other
         // CPU uses its VMCB, registers or FX area; (3) host_save_pa is this CPU's VMSAVE area.
         unsafe { crate::svm::run(v.vmcb, &mut v.regs, crate::smp::host_save_pa(cpu), &mut v.fx, host_fx) };
+        crate::stats::IN_GUEST[cpu].store(false, Ordering::Release);
         crate::stats::VM_EXITS.fetch_add(1, Ordering::Relaxed);
         crate::stats::EXITS_ON_CPU[cpu].fetch_add(1, Ordering::Release);
         crate::stats::count_exit(slot, v.vmcb.read64(control::EXIT_CODE));

@@ -84,15 +84,22 @@ fn cpus_running(slot: usize, except: usize) -> heapless::Vec<usize, { crate::cpu
 }
 
 /// After a mapping was removed from a domain's nested page table: make every other CPU that
-/// runs one of its vCPUs leave the guest once, so no stale translation survives (each VMRUN
-/// flushes the TLB). Waits until each has exited or stopped running the domain.
+/// runs one of its vCPUs in guest mode leave the guest once, so no stale translation survives
+/// (each VMRUN flushes the TLB). A CPU that is in the microvisor meanwhile (handling an exit,
+/// or itself in a shootdown with interrupts off) is not waited for: it re-enters only through
+/// VMRUN. Waits until each CPU in its guest has exited.
 pub fn shootdown(slot: usize) {
     let me = crate::lapic::current_cpu_index();
+    core::sync::atomic::fence(Ordering::SeqCst);
     for cpu in cpus_running(slot, me) {
         let seen = crate::stats::EXITS_ON_CPU[cpu].load(Ordering::Acquire);
+        if !crate::stats::IN_GUEST[cpu].load(Ordering::SeqCst) {
+            continue;
+        }
         crate::lapic::send_fixed_ipi(crate::smp::apic_id_of(cpu), crate::cpu::KICK_VECTOR);
         let deadline = crate::time::now_ns() + 1_000_000_000;
         while crate::stats::EXITS_ON_CPU[cpu].load(Ordering::Acquire) == seen
+            && crate::stats::IN_GUEST[cpu].load(Ordering::Acquire)
             && cpus_running(slot, me).contains(&cpu)
             && crate::time::now_ns() < deadline
         {

@@ -100,3 +100,8 @@ pub fn log_domain(slot: usize, domid: u16, name: &str) {
 
 /// VM exits per CPU, so a TLB shootdown can tell a CPU has left its guest.
 pub static EXITS_ON_CPU: [AtomicU64; crate::cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::cpu::MAX_CPUS];
+
+/// Whether each CPU is (about to be) inside a guest: set before VMRUN, cleared after the
+/// #VMEXIT. A CPU outside its guest needs no shootdown: its next VMRUN flushes the TLB.
+pub static IN_GUEST: [core::sync::atomic::AtomicBool; crate::cpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::cpu::MAX_CPUS];
