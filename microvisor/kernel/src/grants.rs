@@ -26,6 +26,8 @@ pub struct GrantState {
     /// A zeroed frame of the microvisor's that stands in, in this domain's nested page table,
     /// for grants it had mapped from a domain that was destroyed (0: none yet).
     pub stand_in: u64,
+    /// Set when teardown begins: no new hold on this domain's grants is given after it.
+    pub closed: bool,
 }
 
 impl GrantState {
@@ -36,6 +38,7 @@ impl GrantState {
             active: ActiveGrants::new(),
             maptrack: MapTrack::new(),
             stand_in: 0,
+            closed: false,
         }
     }
 }
@@ -86,6 +89,9 @@ fn read_entry(hpa: u64) -> GrantEntry {
 /// Take hold of a grant: check it permits `grantee` (for writing if asked), set
 /// GTF_reading/GTF_writing atomically, and pin it. Returns the granted guest frame number.
 pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for_map: bool) -> Result<u64, i16> {
+    if state.closed {
+        return Err(GNTST_BAD_DOMAIN);
+    }
     let hpa = entry_hpa(state, gref).ok_or(GNTST_BAD_GNTREF)?;
     let header = header_atomic(hpa);
     let mut attempts = 0;
@@ -105,7 +111,10 @@ pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for
     };
     let gfn = u64::from(entry.frame);
     if let Err(status) = state.active.pin(gref, gfn, write) {
-        release(state, gref, write);
+        // Nothing was pinned: take back only the busy flags no other holder needs (an unpin
+        // here would drop another holder's pin of the same ref).
+        let (readers, writers) = state.active.pins(gref);
+        flags_atomic(hpa).fetch_and(!rules::release_clear_bits(readers, writers), Ordering::SeqCst);
         return Err(status);
     }
     Ok(gfn)
@@ -137,6 +146,7 @@ pub fn write_reserved(slot: usize, gref: u32, grantee: u16, gfn: u64) -> Result<
 /// mappings of its frames were revoked from other domains.
 pub fn destroy_domain(slot: usize, domid: u16) -> usize {
     let mut revoked_count = 0;
+    GRANTS[slot].lock().closed = true;
     // What this domain mapped of others.
     let held: heapless::Vec<Mapping, MAX_MAPPINGS> = GRANTS[slot].lock().maptrack.drain().collect();
     for mapping in held {
@@ -148,32 +158,34 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
     // What others mapped of this domain: revoke it before its frames are scrubbed and freed.
     // The mapper keeps its handle and finds a zeroed stand-in page at the same address, so a
     // service domain that has not yet noticed the death reads zeros instead of faulting;
-    // its later unmap of the handle succeeds as usual.
-    #[allow(clippy::needless_range_loop)] // slots index several tables
-    for other in 0..MAX_DOMAINS {
-        if other == slot {
-            continue;
-        }
-        loop {
-            let revoked = {
-                let mut state = GRANTS[other].lock();
-                let handle = state.maptrack.find_granter(domid);
-                let mapping = handle.and_then(|h| state.maptrack.revoke(h).ok());
-                if mapping.is_some() && state.stand_in == 0 {
-                    state.stand_in = mem::alloc_zeroed().unwrap_or(0);
-                }
-                mapping.map(|m| (m, state.stand_in))
-            };
-            let Some((mapping, stand_in)) = revoked else { break };
-            if let Some(domain) = crate::domain::DOMAINS.lock()[other].as_mut() {
-                domain.npt.unmap(mapping.gpa);
-                if stand_in != 0 {
-                    let _ = domain.npt.map(mapping.gpa, stand_in, true, false);
-                }
+    // its later unmap of the handle succeeds as usual. A map or copy that took its hold
+    // before `closed` was set may still be on its way: its pin keeps this loop going until it
+    // has either put its mapping in the mapper's table (and the next pass revokes it) or let
+    // go, so no mapping or copy outlives the frames.
+    let deadline = crate::time::now_ns() + 1_000_000_000;
+    loop {
+        let mut revoked_now = 0;
+        #[allow(clippy::needless_range_loop)] // slots index several tables
+        for other in 0..MAX_DOMAINS {
+            if other == slot {
+                continue;
             }
-            crate::scheduler::shootdown(other);
-            revoked_count += 1;
+            while let Some(mapping) = revoke_one(other, domid) {
+                crate::scheduler::shootdown(other);
+                release(&mut GRANTS[slot].lock(), mapping.gref, !mapping.readonly);
+                revoked_now += 1;
+            }
         }
+        revoked_count += revoked_now;
+        let pinned = GRANTS[slot].lock().active.active_count();
+        if revoked_now == 0 && pinned == 0 {
+            break;
+        }
+        if crate::time::now_ns() >= deadline {
+            crate::log!("domain {domid}: {pinned} grants still held by others after 1 s; freeing anyway");
+            break;
+        }
+        core::hint::spin_loop();
     }
     let mut state = GRANTS[slot].lock();
     for &frame in &state.frames[..state.nr_frames as usize] {
@@ -184,6 +196,25 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
     }
     *state = GrantState::empty();
     revoked_count
+}
+
+/// Revoke one mapping `other` holds of `granter`'s frames: under `other`'s grant lock (the
+/// order every grant path takes: grant state, then the domain table), mark it revoked and put
+/// the stand-in page in its place.
+fn revoke_one(other: usize, granter: u16) -> Option<Mapping> {
+    let mut state = GRANTS[other].lock();
+    let handle = state.maptrack.find_granter(granter)?;
+    let mapping = state.maptrack.revoke(handle).ok()?;
+    if state.stand_in == 0 {
+        state.stand_in = mem::alloc_zeroed().unwrap_or(0);
+    }
+    if let Some(domain) = crate::domain::DOMAINS.lock()[other].as_mut() {
+        domain.npt.unmap(mapping.gpa);
+        if state.stand_in != 0 {
+            let _ = domain.npt.map(mapping.gpa, state.stand_in, true, false);
+        }
+    }
+    Some(mapping)
 }
 
 /// Remove a grant mapping from a domain's nested page table.

@@ -116,23 +116,30 @@ fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32,
         }
     };
     let mapping = Mapping { granter: granter_domid, gref, gpa: host_addr, gfn_in_granter: gfn, readonly: readonly_wanted };
-    let handle = GRANTS[caller.slot].lock().maptrack.insert(mapping);
-    let handle = match handle {
-        Ok(handle) => handle,
-        Err(status) => {
-            grants::release(&mut GRANTS[granter].lock(), gref, !readonly_wanted);
-            return Err(status);
+    // Record and map under the mapper's grant lock, which the granter's teardown takes to
+    // revoke: either the mapping is in the nested page table before the revoke looks (and is
+    // replaced by the stand-in), or the revoke came first and nothing is mapped.
+    let outcome = {
+        let mut state = GRANTS[caller.slot].lock();
+        match state.maptrack.insert(mapping) {
+            Err(status) => Err(status),
+            Ok(handle) => {
+                let mapped = crate::domain::DOMAINS.lock()[caller.slot]
+                    .as_mut()
+                    .map(|d| d.npt.map(host_addr, hpa, !readonly_wanted, false).is_ok());
+                if mapped == Some(true) {
+                    Ok(handle)
+                } else {
+                    let _ = state.maptrack.remove(handle);
+                    Err(GNTST_NO_SPACE)
+                }
+            }
         }
     };
-    let mapped = crate::domain::DOMAINS.lock()[caller.slot]
-        .as_mut()
-        .map(|d| d.npt.map(host_addr, hpa, !readonly_wanted, false).is_ok());
-    if mapped != Some(true) {
-        let _ = GRANTS[caller.slot].lock().maptrack.remove(handle);
+    if outcome.is_err() {
         grants::release(&mut GRANTS[granter].lock(), gref, !readonly_wanted);
-        return Err(GNTST_NO_SPACE);
     }
-    Ok(handle)
+    outcome
 }
 
 /// Returns whether a mapping was removed (so the caller shoots down stale translations).
