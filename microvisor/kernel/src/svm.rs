@@ -114,10 +114,22 @@ pub fn check_features() -> Result<(), &'static str> {
     if features.edx & 1 == 0 {
         return Err("the CPU does not support nested paging (CPUID 0x8000000A EDX bit 0); QEMU needs +npt");
     }
-    if features.ebx < 16 {
-        return Err("the CPU offers too few ASIDs");
+    // EBX counts the ASIDs, 0 (the host's) included.
+    if features.ebx < 2 {
+        return Err("the CPU offers no guest ASID");
     }
+    GUEST_ASIDS.store(features.ebx - 1, core::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// How many guest ASIDs (1..=n) every CPU offers (QEMU: 15; hardware: thousands).
+static GUEST_ASIDS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
+/// The ASID domain `slot` runs with: its own when the CPU has enough, else shared. Sharing is
+/// safe because every VMRUN flushes the TLB (`TLB_CONTROL` = flush all).
+pub fn asid_for(slot: usize) -> u32 {
+    let n = GUEST_ASIDS.load(core::sync::atomic::Ordering::Relaxed).max(1);
+    1 + (slot as u32 % n)
 }
 
 /// Enable SVM on this CPU with `hsave_pa` as its host save area.

@@ -172,7 +172,7 @@ pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Res
     vmcb.write32(control::INTERCEPT_MISC2, svm::INTERCEPT_SVM_INSNS);
     vmcb.write64(control::IOPM_BASE_PA, iopm.unwrap_or(IOPM_PA.load(Ordering::Relaxed)));
     vmcb.write64(control::MSRPM_BASE_PA, MSRPM_PA.load(Ordering::Relaxed));
-    vmcb.write32(control::GUEST_ASID, (slot + 1) as u32);
+    vmcb.write32(control::GUEST_ASID, svm::asid_for(slot));
     vmcb.write64(control::VINTR, 1 << 24); // V_INTR_MASKING: host IF governs physical interrupts
     vmcb.write64(control::NP_ENABLE, 1);
     vmcb.write64(control::N_CR3, npt_root);
