@@ -194,8 +194,15 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
             inject_exception(vmcb, 6); // #UD for SVM and monitor/mwait/xsetbv instructions
             Step::Continue
         }
-        0x76 => {
-            advance_rip(vmcb, 2); // INVD: nothing to do for a domain
+        // INVD, WBINVD: nothing to do for a domain (its memory is write-back RAM, and a
+        // passthrough device's DMA is coherent), and no cache flush of a shared CPU.
+        0x76 | 0x89 => {
+            advance_rip(vmcb, 2);
+            Step::Continue
+        }
+        // RDPMC: no performance counters (CPUID shows none), #GP as with CR4.PCE clear.
+        0x6f => {
+            inject_exception(vmcb, 13);
             Step::Continue
         }
         0x62 | 0x63 => Step::Continue, // SMI, INIT: nothing for the guest

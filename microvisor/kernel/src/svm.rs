@@ -87,6 +87,7 @@ pub const INTERCEPT_INTR: u32 = 1 << 0;
 pub const INTERCEPT_NMI: u32 = 1 << 1;
 pub const INTERCEPT_SMI: u32 = 1 << 2;
 pub const INTERCEPT_INIT: u32 = 1 << 3;
+pub const INTERCEPT_RDPMC: u32 = 1 << 15;
 pub const INTERCEPT_CPUID: u32 = 1 << 18;
 pub const INTERCEPT_INVD: u32 = 1 << 22;
 pub const INTERCEPT_HLT: u32 = 1 << 24;
@@ -95,8 +96,9 @@ pub const INTERCEPT_MSR: u32 = 1 << 28;
 pub const INTERCEPT_TASK_SWITCH: u32 = 1 << 29;
 pub const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
 /// Intercept bits in INTERCEPT_MISC2: VMRUN (required), VMMCALL, VMLOAD, VMSAVE, STGI, CLGI,
-/// SKINIT, ICEBP? (no), WBINVD? (no), MONITOR, MWAIT, XSETBV.
-pub const INTERCEPT_SVM_INSNS: u32 = 0b111_1111 | (1 << 10) | (1 << 11) | (1 << 13);
+/// SKINIT, WBINVD (a domain must not flush every cache of a shared CPU), MONITOR, MWAIT,
+/// XSETBV; not ICEBP.
+pub const INTERCEPT_SVM_INSNS: u32 = 0b111_1111 | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 13);
 
 /// The SVM features the microvisor needs, checked on every CPU.
 pub fn check_features() -> Result<(), &'static str> {

@@ -161,6 +161,7 @@ pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Res
             | svm::INTERCEPT_NMI
             | svm::INTERCEPT_SMI
             | svm::INTERCEPT_INIT
+            | svm::INTERCEPT_RDPMC
             | svm::INTERCEPT_CPUID
             | svm::INTERCEPT_INVD
             | svm::INTERCEPT_HLT
