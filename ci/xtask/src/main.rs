@@ -45,8 +45,10 @@ enum Task {
     Run(commands::run::RunArgs),
     /// Run the host unit tests, then every QEMU scenario under ci/scenarios
     Test(commands::test::TestArgs),
-    /// Measure boot times and the hypercall round trip
+    /// Measure boot times, the hypercall round trip and the Linux boot against QEMU's own
     Bench(commands::bench::BenchArgs),
+    /// Run QEMU scenarios many times, counting passes, failures and machine resets
+    Soak(commands::soak::SoakArgs),
     /// Fetch Debian's cloud kernel and build the Linux guest's initramfs (target/linux)
     Linux(commands::linux::LinuxArgs),
 }
@@ -73,6 +75,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Run(args) => commands::run::run(&workspace, args),
         Task::Test(args) => commands::test::test(&workspace, args),
         Task::Bench(args) => commands::bench::bench(&workspace, args),
+        Task::Soak(args) => commands::soak::soak(&workspace, args),
         Task::Linux(args) => commands::linux::linux(&workspace, args).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -135,5 +138,42 @@ mod tests {
         };
         assert_eq!(args.scenario, ["scrub"]);
         assert!(args.no_host_tests);
+    }
+
+    #[test]
+    fn soak_options() {
+        let cli = Cli::try_parse_from(["xtask", "soak"]).unwrap();
+        let Task::Soak(args) = cli.task else {
+            panic!("not soak")
+        };
+        assert_eq!(args.runs, 200);
+        assert!(args.scenario.is_empty() && !args.mttcg);
+        let cli = Cli::try_parse_from([
+            "xtask", "soak", "--runs", "10", "--scenario", "linux-shell", "--scenario", "scrub", "--mttcg",
+        ])
+        .unwrap();
+        let Task::Soak(args) = cli.task else {
+            panic!("not soak")
+        };
+        assert_eq!(args.runs, 10);
+        assert_eq!(args.scenario, ["linux-shell", "scrub"]);
+        assert!(args.mttcg);
+        assert!(Cli::try_parse_from(["xtask", "soak", "--runs", "0"]).is_err());
+    }
+
+    #[test]
+    fn bench_options() {
+        let cli = Cli::try_parse_from(["xtask", "bench"]).unwrap();
+        let Task::Bench(args) = cli.task else {
+            panic!("not bench")
+        };
+        assert_eq!(args.runs, 3);
+        assert!(args.only.is_empty());
+        let cli = Cli::try_parse_from(["xtask", "bench", "--only", "linux", "--runs", "5"]).unwrap();
+        let Task::Bench(args) = cli.task else {
+            panic!("not bench")
+        };
+        assert_eq!((args.runs, args.only.as_slice()), (5, &[commands::bench::Part::Linux][..]));
+        assert!(Cli::try_parse_from(["xtask", "bench", "--only", "everything"]).is_err());
     }
 }

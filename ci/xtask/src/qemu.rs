@@ -132,42 +132,18 @@ pub struct Machine {
 impl Machine {
     /// The arguments after `qemu-system-x86_64`.
     pub fn args(&self) -> Result<Vec<OsString>> {
-        let accel = if self.multi_threaded_tcg { "tcg,thread=multi" } else { "tcg,thread=single" };
-        let mut args: Vec<OsString> = [
-            "-accel",
-            accel,
-            "-machine",
-            "q35",
-            "-cpu",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        args.push(self.cpu_model.as_deref().unwrap_or(DEFAULT_CPU_MODEL).into());
-        args.push("-smp".into());
-        args.push(self.cpus.to_string().into());
-        args.push("-m".into());
-        args.push(format!("{}M", self.memory_mib).into());
+        let mut args = machine_args(
+            self.multi_threaded_tcg,
+            self.cpu_model.as_deref(),
+            self.cpus,
+            self.memory_mib,
+        );
         // The IOMMU comes before any PCI device that should sit behind it.
         args.push("-device".into());
         args.push(self.iommu.as_deref().unwrap_or("intel-iommu,intremap=on").into());
-        args.extend(
-            [
-                "-display",
-                "none",
-                "-no-reboot",
-                "-nic",
-                "none",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-            ]
-            .iter()
-            .map(OsString::from),
-        );
+        args.extend(os_strings(HEADLESS));
+        args.extend(os_strings(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]));
+        args.extend(os_strings(SERIAL_ON_STDIO));
         args.extend(self.extra_args.iter().cloned());
         args.push("-kernel".into());
         args.push(self.kernel.clone().into_os_string());
@@ -191,6 +167,74 @@ impl Machine {
         let mut command = Command::new(&self.qemu);
         command.args(self.args()?);
         Ok(command)
+    }
+}
+
+/// No display, no reboot (a reset ends QEMU), no network.
+const HEADLESS: &[&str] = &["-display", "none", "-no-reboot", "-nic", "none"];
+/// The first serial port on QEMU's stdin and stdout, and no monitor.
+const SERIAL_ON_STDIO: &[&str] = &["-serial", "stdio", "-monitor", "none"];
+
+fn os_strings<'a>(args: &'a [&'a str]) -> impl Iterator<Item = OsString> + 'a {
+    args.iter().map(OsString::from)
+}
+
+/// The start of every command line: the accelerator, the q35 machine, the CPU model and the
+/// machine's size.
+fn machine_args(
+    multi_threaded_tcg: bool,
+    cpu_model: Option<&str>,
+    cpus: u32,
+    memory_mib: u32,
+) -> Vec<OsString> {
+    let accel = if multi_threaded_tcg { "tcg,thread=multi" } else { "tcg,thread=single" };
+    let mut args: Vec<OsString> = os_strings(&["-accel", accel, "-machine", "q35", "-cpu"]).collect();
+    args.push(cpu_model.unwrap_or(DEFAULT_CPU_MODEL).into());
+    args.push("-smp".into());
+    args.push(cpus.to_string().into());
+    args.push("-m".into());
+    args.push(format!("{memory_mib}M").into());
+    args
+}
+
+/// A Linux kernel booted by QEMU itself through its PVH loader (`-kernel` with an ELF
+/// vmlinux that has a PVH entry note), with no microvisor underneath: the baseline of the
+/// Linux boot benchmark. The machine is [`Machine`]'s but for the devices that only the
+/// microvisor uses: no IOMMU and no debug-exit port (the guest's ACPI power-off ends QEMU,
+/// with status 0).
+#[derive(Clone, Debug)]
+pub struct DirectLinux {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The kernel's command line (`-append`).
+    pub cmdline: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// As [`Machine::multi_threaded_tcg`].
+    pub multi_threaded_tcg: bool,
+}
+
+impl DirectLinux {
+    /// The arguments after `qemu-system-x86_64`.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args = machine_args(self.multi_threaded_tcg, None, self.cpus, self.memory_mib);
+        args.extend(os_strings(HEADLESS));
+        args.extend(os_strings(SERIAL_ON_STDIO));
+        args.push("-kernel".into());
+        args.push(self.kernel.clone().into_os_string());
+        args.push("-initrd".into());
+        args.push(self.initrd.clone().into_os_string());
+        args.push("-append".into());
+        args.push(self.cmdline.clone().into());
+        args
+    }
+
+    /// The QEMU process to spawn.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.qemu);
+        command.args(self.args());
+        command
     }
 }
 
@@ -291,6 +335,35 @@ pub(crate) mod tests {
              -serial stdio -monitor none -kernel /t/release/microvisor \
              -initrd /t/xtask/default/manifest.bin,/t/release/hello"
         );
+    }
+
+    #[test]
+    fn direct_linux_is_the_same_machine_without_the_microvisor_devices() {
+        let direct = DirectLinux {
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            kernel: PathBuf::from("/t/linux/debian-vmlinux"),
+            initrd: PathBuf::from("/t/linux/debian-initramfs"),
+            cmdline: "console=ttyS0 guest.poweroff=1".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            multi_threaded_tcg: false,
+        };
+        let args = direct.args();
+        assert_eq!(
+            joined(&args),
+            "-accel tcg,thread=single -machine q35 -cpu qemu64,+svm,+npt,+vgif -smp 2 -m 1024M -display none \
+             -no-reboot -nic none -serial stdio -monitor none -kernel /t/linux/debian-vmlinux \
+             -initrd /t/linux/debian-initramfs -append console=ttyS0 guest.poweroff=1"
+        );
+        let multi = DirectLinux { multi_threaded_tcg: true, ..direct };
+        assert!(joined(&multi.args()).starts_with("-accel tcg,thread=multi "));
+    }
+
+    #[test]
+    fn multi_threaded_tcg_is_asked_for() {
+        let mut machine = machine();
+        machine.multi_threaded_tcg = true;
+        assert!(joined(&machine.args().unwrap()).starts_with("-accel tcg,thread=multi -machine q35 "));
     }
 
     #[test]

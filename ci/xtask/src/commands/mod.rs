@@ -4,6 +4,7 @@ pub mod bench;
 pub mod build;
 pub mod linux;
 pub mod run;
+pub mod soak;
 pub mod test;
 
 use std::path::Path;

@@ -1,5 +1,9 @@
 //! `cargo xtask test`: the host unit tests (`cargo test` of the default members), then every QEMU scenario under `ci/scenarios/`,
 //! one after the other, closing with `N passed, M failed`.
+//!
+//! A scenario runs once. A machine reset with no microvisor epitaph (see
+//! [`unexplained_reset`]) fails it like any other failure, named as such, with its log also
+//! kept as `<scenario>.reset.log`. [`run_scenario`] is shared with `cargo xtask soak`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::judge::{self, Verdict};
-use crate::scenario::{self, Scenario};
+use crate::scenario::{self, ExitRule, Scenario};
 use crate::serial::{Capture, Watch};
 use crate::workspace::Workspace;
 use crate::{commands, images, qemu, system};
@@ -57,36 +61,35 @@ pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
     }
     let qemu = qemu::ensure_installed()?;
     let (mut passed, mut failed) = (0, 0);
-    let mut retried: Vec<&str> = Vec::new();
+    let mut resets: Vec<&str> = Vec::new();
     for scenario in &scenarios {
         print!("scenario {} ... ", scenario.name);
         if args.verbose {
             println!();
         }
         std::io::stdout().flush().ok();
-        let mut outcome = run_scenario(workspace, &qemu, scenario, args.verbose);
-        // A rare machine reset with no microvisor epitaph has been seen under TCG (see the
-        // README's known issues). It is retried once, loudly, with the first log kept; any
-        // other failure is final.
-        if let Ok((capture, verdict)) = &outcome {
-            if !verdict.passed() && unexplained_reset(capture) {
-                let log = workspace.scenario_log(&scenario.name);
-                let first = log.with_extension("reset.log");
-                let _ = std::fs::rename(&log, &first);
-                println!("UNEXPLAINED MACHINE RESET (log kept as {}); retrying once ... ", first.display());
-                retried.push(&scenario.name);
-                outcome = run_scenario(workspace, &qemu, scenario, args.verbose);
-            }
-        }
-        match outcome {
-            Ok((capture, verdict)) if verdict.passed() => {
+        let log = workspace.scenario_log(&scenario.name);
+        let run = ScenarioRun {
+            verbose: args.verbose,
+            multi_threaded_tcg: false,
+            scratch: scenario.name.clone(),
+            log: log.clone(),
+        };
+        match run_scenario(workspace, &qemu, scenario, &run) {
+            Ok(outcome) if outcome.verdict.passed() => {
                 passed += 1;
-                println!("ok ({:.1} s)", capture.elapsed.as_secs_f64());
+                println!("ok ({:.1} s)", outcome.capture.elapsed.as_secs_f64());
             }
-            Ok((capture, verdict)) => {
+            Ok(outcome) => {
                 failed += 1;
-                report_failures(&verdict);
-                report_tail(workspace, scenario, &capture);
+                if outcome.reset {
+                    // Kept apart too, so that the next run of the scenario does not overwrite it.
+                    let kept = log.with_extension("reset.log");
+                    let _ = std::fs::copy(&log, &kept);
+                    resets.push(&scenario.name);
+                }
+                report_failures(&outcome.verdict);
+                report_tail(&log, &outcome.capture);
             }
             Err(error) => {
                 failed += 1;
@@ -94,11 +97,11 @@ pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
             }
         }
     }
-    if !retried.is_empty() {
+    if !resets.is_empty() {
         println!(
-            "warning: {} scenario(s) hit an unexplained machine reset and were run twice: {}",
-            retried.len(),
-            retried.join(", ")
+            "{} scenario(s) failed with an unexplained machine reset (logs kept as <scenario>.reset.log): {}",
+            resets.len(),
+            resets.join(", ")
         );
     }
     println!("{passed} passed, {failed} failed");
@@ -111,13 +114,23 @@ pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
 
 /// QEMU ended with status 0 (a reset, which `-no-reboot` turns into an exit) and the
 /// microvisor printed no epitaph: the signature of a triple fault in the host.
-fn unexplained_reset(capture: &Capture) -> bool {
+pub fn unexplained_reset(capture: &Capture) -> bool {
     matches!(capture.ending, crate::serial::Ending::Exited(crate::qemu::Exit::Code(0)))
         && !capture.lines.iter().any(|line| line.text.contains("PANIC"))
 }
 
+/// The failure an unexplained reset adds to a verdict, naming the log.
+fn reset_failure(log: &std::path::Path) -> String {
+    format!(
+        "UNEXPLAINED MACHINE RESET: QEMU exited with status 0 and the microvisor printed no \
+         epitaph: the machine reset (-no-reboot turns a reset, e.g. a host triple fault, into an \
+         exit); log: {}",
+        log.display()
+    )
+}
+
 /// The scenarios named on the command line, or all of them.
-fn select(all: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
+pub fn select(all: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
     if names.is_empty() {
         return Ok(all);
     }
@@ -185,22 +198,44 @@ fn run(command: &mut std::process::Command, what_failed: &str) -> Result<()> {
     Ok(())
 }
 
-/// Packs, boots and judges one scenario, and keeps its log.
-fn run_scenario(
+/// How to run a scenario once.
+pub struct ScenarioRun {
+    /// Print the serial output as it arrives.
+    pub verbose: bool,
+    /// One host thread per emulated CPU (`-accel tcg,thread=multi`).
+    pub multi_threaded_tcg: bool,
+    /// The name of the scratch directory under `<target>/xtask` (packed manifest, disk image).
+    pub scratch: String,
+    /// Where the serial log is written.
+    pub log: std::path::PathBuf,
+}
+
+/// How one run of a scenario went.
+pub struct Outcome {
+    pub capture: Capture,
+    /// With the reset's failure first when [`Outcome::reset`].
+    pub verdict: Verdict,
+    /// The run ended in an unexplained machine reset (see [`unexplained_reset`]), which fails
+    /// it whatever else it printed (unless the scenario accepts any exit).
+    pub reset: bool,
+}
+
+/// Packs, boots and judges one scenario, and writes its log.
+pub fn run_scenario(
     workspace: &Workspace,
     qemu: &std::path::Path,
     scenario: &Scenario,
-    verbose: bool,
-) -> Result<(Capture, Verdict)> {
-    let packed = system::pack(workspace, &scenario.system_file(), &scenario.name)?;
+    run: &ScenarioRun,
+) -> Result<Outcome> {
+    let packed = system::pack(workspace, &scenario.system_file(), &run.scratch)?;
     let watch = Watch {
         timeout: Some(scenario.timeout),
         stop_when: scenario.stop_when.clone(),
-        echo: verbose,
+        echo: run.verbose,
         sends: scenario.sends.clone(),
         forward_stdin: false,
     };
-    let disk_path = workspace.target_dir.join("xtask").join(&scenario.name).join("disk.img");
+    let disk_path = workspace.xtask_dir().join(&run.scratch).join("disk.img");
     let mut extra_args: Vec<std::ffi::OsString> = Vec::new();
     if let Some(disk) = &scenario.disk {
         let file = std::fs::File::create(&disk_path)
@@ -224,6 +259,7 @@ fn run_scenario(
             cpu_model: scenario.qemu_cpu.clone(),
             extra_args,
             iommu: scenario.qemu_iommu.clone(),
+            multi_threaded_tcg: run.multi_threaded_tcg,
             ..commands::MachineOptions::standard(
                 SCENARIO_CPUS,
                 scenario.qemu_memory_mib.unwrap_or(SCENARIO_MEMORY_MIB),
@@ -231,13 +267,23 @@ fn run_scenario(
         },
         &watch,
     )?;
-    let log = workspace.scenario_log(&scenario.name);
+    let log = &run.log;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("could not create {}", dir.display()))?;
     }
-    std::fs::write(&log, capture.text())
+    std::fs::write(log, capture.text())
         .with_context(|| format!("could not write {}", log.display()))?;
+    let (mut verdict, reset) = judge_run(scenario, &capture, log);
+    if let Some(disk) = &scenario.disk {
+        verdict.failures.extend(check_disk(&disk_path, disk));
+    }
+    Ok(Outcome { capture, verdict, reset })
+}
+
+/// Judges a run by the scenario's rules and its sends; an unexplained reset fails it, first
+/// and loudly, unless the scenario accepts any exit. Also says whether it was such a reset.
+fn judge_run(scenario: &Scenario, capture: &Capture, log: &std::path::Path) -> (Verdict, bool) {
     let lines: Vec<&str> = capture
         .lines
         .iter()
@@ -245,10 +291,11 @@ fn run_scenario(
         .collect();
     let mut verdict = judge::judge(scenario, &lines, capture.ending);
     verdict.failures.extend(unsent(scenario, capture.sent));
-    if let Some(disk) = &scenario.disk {
-        verdict.failures.extend(check_disk(&disk_path, disk));
+    let reset = scenario.exit != ExitRule::Any && unexplained_reset(capture);
+    if reset {
+        verdict.failures.insert(0, reset_failure(log));
     }
-    Ok((capture, verdict))
+    (verdict, reset)
 }
 
 /// The sends that were never typed, the first of which never saw its pattern.
@@ -290,7 +337,7 @@ fn check_disk(path: &std::path::Path, disk: &scenario::Disk) -> Vec<String> {
 }
 
 /// `FAILED: <first reason>` on the scenario's line, then every reason when there are several.
-fn report_failures(verdict: &Verdict) {
+pub fn report_failures(verdict: &Verdict) {
     let first = verdict.failures.first().map_or("", String::as_str);
     match verdict.failures.len() {
         0 | 1 => println!("FAILED: {first}"),
@@ -303,12 +350,13 @@ fn report_failures(verdict: &Verdict) {
     }
 }
 
-fn report_tail(workspace: &Workspace, scenario: &Scenario, capture: &Capture) {
+/// The last lines of a failed run, under the path of its full log.
+pub fn report_tail(log: &std::path::Path, capture: &Capture) {
     let shown = capture.lines.len().min(TAIL_LINES);
     println!(
         "    --- last {shown} of {} lines of {} ---",
         capture.lines.len(),
-        workspace.scenario_log(&scenario.name).display()
+        log.display()
     );
     for line in commands::tail(capture, TAIL_LINES) {
         println!("    {line}");
@@ -345,6 +393,64 @@ mod tests {
             "send[1] was never typed: its `after` '# ' matched no serial output after send[0]'s match, so 1 of 2 sends were typed"
         );
         assert!(unsent(&scenario, 0).unwrap().contains("after the start"));
+    }
+
+    fn capture(lines: &[&str], ending: crate::serial::Ending) -> Capture {
+        Capture {
+            lines: lines
+                .iter()
+                .map(|text| crate::serial::Line {
+                    at: std::time::Duration::ZERO,
+                    stream: crate::serial::Stream::Stdout,
+                    text: text.to_string(),
+                })
+                .collect(),
+            ending,
+            elapsed: std::time::Duration::ZERO,
+            sent: 0,
+        }
+    }
+
+    fn exited(code: i32) -> crate::serial::Ending {
+        crate::serial::Ending::Exited(crate::qemu::Exit::Code(code))
+    }
+
+    #[test]
+    fn a_silent_status_0_is_an_unexplained_reset() {
+        assert!(unexplained_reset(&capture(&["a"], exited(0))));
+        assert!(!unexplained_reset(&capture(&["[microvisor] PANIC on cpu 1"], exited(0))));
+        assert!(!unexplained_reset(&capture(&["a"], exited(1))));
+        assert!(!unexplained_reset(&capture(&["a"], crate::serial::Ending::TimedOut)));
+    }
+
+    /// A reset fails the run with the reset named first, even where every other rule held;
+    /// there is no second attempt.
+    #[test]
+    fn a_reset_fails_the_run_first_and_loudly() {
+        let poweroff = Scenario::parse(
+            "p",
+            Path::new("/nowhere"),
+            "description = \"x\"\ntimeout_secs = 1\nexit = \"poweroff\"\nexpect = ['a']\n",
+        )
+        .unwrap();
+        let log = Path::new("logs/p.log");
+        let (verdict, reset) = judge_run(&poweroff, &capture(&["a"], exited(0)), log);
+        assert!(reset && !verdict.passed());
+        assert!(
+            verdict.failures[0].starts_with("UNEXPLAINED MACHINE RESET")
+                && verdict.failures[0].contains("logs/p.log"),
+            "{:?}",
+            verdict.failures
+        );
+        let (verdict, reset) = judge_run(&poweroff, &capture(&["a"], exited(1)), log);
+        assert!(!reset && verdict.passed(), "{:?}", verdict.failures);
+        let (verdict, reset) = judge_run(&poweroff, &capture(&["a"], exited(3)), log);
+        assert!(!reset && !verdict.passed());
+
+        // A scenario that accepts any exit accepts status 0 too.
+        let any = scenario("any");
+        let (verdict, reset) = judge_run(&any, &capture(&["a"], exited(0)), log);
+        assert!(!reset && verdict.passed(), "{:?}", verdict.failures);
     }
 
     #[test]
