@@ -90,8 +90,22 @@ pub fn needs_linux_images(images: &[manifests::ImageRef]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `system` compiles with no image directory up to looking for an image: every file was
+    /// read and checked, and only a built or fetched image is missing.
+    pub(crate) fn assert_valid_up_to_images(system: &Path) {
+        match manifests::compile_system(system, &[]) {
+            Err(error)
+                if matches!(
+                    error.problem,
+                    manifests::Problem::KernelNotFound { .. } | manifests::Problem::RamdiskNotFound { .. }
+                ) => {}
+            Err(error) => panic!("{}: {error}", system.display()),
+            Ok(_) => panic!("{}: compiled without an image directory", system.display()),
+        }
+    }
 
     /// Every system file this crate boots (the default and demo systems, the scenarios and the
     /// benchmark's) is valid up to its images: with no image directory, compiling stops only
@@ -109,16 +123,7 @@ mod tests {
             systems.push(scenario.system_file());
         }
         for system in systems {
-            match manifests::compile_system(&system, &[]) {
-                Err(error)
-                    if matches!(
-                        error.problem,
-                        manifests::Problem::KernelNotFound { .. }
-                            | manifests::Problem::RamdiskNotFound { .. }
-                    ) => {}
-                Err(error) => panic!("{}: {error}", system.display()),
-                Ok(_) => panic!("{}: compiled without an image directory", system.display()),
-            }
+            assert_valid_up_to_images(&system);
         }
     }
 

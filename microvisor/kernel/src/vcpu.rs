@@ -195,6 +195,20 @@ pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Res
     Ok(())
 }
 
+/// The registers both start states share: paging off, no long mode, interrupts off, CPL 0,
+/// the given CR0 and RIP, RSP and RAX zero.
+fn set_unpaged_state(vmcb: Vmcb, cr0: u64, rip: u64) {
+    vmcb.write64(save::CR0, cr0);
+    vmcb.write64(save::CR3, 0);
+    vmcb.write64(save::CR4, 0);
+    vmcb.write64(save::EFER, svm::EFER_SVME);
+    vmcb.write64(save::RFLAGS, 0x2);
+    vmcb.write64(save::RIP, rip);
+    vmcb.write64(save::RSP, 0);
+    vmcb.write64(save::RAX, 0);
+    vmcb.write8(save::CPL, 0);
+}
+
 /// The PVH entry state of Xen's ABI: 32-bit flat protected mode, paging off, EBX = start info.
 pub fn set_pvh_boot_state(slot: usize, vcpu: usize, entry: u64, start_info_gpa: u64) {
     let mut guard = VCPUS[index(slot, vcpu)].lock();
@@ -208,15 +222,7 @@ pub fn set_pvh_boot_state(slot: usize, vcpu: usize, entry: u64, start_info_gpa: 
     vmcb.set_segment(save::LDTR, 0, 0x0082, 0, 0);
     vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
     vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
-    vmcb.write64(save::CR0, 0x11);
-    vmcb.write64(save::CR3, 0);
-    vmcb.write64(save::CR4, 0);
-    vmcb.write64(save::EFER, svm::EFER_SVME);
-    vmcb.write64(save::RFLAGS, 0x2);
-    vmcb.write64(save::RIP, entry);
-    vmcb.write64(save::RSP, 0);
-    vmcb.write64(save::RAX, 0);
-    vmcb.write8(save::CPL, 0);
+    set_unpaged_state(vmcb, 0x11, entry);
     v.regs = GuestRegs { rbx: start_info_gpa, ..GuestRegs::default() };
     v.initialised = true;
 }
@@ -234,15 +240,7 @@ pub fn set_startup_state(v: &mut Vcpu, vector: u8) {
     vmcb.set_segment(save::LDTR, 0, 0x0082, 0xffff, 0);
     vmcb.set_segment(save::GDTR, 0, 0, 0xffff, 0);
     vmcb.set_segment(save::IDTR, 0, 0, 0xffff, 0);
-    vmcb.write64(save::CR0, 0x10);
-    vmcb.write64(save::CR3, 0);
-    vmcb.write64(save::CR4, 0);
-    vmcb.write64(save::EFER, svm::EFER_SVME);
-    vmcb.write64(save::RFLAGS, 0x2);
-    vmcb.write64(save::RIP, 0);
-    vmcb.write64(save::RSP, 0);
-    vmcb.write64(save::RAX, 0);
-    vmcb.write8(save::CPL, 0);
+    set_unpaged_state(vmcb, 0x10, 0);
     vmcb.write64(control::EVENT_INJ, 0);
     v.regs = GuestRegs::default();
     v.fx = FxArea::initial();
