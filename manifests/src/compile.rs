@@ -6,9 +6,11 @@
 //! ramdisk); domains that name the same file share one module.
 //!
 //! Checks across files: domain names are unique, no I/O port and no PCI function is given to
-//! two domains, and `xenstore_domain` and `console_domain` name listed domains (compiled to
-//! their indices). Whether a PCI function exists is only known on the machine: the
-//! microvisor checks that when it builds the domain.
+//! two domains, `xenstore_domain`, `console_domain` and `disk_backend` name listed domains
+//! (the first two compiled to their indices), and the disks fit their backends and one
+//! another (see `vbds`, which also hands the disks to the xenstore domain on its command
+//! line). Whether a PCI function exists is only known on the machine: the microvisor checks
+//! that when it builds the domain.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use crate::domain::{parse_domain_config, DomainConfig, ImageRef};
 use crate::error::{ManifestError, Problem};
 use crate::image::{check_kernel, check_ramdisk, resolve_image};
 use crate::system::{parse_system_config, DomainRef, SystemConfig};
+use crate::vbds::attach_disks;
 
 /// A compiled system, ready to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,11 +50,14 @@ pub fn compile_system(
     system_file: &Path,
     image_dirs: &[PathBuf],
 ) -> Result<CompiledSystem, ManifestError> {
-    let (system, configs) = read_domains(system_file)?;
+    let (system, mut configs) = read_domains(system_file)?;
     check_io_ports_unshared(&configs)?;
     check_pci_unshared(&configs)?;
     let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
     let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
+    // Not in the manifest: only checked to name a domain, and used by name.
+    service_domain(system_file, system.disk_backend.as_ref(), &configs)?;
+    attach_disks(&system, xenstore_domain, &mut configs)?;
 
     let mut modules = Modules::default();
     let mut manifest = SystemManifest {

@@ -15,6 +15,7 @@
 //! | `on_crash` | no | same | `"destroy"` |
 //! | `ioports` | no | list of `"START-END"` or `"PORT"`, hex, at most 8, no overlaps | none |
 //! | `pci` | no | list of PCI functions `"[DDDD:]BB:DD.F"`, hex, at most 8, each once | none |
+//! | `disk` | no | list of disk specifications in xl's syntax (see `disk`), at most 8, each vdev once | none |
 //!
 //! Reading a domain file touches no file system: the kernel is checked when the system is
 //! compiled (see `compile`).
@@ -27,6 +28,7 @@ use microvisor_abi::manifest::{
     MAX_IOPORT_RANGES, MAX_NAME_BYTES, MAX_PCI_FUNCTIONS, MAX_VCPUS,
 };
 
+use crate::disk::{self, DiskEntry};
 use crate::error::{ManifestError, PciPart, Problem};
 use crate::syntax::{self, ListItem, Setting};
 use crate::table::Table;
@@ -48,6 +50,7 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "on_crash",
     "ioports",
     "pci",
+    "disk",
 ];
 
 /// The name no domain may take.
@@ -84,6 +87,9 @@ pub struct DomainConfig {
     pub ioports: Vec<IoPortEntry>,
     /// The PCI functions passed through to the domain (`pci`), in file order.
     pub pci: Vec<PciEntry>,
+    /// The virtual disks the domain sees (`disk`), in file order. They are not part of its
+    /// [`DomainSpec`]: the compiler hands them to the xenstore domain (see `vbds`).
+    pub disks: Vec<DiskEntry>,
 }
 
 /// One item of `ioports`: the range, the item as written and its line, for messages.
@@ -112,14 +118,19 @@ pub struct PciEntry {
 impl PciEntry {
     /// The function in full, as `lspci -D` writes it: `0000:00:03.0`.
     pub fn canonical(&self) -> String {
-        let PciAddress {
-            segment,
-            bus,
-            device,
-            function,
-        } = self.address;
-        format!("{segment:04x}:{bus:02x}:{device:02x}.{function:x}")
+        canonical_bdf(self.address)
     }
+}
+
+/// A PCI function in full, as `lspci -D` writes it: `0000:00:03.0`.
+pub(crate) fn canonical_bdf(address: PciAddress) -> String {
+    let PciAddress {
+        segment,
+        bus,
+        device,
+        function,
+    } = address;
+    format!("{segment:04x}:{bus:02x}:{device:02x}.{function:x}")
 }
 
 /// An image a domain file names: its `kernel` or its `ramdisk`, as written.
@@ -287,6 +298,10 @@ pub fn parse_domain_config(file: &Path, text: &str) -> Result<DomainConfig, Mani
         },
         pci: match table.take("pci") {
             Some(setting) => pci_functions(file, &setting)?,
+            None => Vec::new(),
+        },
+        disks: match table.take("disk") {
+            Some(setting) => disk::disks(file, &setting)?,
             None => Vec::new(),
         },
     })
@@ -519,9 +534,8 @@ fn pci_functions(file: &Path, setting: &Setting) -> Result<Vec<PciEntry>, Manife
     Ok(entries)
 }
 
-/// One item of `pci`, in xl's syntax `[DDDD:]BB:DD.F[@VSLOT][,OPTION...]`: the segment
-/// (xl's "domain", 0 if left out) of 1 to 4 hex digits, the bus and the device of 1 or 2, the
-/// function of 1. The all-functions form `BB:DD.*`, the virtual slot and the options are
+/// One item of `pci`, in xl's syntax `[DDDD:]BB:DD.F[@VSLOT][,OPTION...]`, the function as
+/// [`parse_bdf`] reads it. The all-functions form `BB:DD.*`, the virtual slot and the options are
 /// recognised, and refused as not supported yet. Blanks around the item are allowed.
 fn pci_function(file: &Path, item: &ListItem) -> Result<PciEntry, ManifestError> {
     let error = |problem| ManifestError::new(file, Some(item.line), Some("pci"), problem);
@@ -545,51 +559,18 @@ fn pci_function(file: &Path, item: &ListItem) -> Result<PciEntry, ManifestError>
         Some(_) => return Err(invalid()),
         None => (spec, None),
     };
-    let (head, function) = bdf.split_once('.').ok_or_else(invalid)?;
-    let mut parts = head.rsplit(':');
-    let device = parts.next().ok_or_else(invalid)?;
-    let bus = parts.next().ok_or_else(invalid)?;
-    let segment = parts.next();
-    if parts.next().is_some() {
-        return Err(invalid());
-    }
-    // 1 to `max_digits` hex digits; at most four, so the value fits.
-    let hex = |digits: &str, max_digits: usize| -> Result<u16, ManifestError> {
-        if digits.is_empty()
-            || digits.len() > max_digits
-            || !digits.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(invalid());
-        }
-        u16::from_str_radix(digits, 16).map_err(|_| invalid())
-    };
-    let byte = |value: u16| u8::try_from(value).map_err(|_| invalid());
-    let out_of_range = |part, value| {
-        error(Problem::PciOutOfRange {
+    let address = parse_bdf(bdf).map_err(|refused| match refused {
+        BdfError::Invalid => invalid(),
+        BdfError::OutOfRange { part, value } => error(Problem::PciOutOfRange {
             found: found.clone(),
             part,
             value,
-        })
-    };
-    let segment = match segment {
-        Some(digits) => hex(digits, 4)?,
-        None => 0,
-    };
-    let bus = byte(hex(bus, 2)?)?;
-    let device = hex(device, 2)?;
-    if device > 0x1f {
-        return Err(out_of_range(PciPart::Device, device));
-    }
-    if function == "*" {
-        return Err(error(Problem::PciAllFunctions {
-            found,
+        }),
+        BdfError::AllFunctions { head } => error(Problem::PciAllFunctions {
+            found: found.clone(),
             example: format!("{head}.0"),
-        }));
-    }
-    let function = hex(function, 1)?;
-    if function > 7 {
-        return Err(out_of_range(PciPart::Function, function));
-    }
+        }),
+    })?;
     if let Some(slot) = slot {
         return Err(error(Problem::PciVirtualSlot {
             found,
@@ -603,14 +584,75 @@ fn pci_function(file: &Path, item: &ListItem) -> Result<PciEntry, ManifestError>
         }));
     }
     Ok(PciEntry {
-        address: PciAddress {
-            segment,
-            bus,
-            device: byte(device)?,
-            function: byte(function)?,
-        },
+        address,
         text: item.text.clone(),
         line: item.line,
+    })
+}
+
+/// Why [`parse_bdf`] refused a PCI address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BdfError<'t> {
+    /// Not of the form `[DDDD:]BB:DD.F` in hex.
+    Invalid,
+    /// The device is above 1f or the function above 7.
+    OutOfRange { part: PciPart, value: u16 },
+    /// `BB:DD.*` (or `DDDD:BB:DD.*`): every function of a device; `head` is the part before
+    /// the `.`.
+    AllFunctions { head: &'t str },
+}
+
+/// A PCI function `[DDDD:]BB:DD.F` in hex: the segment (xl's "domain", 0 if left out) of 1
+/// to 4 digits, the bus and the device of 1 or 2, the function of 1; the device at most 1f,
+/// the function at most 7. Nothing else may be in `text` (the `pci` key and a disk's target
+/// take their own additions off first).
+pub(crate) fn parse_bdf(text: &str) -> Result<PciAddress, BdfError<'_>> {
+    let (head, function) = text.split_once('.').ok_or(BdfError::Invalid)?;
+    let mut parts = head.rsplit(':');
+    let device = parts.next().ok_or(BdfError::Invalid)?;
+    let bus = parts.next().ok_or(BdfError::Invalid)?;
+    let segment = parts.next();
+    if parts.next().is_some() {
+        return Err(BdfError::Invalid);
+    }
+    // 1 to `max_digits` hex digits; at most four, so the value fits.
+    let hex = |digits: &str, max_digits: usize| -> Result<u16, BdfError<'_>> {
+        if digits.is_empty()
+            || digits.len() > max_digits
+            || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(BdfError::Invalid);
+        }
+        u16::from_str_radix(digits, 16).map_err(|_| BdfError::Invalid)
+    };
+    let byte = |value: u16| u8::try_from(value).map_err(|_| BdfError::Invalid);
+    let segment = match segment {
+        Some(digits) => hex(digits, 4)?,
+        None => 0,
+    };
+    let bus = byte(hex(bus, 2)?)?;
+    let device = hex(device, 2)?;
+    if device > 0x1f {
+        return Err(BdfError::OutOfRange {
+            part: PciPart::Device,
+            value: device,
+        });
+    }
+    if function == "*" {
+        return Err(BdfError::AllFunctions { head });
+    }
+    let function = hex(function, 1)?;
+    if function > 7 {
+        return Err(BdfError::OutOfRange {
+            part: PciPart::Function,
+            value: function,
+        });
+    }
+    Ok(PciAddress {
+        segment,
+        bus,
+        device: byte(device)?,
+        function: byte(function)?,
     })
 }
 
@@ -975,6 +1017,53 @@ mod tests {
         assert_eq!(
             pci(&format!("[ {} ]", nine.join(", "))),
             Err("d.cfg:5: key `pci`: lists 9 PCI functions, at most 8 are allowed".into())
+        );
+    }
+
+    #[test]
+    fn disks_are_read_in_file_order_with_their_lines() {
+        assert_eq!(parse(MINIMAL).unwrap().disks, vec![]);
+        let config = parse(&format!(
+            "{MINIMAL}disk = [\n  '0000:00:03.0,raw,xvda,rw',\n  # a slice\n  \"vdev=xvdb,access=ro,backend=blk,target=00:03.0@1G+1G\",\n]\n"
+        ))
+        .unwrap();
+        let disks: Vec<(u32, bool, Option<&str>, usize)> = config
+            .disks
+            .iter()
+            .map(|disk| (disk.vdev, disk.writable, disk.backend.as_deref(), disk.line))
+            .collect();
+        assert_eq!(
+            disks,
+            vec![(51712, true, None, 6), (51728, false, Some("blk"), 8)]
+        );
+        assert_eq!(config.disks[1].sectors(), (2097152, 2097152));
+        // Disks are not part of the domain's manifest entry.
+        assert_eq!(
+            config.to_spec(1, None).unwrap(),
+            parse(MINIMAL).unwrap().to_spec(1, None).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_vdev_is_given_once_however_it_is_written() {
+        let message = parse(&format!(
+            "{MINIMAL}disk = [ '00:03.0@0+1M,,51712', '00:03.0@1M+1M,,xvda' ]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            message,
+            "d.cfg:5: key `disk`: \"00:03.0@1M+1M,,xvda\": vdev \"xvda\" (device number 51712) is already the vdev of \"00:03.0@0+1M,,51712\" (line 5); give each disk its own"
+        );
+        let eight: Vec<String> = (0..8)
+            .map(|d| format!("'00:03.0@{d}M+1M,,xvd{}'", char::from(b'a' + d)))
+            .collect();
+        assert_eq!(
+            parse(&format!("{MINIMAL}disk = [ {} ]\n", eight.join(", ")))
+                .unwrap()
+                .disks
+                .len(),
+            8
         );
     }
 

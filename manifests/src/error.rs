@@ -173,6 +173,15 @@ pub enum Problem {
     PciDuplicate { found: String, other: String },
     #[error("lists {count} PCI functions, at most {max} are allowed")]
     TooManyPciFunctions { count: usize, max: usize },
+    #[error("lists {count} disks, at most {max} are allowed")]
+    TooManyDisks { count: usize, max: usize },
+    /// One disk of `disk` (`spec` is its specification, quoted) and what is wrong with it,
+    /// on its own or in the system (boxed: some defects are large, errors stay small).
+    #[error("{spec}: {defect}")]
+    Disk {
+        spec: String,
+        defect: Box<DiskDefect>,
+    },
 
     // The system.
     #[error("lists {count} domains, at most {max} are allowed")]
@@ -189,6 +198,9 @@ pub enum Problem {
     PciTaken { found: String, other: String },
     #[error("no domain listed in `domains` is named {name:?} (the domains are: {known})")]
     UnknownDomain { name: String, known: String },
+    /// `first` is the first disk line: `linux.cfg:9`.
+    #[error("required when a domain has disks ({first} gives one): the xenstore domain tells the backends which disks to serve")]
+    DisksNeedXenstore { first: String },
 
     // Files and images.
     #[error("cannot read {}: {error}", path.display())]
@@ -227,6 +239,118 @@ impl fmt::Display for PciPart {
             PciPart::Function => "function",
         })
     }
+}
+
+/// What is wrong with one disk specification of `disk`. `found` fields are quoted for
+/// display.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum DiskDefect {
+    // The specification itself.
+    #[error("unknown parameter `{key}=` (parameters allowed: target, vdev, access, format, devtype, backend, backendtype)")]
+    UnknownParameter { key: String },
+    /// An xl disk parameter or flag (`script=`, `discard`, ...) not implemented here.
+    #[error("`{parameter}` is not supported yet")]
+    UnsupportedParameter { parameter: String },
+    #[error("gives `{parameter}` twice (each parameter once, by position or by key)")]
+    ParameterTwice { parameter: &'static str },
+    #[error("{found} is a positional parameter, but target, format, vdev and access (the positional parameters) are all given already")]
+    TooManyPositional { found: String },
+    #[error("`{prefix}:` before the target is xl's deprecated syntax, which is not supported: write <target>,<format>,<vdev>,<access> or key=value parameters, such as \"0000:00:03.0,raw,xvda,rw\"")]
+    LegacyPrefix { prefix: String },
+    #[error("no target: give the backend's PCI function that holds the disk, such as `0000:00:03.0,raw,xvda,rw` or `target=0000:00:03.0`")]
+    MissingTarget,
+    #[error("no vdev: give the name the guest sees the disk by, such as `xvda`")]
+    MissingVdev,
+    #[error("access {found} is not r or ro (read-only), w or rw (writable)")]
+    BadAccess { found: String },
+    #[error("format {found} is not supported: the backend serves raw disks only (format raw)")]
+    BadFormat { found: String },
+    #[error("CD-ROM drives are not supported; a disk is devtype=disk")]
+    Cdrom,
+    #[error("devtype {found} is not known; the device type is disk")]
+    BadDevtype { found: String },
+    #[error("backendtype {found} is not supported: disks are served by a block backend in a driver domain (backendtype phy)")]
+    BadBackendtype { found: String },
+    #[error("backend {found} is not a domain name (1 to 31 of A-Z a-z 0-9 _ . -)")]
+    BadBackendName { found: String },
+
+    // The vdev.
+    #[error("vdev {found} is not a virtual disk: write xvd and letters (xvda, xvdb, ..., xvdz, xvdaa, ...) or the device number in decimal")]
+    BadVdev { found: String },
+    #[error(
+        "vdev {found}: use xvd names ({instead:?}): a Linux PVH guest sees its disks as /dev/xvd*"
+    )]
+    LegacyVdev { found: String, instead: String },
+    #[error("vdev {found} is a partition; give whole disks only, such as {disk:?} (the guest partitions it, or give it a slice of the backend's disk as a disk of its own)")]
+    Partition { found: String, disk: String },
+    #[error("vdev {found} is out of range: the disks are xvda to xvdbgqcv (1048576 of them), the device numbers 0 to 4294967295")]
+    VdevOutOfRange { found: String },
+    /// `found` is the vdev, and its device number if written as a name: `"xvda" (device
+    /// number 51712)`; `other` is the disk that has it and its line: `"03:00.0,raw,xvda"
+    /// (line 7)`.
+    #[error("vdev {found} is already the vdev of {other}; give each disk its own")]
+    VdevTwice { found: String, other: String },
+
+    // The target.
+    #[error("target {found} is not a PCI function [DDDD:]BB:DD.F in hex, with or without a slice @START+SIZE, such as \"0000:00:03.0\" or \"0000:00:03.0@64M+128M\"")]
+    BadTarget { found: String },
+    #[error("target {found} is a path, but a disk here is on a PCI function of its backend: write the function, as in the backend's `pci`, such as \"0000:00:03.0\", and @START+SIZE for a slice of it")]
+    TargetPath { found: String },
+    #[error("target {found}: {part} {value:x} is out of range: PCI {part}s are {range} (hex)", range = .part.range())]
+    TargetOutOfRange {
+        found: String,
+        part: PciPart,
+        value: u16,
+    },
+    #[error("slice {found} is not START+SIZE, such as \"64M+128M\"")]
+    BadSlice { found: String },
+    /// `what` is `start` or `size`.
+    #[error("slice {what} {found} is not a byte count: decimal digits, then K, M, G or T for KiB, MiB, GiB or TiB if you like")]
+    BadByteCount { what: &'static str, found: String },
+    #[error("slice {what} {found} is {bytes} bytes, not a multiple of the 512-byte sector")]
+    NotSectorMultiple {
+        what: &'static str,
+        found: String,
+        bytes: u64,
+    },
+    #[error("slice size {found} is 0; a slice holds at least one sector (512 bytes)")]
+    EmptySlice { found: String },
+    #[error("slice {found} ends past the 16 EiB that a 64-bit byte count reaches")]
+    SliceTooLarge { found: String },
+
+    // The system (checked when the system is compiled).
+    #[error("no backend: give the disk backend=<driver domain>, or set `disk_backend` in the system file {}", system.display())]
+    NoBackend { system: PathBuf },
+    /// `backend` is the backend and where it was named: `backend "blk"` or `backend "blk"
+    /// (`disk_backend`, system.cfg:4)`.
+    #[error("{backend} is not a domain of the system (the domains are: {known})")]
+    UnknownBackend { backend: String, known: String },
+    #[error("{backend} is this domain itself; a disk is served by another domain, the driver domain that has its PCI function")]
+    OwnBackend { backend: String },
+    /// `pci` is the backend's `pci` list in full form: `[ "0000:00:04.0" ]`.
+    #[error("target {target} is not a PCI function of {backend}: its `pci` in {file} is {pci}")]
+    NotInBackend {
+        target: String,
+        backend: String,
+        file: String,
+        pci: String,
+    },
+    /// `other` is the other disk, its domain and where: `"03:00.0,raw,xvda,w" of domain
+    /// "linux" (linux.cfg:7)`.
+    #[error("overlaps {other} on {target} of backend {backend:?}, and one of them is writable; give each writable disk a slice of its own")]
+    Overlap {
+        other: String,
+        target: String,
+        backend: String,
+    },
+    /// The xenstore domain's command line with `vbds=` up to this disk is `length` bytes.
+    #[error("its entry makes the command line of the xenstore domain {domain:?} ({file}) {length} bytes long, at most {max} are allowed: the xenstore domain gets the system's disks as `vbds=` on its command line")]
+    CmdlineFull {
+        domain: String,
+        file: String,
+        length: usize,
+        max: usize,
+    },
 }
 
 /// Why a kernel file is not a PVH image the microvisor can boot.

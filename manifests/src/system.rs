@@ -5,6 +5,10 @@
 //!
 //! `xenstore_domain` and `console_domain`, optional: the name of the listed domain that
 //! serves xenstore, and of the one that serves the console (the same domain may do both).
+//!
+//! `disk_backend`, optional: the name of the listed driver domain that serves the disks
+//! (`disk`) that do not name their own `backend=`.
+//!
 //! The names are checked against the domain files when the system is compiled.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +20,12 @@ use crate::syntax::{self, Setting};
 use crate::table::Table;
 
 /// The keys a system file may set.
-pub const SYSTEM_KEYS: &[&str] = &["domains", "xenstore_domain", "console_domain"];
+pub const SYSTEM_KEYS: &[&str] = &[
+    "domains",
+    "xenstore_domain",
+    "console_domain",
+    "disk_backend",
+];
 
 /// A system file, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,9 +36,12 @@ pub struct SystemConfig {
     pub xenstore_domain: Option<DomainRef>,
     /// The domain that serves the console (`console_domain`), if any.
     pub console_domain: Option<DomainRef>,
+    /// The driver domain that serves the disks that name no backend (`disk_backend`), if any.
+    pub disk_backend: Option<DomainRef>,
 }
 
-/// A domain named by a system file key (`xenstore_domain`, `console_domain`): the name as
+/// A domain named by a system file key (`xenstore_domain`, `console_domain`,
+/// `disk_backend`): the name as
 /// written and the line, for messages. Resolved by [`crate::compile_system`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainRef {
@@ -93,6 +105,7 @@ pub fn parse_system_config(file: &Path, text: &str) -> Result<SystemConfig, Mani
         domains: entries,
         xenstore_domain: domain_ref(file, table.take("xenstore_domain"), "xenstore_domain")?,
         console_domain: domain_ref(file, table.take("console_domain"), "console_domain")?,
+        disk_backend: domain_ref(file, table.take("disk_backend"), "disk_backend")?,
     })
 }
 
@@ -160,5 +173,27 @@ mod tests {
         };
         assert_eq!(system.xenstore_domain, io("xenstore_domain", 3));
         assert_eq!(system.console_domain, io("console_domain", 2));
+        assert_eq!(system.disk_backend, None);
+    }
+
+    #[test]
+    fn the_disk_backend_is_read_by_name() {
+        let text = "domains = [ 'blk.cfg' ]\ndisk_backend = 'blkback'\n";
+        let system = parse_system_config(Path::new("s.cfg"), text).unwrap();
+        assert_eq!(
+            system.disk_backend,
+            Some(DomainRef {
+                key: "disk_backend",
+                name: "blkback".into(),
+                line: 2,
+            })
+        );
+        let message = parse_system_config(Path::new("s.cfg"), "domains = []\ndisk_backend = []\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "s.cfg:2: key `disk_backend`: expected the name of a domain listed in `domains`, found a list"
+        );
     }
 }

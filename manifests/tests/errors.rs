@@ -40,8 +40,8 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("syntax-list-separator.cfg", System, "tests/bad/syntax-list-separator.cfg:4: key `domains`: expected `,` or `]` after a list item, found `\"b.cfg\"`"),
     // Keys.
     ("duplicate-key.cfg", Domain, "tests/bad/duplicate-key.cfg:6: key `memory`: set twice: first on line 5, again on line 6"),
-    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, ramdisk, memory, vcpus, root, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci)"),
-    ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `disk` is not supported yet"),
+    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, ramdisk, memory, vcpus, root, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci, disk)"),
+    ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `vif` is not supported yet"),
     ("missing-name.cfg", Domain, "tests/bad/missing-name.cfg: key `name`: required key is missing"),
     ("missing-type.cfg", Domain, "tests/bad/missing-type.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"),
     ("missing-kernel.cfg", Domain, "tests/bad/missing-kernel.cfg: key `kernel`: required key is missing"),
@@ -89,9 +89,38 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("pci-options.cfg", Domain, "tests/bad/pci-options.cfg:6: key `pci`: \"0000:00:03.0,permissive=1\": per-device options are not supported yet; write the function alone, without `,permissive=1`"),
     ("pci-duplicate.cfg", Domain, "tests/bad/pci-duplicate.cfg:9: key `pci`: \"0000:00:03.0\" is the same function as \"00:03.0\" (line 7); list each function once"),
     ("pci-too-many.cfg", Domain, "tests/bad/pci-too-many.cfg:6: key `pci`: lists 9 PCI functions, at most 8 are allowed"),
+    // Disks.
+    ("disk-backendtype-qdisk.cfg", Domain, "tests/bad/disk-backendtype-qdisk.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,backendtype=qdisk\": backendtype \"qdisk\" is not supported: disks are served by a block backend in a driver domain (backendtype phy)"),
+    ("disk-bad-access.cfg", Domain, "tests/bad/disk-bad-access.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,readonly\": access \"readonly\" is not r or ro (read-only), w or rw (writable)"),
+    ("disk-bad-backend-name.cfg", Domain, "tests/bad/disk-bad-backend-name.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,backend=blk/back\": backend \"blk/back\" is not a domain name (1 to 31 of A-Z a-z 0-9 _ . -)"),
+    ("disk-bad-devtype.cfg", Domain, "tests/bad/disk-bad-devtype.cfg:6: key `disk`: \"devtype=floppy,target=0000:00:03.0\": devtype \"floppy\" is not known; the device type is disk"),
+    ("disk-bad-slice.cfg", Domain, "tests/bad/disk-bad-slice.cfg:6: key `disk`: \"0000:00:03.0@64M,raw,xvda\": slice \"64M\" is not START+SIZE, such as \"64M+128M\""),
+    ("disk-bad-target.cfg", Domain, "tests/bad/disk-bad-target.cfg:6: key `disk`: \"eth0,raw,xvda\": target \"eth0\" is not a PCI function [DDDD:]BB:DD.F in hex, with or without a slice @START+SIZE, such as \"0000:00:03.0\" or \"0000:00:03.0@64M+128M\""),
+    ("disk-bad-vdev.cfg", Domain, "tests/bad/disk-bad-vdev.cfg:6: key `disk`: \"0000:00:03.0,raw,vda\": vdev \"vda\" is not a virtual disk: write xvd and letters (xvda, xvdb, ..., xvdz, xvdaa, ...) or the device number in decimal"),
+    ("disk-cdrom.cfg", Domain, "tests/bad/disk-cdrom.cfg:6: key `disk`: \"0000:00:03.0,,xvdc,ro,devtype=cdrom\": CD-ROM drives are not supported; a disk is devtype=disk"),
+    ("disk-format-qcow2.cfg", Domain, "tests/bad/disk-format-qcow2.cfg:6: key `disk`: \"0000:00:03.0,qcow2,xvda\": format \"qcow2\" is not supported: the backend serves raw disks only (format raw)"),
+    ("disk-legacy-syntax.cfg", Domain, "tests/bad/disk-legacy-syntax.cfg:6: key `disk`: \"phy:/dev/vg/guest,xvda,w\": `phy:` before the target is xl's deprecated syntax, which is not supported: write <target>,<format>,<vdev>,<access> or key=value parameters, such as \"0000:00:03.0,raw,xvda,rw\""),
+    ("disk-missing-target.cfg", Domain, "tests/bad/disk-missing-target.cfg:6: key `disk`: \"vdev=xvda,access=rw\": no target: give the backend's PCI function that holds the disk, such as `0000:00:03.0,raw,xvda,rw` or `target=0000:00:03.0`"),
+    ("disk-missing-vdev.cfg", Domain, "tests/bad/disk-missing-vdev.cfg:6: key `disk`: \"0000:00:03.0\": no vdev: give the name the guest sees the disk by, such as `xvda`"),
+    ("disk-not-list.cfg", Domain, "tests/bad/disk-not-list.cfg:6: key `disk`: expected a list of disk specifications, such as [ \"0000:00:03.0,raw,xvda,rw\" ], found \"0000:00:03.0,raw,xvda,rw\""),
+    ("disk-parameter-twice.cfg", Domain, "tests/bad/disk-parameter-twice.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,rw,vdev=xvdb\": gives `vdev` twice (each parameter once, by position or by key)"),
+    ("disk-slice-bad-size.cfg", Domain, "tests/bad/disk-slice-bad-size.cfg:6: key `disk`: \"0000:00:03.0@64MB+1G,raw,xvda\": slice start \"64MB\" is not a byte count: decimal digits, then K, M, G or T for KiB, MiB, GiB or TiB if you like"),
+    ("disk-slice-empty.cfg", Domain, "tests/bad/disk-slice-empty.cfg:6: key `disk`: \"0000:00:03.0@1M+0,raw,xvda\": slice size \"0\" is 0; a slice holds at least one sector (512 bytes)"),
+    ("disk-slice-not-sector-multiple.cfg", Domain, "tests/bad/disk-slice-not-sector-multiple.cfg:6: key `disk`: \"0000:00:03.0@1000+1M,raw,xvda\": slice start \"1000\" is 1000 bytes, not a multiple of the 512-byte sector"),
+    ("disk-slice-too-large.cfg", Domain, "tests/bad/disk-slice-too-large.cfg:6: key `disk`: \"0000:00:03.0@16777215T+1T,raw,xvda\": slice \"16777215T+1T\" ends past the 16 EiB that a 64-bit byte count reaches"),
+    ("disk-target-out-of-range.cfg", Domain, "tests/bad/disk-target-out-of-range.cfg:6: key `disk`: \"0000:00:20.0,raw,xvda\": target \"0000:00:20.0\": device 20 is out of range: PCI devices are 00 to 1f (hex)"),
+    ("disk-target-path.cfg", Domain, "tests/bad/disk-target-path.cfg:6: key `disk`: \"/dev/vg/guest,raw,xvda,rw\": target \"/dev/vg/guest\" is a path, but a disk here is on a PCI function of its backend: write the function, as in the backend's `pci`, such as \"0000:00:03.0\", and @START+SIZE for a slice of it"),
+    ("disk-too-many-positional.cfg", Domain, "tests/bad/disk-too-many-positional.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,rw,ro\": \"ro\" is a positional parameter, but target, format, vdev and access (the positional parameters) are all given already"),
+    ("disk-too-many.cfg", Domain, "tests/bad/disk-too-many.cfg:6: key `disk`: lists 9 disks, at most 8 are allowed"),
+    ("disk-unknown-parameter.cfg", Domain, "tests/bad/disk-unknown-parameter.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,mode=rw\": unknown parameter `mode=` (parameters allowed: target, vdev, access, format, devtype, backend, backendtype)"),
+    ("disk-unsupported-parameter.cfg", Domain, "tests/bad/disk-unsupported-parameter.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,rw,script=block-iscsi\": `script=` is not supported yet"),
+    ("disk-vdev-out-of-range.cfg", Domain, "tests/bad/disk-vdev-out-of-range.cfg:6: key `disk`: \"0000:00:03.0,raw,4294967296\": vdev \"4294967296\" is out of range: the disks are xvda to xvdbgqcv (1048576 of them), the device numbers 0 to 4294967295"),
+    ("disk-vdev-partition.cfg", Domain, "tests/bad/disk-vdev-partition.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda1\": vdev \"xvda1\" is a partition; give whole disks only, such as \"xvda\" (the guest partitions it, or give it a slice of the backend's disk as a disk of its own)"),
+    ("disk-vdev-sd.cfg", Domain, "tests/bad/disk-vdev-sd.cfg:6: key `disk`: \"0000:00:03.0,raw,sda\": vdev \"sda\": use xvd names (\"xvda\"): a Linux PVH guest sees its disks as /dev/xvd*"),
+    ("disk-vdev-twice.cfg", Domain, "tests/bad/disk-vdev-twice.cfg:9: key `disk`: \"0000:00:03.0@2G+1G,raw,51712\": vdev \"51712\" is already the vdev of \"0000:00:03.0@0+1G,raw,xvda\" (line 7); give each disk its own"),
     // System files.
     ("system-missing-domains.cfg", System, "tests/bad/system-missing-domains.cfg: key `domains`: required key is missing (write domains = [] for a system of no domains)"),
-    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains, xenstore_domain, console_domain)"),
+    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains, xenstore_domain, console_domain, disk_backend)"),
     ("system-domains-not-list.cfg", System, "tests/bad/system-domains-not-list.cfg:2: key `domains`: expected a list of domain files, found \"support/good.cfg\""),
     ("system-empty-entry.cfg", System, "tests/bad/system-empty-entry.cfg:4: key `domains`: expected a domain file, found \"\""),
     ("system-too-many-domains.cfg", System, "tests/bad/system-too-many-domains.cfg:2: key `domains`: lists 17 domains, at most 16 are allowed"),
@@ -100,6 +129,14 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("system-unknown-console-domain.cfg", System, "tests/bad/system-unknown-console-domain.cfg:3: key `console_domain`: no domain listed in `domains` is named \"console\" (the domains are: good)"),
     ("system-unknown-xenstore-domain.cfg", System, "tests/bad/system-unknown-xenstore-domain.cfg:3: key `xenstore_domain`: no domain listed in `domains` is named \"good.cfg\" (the domains are: good)"),
     ("system-console-domain-not-string.cfg", System, "tests/bad/system-console-domain-not-string.cfg:3: key `console_domain`: expected the name of a domain listed in `domains`, found 0"),
+    ("system-disk-cmdline-full.cfg", System, "tests/bad/support/disk-guest.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,rw\": its entry makes the command line of the xenstore domain \"store\" (tests/bad/support/store-long-cmdline.cfg) 524 bytes long, at most 511 are allowed: the xenstore domain gets the system's disks as `vbds=` on its command line"),
+    ("system-disk-needs-xenstore.cfg", System, "tests/bad/system-disk-needs-xenstore.cfg: key `xenstore_domain`: required when a domain has disks (tests/bad/support/disk-guest.cfg:6 gives one): the xenstore domain tells the backends which disks to serve"),
+    ("system-disk-no-backend.cfg", System, "tests/bad/support/disk-guest.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,rw\": no backend: give the disk backend=<driver domain>, or set `disk_backend` in the system file tests/bad/system-disk-no-backend.cfg"),
+    ("system-disk-not-in-backend.cfg", System, "tests/bad/support/disk-guest-far.cfg:6: key `disk`: \"0000:00:07.0,raw,xvda,rw\": target 0000:00:07.0 is not a PCI function of backend \"blkback\" (`disk_backend`, tests/bad/system-disk-not-in-backend.cfg:8): its `pci` in tests/bad/support/blkback.cfg is [ \"0000:00:03.0\", \"0000:00:04.0\" ]"),
+    ("system-disk-overlap.cfg", System, "tests/bad/support/disk-guest-slice.cfg:8: key `disk`: \"0000:00:03.0@1G+1G,raw,xvdb,ro\": overlaps \"0000:00:03.0,raw,xvda,rw\" of domain \"guest\" (tests/bad/support/disk-guest.cfg:6) on 0000:00:03.0 of backend \"blkback\", and one of them is writable; give each writable disk a slice of its own"),
+    ("system-disk-own-backend.cfg", System, "tests/bad/support/disk-self.cfg:7: key `disk`: \"vdev=xvda, backend=self, target=0000:00:05.0@0+1G\": backend \"self\" is this domain itself; a disk is served by another domain, the driver domain that has its PCI function"),
+    ("system-disk-unknown-backend.cfg", System, "tests/bad/support/disk-guest-blk.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda,rw,backend=blk\": backend \"blk\" is not a domain of the system (the domains are: store, blkback, guest-blk)"),
+    ("system-unknown-disk-backend.cfg", System, "tests/bad/system-unknown-disk-backend.cfg:7: key `disk_backend`: no domain listed in `domains` is named \"blkbak\" (the domains are: store, blkback)"),
     // The operating system's wording of the I/O error follows this prefix.
     ("system-missing-domain-file.cfg", System, "tests/bad/system-missing-domain-file.cfg:4: key `domains`: cannot read tests/bad/support/no-such-file.cfg: "),
     ("system-duplicate-name.cfg", System, "tests/bad/support/same-name.cfg:3: key `name`: domain name \"good\" is already used by tests/bad/support/good.cfg:2"),
@@ -172,7 +209,7 @@ fn every_bad_file_is_in_the_table() {
 
 #[test]
 fn the_support_files_are_valid_on_their_own() {
-    for file in [
+    let listed = [
         "good.cfg",
         "same-name.cfg",
         "no-such-kernel.cfg",
@@ -180,10 +217,33 @@ fn the_support_files_are_valid_on_their_own() {
         "uart-too.cfg",
         "nic.cfg",
         "nic-too.cfg",
-    ] {
+        "store.cfg",
+        "store-long-cmdline.cfg",
+        "blkback.cfg",
+        "disk-guest.cfg",
+        "disk-guest-slice.cfg",
+        "disk-guest-blk.cfg",
+        "disk-guest-far.cfg",
+        "disk-self.cfg",
+    ];
+    let on_disk: BTreeSet<String> = fs::read_dir("tests/bad/support")
+        .expect("tests/bad/support")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let in_list: BTreeSet<String> = listed.iter().map(|file| file.to_string()).collect();
+    assert_eq!(on_disk, in_list, "every support file is checked here");
+    for file in listed {
         let path = Path::new("tests/bad/support").join(file);
         let text = fs::read_to_string(&path).expect("support file");
-        parse_domain_config(&path, &text).expect("valid");
+        if let Err(error) = parse_domain_config(&path, &text) {
+            panic!("{error}");
+        }
     }
 }
 

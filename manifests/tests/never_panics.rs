@@ -13,9 +13,10 @@ const GOOD_DOMAIN: &str =
     "name = \"hello\" # c\ntype = 'pvh'\nkernel = \"hello\"\nmemory = 0x10;\n\
                            vcpus = 2\ncmdline = \"mode=hello \\\"q\\\"\"\non_crash = \"preserve\"\n\
                            ioports = [ \"3f8-3ff\", '0x80' ]\n\
-                           pci = [ \"0000:00:03.0\", '03:00.1' ]\n";
+                           pci = [ \"0000:00:03.0\", '03:00.1' ]\n\
+                           disk = [ '0000:00:03.0@64M+128M,raw,xvda,rw', \"vdev=xvdb, access=ro, backend=blk, target=03:00.1\" ]\n";
 const GOOD_SYSTEM: &str =
-    "domains = [\n  \"a.cfg\", # one\n  'b.cfg',\n]\nconsole_domain = 'a'\nxenstore_domain = \"b\"\n";
+    "domains = [\n  \"a.cfg\", # one\n  'b.cfg',\n]\nconsole_domain = 'a'\nxenstore_domain = \"b\"\ndisk_backend = 'a'\n";
 
 /// Text made of the pieces the grammar cares about, so that inputs get past the first token.
 fn config_like_text() -> impl Strategy<Value = String> {
@@ -60,10 +61,14 @@ fn config_like_text() -> impl Strategy<Value = String> {
         "-",
         "\"0000:00:03.0\"",
         "'03:00.*'",
+        "disk_backend",
+        "'0000:00:03.0,raw,xvda,rw'",
+        "\"vdev=xvdb,target=00:03.0@1G+1G\"",
         ":",
         ".",
         "@",
         "*",
+        "+",
         "1f",
         "é",
         "\u{feff}",
@@ -89,6 +94,65 @@ fn mutated(text: &'static str) -> impl Strategy<Value = String> {
         }
         String::from_utf8_lossy(&bytes).into_owned()
     })
+}
+
+/// One disk specification made of the pieces its syntax cares about.
+fn disk_spec_like_text() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "0000:00:03.0",
+        "03:00.1",
+        "ffff:ff:1f.7",
+        "00:20.0",
+        "00:03.*",
+        "/dev/sda",
+        "phy:",
+        "@",
+        "+",
+        "0",
+        "1",
+        "512",
+        "1000",
+        "64M",
+        "1T",
+        "16777216T",
+        "99999999999999999999",
+        "k",
+        "G",
+        ",",
+        ", ",
+        "=",
+        "target=",
+        "vdev=",
+        "access=",
+        "format=",
+        "devtype=",
+        "backend=",
+        "backendtype=",
+        "script=",
+        "raw",
+        "qcow2",
+        "xvd",
+        "xvda",
+        "xvdbgqcv",
+        "xvdbgqcw",
+        "sda",
+        "a",
+        "z",
+        "51712",
+        "4294967296",
+        "r",
+        "ro",
+        "w",
+        "rw",
+        "disk",
+        "cdrom",
+        "discard",
+        "phy",
+        "blk",
+        "é",
+        " ",
+    ]);
+    prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
 }
 
 /// Reads `text` both ways; any error must point at a line of the text (or at none).
@@ -132,6 +196,34 @@ proptest! {
     #[test]
     fn mutated_domain_files(text in mutated(GOOD_DOMAIN)) {
         check(&text);
+    }
+
+    /// A domain file whose `disk` list holds disk-like specifications: they are read or
+    /// refused on their own line (6, 7 or 8), with the key `disk`, never with a panic.
+    #[test]
+    fn disk_specifications(specs in prop::collection::vec(disk_spec_like_text(), 1..4)) {
+        let items: Vec<String> = specs.iter().map(|spec| format!("  {spec:?},")).collect();
+        let text = format!(
+            "name = 'd'\ntype = 'pvh'\nkernel = 'k'\nmemory = 16\ndisk = [\n{}\n]\n",
+            items.join("\n")
+        );
+        check(&text);
+        match parse_domain_config(Path::new("p.cfg"), &text) {
+            Ok(config) => {
+                prop_assert_eq!(config.disks.len(), specs.len());
+                for (index, disk) in config.disks.iter().enumerate() {
+                    prop_assert_eq!(disk.line, 6 + index);
+                    let (start, sectors) = disk.sectors();
+                    prop_assert!(start.checked_add(sectors).is_some());
+                    prop_assert_eq!(disk.slice.is_some(), sectors > 0);
+                }
+            }
+            Err(error) => {
+                let line = error.location.line.expect("a line");
+                prop_assert!((6..6 + specs.len()).contains(&line), "{}", error);
+                prop_assert_eq!(error.location.key.as_deref(), Some("disk"));
+            }
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 1;
+pub const RECIPE_VERSION: u32 = 2;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -98,13 +98,31 @@ has_option() {
     return 1
 }
 
-if has_option guest.modules=1; then
+if ! has_option guest.modules=0; then
     for module in @MODULES@; do
         if insmod "/lib/modules/$(uname -r)/$module.ko"; then
             echo "guest: loaded $module"
         else
             echo "guest: failed to load $module"
         fi
+    done
+    # Each virtual block device the toolstack gave this guest, once its backend connected
+    # (xen-blkfront then creates the disk): its name, size and mode.
+    for vbd in /sys/bus/xen/devices/vbd-*; do
+        [ -e "$vbd" ] || continue
+        tries=0
+        while [ -z "$(ls "$vbd/block" 2>/dev/null)" ] && [ $tries -lt 100 ]; do
+            usleep 100000
+            tries=$((tries + 1))
+        done
+        disk=$(ls "$vbd/block" 2>/dev/null)
+        if [ -z "$disk" ]; then
+            echo "guest: ${vbd##*/} did not connect in 10 s"
+            continue
+        fi
+        mode=read-write
+        [ "$(cat /sys/block/$disk/ro)" = 1 ] && mode=read-only
+        echo "guest: disk $disk: $(cat /sys/block/$disk/size) sectors, $mode"
     done
 fi
 
@@ -1050,8 +1068,9 @@ mod tests {
             plain.ends_with("guest: shell ready\nsetsid cttyhack sh\n"),
             "{plain}"
         );
-        assert!(!plain.contains("insmod"));
-        let both = run("console=hvc0 guest.modules=1 guest.poweroff=1");
+        assert!(plain.contains("guest: loaded xen-netfront\n"), "{plain}");
+        assert!(!run("console=hvc0 guest.modules=0").contains("insmod"));
+        let both = run("console=hvc0 guest.poweroff=1");
         assert!(
             both.contains(
                 "insmod /lib/modules/6.1.0-test/xen-blkfront.ko\nguest: loaded xen-blkfront\n"

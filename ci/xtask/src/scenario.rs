@@ -158,16 +158,21 @@ struct DiskToml {
     size_mib: u32,
     #[serde(default)]
     checks: Vec<[u64; 2]>,
+    #[serde(default)]
+    contains: Vec<String>,
 }
 
 /// A raw disk image the runner creates (zero-filled) and attaches as
 /// `virtio-blk-pci,disable-legacy=on,iommu_platform=on` at 00:03.0; after QEMU exits, each
-/// listed sector must hold the test pattern `pattern ^ (sector & 0xff) ^ (i & 0xff)`.
+/// listed sector must hold the test pattern `pattern ^ (sector & 0xff) ^ (i & 0xff)`, and
+/// each `contains` text must appear somewhere in the image (a file a guest wrote through
+/// its file system).
 #[derive(Clone, Debug)]
 pub struct Disk {
     pub size_mib: u32,
     /// (sector, pattern byte)
     pub checks: Vec<(u64, u8)>,
+    pub contains: Vec<String>,
 }
 
 impl Scenario {
@@ -319,7 +324,10 @@ impl Scenario {
                             Ok((*sector, *pattern as u8))
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    Ok(Disk { size_mib: d.size_mib, checks })
+                    if d.contains.iter().any(String::is_empty) {
+                        bail!("`disk.contains` entries must not be empty");
+                    }
+                    Ok(Disk { size_mib: d.size_mib, checks, contains: d.contains })
                 })
                 .transpose()?,
         })

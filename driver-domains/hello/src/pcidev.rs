@@ -10,7 +10,7 @@ use driver_domains::dma::DmaRegion;
 use driver_domains::events;
 use driver_domains::pci::{self, Bdf, Function};
 use driver_domains::virtio::{
-    self, BlkDevice, BlkError, Hal, IdentityHal, Interrupts, RedirectHal, F_ACCESS_PLATFORM,
+    self, BlkDevice, BlkError, Hal, IdentityHal, RedirectHal, F_ACCESS_PLATFORM,
     SECTOR_BYTES,
 };
 use driver_domains::{cmdline, hypercall, println, time, BootInfo};
@@ -75,30 +75,8 @@ fn find_function(info: &BootInfo, tag: &str) -> (Function, Vec<Function>) {
 /// Binds MSI-X entry 0 to a new port of this domain (if the function has MSI-X), opens the
 /// device and prints its capacity.
 fn open_blk<H: Hal>(info: &BootInfo, tag: &str, function: &Function) -> BlkDevice<H> {
-    let interrupts = if function.msix_entries() == 0 {
-        println!("{tag}: no MSI-X, polling");
-        Interrupts::Poll
-    } else {
-        match events::alloc_unbound(info.domain.domid) {
-            Ok(port) => {
-                let _ = events::unmask(port);
-                match pci::bind_msix(function.bdf, 0, port) {
-                    Ok(()) => {
-                        println!("{tag}: MSI-X entry 0 bound to port {port}");
-                        Interrupts::Msix { entry: 0, port }
-                    }
-                    Err(e) => {
-                        println!("{tag}: MSI-X bind failed ({e}), polling");
-                        Interrupts::Poll
-                    }
-                }
-            }
-            Err(e) => {
-                println!("{tag}: no event channel for MSI-X ({e}), polling");
-                Interrupts::Poll
-            }
-        }
-    };
+    let (interrupts, how) = virtio::bind_interrupts(function, info.domain.domid);
+    println!("{tag}: {how}");
     let dev = BlkDevice::<H>::open(function, interrupts).unwrap_or_else(|e| {
         fail(format_args!(
             "{tag}: cannot initialise {}: {e}",

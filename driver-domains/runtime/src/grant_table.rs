@@ -30,7 +30,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use microvisor_abi::grant::{
     COPY_SIZE, ENTRIES_PER_FRAME, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTMAP_HOST_MAP,
-    GNTMAP_READONLY, GNTST_GENERAL_ERROR, GNTST_OKAY, GNTTABOP_MAP_GRANT_REF,
+    GNTMAP_READONLY, GNTST_BAD_COPY_ARG, GNTST_GENERAL_ERROR, GNTST_OKAY, GNTTABOP_MAP_GRANT_REF,
     GNTTABOP_UNMAP_GRANT_REF, GRANT_ENTRY_SIZE, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY,
     GTF_WRITING, MAP_GRANT_REF_SIZE, UNMAP_GRANT_REF_SIZE,
 };
@@ -38,6 +38,7 @@ use microvisor_abi::hvm::XENMAPSPACE_GRANT_TABLE;
 use spin::Mutex;
 use xen_ring::SharedPage;
 
+use crate::dma::DmaRegion;
 use crate::grant_alloc::{PageWindow, RefAllocator};
 use crate::hypercall;
 use crate::shared_mem::{ForeignPage, OwnedPage};
@@ -454,4 +455,106 @@ pub fn grant_copy(ops: &mut [GrantCopy<'_>]) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// One copy between a segment of a peer's grant and a byte range of a [`DmaRegion`] (a
+/// backend's bounce buffer), for [`copy_with_bounce`]; `status` is the `GNTST_*` result.
+#[derive(Clone, Copy, Debug)]
+pub struct BounceCopy {
+    pub domid: u16,
+    pub gref: GrantRef,
+    /// Byte offset in the granted page; `guest_offset + len` is at most 4096.
+    pub guest_offset: u16,
+    /// Byte offset in the bounce region.
+    pub bounce_offset: usize,
+    pub len: u16,
+    /// Bounce to grant (a block read) rather than grant to bounce (a write).
+    pub to_guest: bool,
+    pub status: i16,
+}
+
+/// `GNTTABOP_copy` of each [`BounceCopy`], in batches: an op whose bounce range crosses a
+/// page boundary of `bounce` becomes two hypercall ops (each side of a copy must lie in one
+/// page). Sets each op's `status` (the first failure of its parts). An op outside the
+/// granted page or the region gets `GNTST_bad_copy_arg` without a hypercall. `Err` only if
+/// a hypercall itself failed.
+pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Result<(), i64> {
+    const BATCH: usize = 16;
+    let base = bounce.bus_addr();
+    let region_len = bounce.len();
+    // (op index, encoded op) pairs, flushed BATCH at a time.
+    let mut parts: heapless::Vec<(usize, [u8; COPY_SIZE]), BATCH> = heapless::Vec::new();
+    let mut result = Ok(());
+    let flush = |parts: &mut heapless::Vec<(usize, [u8; COPY_SIZE]), BATCH>,
+                 ops: &mut [BounceCopy]|
+     -> Result<(), i64> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = [0u8; BATCH * COPY_SIZE];
+        for ((_, part), out) in parts.iter().zip(bytes.chunks_mut(COPY_SIZE)) {
+            out.copy_from_slice(part);
+        }
+        // SAFETY: every local side is a page of `bounce`, which the caller lends mutably for
+        // the whole call, so nothing else reads or borrows it while the microvisor writes.
+        let ret = unsafe { hypercall::grant_copy_raw(&mut bytes[..parts.len() * COPY_SIZE], parts.len() as u32) };
+        for ((index, _), out) in parts.iter().zip(bytes.chunks(COPY_SIZE)) {
+            let status = if ret < 0 {
+                GNTST_GENERAL_ERROR
+            } else {
+                i16::from_le_bytes([out[36], out[37]])
+            };
+            if ops[*index].status == GNTST_OKAY {
+                ops[*index].status = status;
+            }
+        }
+        parts.clear();
+        if ret < 0 {
+            Err(ret)
+        } else {
+            Ok(())
+        }
+    };
+    for index in 0..ops.len() {
+        let op = ops[index];
+        ops[index].status = GNTST_OKAY;
+        let len = usize::from(op.len);
+        let in_page = usize::from(op.guest_offset) + len <= 4096;
+        let in_region = op.bounce_offset.checked_add(len).is_some_and(|end| end <= region_len);
+        if !in_page || !in_region || len == 0 {
+            ops[index].status = GNTST_BAD_COPY_ARG;
+            continue;
+        }
+        let mut done = 0usize;
+        while done < len {
+            let local = base + (op.bounce_offset + done) as u64;
+            let room = 4096 - (local % 4096) as usize;
+            let chunk = room.min(len - done);
+            let mut part = [0u8; COPY_SIZE];
+            let (guest, mine) = if op.to_guest { (16, 0) } else { (0, 16) };
+            part[guest..guest + 4].copy_from_slice(&op.gref.0.to_le_bytes());
+            part[guest + 8..guest + 10].copy_from_slice(&op.domid.to_le_bytes());
+            part[guest + 10..guest + 12]
+                .copy_from_slice(&(op.guest_offset + done as u16).to_le_bytes());
+            part[mine..mine + 8].copy_from_slice(&(local / 4096).to_le_bytes());
+            part[mine + 8..mine + 10]
+                .copy_from_slice(&microvisor_abi::evtchn::DOMID_SELF.to_le_bytes());
+            part[mine + 10..mine + 12].copy_from_slice(&((local % 4096) as u16).to_le_bytes());
+            part[32..34].copy_from_slice(&(chunk as u16).to_le_bytes());
+            let flags = if op.to_guest { GNTCOPY_DEST_GREF } else { GNTCOPY_SOURCE_GREF };
+            part[34..36].copy_from_slice(&flags.to_le_bytes());
+            part[36..38].copy_from_slice(&GNTST_GENERAL_ERROR.to_le_bytes());
+            if parts.is_full() {
+                if let Err(e) = flush(&mut parts, ops) {
+                    result = Err(e);
+                }
+            }
+            let _ = parts.push((index, part));
+            done += chunk;
+        }
+    }
+    if let Err(e) = flush(&mut parts, ops) {
+        result = Err(e);
+    }
+    result
 }

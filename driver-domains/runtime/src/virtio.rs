@@ -551,6 +551,31 @@ mod hw {
         Msix { entry: u16, port: Port },
     }
 
+    /// Binds MSI-X entry 0 of `function` to a new port of this domain (`domid`), unmasked;
+    /// [`Interrupts::Poll`] if the function has no MSI-X or a step fails. The text says
+    /// what was done (or why polling), for the caller's log line.
+    pub fn bind_interrupts(function: &Function, domid: u16) -> (Interrupts, alloc::string::String) {
+        use alloc::format;
+        if function.msix_entries() == 0 {
+            return (Interrupts::Poll, alloc::string::String::from("no MSI-X, polling"));
+        }
+        let port = match events::alloc_unbound(domid) {
+            Ok(port) => port,
+            Err(e) => return (Interrupts::Poll, format!("no event channel for MSI-X ({e}), polling")),
+        };
+        let _ = events::unmask(port);
+        match pci::bind_msix(function.bdf, 0, port) {
+            Ok(()) => (
+                Interrupts::Msix { entry: 0, port },
+                format!("MSI-X entry 0 bound to port {port}"),
+            ),
+            Err(e) => {
+                let _ = events::close(port);
+                (Interrupts::Poll, format!("MSI-X bind failed ({e}), polling"))
+            }
+        }
+    }
+
     /// A virtio block device on an assigned function (see the module documentation).
     pub struct BlkDevice<H: Hal = IdentityHal> {
         function: Function,
@@ -837,6 +862,19 @@ mod hw {
                     Err(e)
                 }
             }
+        }
+
+        /// Makes every completed write durable (`VIRTIO_BLK_T_FLUSH`; a no-op on a device
+        /// that did not offer `VIRTIO_BLK_F_FLUSH`, which has no volatile cache). The driver
+        /// library polls the used ring for this one.
+        pub fn flush(&mut self) -> Result<(), BlkError> {
+            let dev = self.dev.as_mut().ok_or(BlkError::NeedsReinit)?;
+            dev.flush().map_err(map_status)
+        }
+
+        /// Whether the device reports itself read-only (`VIRTIO_BLK_F_RO`).
+        pub fn readonly(&self) -> bool {
+            self.dev.as_ref().is_some_and(|dev| dev.readonly())
         }
     }
 

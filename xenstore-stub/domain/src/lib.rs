@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`stream_ring`] | one direction of a byte-stream ring in a shared page: index arithmetic, wrap-around copies, hostile-index checks |
 //! | [`xs_ring`] | the xenstore ring page (`xenstore_domain_interface`): the server's two ends |
+//! | [`devices`] | the device table of the command line's `vbds=` (virtual block devices: frontend, backend, slice) |
 //! | [`roster`] | the microvisor's domain list against the domains served: what to connect and drop |
 //! | [`server`] | the server: store, connections, sync, request handling, faults, over a [`server::Platform`] |
 //! | `sim` | (tests and feature `sim`) a simulated machine: listed domains, in-memory ring pages, recorded ports |
@@ -18,6 +19,7 @@
 
 extern crate alloc;
 
+pub use service_common::devices;
 pub use service_common::roster;
 pub mod server;
 pub use service_common::stream_ring;

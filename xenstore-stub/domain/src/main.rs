@@ -14,6 +14,10 @@
 //! | `xenstore: domain <id> (<name>) broke the ring protocol, disconnected` | bad ring indices or message framing |
 //! | `xenstore: domain <id> (<name>) does not read its ring, disconnected` | its reply queue overflowed |
 //! | `xenstore: cannot ...` | a map, bind or list hypercall failed |
+//! | `xenstore: vbd <vdev> of <fe> (<id>) served by <be> (<id>), ...` | a virtual block device's entries were written (both its domains are served) |
+//!
+//! The command line's `vbds=` (written by the manifest compiler from the guests' `disk`
+//! lines) is the device table: see [`xenstore_stub::devices`].
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -23,8 +27,9 @@ extern crate alloc;
 mod platform;
 
 use driver_domains::events::{self, Delivery, Port};
-use driver_domains::{println, time, BootInfo};
+use driver_domains::{cmdline, println, time, BootInfo};
 use microvisor_abi::microvisor_op::VIRQ_DOMAIN_CHANGE;
+use xenstore_stub::devices::{decode_vbds, VBDS_KEY};
 use xenstore_stub::server::Server;
 
 use crate::platform::RuntimePlatform;
@@ -53,6 +58,15 @@ fn main(info: &'static BootInfo) -> ! {
         }
     };
     let mut server = Server::new(&mut platform, info.domain.domid);
+    if let Some(text) = cmdline::get(info.cmdline, VBDS_KEY) {
+        match decode_vbds(text) {
+            Ok(vbds) => {
+                println!("xenstore: {} virtual block devices in the device table", vbds.len());
+                server.set_vbds(vbds);
+            }
+            Err(error) => println!("xenstore: command line {VBDS_KEY}= refused, no devices: {error}"),
+        }
+    }
     server.sync(&mut platform);
     let mut next_resync = time::now_ns().saturating_add(RESYNC_PERIOD_NS);
     loop {

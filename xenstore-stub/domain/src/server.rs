@@ -41,6 +41,7 @@ use xen_ring::SharedPage;
 use xenstore_store::wire::{self, MessageType};
 use xenstore_store::{ConnId, Framer, Outgoing, OutputQueue, Quotas, Store};
 
+use crate::devices::VbdSpec;
 use crate::roster::{self, Candidate};
 use crate::stream_ring::StreamError;
 use crate::xs_ring::ServerRing;
@@ -116,6 +117,15 @@ pub struct Server<P: Platform> {
     toolstack_replies: Vec<Vec<u8>>,
     /// Domains dropped for a fault: not served again while they are listed.
     banned: Vec<u16>,
+    /// The system's virtual block devices (from the command line's `vbds=`).
+    vbds: Vec<Vbd>,
+}
+
+/// A virtual block device of the device table, and the (frontend, backend) domain ids its
+/// xenstore entries were last written for.
+struct Vbd {
+    spec: VbdSpec,
+    written: Option<(u16, u16)>,
 }
 
 impl<P: Platform> Server<P> {
@@ -133,11 +143,24 @@ impl<P: Platform> Server<P> {
             faults: Vec::new(),
             toolstack_replies: Vec::new(),
             banned: Vec::new(),
+            vbds: Vec::new(),
         };
         server.toolstack_request(platform, MessageType::Mkdir, &[NAMES_DIR.as_bytes()]);
         server.set_world_readable(platform, NAMES_DIR);
         server.settle(platform);
         server
+    }
+
+    /// Sets the device table: each virtual block device's frontend and backend entries are
+    /// written once both its domains are served (see [`Server::sync`]).
+    pub fn set_vbds(&mut self, specs: Vec<VbdSpec>) {
+        self.vbds = specs
+            .into_iter()
+            .map(|spec| Vbd {
+                spec,
+                written: None,
+            })
+            .collect();
     }
 
     /// The store (for tests and diagnostics).
@@ -188,6 +211,7 @@ impl<P: Platform> Server<P> {
                 self.connect(platform, candidate);
             }
         }
+        self.write_devices(platform);
         self.settle(platform);
         // A new connection may have requests waiting already.
         self.run_backlog(platform);
@@ -433,6 +457,136 @@ impl<P: Platform> Server<P> {
                 self.toolstack_request(platform, MessageType::Rm, &[path.as_bytes()]);
             }
         }
+    }
+
+    /// Writes the xenstore entries of every virtual block device whose frontend and backend
+    /// are both served and that were not written for this pair yet, as Xen's toolstack
+    /// does before the guest probes (`XEN-ABI.md` §3.5, step 0):
+    /// - backend `/local/domain/<be>/backend/vbd/<fe>/<vdev>/`: `frontend`, `frontend-id`,
+    ///   `online`, `state` 1, `mode` (`r`/`w`), `device-type`, and the slice the backend
+    ///   serves: `params` (`<device>@<start>+<sectors>`), `device`, `start-sector`,
+    ///   `sectors` (0: to the end of the device); owned by the backend, readable by the
+    ///   frontend;
+    /// - frontend `/local/domain/<fe>/device/vbd/<vdev>/`: `backend`, `backend-id`,
+    ///   `state` 1, `virtual-device`, `device-type` `disk`; owned by the frontend, readable
+    ///   by the backend.
+    ///
+    /// A device whose backend was restarted (a new id) only gets its backend entries
+    /// again and the frontend's `backend` and `backend-id` updated. A device whose
+    /// frontend is gone is forgotten (the frontend's home went with it) and its backend
+    /// directory removed, which tells the backend to let go of it.
+    fn write_devices(&mut self, platform: &mut P) {
+        for index in 0..self.vbds.len() {
+            let spec = self.vbds[index].spec.clone();
+            let fe = self.served_id(&spec.frontend);
+            let be = self.served_id(&spec.backend);
+            let written = self.vbds[index].written;
+            if let Some((old_fe, old_be)) = written {
+                if fe != Some(old_fe) {
+                    if be == Some(old_be) {
+                        let dir = format!("/local/domain/{old_be}/backend/vbd/{old_fe}");
+                        self.toolstack_request(platform, MessageType::Rm, &[dir.as_bytes()]);
+                    }
+                    self.vbds[index].written = None;
+                }
+            }
+            let (Some(fe), Some(be)) = (fe, be) else {
+                continue;
+            };
+            if self.vbds[index].written == Some((fe, be)) {
+                continue;
+            }
+            let frontend_known = self.vbds[index].written.is_some();
+            let vdev = spec.vdev;
+            let back = format!("/local/domain/{be}/backend/vbd/{fe}/{vdev}");
+            let front = format!("/local/domain/{fe}/device/vbd/{vdev}");
+            for dir in [
+                format!("/local/domain/{be}/backend"),
+                format!("/local/domain/{be}/backend/vbd"),
+                format!("/local/domain/{be}/backend/vbd/{fe}"),
+            ] {
+                self.toolstack_request(platform, MessageType::Mkdir, &[dir.as_bytes()]);
+            }
+            let mode = if spec.writable { "w" } else { "r" };
+            let params = format!("{}@{}+{}", spec.device, spec.start, spec.sectors);
+            let back_keys = [
+                ("frontend", front.clone()),
+                ("frontend-id", format!("{fe}")),
+                ("online", String::from("1")),
+                ("state", String::from("1")),
+                ("mode", String::from(mode)),
+                ("device-type", String::from("disk")),
+                ("params", params),
+                ("device", spec.device.clone()),
+                ("start-sector", format!("{}", spec.start)),
+                ("sectors", format!("{}", spec.sectors)),
+            ];
+            self.write_owned_dir(platform, &back, &back_keys, be, fe);
+            if frontend_known {
+                self.toolstack_write(platform, &format!("{front}/backend"), back.as_bytes());
+                let id = format!("{be}");
+                self.toolstack_write(platform, &format!("{front}/backend-id"), id.as_bytes());
+            } else {
+                for dir in [
+                    format!("/local/domain/{fe}/device"),
+                    format!("/local/domain/{fe}/device/vbd"),
+                ] {
+                    self.toolstack_request(platform, MessageType::Mkdir, &[dir.as_bytes()]);
+                }
+                let front_keys = [
+                    ("backend", back.clone()),
+                    ("backend-id", format!("{be}")),
+                    ("state", String::from("1")),
+                    ("virtual-device", format!("{vdev}")),
+                    ("device-type", String::from("disk")),
+                ];
+                self.write_owned_dir(platform, &front, &front_keys, fe, be);
+            }
+            platform.log(format_args!(
+                "xenstore: vbd {vdev} of {} ({fe}) served by {} ({be}), {} {}",
+                spec.frontend,
+                spec.backend,
+                if spec.writable { "read-write" } else { "read-only" },
+                if spec.sectors == 0 {
+                    format!("{} from sector {}", spec.device, spec.start)
+                } else {
+                    format!("{} sectors {}+{}", spec.device, spec.start, spec.sectors)
+                },
+            ));
+            self.vbds[index].written = Some((fe, be));
+        }
+    }
+
+    /// Writes `keys` under `dir`, then makes `dir` and each key owned by `owner` and
+    /// readable by `reader` (and nobody else).
+    fn write_owned_dir(
+        &mut self,
+        platform: &mut P,
+        dir: &str,
+        keys: &[(&str, String)],
+        owner: u16,
+        reader: u16,
+    ) {
+        self.toolstack_request(platform, MessageType::Mkdir, &[dir.as_bytes()]);
+        let owner_perm = format!("n{owner}");
+        let reader_perm = format!("r{reader}");
+        let perms = [owner_perm.as_bytes(), reader_perm.as_bytes()];
+        let set = |server: &mut Self, platform: &mut P, path: &str| {
+            let mut args: Vec<&[u8]> = Vec::from([path.as_bytes()]);
+            args.extend_from_slice(&perms);
+            server.toolstack_request(platform, MessageType::SetPerms, &args);
+        };
+        set(self, platform, dir);
+        for (key, value) in keys {
+            let path = format!("{dir}/{key}");
+            self.toolstack_write(platform, &path, value.as_bytes());
+            set(self, platform, &path);
+        }
+    }
+
+    /// The id of the served domain called `name`.
+    fn served_id(&self, name: &str) -> Option<u16> {
+        self.conns.iter().find(|c| c.name == name).map(|c| c.domid)
     }
 
     fn toolstack_request(&mut self, platform: &mut P, kind: MessageType, args: &[&[u8]]) {

@@ -38,6 +38,34 @@ impl MachineOptions {
     }
 }
 
+/// PCI address of the disk `cargo xtask run` and the scenarios attach (the blkback domain's
+/// `pci` in the systems that have one).
+pub const DISK_PCI_SLOT: &str = "03.0";
+
+/// QEMU arguments attaching the raw image `path` as a `virtio-blk-pci` at 00:03.0, behind
+/// the IOMMU (`iommu_platform=on`): the passthrough disk a driver domain drives.
+pub fn disk_args(path: &Path) -> Vec<std::ffi::OsString> {
+    let mut drive = std::ffi::OsString::from("file=");
+    drive.push(path);
+    drive.push(",if=none,id=disk0,format=raw");
+    vec![
+        "-drive".into(),
+        drive,
+        "-device".into(),
+        format!("virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,addr={DISK_PCI_SLOT}").into(),
+    ]
+}
+
+/// Creates a zero-filled (sparse) raw image of `size_mib` MiB at `path`, replacing any.
+pub fn create_disk(path: &Path, size_mib: u32) -> Result<()> {
+    use anyhow::Context;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    file.set_len(u64::from(size_mib) << 20)
+        .with_context(|| format!("could not size {}", path.display()))?;
+    Ok(())
+}
+
 /// Boots a packed system and watches it to the end.
 pub fn boot(
     workspace: &Workspace,

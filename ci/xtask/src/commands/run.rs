@@ -42,7 +42,18 @@ pub struct RunArgs {
     /// Use the images already built instead of running `cargo build` first
     #[arg(long)]
     pub no_build: bool,
+    /// The raw disk image attached as the passthrough virtio-blk disk at PCI 00:03.0 (what
+    /// the blkback domain serves guests their disks from); created zero-filled, of
+    /// --disk-size MiB, if it does not exist [default: target/xtask/disk.img]
+    #[arg(long, value_name = "FILE")]
+    pub disk: Option<PathBuf>,
+    /// Size in MiB of a disk image that --disk (or the default) creates
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_DISK_MIB, value_parser = clap::value_parser!(u32).range(1..))]
+    pub disk_size: u32,
 }
+
+/// Size of the disk image `run` creates when there is none.
+pub const DEFAULT_DISK_MIB: u32 = 256;
 
 pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
     let system_file = args
@@ -53,6 +64,21 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
     }
     let packed = system::pack(workspace, &system_file, &system::system_name(&system_file))?;
     let qemu = qemu::ensure_installed()?;
+    let disk = args
+        .disk
+        .unwrap_or_else(|| workspace.xtask_dir().join("disk.img"));
+    if !disk.exists() {
+        if let Some(dir) = disk.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        commands::create_disk(&disk, args.disk_size)?;
+        eprintln!(
+            "xtask: created {} ({} MiB, zero-filled) as the passthrough disk at PCI 00:{}",
+            disk.display(),
+            args.disk_size,
+            commands::DISK_PCI_SLOT
+        );
+    }
     // What is typed on the terminal goes to the serial console (a line at a time, as the
     // terminal sends it).
     let watch = Watch {
@@ -65,7 +91,11 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         workspace,
         &qemu,
         &packed,
-        commands::MachineOptions { cmdline: args.cmdline, ..commands::MachineOptions::standard(args.smp, args.memory) },
+        commands::MachineOptions {
+            cmdline: args.cmdline,
+            extra_args: commands::disk_args(&disk),
+            ..commands::MachineOptions::standard(args.smp, args.memory)
+        },
         &watch,
     )?;
     Ok(match capture.ending {

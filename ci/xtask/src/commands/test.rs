@@ -238,18 +238,8 @@ pub fn run_scenario(
     let disk_path = workspace.xtask_dir().join(&run.scratch).join("disk.img");
     let mut extra_args: Vec<std::ffi::OsString> = Vec::new();
     if let Some(disk) = &scenario.disk {
-        let file = std::fs::File::create(&disk_path)
-            .with_context(|| format!("could not create {}", disk_path.display()))?;
-        file.set_len(u64::from(disk.size_mib) << 20)
-            .with_context(|| format!("could not size {}", disk_path.display()))?;
-        let mut drive = std::ffi::OsString::from("file=");
-        drive.push(&disk_path);
-        drive.push(",if=none,id=disk0,format=raw");
-        extra_args.extend(["-drive".into(), drive]);
-        extra_args.extend([
-            "-device".into(),
-            "virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,addr=03.0".into(),
-        ]);
+        commands::create_disk(&disk_path, disk.size_mib)?;
+        extra_args.extend(commands::disk_args(&disk_path));
     }
     let capture = commands::boot(
         workspace,
@@ -311,7 +301,7 @@ fn unsent(scenario: &Scenario, sent: usize) -> Option<String> {
     ))
 }
 
-/// Reads the disk image back on the host and checks the sectors the scenario lists.
+/// Reads the disk image back on the host and checks the sectors and texts the scenario lists.
 fn check_disk(path: &std::path::Path, disk: &scenario::Disk) -> Vec<String> {
     let image = match std::fs::read(path) {
         Ok(image) => image,
@@ -331,6 +321,12 @@ fn check_disk(path: &std::path::Path, disk: &scenario::Disk) -> Vec<String> {
                 bytes[i],
                 expected(i)
             ));
+        }
+    }
+    for text in &disk.contains {
+        let needle = text.as_bytes();
+        if !image.windows(needle.len()).any(|window| window == needle) {
+            failures.push(format!("the disk image does not contain {text:?} (the guest's data did not reach the disk)"));
         }
     }
     failures
