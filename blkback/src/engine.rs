@@ -193,6 +193,24 @@ pub struct Counters {
     pub notifications: u64,
 }
 
+impl core::ops::AddAssign for Counters {
+    fn add_assign(&mut self, more: Self) {
+        self.rounds += more.rounds;
+        self.empty_rounds += more.empty_rounds;
+        self.requests += more.requests;
+        self.reads += more.reads;
+        self.writes += more.writes;
+        self.flushes += more.flushes;
+        self.discards += more.discards;
+        self.indirect += more.indirect;
+        self.errors += more.errors;
+        self.bytes_in += more.bytes_in;
+        self.bytes_out += more.bytes_out;
+        self.grant_copies += more.grant_copies;
+        self.notifications += more.notifications;
+    }
+}
+
 /// The outcome of a round that did not cut the queue off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Round {

@@ -5,14 +5,19 @@ use anyhow::{bail, Context, Result};
 use crate::workspace::Workspace;
 
 /// The packages whose binaries are booted: the microvisor and the domain images.
-pub const IMAGE_PACKAGES: &[&str] = &["microvisor", "hello", "xenstore-stub", "console-backend"];
+pub const IMAGE_PACKAGES: &[&str] = &["microvisor", "hello", "xenstore-stub", "console-backend", "blkback"];
+/// Features that turn on the image binary of a package whose library is a host crate.
+const IMAGE_FEATURES: &[&str] = &["blkback/domain"];
 
-/// `cargo build --release -p microvisor -p hello ...`, output streamed to the terminal.
+/// `cargo build --release -p microvisor -p hello ... --features blkback/domain`, output streamed to the terminal.
 pub fn build(workspace: &Workspace) -> Result<()> {
     let mut command = workspace.cargo_command();
     command.args(["build", "--release"]);
     for package in IMAGE_PACKAGES {
         command.args(["-p", package]);
+    }
+    for feature in IMAGE_FEATURES {
+        command.args(["--features", feature]);
     }
     let status = command
         .status()

@@ -37,7 +37,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 2;
+pub const RECIPE_VERSION: u32 = 3;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -100,7 +100,16 @@ has_option() {
 
 if ! has_option guest.modules=0; then
     for module in @MODULES@; do
-        if insmod "/lib/modules/$(uname -r)/$module.ko"; then
+        # The module's options from the kernel command line (`xen_blkfront.max_queues=2`),
+        # as modprobe would pass them; busybox's insmod does not look there itself.
+        prefix="$(echo "$module" | tr - _)."
+        options=""
+        for word in $cmdline; do
+            case "$word" in
+            "$prefix"*) options="$options ${word#"$prefix"}" ;;
+            esac
+        done
+        if insmod "/lib/modules/$(uname -r)/$module.ko" $options; then
             echo "guest: loaded $module"
         else
             echo "guest: failed to load $module"
