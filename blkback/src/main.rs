@@ -218,6 +218,8 @@ struct Entry {
     disk: usize,
     vbd: Vbd,
     phase: Phase,
+    /// The state last written to the back-end's `state`.
+    published: Option<State>,
     totals: Counters,
 }
 
@@ -340,9 +342,27 @@ impl Backend {
         }
     }
 
+    /// Writes the back-end's state, unless it already says so (each write fires the
+    /// watch on the back-end's own directory).
     fn set_state(&mut self, index: usize, state: State) {
+        if self.entries[index].published == Some(state) {
+            return;
+        }
+        self.entries[index].published = Some(state);
         let path = format!("{}/state", self.entries[index].back);
         self.write(&path, &format!("{}", state.as_u32()));
+    }
+
+    /// The name of domain `domid`, from the xenstore domain's world-readable index
+    /// `/local/names/<name>` = `<id>`.
+    fn name_of(&mut self, domid: u16) -> String {
+        let wanted = format!("{domid}");
+        for name in self.directory("/local/names") {
+            if self.read(&format!("/local/names/{name}")).as_deref() == Some(wanted.as_str()) {
+                return name;
+            }
+        }
+        String::from("?")
     }
 
     fn directory(&mut self, path: &str) -> Vec<String> {
@@ -403,9 +423,7 @@ impl Backend {
             }
         };
         let front = key(self, "frontend").unwrap_or_default();
-        let name = self
-            .read(&format!("/local/domain/{fe}/name"))
-            .unwrap_or_else(|| String::from("?"));
+        let name = self.name_of(fe);
         let device = key(self, "device").unwrap_or_default();
         let start = key(self, "start-sector").and_then(|v| v.parse::<u64>().ok());
         let sectors = key(self, "sectors").and_then(|v| v.parse::<u64>().ok());
@@ -446,6 +464,7 @@ impl Backend {
             disk,
             vbd,
             phase: Phase::Waiting,
+            published: None,
             totals: Counters::default(),
         });
         self.publish(self.entries.len() - 1);
@@ -463,20 +482,27 @@ impl Backend {
         self.set_state(index, State::InitWait);
     }
 
-    /// Follows the front-end's state.
+    /// Follows the front-end's state the way Linux's own back-end does: its `Closing` is
+    /// answered with `Closing` (after the queues stopped), its `Closed` with `Closed`, and
+    /// a front-end that starts over finds the features published again.
     fn step(&mut self, index: usize) {
         let front = self.entries[index].front.clone();
         let state = self
             .read(&format!("{front}/state"))
             .and_then(|s| State::parse(&s))
             .unwrap_or(State::Closed);
-        match (&self.entries[index].phase, state) {
-            (Phase::Waiting, State::Initialised | State::Connected) => self.connect(index),
-            (Phase::Waiting | Phase::Connected(_), State::Closing | State::Closed) => {
-                self.disconnect(index, "the front-end closed it");
-                self.set_state(index, State::Closed);
+        let phase = &self.entries[index].phase;
+        match state {
+            State::Initialised | State::Connected if matches!(phase, Phase::Waiting) => {
+                self.connect(index)
             }
-            (Phase::Closed, State::Initialising | State::Unknown | State::InitWait) => {
+            State::Closing | State::Closed if !matches!(phase, Phase::Dead) => {
+                self.disconnect(index, "the front-end closed it");
+                self.set_state(index, state);
+            }
+            State::Initialising | State::Unknown | State::InitWait
+                if matches!(phase, Phase::Closed) =>
+            {
                 self.entries[index].phase = Phase::Waiting;
                 self.publish(index);
             }

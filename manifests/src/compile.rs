@@ -55,8 +55,7 @@ pub fn compile_system(
     check_pci_unshared(&configs)?;
     let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
     let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
-    // Not in the manifest: only checked to name a domain, and used by name.
-    service_domain(system_file, system.disk_backend.as_ref(), &configs)?;
+    let disk_backend = service_domain(system_file, system.disk_backend.as_ref(), &configs)?;
     attach_disks(&system, xenstore_domain, &mut configs)?;
 
     let mut modules = Modules::default();
@@ -65,6 +64,7 @@ pub fn compile_system(
         domains: heapless::Vec::new(),
         xenstore_domain,
         console_domain,
+        disk_backend,
     };
     for config in &configs {
         let mut kernel_module = None;

@@ -73,6 +73,7 @@ fn domains_sharing_an_image_share_a_module() {
         .expect("three fit"),
         xenstore_domain: None,
         console_domain: None,
+        disk_backend: None,
     };
     assert_eq!(compiled.manifest, expected);
 
@@ -121,7 +122,7 @@ fn crate_dir() -> &'static Path {
 /// The images `cargo xtask` makes: its own domains' and the Linux guest's, as stand-ins.
 fn standard_images() -> Scratch {
     let scratch = Scratch::new();
-    for image in ["hello", "xenstore-stub", "console", "debian-vmlinux"] {
+    for image in ["hello", "xenstore-stub", "console", "blkback", "debian-vmlinux"] {
         scratch.write(image, ElfImage::pvh(0x10_0000).bytes());
     }
     scratch.write("debian-initramfs", b"070701 an initramfs");
@@ -154,7 +155,7 @@ fn the_default_system_compiles_with_its_images() {
         Some(scratch.path("debian-initramfs"))
     );
     // Each image once, numbered in the order the domains name them.
-    assert_eq!(compiled.images.len(), 4);
+    assert_eq!(compiled.images.len(), 5);
     assert_eq!(
         compiled
             .manifest
@@ -162,13 +163,15 @@ fn the_default_system_compiles_with_its_images() {
             .iter()
             .map(|d| d.image_module)
             .collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
-    assert_eq!(linux.ramdisk_module, Some(4));
+    assert_eq!(linux.ramdisk_module, Some(5));
     assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
     assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
     assert_eq!(compiled.manifest.xenstore_domain, Some(0));
     assert_eq!(compiled.manifest.console_domain, Some(1));
+    assert_eq!(compiled.manifest.disk_backend, Some(2));
+    assert_eq!(names[2], "blkback");
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
     assert_eq!(decoded, compiled.manifest);
 }
@@ -452,6 +455,7 @@ fn service_domains_compile_to_their_indices_and_io_ports_to_ranges() {
         .expect("three fit"),
         xenstore_domain: Some(1),
         console_domain: Some(2),
+        disk_backend: None,
     };
     assert_eq!(compiled.manifest, expected);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
@@ -561,6 +565,7 @@ fn pci_functions_compile_to_addresses_and_survive_the_blob() {
         .expect("three fit"),
         xenstore_domain: None,
         console_domain: None,
+        disk_backend: None,
     };
     assert_eq!(compiled.manifest, expected);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");

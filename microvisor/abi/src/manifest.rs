@@ -14,7 +14,7 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_CMDLINE_BYTES: usize = 512;
 pub const MAX_VCPUS: u32 = 8;
 /// Layout version of the blob; bumped on any incompatible change.
-pub const MANIFEST_VERSION: u32 = 4;
+pub const MANIFEST_VERSION: u32 = 5;
 /// The most PCI functions one domain may be given (`pci`).
 pub const MAX_PCI_FUNCTIONS: usize = 8;
 /// The most I/O port ranges one domain may be given (`ioports`).
@@ -85,6 +85,9 @@ pub struct SystemManifest {
     /// Index of the console backend domain, if any. Every other domain gets a console ring
     /// and port connected to it; without one, domains use `console_io` only.
     pub console_domain: Option<u8>,
+    /// Index of the block backend domain (the system's `disk_backend`), if any: a service
+    /// domain like the two above, stopped only once every guest is gone.
+    pub disk_backend: Option<u8>,
 }
 
 #[cfg(test)]
@@ -110,7 +113,7 @@ mod tests {
                 pci: Vec::new(),
             })
             .unwrap();
-        let manifest = SystemManifest { version: MANIFEST_VERSION, domains, xenstore_domain: None, console_domain: Some(0) };
+        let manifest = SystemManifest { version: MANIFEST_VERSION, domains, xenstore_domain: None, console_domain: Some(0), disk_backend: None };
         let bytes = postcard::to_allocvec(&manifest).unwrap();
         let back: SystemManifest = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, manifest);

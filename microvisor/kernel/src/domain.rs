@@ -519,10 +519,10 @@ pub static BASELINE_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::
 pub fn check_all_gone() {
     let manifest = MANIFEST.get().expect("manifest decoded");
     let is_service = |d: &Domain| {
-        [manifest.xenstore_domain, manifest.console_domain].contains(&Some(d.spec_index as u8))
+        [manifest.xenstore_domain, manifest.console_domain, manifest.disk_backend].contains(&Some(d.spec_index as u8))
     };
     let has_guests = manifest.domains.iter().enumerate().any(|(i, _)| {
-        ![manifest.xenstore_domain, manifest.console_domain].contains(&Some(i as u8))
+        ![manifest.xenstore_domain, manifest.console_domain, manifest.disk_backend].contains(&Some(i as u8))
     });
     let table = DOMAINS.lock();
     let running = table
