@@ -1053,7 +1053,7 @@ mod tests {
         let run = |cmdline: &str| {
             let stubs = format!(
                 "mount() {{ :; }}\nbusybox() {{ :; }}\nuname() {{ echo 6.1.0-test; }}\n\
-                 insmod() {{ echo \"insmod $1\"; }}\npoweroff() {{ echo \"poweroff $1\"; }}\n\
+                 insmod() {{ echo \"insmod $*\"; }}\npoweroff() {{ echo \"poweroff $1\"; }}\n\
                  setsid() {{ echo \"setsid $*\"; }}\ncd() {{ :; }}\n\
                  grep() {{ echo 2; }}\ncat() {{ case \"$1\" in /proc/cmdline) echo '{cmdline}';; *) echo xen;; esac; }}\n"
             );
@@ -1077,7 +1077,13 @@ mod tests {
             plain.ends_with("guest: shell ready\nsetsid cttyhack sh\n"),
             "{plain}"
         );
-        assert!(plain.contains("guest: loaded xen-netfront\n"), "{plain}");
+        assert!(plain.contains("guest: loaded xen-blkfront\n"), "{plain}");
+        // A module's options on the kernel command line reach its insmod, and only its.
+        let options = run("console=hvc0 xen_blkfront.max_queues=2 xen_netfront.x=1");
+        assert!(
+            options.contains("insmod /lib/modules/6.1.0-test/xen-blkfront.ko max_queues=2\n"),
+            "{options}"
+        );
         assert!(!run("console=hvc0 guest.modules=0").contains("insmod"));
         let both = run("console=hvc0 guest.poweroff=1");
         assert!(
