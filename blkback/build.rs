@@ -8,7 +8,11 @@ fn main() {
     let manifest_dir = PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
     );
-    let script = manifest_dir.join("..").join("driver-domains").join("runtime").join("link.ld");
+    let script = manifest_dir
+        .join("..")
+        .join("driver-domains")
+        .join("runtime")
+        .join("link.ld");
     let script = script.canonicalize().unwrap_or(script);
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rerun-if-changed=build.rs");

@@ -43,9 +43,12 @@ use crate::wire::{
 
 /// Service rounds in a row that found nothing in the ring before the queue is cut off as an
 /// event storm. A correct front-end notifies only when `req_event` asks it to, so a round
-/// normally finds at least one request; a few empty rounds happen when requests were
-/// already served by the time their event was seen.
-pub const STORM_EMPTY_ROUNDS: u32 = 4096;
+/// normally finds at least one request; an empty round happens when the requests of an
+/// event were already served by the time the event was seen, which is at most one empty
+/// round per round with work. Rounds are counted per wake-up (events that arrive while
+/// the back-end is busy coalesce), so the limit must be reachable at the back-end's own
+/// pace: a storm under TCG gives it a few hundred wake-ups a second.
+pub const STORM_EMPTY_ROUNDS: u32 = 256;
 
 /// Which way a grant copy goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

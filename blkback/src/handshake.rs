@@ -227,13 +227,19 @@ pub fn parse_frontend(
         }
     }
     let max_order = features.max_ring_page_order;
-    let order = number(&get, "ring-page-order", "a ring page order the back-end offered", |n| {
-        n <= max_order
-    })?;
+    let order = number(
+        &get,
+        "ring-page-order",
+        "a ring page order the back-end offered",
+        |n| n <= max_order,
+    )?;
     let max_queues = features.max_queues;
-    let queues = number(&get, "multi-queue-num-queues", "1 to multi-queue-max-queues", |n| {
-        (1..=max_queues).contains(&n)
-    })?
+    let queues = number(
+        &get,
+        "multi-queue-num-queues",
+        "1 to multi-queue-max-queues",
+        |n| (1..=max_queues).contains(&n),
+    )?
     .unwrap_or(1);
     let persistent = number(&get, "feature-persistent", "0 or 1", |n| n <= 1)?.unwrap_or(0) == 1;
     let mut rings = Vec::new();
@@ -280,7 +286,11 @@ pub fn parse_frontend(
 
 /// The keys written in the back-end's directory before `Connected`.
 pub fn connect_keys(vbd: &Vbd) -> Vec<(&'static str, String)> {
-    let info = if vbd.is_read_only() { VDISK_READONLY } else { 0 };
+    let info = if vbd.is_read_only() {
+        VDISK_READONLY
+    } else {
+        0
+    };
     Vec::from([
         ("sectors", vbd.sectors().to_string()),
         ("info", info.to_string()),
@@ -352,25 +362,42 @@ mod tests {
         let err = parse_frontend(store(&[("event-channel", "5")]), &features).unwrap_err();
         assert_eq!(err, HandshakeError::Missing(String::from("ring-ref")));
         let err = parse_frontend(
-            store(&[("ring-ref", "1"), ("event-channel", "5"), ("ring-page-order", "9")]),
+            store(&[
+                ("ring-ref", "1"),
+                ("event-channel", "5"),
+                ("ring-page-order", "9"),
+            ]),
             &features,
         )
         .unwrap_err();
         assert!(matches!(err, HandshakeError::Invalid { ref key, .. } if key == "ring-page-order"));
         let err = parse_frontend(
-            store(&[("ring-ref", "1"), ("event-channel", "5"), ("multi-queue-num-queues", "0")]),
+            store(&[
+                ("ring-ref", "1"),
+                ("event-channel", "5"),
+                ("multi-queue-num-queues", "0"),
+            ]),
             &features,
         )
         .unwrap_err();
-        assert!(matches!(err, HandshakeError::Invalid { ref key, .. } if key == "multi-queue-num-queues"));
+        assert!(
+            matches!(err, HandshakeError::Invalid { ref key, .. } if key == "multi-queue-num-queues")
+        );
         let err = parse_frontend(
-            store(&[("ring-ref", "1"), ("event-channel", "5"), ("protocol", "x86_32-abi")]),
+            store(&[
+                ("ring-ref", "1"),
+                ("event-channel", "5"),
+                ("protocol", "x86_32-abi"),
+            ]),
             &features,
         )
         .unwrap_err();
         assert!(err.to_string().contains("x86_32-abi"), "{err}");
-        let err = parse_frontend(store(&[("ring-ref", "x1"), ("event-channel", "5")]), &features)
-            .unwrap_err();
+        let err = parse_frontend(
+            store(&[("ring-ref", "x1"), ("event-channel", "5")]),
+            &features,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("ring-ref"), "{err}");
         // A missing key of the second queue is named with its prefix.
         let err = parse_frontend(
@@ -383,7 +410,10 @@ mod tests {
             &features,
         )
         .unwrap_err();
-        assert_eq!(err, HandshakeError::Missing(String::from("queue-1/event-channel")));
+        assert_eq!(
+            err,
+            HandshakeError::Missing(String::from("queue-1/event-channel"))
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use blkback::engine::{Counters, CopyError, Cutoff, DeviceError, Direction, Platform, Queue};
+use blkback::engine::{CopyError, Counters, Cutoff, DeviceError, Direction, Platform, Queue};
 use blkback::handshake::{self, Features, State};
 use blkback::multi_page::MultiPage;
 use blkback::request::{DataSegment, IndirectPages, Limits};
@@ -152,9 +152,11 @@ impl Platform for Machine<'_> {
     }
 
     fn read(&mut self, sector: u64, bytes: usize) -> Result<(), DeviceError> {
-        let result = self
-            .disk
-            .read(sector, &mut self.bounce.as_mut_slice()[..bytes], IO_TIMEOUT_NS);
+        let result = self.disk.read(
+            sector,
+            &mut self.bounce.as_mut_slice()[..bytes],
+            IO_TIMEOUT_NS,
+        );
         self.device_result(result)
     }
 
@@ -430,10 +432,17 @@ impl Backend {
         let writable = key(self, "mode").as_deref() == Some("w");
         let problem = |text: String| format!("vbd {vdev} of {name} ({fe}): {text}; not served");
         let disk = Bdf::parse(&device).and_then(|bdf| self.disks.iter().position(|d| d.bdf == bdf));
-        let (Some(disk), Some(start), Some(sectors), false) = (disk, start, sectors, front.is_empty())
+        let (Some(disk), Some(start), Some(sectors), false) =
+            (disk, start, sectors, front.is_empty())
         else {
-            println!("{}", problem(format!("no usable disk {device:?} or slice among its keys")));
-            self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
+            println!(
+                "{}",
+                problem(format!("no usable disk {device:?} or slice among its keys"))
+            );
+            self.write(
+                &format!("{back}/state"),
+                &format!("{}", State::Closed.as_u32()),
+            );
             return;
         };
         let disk_sectors = self.disks[disk].sectors;
@@ -447,7 +456,10 @@ impl Backend {
             Ok(vbd) => vbd,
             Err(e) => {
                 println!("{}", problem(format!("{e}")));
-                self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
+                self.write(
+                    &format!("{back}/state"),
+                    &format!("{}", State::Closed.as_u32()),
+                );
                 return;
             }
         };
@@ -516,7 +528,11 @@ impl Backend {
         let (front, fe, label) = (entry.front.clone(), entry.fe, entry.label());
         let xs = RefCell::new(&mut self.xs);
         let parsed = handshake::parse_frontend(
-            |key| xs.borrow_mut().read_string(Tx::NONE, &format!("{front}/{key}")).ok(),
+            |key| {
+                xs.borrow_mut()
+                    .read_string(Tx::NONE, &format!("{front}/{key}"))
+                    .ok()
+            },
             &self.features,
         );
         let frontend = match parsed {
@@ -582,7 +598,7 @@ impl Backend {
         release(served);
         let t = entry.totals;
         println!(
-            "{} closed ({why}): {} requests ({} reads, {} writes, {} flushes, {} discards, {} indirect), {} KiB in, {} KiB out, {} errors, {} notifications",
+            "{} closed ({why}): {} requests ({} reads, {} writes, {} flushes, {} discards, {} indirect), {} KiB in, {} KiB out, {} errors, {} notifications, {} rounds ({} empty)",
             entry.label(),
             t.requests,
             t.reads,
@@ -593,7 +609,9 @@ impl Backend {
             t.bytes_in / 1024,
             t.bytes_out / 1024,
             t.errors,
-            t.notifications
+            t.notifications,
+            t.rounds,
+            t.empty_rounds
         );
     }
 

@@ -202,8 +202,8 @@ mod tests {
             let region = MultiPage::new(backing.iter().collect()).unwrap();
             Sring::init(&region);
             let mut front = FrontRing::<RawRequest, Response, _>::new(&region).unwrap();
-            let mut back = BlkBackRing::new(MultiPage::new(backing.iter().collect()).unwrap())
-                .unwrap();
+            let mut back =
+                BlkBackRing::new(MultiPage::new(backing.iter().collect()).unwrap()).unwrap();
             assert_eq!(back.slots(), 32 * count as u32);
             for round in 0..3u64 {
                 for id in 0..u64::from(back.slots()) {
@@ -224,7 +224,10 @@ mod tests {
                 }
                 let _ = back.push_responses();
                 for id in 0..u64::from(back.slots()) {
-                    assert_eq!(front.next_response().unwrap().unwrap().id, id + round * 1000);
+                    assert_eq!(
+                        front.next_response().unwrap().unwrap().id,
+                        id + round * 1000
+                    );
                 }
             }
             // With four pages some entry straddles a page boundary (slot 72 spans 8192).

@@ -36,8 +36,8 @@ use core::fmt;
 use crate::vbd::{OutOfRange, Vbd};
 use crate::wire::{
     IndirectRequest, RawRequest, Response, RwRequest, Segment, DISCARD_FLAG_SECURE,
-    MAX_DIRECT_SEGMENTS, MAX_INDIRECT_PAGES, MAX_INDIRECT_SEGMENTS, OP_FLUSH_DISKCACHE,
-    OP_READ, OP_WRITE, OP_WRITE_BARRIER, PAGE_BYTES, SECTORS_PER_PAGE, SECTOR_BYTES,
+    MAX_DIRECT_SEGMENTS, MAX_INDIRECT_PAGES, MAX_INDIRECT_SEGMENTS, OP_FLUSH_DISKCACHE, OP_READ,
+    OP_WRITE, OP_WRITE_BARRIER, PAGE_BYTES, SECTORS_PER_PAGE, SECTOR_BYTES,
     SEGMENTS_PER_INDIRECT_PAGE, SEGMENT_BYTES, STATUS_EOPNOTSUPP, STATUS_ERROR,
 };
 
@@ -256,7 +256,10 @@ impl fmt::Display for Reason {
                 "segment {segment}: first_sect {first_sect} after last_sect {last_sect}"
             ),
             Self::BeyondPage { segment, last_sect } => {
-                write!(f, "segment {segment}: last_sect {last_sect} beyond the page")
+                write!(
+                    f,
+                    "segment {segment}: last_sect {last_sect} beyond the page"
+                )
             }
             Self::OutOfRange(range) => range.fmt(f),
             Self::IndirectOperation(operation) => write!(
@@ -665,8 +668,11 @@ mod tests {
             Reason::OutOfRange(_)
         ));
         assert_eq!(
-            super::tests::reason(&rw(OP_READ, 12345, &[segment(1, 0, 7)]), &Vbd::whole(12349, false))
-                .to_string(),
+            super::tests::reason(
+                &rw(OP_READ, 12345, &[segment(1, 0, 7)]),
+                &Vbd::whole(12349, false)
+            )
+            .to_string(),
             "sector 12345+8 outside the vbd (12349 sectors)"
         );
     }
@@ -683,7 +689,10 @@ mod tests {
         assert_eq!(barrier.operation, OP_WRITE_BARRIER);
         // With data, the range is checked like a write's.
         assert!(matches!(
-            reason(&rw(OP_FLUSH_DISKCACHE, VBD_SECTORS, &[segment(3, 0, 0)]), &vbd),
+            reason(
+                &rw(OP_FLUSH_DISKCACHE, VBD_SECTORS, &[segment(3, 0, 0)]),
+                &vbd
+            ),
             Reason::OutOfRange(_)
         ));
     }
@@ -810,10 +819,18 @@ mod tests {
         );
         assert_eq!(too_many.operation, OP_READ);
         assert_eq!(
-            header(&indirect(OP_READ, 0, 0), &limits).unwrap_err().reason,
+            header(&indirect(OP_READ, 0, 0), &limits)
+                .unwrap_err()
+                .reason,
             Reason::NoSegments { operation: 0 }
         );
-        for op in [OP_FLUSH_DISKCACHE, OP_WRITE_BARRIER, OP_DISCARD, OP_INDIRECT, 9] {
+        for op in [
+            OP_FLUSH_DISKCACHE,
+            OP_WRITE_BARRIER,
+            OP_DISCARD,
+            OP_INDIRECT,
+            9,
+        ] {
             let rejection = header(&indirect(op, 8, 0), &limits).unwrap_err();
             assert_eq!(rejection.reason, Reason::IndirectOperation(op));
             assert!(rejection.reason.is_hostile());
@@ -856,13 +873,18 @@ mod tests {
         assert!(header_end.complete(&pages_with(&segments), &vbd()).is_ok());
         let past = super::tests::header(&indirect(OP_READ, 40, end + 1), &limits).unwrap();
         assert!(matches!(
-            past.complete(&pages_with(&segments), &vbd()).unwrap_err().reason,
+            past.complete(&pages_with(&segments), &vbd())
+                .unwrap_err()
+                .reason,
             Reason::OutOfRange(_)
         ));
         // A read-only vbd refuses the write, after the segments were checked.
         let read_only = Vbd::whole(VBD_SECTORS, true);
         assert_eq!(
-            header.complete(&pages_with(&segments), &read_only).unwrap_err().reason,
+            header
+                .complete(&pages_with(&segments), &read_only)
+                .unwrap_err()
+                .reason,
             Reason::ReadOnly
         );
     }

@@ -55,7 +55,11 @@ impl SimPlatform {
         })
     }
 
-    fn device(&mut self, sector: u64, bytes: usize) -> Result<core::ops::Range<usize>, DeviceError> {
+    fn device(
+        &mut self,
+        sector: u64,
+        bytes: usize,
+    ) -> Result<core::ops::Range<usize>, DeviceError> {
         if core::mem::take(&mut self.fail_next) {
             return Err(DeviceError("injected failure".into()));
         }

@@ -97,7 +97,10 @@ fn writes_then_reads_move_the_data_through_the_slice() {
     assert_eq!(responses(&mut front)[0].status, STATUS_OKAY);
     assert!(sim.grants[&3].iter().all(|&b| b == 0xb2));
     let counters = queue.counters();
-    assert_eq!((counters.reads, counters.writes, counters.grant_copies), (1, 1, 3));
+    assert_eq!(
+        (counters.reads, counters.writes, counters.grant_copies),
+        (1, 1, 3)
+    );
     assert_eq!(counters.bytes_in, 8192);
 }
 
@@ -108,13 +111,19 @@ fn a_read_only_vbd_refuses_writes_and_keeps_serving() {
     let mut queue = queue(&page, Vbd::whole(DISK_SECTORS, true));
     let mut sim = machine();
     sim.grant(1, 0xff);
-    submit(&mut front, &[rw(OP_WRITE, 1, 0, &[1]), rw(OP_READ, 2, 0, &[1])]);
+    submit(
+        &mut front,
+        &[rw(OP_WRITE, 1, 0, &[1]), rw(OP_READ, 2, 0, &[1])],
+    );
     queue.service(&mut sim).unwrap();
     let got = responses(&mut front);
     assert_eq!(got[0].status, STATUS_ERROR);
     assert_eq!(got[1].status, STATUS_OKAY);
     assert!(sim.disk.iter().all(|&b| b == 0));
-    assert!(sim.grants[&1].iter().all(|&b| b == 0), "the read brought zeroes");
+    assert!(
+        sim.grants[&1].iter().all(|&b| b == 0),
+        "the read brought zeroes"
+    );
 }
 
 #[test]
@@ -126,12 +135,19 @@ fn flush_writes_its_data_then_flushes() {
     sim.grant(4, 0x44);
     submit(
         &mut front,
-        &[rw(OP_FLUSH_DISKCACHE, 1, 0, &[]), rw(OP_FLUSH_DISKCACHE, 2, 64, &[4])],
+        &[
+            rw(OP_FLUSH_DISKCACHE, 1, 0, &[]),
+            rw(OP_FLUSH_DISKCACHE, 2, 64, &[4]),
+        ],
     );
     queue.service(&mut sim).unwrap();
-    assert!(responses(&mut front).iter().all(|r| r.status == STATUS_OKAY));
+    assert!(responses(&mut front)
+        .iter()
+        .all(|r| r.status == STATUS_OKAY));
     assert_eq!(sim.flushes, 2);
-    assert!(sim.disk[64 * 512..64 * 512 + 4096].iter().all(|&b| b == 0x44));
+    assert!(sim.disk[64 * 512..64 * 512 + 4096]
+        .iter()
+        .all(|&b| b == 0x44));
 }
 
 #[test]
@@ -193,11 +209,17 @@ fn indirect_requests_fetch_their_segment_pages() {
     queue.service(&mut sim).unwrap();
     let got = responses(&mut front);
     assert_eq!(got[0].status, STATUS_OKAY);
-    assert_eq!(got[0].operation, OP_WRITE, "an indirect response carries indirect_op");
+    assert_eq!(
+        got[0].operation, OP_WRITE,
+        "an indirect response carries indirect_op"
+    );
     assert_ne!(got[0].operation, OP_INDIRECT);
     for i in 0..20usize {
         let at = (800 + 8 * i) * 512;
-        assert!(sim.disk[at..at + 4096].iter().all(|&b| b == i as u8 + 1), "page {i}");
+        assert!(
+            sim.disk[at..at + 4096].iter().all(|&b| b == i as u8 + 1),
+            "page {i}"
+        );
     }
     assert_eq!(queue.counters().indirect, 1);
 }
@@ -226,7 +248,13 @@ fn hostile_requests_cut_the_queue_off() {
     let (cutoff, _) = cut_off_by(&[rw(OP_WRITE, 1, 0, &[77])], &[]);
     assert!(matches!(cutoff, Cutoff::BadGrant { .. }), "{cutoff}");
     // An unknown operation.
-    let (cutoff, _) = cut_off_by(&[RawRequest::Other { operation: 99, id: 1 }], &[]);
+    let (cutoff, _) = cut_off_by(
+        &[RawRequest::Other {
+            operation: 99,
+            id: 1,
+        }],
+        &[],
+    );
     assert!(cutoff.to_string().contains("99"), "{cutoff}");
     // Too many segments.
     let mut many = rw(OP_READ, 1, 0, &[1]);
@@ -267,7 +295,10 @@ fn endless_empty_notifications_are_a_storm() {
     for _ in 0..STORM_EMPTY_ROUNDS - 1 {
         queue.service(&mut sim).unwrap();
     }
-    assert!(matches!(queue.service(&mut sim), Err(Cutoff::EventStorm(_))));
+    assert!(matches!(
+        queue.service(&mut sim),
+        Err(Cutoff::EventStorm(_))
+    ));
 }
 
 #[test]

@@ -498,7 +498,13 @@ mod tests {
         bytes[0] = 9;
         bytes[8..16].copy_from_slice(&42u64.to_le_bytes());
         let request = RawRequest::decode(&bytes);
-        assert_eq!(request, RawRequest::Other { operation: 9, id: 42 });
+        assert_eq!(
+            request,
+            RawRequest::Other {
+                operation: 9,
+                id: 42
+            }
+        );
         assert_eq!(
             request.response(STATUS_ERROR),
             Response {

@@ -122,7 +122,13 @@ fn crate_dir() -> &'static Path {
 /// The images `cargo xtask` makes: its own domains' and the Linux guest's, as stand-ins.
 fn standard_images() -> Scratch {
     let scratch = Scratch::new();
-    for image in ["hello", "xenstore-stub", "console", "blkback", "debian-vmlinux"] {
+    for image in [
+        "hello",
+        "xenstore-stub",
+        "console",
+        "blkback",
+        "debian-vmlinux",
+    ] {
         scratch.write(image, ElfImage::pvh(0x10_0000).bytes());
     }
     scratch.write("debian-initramfs", b"070701 an initramfs");

@@ -5,7 +5,13 @@ use anyhow::{bail, Context, Result};
 use crate::workspace::Workspace;
 
 /// The packages whose binaries are booted: the microvisor and the domain images.
-pub const IMAGE_PACKAGES: &[&str] = &["microvisor", "hello", "xenstore-stub", "console-backend", "blkback"];
+pub const IMAGE_PACKAGES: &[&str] = &[
+    "microvisor",
+    "hello",
+    "xenstore-stub",
+    "console-backend",
+    "blkback",
+];
 /// Features that turn on the image binary of a package whose library is a host crate.
 const IMAGE_FEATURES: &[&str] = &["blkback/domain"];
 

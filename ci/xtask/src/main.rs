@@ -149,7 +149,15 @@ mod tests {
         assert_eq!(args.runs, 200);
         assert!(args.scenario.is_empty() && !args.mttcg);
         let cli = Cli::try_parse_from([
-            "xtask", "soak", "--runs", "10", "--scenario", "linux-shell", "--scenario", "scrub", "--mttcg",
+            "xtask",
+            "soak",
+            "--runs",
+            "10",
+            "--scenario",
+            "linux-shell",
+            "--scenario",
+            "scrub",
+            "--mttcg",
         ])
         .unwrap();
         let Task::Soak(args) = cli.task else {
@@ -169,11 +177,15 @@ mod tests {
         };
         assert_eq!(args.runs, 3);
         assert!(args.only.is_empty());
-        let cli = Cli::try_parse_from(["xtask", "bench", "--only", "linux", "--runs", "5"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--only", "linux", "--runs", "5"]).unwrap();
         let Task::Bench(args) = cli.task else {
             panic!("not bench")
         };
-        assert_eq!((args.runs, args.only.as_slice()), (5, &[commands::bench::Part::Linux][..]));
+        assert_eq!(
+            (args.runs, args.only.as_slice()),
+            (5, &[commands::bench::Part::Linux][..])
+        );
         assert!(Cli::try_parse_from(["xtask", "bench", "--only", "everything"]).is_err());
     }
 }

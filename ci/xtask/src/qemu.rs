@@ -140,9 +140,17 @@ impl Machine {
         );
         // The IOMMU comes before any PCI device that should sit behind it.
         args.push("-device".into());
-        args.push(self.iommu.as_deref().unwrap_or("intel-iommu,intremap=on").into());
+        args.push(
+            self.iommu
+                .as_deref()
+                .unwrap_or("intel-iommu,intremap=on")
+                .into(),
+        );
         args.extend(os_strings(HEADLESS));
-        args.extend(os_strings(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]));
+        args.extend(os_strings(&[
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]));
         args.extend(os_strings(SERIAL_ON_STDIO));
         args.extend(self.extra_args.iter().cloned());
         args.push("-kernel".into());
@@ -187,8 +195,13 @@ fn machine_args(
     cpus: u32,
     memory_mib: u32,
 ) -> Vec<OsString> {
-    let accel = if multi_threaded_tcg { "tcg,thread=multi" } else { "tcg,thread=single" };
-    let mut args: Vec<OsString> = os_strings(&["-accel", accel, "-machine", "q35", "-cpu"]).collect();
+    let accel = if multi_threaded_tcg {
+        "tcg,thread=multi"
+    } else {
+        "tcg,thread=single"
+    };
+    let mut args: Vec<OsString> =
+        os_strings(&["-accel", accel, "-machine", "q35", "-cpu"]).collect();
     args.push(cpu_model.unwrap_or(DEFAULT_CPU_MODEL).into());
     args.push("-smp".into());
     args.push(cpus.to_string().into());
@@ -355,7 +368,10 @@ pub(crate) mod tests {
              -no-reboot -nic none -serial stdio -monitor none -kernel /t/linux/debian-vmlinux \
              -initrd /t/linux/debian-initramfs -append console=ttyS0 guest.poweroff=1"
         );
-        let multi = DirectLinux { multi_threaded_tcg: true, ..direct };
+        let multi = DirectLinux {
+            multi_threaded_tcg: true,
+            ..direct
+        };
         assert!(joined(&multi.args()).starts_with("-accel tcg,thread=multi "));
     }
 
@@ -363,7 +379,9 @@ pub(crate) mod tests {
     fn multi_threaded_tcg_is_asked_for() {
         let mut machine = machine();
         machine.multi_threaded_tcg = true;
-        assert!(joined(&machine.args().unwrap()).starts_with("-accel tcg,thread=multi -machine q35 "));
+        assert!(
+            joined(&machine.args().unwrap()).starts_with("-accel tcg,thread=multi -machine q35 ")
+        );
     }
 
     #[test]

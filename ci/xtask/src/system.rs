@@ -100,7 +100,8 @@ pub(crate) mod tests {
             Err(error)
                 if matches!(
                     error.problem,
-                    manifests::Problem::KernelNotFound { .. } | manifests::Problem::RamdiskNotFound { .. }
+                    manifests::Problem::KernelNotFound { .. }
+                        | manifests::Problem::RamdiskNotFound { .. }
                 ) => {}
             Err(error) => panic!("{}: {error}", system.display()),
             Ok(_) => panic!("{}: compiled without an image directory", system.display()),

@@ -23,6 +23,7 @@
 //! | `blk-test` | `device` (first assigned), `sectors` (`0,7,1000`), `pattern` (0x5a), `count` (2048), `timeout_ms` (5000) | `blk: found <bdf> <vendor>:<device>`, `blk: capacity <n> sectors`, `blk: wrote and verified <k> sectors` (or `blk: MISMATCH at sector <s>`), `blk: read <count> sectors in <ms> ms (<rate> sectors/s)`, `blk: <x.xx> exits per request, <n> interrupts`, `blk: done` |
 //! | `dma-attack` | `targets` (required, comma-separated bus addresses), `device`, `bytes` (4096), `sector` (0), `timeout_ms` (2000) | per target `dma-attack: target <addr> issued`, `dma-attack: target <addr> result <ok\|error\|timeout\|device-broken\|refused>`; then `dma-attack: done` |
 //! | `pci-snoop` | `bdf`, `bar` (both required) | `pci-snoop: sees <n> functions`, `pci-snoop: config read -> <errno>`, `pci-snoop: config write -> <errno>`, `pci-snoop: bind msix -> <errno>`, `pci-snoop: touching bar <addr>` (then the domain should be ended), `pci-snoop: bar read did not fault` |
+//! | `blk-hostile` | `how` (`none`, `ring`, `gref`, `sector`, `segments`, `id`, `storm`), `vdev` (first), `go` (`console`: wait for a line `go`) | `blk-hostile: vbd <vdev>: <n> sectors, <mode>`, `blk-hostile: io ok` (or `write refused with status -1, read ok`), `blk-hostile: <how> done`, `blk-hostile: backend closed the vbd`, `blk-hostile: done` |
 //!
 //! Every mode that finishes powers off (`SHUTDOWN_POWEROFF`). Each mode is in one of the
 //! modules below; `spin`, `victim`'s and `hello`'s other vCPUs run on [`driver_domains::smp`].
@@ -35,6 +36,7 @@
 
 extern crate alloc;
 
+mod blkfront;
 mod compute;
 mod hostile;
 mod memory;
@@ -70,6 +72,7 @@ fn main(info: &'static BootInfo) {
         "blk-test" => pcidev::blk_test(info),
         "dma-attack" => pcidev::dma_attack(info),
         "pci-snoop" => pcidev::pci_snoop(info),
+        "blk-hostile" => blkfront::blk_hostile(info),
         other => {
             println!("hello: unknown mode {other:?}");
             hypercall::shutdown(SHUTDOWN_CRASH);

@@ -10,8 +10,7 @@ use driver_domains::dma::DmaRegion;
 use driver_domains::events;
 use driver_domains::pci::{self, Bdf, Function};
 use driver_domains::virtio::{
-    self, BlkDevice, BlkError, Hal, IdentityHal, RedirectHal, F_ACCESS_PLATFORM,
-    SECTOR_BYTES,
+    self, BlkDevice, BlkError, Hal, IdentityHal, RedirectHal, F_ACCESS_PLATFORM, SECTOR_BYTES,
 };
 use driver_domains::{cmdline, hypercall, println, time, BootInfo};
 

@@ -95,7 +95,9 @@ pub fn xs_check(info: &BootInfo) {
             }
         }
     }
-    let elapsed_ns = driver_domains::time::now_ns().saturating_sub(started).max(1);
+    let elapsed_ns = driver_domains::time::now_ns()
+        .saturating_sub(started)
+        .max(1);
     println!("xs-check: {count} writes and reads ok");
     println!(
         "xs-check: {} operations in {} ms ({} per second)",

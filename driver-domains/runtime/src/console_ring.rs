@@ -1,4 +1,5 @@
-//! The PV console ring (`xencons_interface`, `XEN-ABI.md` §3.7), output side.
+//! The PV console ring (`xencons_interface`, `XEN-ABI.md` §3.7): output, and input with
+//! [`read`].
 //!
 //! When the builder gave the domain a console ring (`HVM_PARAM_CONSOLE_PFN` and
 //! `HVM_PARAM_CONSOLE_EVTCHN` both non-zero), [`crate::print!`]/[`crate::println!`] write
@@ -15,15 +16,17 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use microvisor_abi::hvm::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
-use microvisor_abi::rings::console::{OUT, OUT_CONS, OUT_PROD, OUT_SIZE};
+use microvisor_abi::rings::console::{
+    IN, IN_CONS, IN_PROD, IN_SIZE, OUT, OUT_CONS, OUT_PROD, OUT_SIZE,
+};
 use spin::Mutex;
 
 use crate::byte_ring;
-use xen_ring::SharedPage;
 use crate::events::{self, Port};
 use crate::layout::IDENTITY_MAP_END;
 use crate::shared_mem::ForeignPage;
 use crate::{hypercall, time};
+use xen_ring::SharedPage;
 
 /// How long a full ring may stay full before the runtime gives up on it.
 pub const STALL_NS: u64 = 5_000_000_000;
@@ -41,6 +44,13 @@ const OUTPUT: byte_ring::Spec = byte_ring::Spec {
     size: OUT_SIZE,
     prod: OUT_PROD,
     cons: OUT_CONS,
+};
+/// `in[]`: the backend produces (`in_prod`), this domain consumes (`in_cons`).
+const INPUT: byte_ring::Spec = byte_ring::Spec {
+    data: IN,
+    size: IN_SIZE,
+    prod: IN_PROD,
+    cons: IN_CONS,
 };
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
@@ -96,7 +106,8 @@ pub(crate) fn drain(timeout_ns: u64) {
     let Some(guard) = RING.try_lock() else { return };
     let Some(ring) = guard.as_ref() else { return };
     let deadline = time::now_ns().saturating_add(timeout_ns);
-    while ring.page.load_u32(OUT_CONS) != ring.page.load_u32(OUT_PROD) && time::now_ns() < deadline {
+    while ring.page.load_u32(OUT_CONS) != ring.page.load_u32(OUT_PROD) && time::now_ns() < deadline
+    {
         let _ = events::send(ring.port);
         hypercall::sched_yield();
     }
@@ -137,4 +148,20 @@ pub(crate) fn write(bytes: &[u8]) -> usize {
         written += n;
     }
     written
+}
+
+/// Moves typed input (what the console backend put in `in[]`) into `out`; returns how many
+/// bytes (0: none, or no console ring). The backend is told that `in[]` has room again.
+pub fn read(out: &mut [u8]) -> usize {
+    let guard = RING.lock();
+    let Some(ring) = guard.as_ref() else {
+        return 0;
+    };
+    match byte_ring::consume(&ring.page, &INPUT, out) {
+        Ok(0) | Err(_) => 0,
+        Ok(n) => {
+            let _ = events::send(ring.port);
+            n
+        }
+    }
 }

@@ -153,7 +153,10 @@ pub fn with_uart_line_lock<R>(f: impl FnOnce() -> R) -> R {
     let page = shared();
     let lock = page.u32(shared_info::UART_LINE_LOCK);
     let mut spins = 0u32;
-    while lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while lock
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         spins += 1;
         if spins.is_multiple_of(1024) {
             hypercall::sched_yield();

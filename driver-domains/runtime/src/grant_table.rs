@@ -497,7 +497,9 @@ pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Resul
         }
         // SAFETY: every local side is a page of `bounce`, which the caller lends mutably for
         // the whole call, so nothing else reads or borrows it while the microvisor writes.
-        let ret = unsafe { hypercall::grant_copy_raw(&mut bytes[..parts.len() * COPY_SIZE], parts.len() as u32) };
+        let ret = unsafe {
+            hypercall::grant_copy_raw(&mut bytes[..parts.len() * COPY_SIZE], parts.len() as u32)
+        };
         for ((index, _), out) in parts.iter().zip(bytes.chunks(COPY_SIZE)) {
             let status = if ret < 0 {
                 GNTST_GENERAL_ERROR
@@ -520,7 +522,10 @@ pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Resul
         ops[index].status = GNTST_OKAY;
         let len = usize::from(op.len);
         let in_page = usize::from(op.guest_offset) + len <= 4096;
-        let in_region = op.bounce_offset.checked_add(len).is_some_and(|end| end <= region_len);
+        let in_region = op
+            .bounce_offset
+            .checked_add(len)
+            .is_some_and(|end| end <= region_len);
         if !in_page || !in_region || len == 0 {
             ops[index].status = GNTST_BAD_COPY_ARG;
             continue;
@@ -541,7 +546,11 @@ pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Resul
                 .copy_from_slice(&microvisor_abi::evtchn::DOMID_SELF.to_le_bytes());
             part[mine + 10..mine + 12].copy_from_slice(&((local % 4096) as u16).to_le_bytes());
             part[32..34].copy_from_slice(&(chunk as u16).to_le_bytes());
-            let flags = if op.to_guest { GNTCOPY_DEST_GREF } else { GNTCOPY_SOURCE_GREF };
+            let flags = if op.to_guest {
+                GNTCOPY_DEST_GREF
+            } else {
+                GNTCOPY_SOURCE_GREF
+            };
             part[34..36].copy_from_slice(&flags.to_le_bytes());
             part[36..38].copy_from_slice(&GNTST_GENERAL_ERROR.to_le_bytes());
             if parts.is_full() {

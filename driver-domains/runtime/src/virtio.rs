@@ -557,11 +557,19 @@ mod hw {
     pub fn bind_interrupts(function: &Function, domid: u16) -> (Interrupts, alloc::string::String) {
         use alloc::format;
         if function.msix_entries() == 0 {
-            return (Interrupts::Poll, alloc::string::String::from("no MSI-X, polling"));
+            return (
+                Interrupts::Poll,
+                alloc::string::String::from("no MSI-X, polling"),
+            );
         }
         let port = match events::alloc_unbound(domid) {
             Ok(port) => port,
-            Err(e) => return (Interrupts::Poll, format!("no event channel for MSI-X ({e}), polling")),
+            Err(e) => {
+                return (
+                    Interrupts::Poll,
+                    format!("no event channel for MSI-X ({e}), polling"),
+                )
+            }
         };
         let _ = events::unmask(port);
         match pci::bind_msix(function.bdf, 0, port) {
@@ -571,7 +579,10 @@ mod hw {
             ),
             Err(e) => {
                 let _ = events::close(port);
-                (Interrupts::Poll, format!("MSI-X bind failed ({e}), polling"))
+                (
+                    Interrupts::Poll,
+                    format!("MSI-X bind failed ({e}), polling"),
+                )
             }
         }
     }

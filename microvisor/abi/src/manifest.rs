@@ -113,7 +113,13 @@ mod tests {
                 pci: Vec::new(),
             })
             .unwrap();
-        let manifest = SystemManifest { version: MANIFEST_VERSION, domains, xenstore_domain: None, console_domain: Some(0), disk_backend: None };
+        let manifest = SystemManifest {
+            version: MANIFEST_VERSION,
+            domains,
+            xenstore_domain: None,
+            console_domain: Some(0),
+            disk_backend: None,
+        };
         let bytes = postcard::to_allocvec(&manifest).unwrap();
         let back: SystemManifest = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, manifest);

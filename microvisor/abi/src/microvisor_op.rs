@@ -95,7 +95,10 @@ pub const MVOP_PCI_BIND_MSIX: u64 = 6;
 
 /// `bdf` argument encoding: segment << 16 | bus << 8 | device << 3 | function.
 pub const fn pci_bdf(segment: u16, bus: u8, device: u8, function: u8) -> u32 {
-    (segment as u32) << 16 | (bus as u32) << 8 | ((device as u32) & 0x1f) << 3 | (function as u32 & 7)
+    (segment as u32) << 16
+        | (bus as u32) << 8
+        | ((device as u32) & 0x1f) << 3
+        | (function as u32 & 7)
 }
 
 /// One BAR of an assigned function.

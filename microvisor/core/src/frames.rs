@@ -80,7 +80,9 @@ impl<'a> FrameAllocator<'a> {
 
     /// Whether the frame at `pa` is free (false for unaligned or untracked addresses).
     pub fn is_free(&self, pa: u64) -> bool {
-        pa.is_multiple_of(FRAME_SIZE) && pa >> FRAME_SHIFT < self.nr_frames && !self.bit(pa >> FRAME_SHIFT)
+        pa.is_multiple_of(FRAME_SIZE)
+            && pa >> FRAME_SHIFT < self.nr_frames
+            && !self.bit(pa >> FRAME_SHIFT)
     }
 
     /// Marks usable RAM `[start_pa, end_pa)` free, rounding inward to whole frames.

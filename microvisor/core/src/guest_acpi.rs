@@ -392,7 +392,11 @@ mod tests {
         assert_ne!(flags & (1 << 4), 0, "PWR_BUTTON: no fixed power button");
         assert_ne!(flags & (1 << 5), 0, "SLP_BUTTON: no fixed sleep button");
         assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
-        assert_eq!(&fadt[116..120], &[1, 8, 0, 1], "RESET_REG: System I/O, 8 bits, byte access");
+        assert_eq!(
+            &fadt[116..120],
+            &[1, 8, 0, 1],
+            "RESET_REG: System I/O, 8 bits, byte access"
+        );
         assert_eq!(u64_at(fadt, 120), 0xcf9, "RESET_REG address");
         assert_eq!(fadt[128], 6, "RESET_VALUE");
         assert_eq!(u64_at(fadt, 132), 0, "X_FIRMWARE_CTRL");

@@ -86,7 +86,11 @@ impl IoAccess {
     pub fn advance(&self, register: u64, elements: u64, backwards: bool) -> u64 {
         let bytes = elements.wrapping_mul(u64::from(self.size));
         let mask = self.address_mask();
-        let moved = if backwards { register.wrapping_sub(bytes) } else { register.wrapping_add(bytes) };
+        let moved = if backwards {
+            register.wrapping_sub(bytes)
+        } else {
+            register.wrapping_add(bytes)
+        };
         (register & !mask) | (moved & mask)
     }
 }
@@ -99,8 +103,21 @@ mod tests {
     fn decodes_in_al_from_port_0x61() {
         let info = (0x61 << 16) | (1 << 4) | (1 << 9) | 1;
         let access = IoAccess::decode(info).unwrap();
-        assert_eq!(access, IoAccess { port: 0x61, is_in: true, string: false, rep: false, size: 1, address_size: 8 });
-        assert_eq!(access.unclaimed_in_rax(0x1234_5678_9abc_def0), 0x1234_5678_9abc_deff);
+        assert_eq!(
+            access,
+            IoAccess {
+                port: 0x61,
+                is_in: true,
+                string: false,
+                rep: false,
+                size: 1,
+                address_size: 8
+            }
+        );
+        assert_eq!(
+            access.unclaimed_in_rax(0x1234_5678_9abc_def0),
+            0x1234_5678_9abc_deff
+        );
     }
 
     #[test]
@@ -115,7 +132,8 @@ mod tests {
 
     #[test]
     fn rep_string_counts_and_advances_within_the_address_size() {
-        let rep_outsb = IoAccess::decode((0xe9 << 16) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8)).unwrap();
+        let rep_outsb =
+            IoAccess::decode((0xe9 << 16) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 8)).unwrap();
         assert!(rep_outsb.string && rep_outsb.rep);
         assert_eq!(rep_outsb.address_size, 4);
         assert_eq!(rep_outsb.count(0xdead_0000_0000_0010), 0x10);

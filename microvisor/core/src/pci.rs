@@ -905,7 +905,10 @@ impl ConfigFilter {
     /// at `offset & !3` (used for [`WriteDecision::Masked`]).
     pub fn decide(&self, offset: u16, size: u8, value: u32, current: u32) -> WriteDecision {
         let size = u16::from(size);
-        if !matches!(size, 1 | 2 | 4) || !offset.is_multiple_of(size) || offset >= CONFIG_SPACE_BYTES {
+        if !matches!(size, 1 | 2 | 4)
+            || !offset.is_multiple_of(size)
+            || offset >= CONFIG_SPACE_BYTES
+        {
             return WriteDecision::Ignore;
         }
         let aligned = offset & !3;

@@ -25,7 +25,8 @@ pub const MAX_EXTRA_RANGES: usize = 8;
 /// Offset of the memory map in the page.
 pub const MEMMAP_OFFSET: usize = size_of::<HvmStartInfo>();
 /// Offset of the module list in the page.
-pub const MODLIST_OFFSET: usize = MEMMAP_OFFSET + (1 + MAX_EXTRA_RANGES) * size_of::<HvmMemmapEntry>();
+pub const MODLIST_OFFSET: usize =
+    MEMMAP_OFFSET + (1 + MAX_EXTRA_RANGES) * size_of::<HvmMemmapEntry>();
 /// Offset of the command line in the page.
 pub const CMDLINE_OFFSET: usize = MODLIST_OFFSET + size_of::<HvmModlistEntry>();
 /// Longest command line that fits, without its terminating NUL.
@@ -161,8 +162,12 @@ pub fn write_start_info(
     );
     put_u32(page, offset_of!(HvmStartInfo, memmap_entries), entries);
 
-    let ranges = core::iter::once(MemoryRange { addr: 0, size: ram_bytes, kind: MEMMAP_TYPE_RAM })
-        .chain(layout.extra_ranges.iter().copied());
+    let ranges = core::iter::once(MemoryRange {
+        addr: 0,
+        size: ram_bytes,
+        kind: MEMMAP_TYPE_RAM,
+    })
+    .chain(layout.extra_ranges.iter().copied());
     for (i, range) in ranges.enumerate() {
         let entry = |field: usize| MEMMAP_OFFSET + i * size_of::<HvmMemmapEntry>() + field;
         put_u64(page, entry(offset_of!(HvmMemmapEntry, addr)), range.addr);
@@ -177,8 +182,16 @@ pub fn write_start_info(
             offset_of!(HvmStartInfo, modlist_paddr),
             page_gpa + MODLIST_OFFSET as u64,
         );
-        put_u64(page, MODLIST_OFFSET + offset_of!(HvmModlistEntry, paddr), gpa);
-        put_u64(page, MODLIST_OFFSET + offset_of!(HvmModlistEntry, size), size);
+        put_u64(
+            page,
+            MODLIST_OFFSET + offset_of!(HvmModlistEntry, paddr),
+            gpa,
+        );
+        put_u64(
+            page,
+            MODLIST_OFFSET + offset_of!(HvmModlistEntry, size),
+            size,
+        );
     }
 
     page[CMDLINE_OFFSET..CMDLINE_OFFSET + cmdline.len()].copy_from_slice(cmdline);
@@ -206,7 +219,13 @@ mod tests {
         u64::from_le_bytes(page[at..at + 8].try_into().unwrap())
     }
     fn plain(cmdline: &[u8]) -> BootLayout<'_> {
-        BootLayout { ram_bytes: RAM, cmdline, ramdisk: None, rsdp_gpa: 0, extra_ranges: &[] }
+        BootLayout {
+            ram_bytes: RAM,
+            cmdline,
+            ramdisk: None,
+            rsdp_gpa: 0,
+            extra_ranges: &[],
+        }
     }
 
     #[test]
@@ -237,7 +256,11 @@ mod tests {
     #[test]
     fn ramdisk_rsdp_and_extra_ranges() {
         let mut page = [0u8; 4096];
-        let acpi = [MemoryRange { addr: 0xfc00_0000, size: 0x1000, kind: 4 }];
+        let acpi = [MemoryRange {
+            addr: 0xfc00_0000,
+            size: 0x1000,
+            kind: 4,
+        }];
         let layout = BootLayout {
             ram_bytes: RAM,
             cmdline: b"x",
@@ -265,19 +288,36 @@ mod tests {
         layout.ramdisk = Some((RAM - 10, 11));
         assert_eq!(
             write_start_info(&mut page, 0x1000, &layout),
-            Err(StartInfoError::RamdiskOutsideRam { gpa: RAM - 10, size: 11 })
+            Err(StartInfoError::RamdiskOutsideRam {
+                gpa: RAM - 10,
+                size: 11
+            })
         );
         layout.ramdisk = Some((0x10_0000, 0));
         assert!(write_start_info(&mut page, 0x1000, &layout).is_err());
         layout.ramdisk = Some((u64::MAX, 2));
         assert!(write_start_info(&mut page, 0x1000, &layout).is_err());
         layout.ramdisk = None;
-        let overlapping = [MemoryRange { addr: RAM - 0x1000, size: 0x1000, kind: 2 }];
+        let overlapping = [MemoryRange {
+            addr: RAM - 0x1000,
+            size: 0x1000,
+            kind: 2,
+        }];
         layout.extra_ranges = &overlapping;
-        assert_eq!(write_start_info(&mut page, 0x1000, &layout), Err(StartInfoError::BadExtraRange));
-        let many = [MemoryRange { addr: RAM, size: 1, kind: 2 }; MAX_EXTRA_RANGES + 1];
+        assert_eq!(
+            write_start_info(&mut page, 0x1000, &layout),
+            Err(StartInfoError::BadExtraRange)
+        );
+        let many = [MemoryRange {
+            addr: RAM,
+            size: 1,
+            kind: 2,
+        }; MAX_EXTRA_RANGES + 1];
         layout.extra_ranges = &many;
-        assert_eq!(write_start_info(&mut page, 0x1000, &layout), Err(StartInfoError::BadExtraRange));
+        assert_eq!(
+            write_start_info(&mut page, 0x1000, &layout),
+            Err(StartInfoError::BadExtraRange)
+        );
     }
 
     #[test]
@@ -312,7 +352,10 @@ mod tests {
             write_start_info(&mut page, RAM, &plain(b"")),
             Err(StartInfoError::PageOutsideRam(RAM))
         );
-        let huge = BootLayout { ram_bytes: u64::MAX, ..plain(b"") };
+        let huge = BootLayout {
+            ram_bytes: u64::MAX,
+            ..plain(b"")
+        };
         assert_eq!(
             write_start_info(&mut page, !0xfffu64, &huge),
             Err(StartInfoError::PageOutsideRam(!0xfffu64))
@@ -321,7 +364,10 @@ mod tests {
             write_start_info(&mut page, RAM - 0x1000, &plain(b"")),
             Ok(RAM - 0x1000)
         );
-        let big = BootLayout { ram_bytes: 2 << 30, ..plain(b"") };
+        let big = BootLayout {
+            ram_bytes: 2 << 30,
+            ..plain(b"")
+        };
         assert_eq!(
             write_start_info(&mut page, 1 << 30, &big),
             Err(StartInfoError::PageAbove1GiB(1 << 30))

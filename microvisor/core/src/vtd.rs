@@ -814,7 +814,11 @@ impl InvDesc {
         let drain_read = if caps.drain_read { 1 << 7 } else { 0 };
         let drain_write = if caps.drain_write { 1 << 6 } else { 0 };
         InvDesc([
-            INV_TYPE_IOTLB | granularity << 4 | drain_read | drain_write | u64::from(domain_id) << 16,
+            INV_TYPE_IOTLB
+                | granularity << 4
+                | drain_read
+                | drain_write
+                | u64::from(domain_id) << 16,
             0,
         ])
     }
@@ -847,7 +851,10 @@ impl InvDesc {
         if status_pa & 3 != 0 {
             return None;
         }
-        Some(InvDesc([INV_TYPE_WAIT | INV_WAIT_SW | (status as u64) << 32, status_pa]))
+        Some(InvDesc([
+            INV_TYPE_WAIT | INV_WAIT_SW | (status as u64) << 32,
+            status_pa,
+        ]))
     }
 
     /// The descriptor type (bits 0..3).
@@ -916,9 +923,7 @@ pub const fn irta_size_field(entries: u32) -> Option<u8> {
 /// The IRTA value for a table at `table_pa` (4 KiB aligned) with size field `size_field`,
 /// xAPIC destinations (EIME clear) unless `extended`.
 pub const fn irta_value(table_pa: u64, size_field: u8, extended: bool) -> u64 {
-    (table_pa & SL_ADDR_MASK)
-        | if extended { IRTA_EIME } else { 0 }
-        | (size_field & 0xf) as u64
+    (table_pa & SL_ADDR_MASK) | if extended { IRTA_EIME } else { 0 } | (size_field & 0xf) as u64
 }
 
 /// Loads the interrupt remapping table pointer: IRTA, GCMD.SIRTP (keeping `gsts`'s
@@ -970,11 +975,20 @@ pub const IRTE_SVT_REQUESTER: u64 = 1 << 18;
 /// destinations (IRTA.EIME clear) the APIC ID sits in bits 8..15 of the destination
 /// field (bits 40..47 of the entry); with x2APIC it is the whole 32-bit field.
 /// `None` for vectors 0..15 (not deliverable as fixed interrupts).
-pub const fn irte(dest_apic_id: u32, vector: u8, source_id: u16, extended: bool) -> Option<[u64; 2]> {
+pub const fn irte(
+    dest_apic_id: u32,
+    vector: u8,
+    source_id: u16,
+    extended: bool,
+) -> Option<[u64; 2]> {
     if vector < 16 || (!extended && dest_apic_id > 0xff) {
         return None;
     }
-    let dest = if extended { dest_apic_id } else { dest_apic_id << 8 };
+    let dest = if extended {
+        dest_apic_id
+    } else {
+        dest_apic_id << 8
+    };
     Some([
         IRTE_PRESENT | (vector as u64) << 16 | (dest as u64) << 32,
         source_id as u64 | IRTE_SVT_REQUESTER,
@@ -1010,10 +1024,7 @@ impl IrteView {
 /// bit 4 (interrupt format) set, SHV (bit 3) clear, handle bit 15 in address bit 2. The
 /// data word is then 0 (no subhandle), and the high address dword 0.
 pub const fn remappable_msi_address(handle: u16) -> u32 {
-    0xfee0_0000
-        | ((handle as u32) & 0x7fff) << 5
-        | 1 << 4
-        | ((handle as u32) >> 15 & 1) << 2
+    0xfee0_0000 | ((handle as u32) & 0x7fff) << 5 | 1 << 4 | ((handle as u32) >> 15 & 1) << 2
 }
 
 /// The handle a remappable-format MSI address names, or `None` for a compatibility-format

@@ -81,16 +81,28 @@ fn exec(base: u64, ops: &[RegOp]) -> Result<(), &'static str> {
             RegOp::Write64 { offset, value } => write64(base, offset, value),
             RegOp::Write32 { offset, value } => {
                 // SAFETY: as for write64, a 32-bit register access.
-                unsafe { core::ptr::write_volatile(mem::phys_ptr::<u32>(base + u64::from(offset)), value) }
+                unsafe {
+                    core::ptr::write_volatile(mem::phys_ptr::<u32>(base + u64::from(offset)), value)
+                }
             }
-            RegOp::Wait64 { offset, mask, expect } => {
+            RegOp::Wait64 {
+                offset,
+                mask,
+                expect,
+            } => {
                 if !spin_until(|| read64(base, offset) & mask == expect) {
                     return Err("the AMD-Vi unit did not reach the expected state");
                 }
             }
-            RegOp::Wait32 { offset, mask, expect } => {
+            RegOp::Wait32 {
+                offset,
+                mask,
+                expect,
+            } => {
                 // SAFETY: as for read64, a 32-bit register access.
-                let read = || unsafe { core::ptr::read_volatile(mem::phys_ptr::<u32>(base + u64::from(offset))) };
+                let read = || unsafe {
+                    core::ptr::read_volatile(mem::phys_ptr::<u32>(base + u64::from(offset)))
+                };
                 if !spin_until(|| read() & mask == expect) {
                     return Err("the AMD-Vi unit did not reach the expected state");
                 }
@@ -147,7 +159,13 @@ impl Unit {
         for command in commands {
             let base = self.base;
             let tail = self.command_tail;
-            if !spin_until(|| !amdvi::ring_full(read64(base, amdvi::REG_COMMAND_HEAD), tail, amdvi::RING_BYTES)) {
+            if !spin_until(|| {
+                !amdvi::ring_full(
+                    read64(base, amdvi::REG_COMMAND_HEAD),
+                    tail,
+                    amdvi::RING_BYTES,
+                )
+            }) {
                 return Err("the AMD-Vi command buffer does not drain");
             }
             write_u64(self.command_pa + tail, command[0]);
@@ -222,11 +240,15 @@ pub fn init(base: u64) -> Result<(), &'static str> {
     }
     let mode = amdvi::pick_paging_mode(&features);
     let table_frames = amdvi::DEVICE_TABLE_BYTES / mem::PAGE_SIZE;
-    let device_table_pa = mem::alloc_contiguous(table_frames).ok_or("out of memory for the AMD-Vi device table")?;
+    let device_table_pa =
+        mem::alloc_contiguous(table_frames).ok_or("out of memory for the AMD-Vi device table")?;
     let empty = IoPageTable::new(&mut HostMemory, &mut HostFrames, mode)
         .map_err(|_| "out of memory for the AMD-Vi empty page table")?;
-    let (Some(command_pa), Some(event_pa), Some(semaphore_pa)) = (mem::alloc_zeroed(), mem::alloc_zeroed(), mem::alloc_zeroed())
-    else {
+    let (Some(command_pa), Some(event_pa), Some(semaphore_pa)) = (
+        mem::alloc_zeroed(),
+        mem::alloc_zeroed(),
+        mem::alloc_zeroed(),
+    ) else {
         return Err("out of memory for the AMD-Vi command buffer and event log");
     };
     let mut unit = Unit {
@@ -250,7 +272,10 @@ pub fn init(base: u64) -> Result<(), &'static str> {
         bytes[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
     }
     for device_id in 0..=u16::MAX {
-        mem::write_phys(device_table_pa + amdvi::device_table_offset(device_id), &bytes);
+        mem::write_phys(
+            device_table_pa + amdvi::device_table_offset(device_id),
+            &bytes,
+        );
     }
     fence(Ordering::SeqCst);
     let sequence = amdvi::enable_sequence(device_table_pa, command_pa, event_pa);
@@ -299,7 +324,12 @@ fn clear_target_abort(status_pa: u64) {
     // window (identity-mapped below 4 GiB), as `watch_pci_status` was told. Its other bits
     // are read-only or write-1-to-clear, so a 16-bit write of just this bit changes nothing
     // else; configuration writes have no memory effects.
-    unsafe { core::ptr::write_volatile(mem::phys_ptr::<u16>(status_pa), amdvi::PCI_STATUS_SIGNALED_TARGET_ABORT) };
+    unsafe {
+        core::ptr::write_volatile(
+            mem::phys_ptr::<u16>(status_pa),
+            amdvi::PCI_STATUS_SIGNALED_TARGET_ABORT,
+        )
+    };
 }
 
 pub fn enabled() -> bool {
@@ -313,7 +343,10 @@ pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u6
     let mut gpa = 0;
     while gpa < ram_bytes {
         if let Some(hpa) = npt.translate_owned(gpa) {
-            if table.map_4k(&mut HostMemory, &mut HostFrames, gpa, hpa, true).is_err() {
+            if table
+                .map_4k(&mut HostMemory, &mut HostFrames, gpa, hpa, true)
+                .is_err()
+            {
                 table.destroy(&HostMemory, mem::free);
                 return None;
             }
@@ -325,7 +358,9 @@ pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u6
 
 /// Free a domain's DMA page table (after every function was detached).
 pub fn destroy_domain_table(root_pa: u64) {
-    let Some(mode) = UNIT.lock().as_ref().map(|u| u.mode) else { return };
+    let Some(mode) = UNIT.lock().as_ref().map(|u| u.mode) else {
+        return;
+    };
     IoPageTable::from_root(root_pa, mode).destroy(&HostMemory, mem::free);
 }
 
@@ -343,7 +378,10 @@ pub fn attach(bdf: Bdf, table_root: u64, domain_id: u16) -> Result<(), &'static 
     let device_id = bdf.source_id();
     // Translations cached under the function's previous domain (if it had one) must go too.
     let old_domain = unit.read_dte(device_id).domain_id;
-    unit.write_dte(device_id, &DeviceTableEntry::translated(table_root, unit.mode, domain_id));
+    unit.write_dte(
+        device_id,
+        &DeviceTableEntry::translated(table_root, unit.mode, domain_id),
+    );
     let mut commands: Vec<Command, 3> = Vec::new();
     let _ = commands.push(amdvi::invalidate_devtab_entry(device_id));
     let _ = commands.push(amdvi::invalidate_iommu_pages_domain(domain_id));
@@ -363,9 +401,10 @@ pub fn detach(bdf: Bdf, domain_id: u16) {
     let device_id = bdf.source_id();
     let blocked = unit.blocked_entry();
     unit.write_dte(device_id, &blocked);
-    if let Err(why) =
-        unit.run(&[amdvi::invalidate_devtab_entry(device_id), amdvi::invalidate_iommu_pages_domain(domain_id)])
-    {
+    if let Err(why) = unit.run(&[
+        amdvi::invalidate_devtab_entry(device_id),
+        amdvi::invalidate_iommu_pages_domain(domain_id),
+    ]) {
         crate::log!("AMD-Vi: detaching {bdf}: {why}");
     }
 }
@@ -382,7 +421,10 @@ struct Findings {
 }
 
 fn collect(unit: &mut Unit) -> Findings {
-    let mut found = Findings { segment: unit.segment, ..Findings::default() };
+    let mut found = Findings {
+        segment: unit.segment,
+        ..Findings::default()
+    };
     let mut head = read64(unit.base, amdvi::REG_EVENT_HEAD) & amdvi::RING_OFFSET_MASK;
     let tail = read64(unit.base, amdvi::REG_EVENT_TAIL) & amdvi::RING_OFFSET_MASK;
     let start = head;
@@ -436,7 +478,9 @@ fn collect(unit: &mut Unit) -> Findings {
 pub fn poll_faults() {
     loop {
         let found = {
-            let Some(mut guard) = UNIT.try_lock() else { return };
+            let Some(mut guard) = UNIT.try_lock() else {
+                return;
+            };
             let Some(unit) = guard.as_mut() else { return };
             collect(unit)
         };
@@ -460,7 +504,12 @@ pub fn poll_faults() {
 
 fn report(event: &Event, segment: u16) {
     if event.is_blocked_dma() {
-        crate::iommu::log_blocked_dma(event.device(segment), event.is_write(), event.address, event.reason_text());
+        crate::iommu::log_blocked_dma(
+            event.device(segment),
+            event.is_write(),
+            event.address,
+            event.reason_text(),
+        );
     } else if !event.is_empty() {
         crate::log!("AMD-Vi event: {event}");
     }

@@ -34,7 +34,6 @@ pub fn trampoline_stack_slot_offset() -> usize {
     core::ptr::addr_of!(ap_stack_slot) as usize - core::ptr::addr_of!(ap_trampoline_start) as usize
 }
 
-
 core::arch::global_asm!(
     r#"
     .set MB_MAGIC, 0x1BADB002

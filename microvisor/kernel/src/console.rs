@@ -20,7 +20,9 @@ pub fn write(slot: usize, bytes: &[u8]) {
     let mut out: Vec<u8, OUT_BYTES> = Vec::new();
     let name = {
         let mut table = DOMAINS.lock();
-        let Some(domain) = table[slot].as_mut() else { return };
+        let Some(domain) = table[slot].as_mut() else {
+            return;
+        };
         let mut finish = |line: &mut Vec<u8, _>| {
             // Cannot overflow: the input is bounded and every byte lands in `out` at most once
             // with at most one separator per line of at least one byte or one `\n` input byte.

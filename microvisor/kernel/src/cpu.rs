@@ -37,17 +37,26 @@ struct PerCpu<T>(UnsafeCell<[T; MAX_CPUS]>);
 // SAFETY: CPU i only ever accesses element i (see `init_this_cpu`), so there is no sharing.
 unsafe impl<T> Sync for PerCpu<T> {}
 
-static TABLES: PerCpu<CpuTables> =
-    PerCpu(UnsafeCell::new([const { CpuTables { gdt: [0; 5], tss: [0; 104] } }; MAX_CPUS]));
-static IST_STACKS: PerCpu<Stack<IST_STACK_BYTES>> =
-    PerCpu(UnsafeCell::new([const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS]));
+static TABLES: PerCpu<CpuTables> = PerCpu(UnsafeCell::new(
+    [const {
+        CpuTables {
+            gdt: [0; 5],
+            tss: [0; 104],
+        }
+    }; MAX_CPUS],
+));
+static IST_STACKS: PerCpu<Stack<IST_STACK_BYTES>> = PerCpu(UnsafeCell::new(
+    [const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS],
+));
 /// A second IST stack, only for #DF, NMI and #MC: if something ever goes wrong on IST1 (an
 /// exception inside an interrupt handler), the double fault still has a clean stack and
 /// prints its epitaph instead of turning into a silent triple fault.
-static IST2_STACKS: PerCpu<Stack<IST_STACK_BYTES>> =
-    PerCpu(UnsafeCell::new([const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS]));
-static AP_STACKS: PerCpu<Stack<AP_STACK_BYTES>> =
-    PerCpu(UnsafeCell::new([const { Stack([0; AP_STACK_BYTES]) }; MAX_CPUS]));
+static IST2_STACKS: PerCpu<Stack<IST_STACK_BYTES>> = PerCpu(UnsafeCell::new(
+    [const { Stack([0; IST_STACK_BYTES]) }; MAX_CPUS],
+));
+static AP_STACKS: PerCpu<Stack<AP_STACK_BYTES>> = PerCpu(UnsafeCell::new(
+    [const { Stack([0; AP_STACK_BYTES]) }; MAX_CPUS],
+));
 
 #[repr(C, align(16))]
 struct Idt([u64; 512]);
@@ -124,19 +133,28 @@ pub fn init_this_cpu(cpu: usize) {
         tables.gdt[0] = 0;
         tables.gdt[1] = 0x00AF_9A00_0000_FFFF;
         tables.gdt[2] = 0x00CF_9200_0000_FFFF;
-        tables.gdt[3] = 103
-            | ((tss & 0xff_ffff) << 16)
-            | (0x89u64 << 40)
-            | ((tss >> 24) & 0xff) << 56;
+        tables.gdt[3] =
+            103 | ((tss & 0xff_ffff) << 16) | (0x89u64 << 40) | ((tss >> 24) & 0xff) << 56;
         tables.gdt[4] = tss >> 32;
 
         let gdt_ptr: [u16; 5] = {
             let base = core::ptr::addr_of!(tables.gdt) as u64;
-            [39, base as u16, (base >> 16) as u16, (base >> 32) as u16, (base >> 48) as u16]
+            [
+                39,
+                base as u16,
+                (base >> 16) as u16,
+                (base >> 32) as u16,
+                (base >> 48) as u16,
+            ]
         };
         let idt_base = IDT.0.get() as u64;
-        let idt_ptr: [u16; 5] =
-            [4095, idt_base as u16, (idt_base >> 16) as u16, (idt_base >> 32) as u16, (idt_base >> 48) as u16];
+        let idt_ptr: [u16; 5] = [
+            4095,
+            idt_base as u16,
+            (idt_base >> 16) as u16,
+            (idt_base >> 32) as u16,
+            (idt_base >> 48) as u16,
+        ];
         core::arch::asm!(
             "lgdt [{gdt}]",
             "push {cs}",

@@ -17,7 +17,16 @@ pub fn emulate(vmcb: Vmcb, regs: &mut GuestRegs, vcpu_id: usize, domid: u16) {
         xen_major: microvisor_abi::version::VERSION_MAJOR as u16,
         xen_minor: microvisor_abi::version::VERSION_MINOR as u16,
     };
-    let r = policy.answer(leaf, subleaf, CpuidRegs { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx });
+    let r = policy.answer(
+        leaf,
+        subleaf,
+        CpuidRegs {
+            eax: host.eax,
+            ebx: host.ebx,
+            ecx: host.ecx,
+            edx: host.edx,
+        },
+    );
     vmcb.write64(save::RAX, u64::from(r.eax));
     regs.rbx = u64::from(r.ebx);
     regs.rcx = u64::from(r.ecx);

@@ -24,9 +24,9 @@ use microvisor_abi::manifest::{DomainSpec, LifecycleAction};
 use spin::Mutex;
 
 use crate::mem::{self, PAGE_SIZE};
-use microvisor_core::MemoryRange;
 use crate::npt::NestedPageTable;
 use crate::vcpu::{self, MAX_VCPUS_PER_DOMAIN};
+use microvisor_core::MemoryRange;
 
 pub const MAX_DOMAINS: usize = microvisor_abi::manifest::MAX_DOMAINS;
 pub const START_INFO_GPA: u64 = 0x1000;
@@ -36,7 +36,10 @@ const CONSOLE_LINE_BYTES: usize = 240;
 pub enum DomainState {
     Running,
     /// Shutting down; the last CPU to leave one of its vCPUs applies `action`.
-    Dying { reason: ShutdownReason, action: LifecycleAction },
+    Dying {
+        reason: ShutdownReason,
+        action: LifecycleAction,
+    },
     /// Stopped and kept for inspection (`preserve`).
     Preserved,
 }
@@ -88,7 +91,8 @@ pub struct Domain {
     pub dma_table: Option<u64>,
 }
 
-pub static DOMAINS: Mutex<[Option<Domain>; MAX_DOMAINS]> = Mutex::new([const { None }; MAX_DOMAINS]);
+pub static DOMAINS: Mutex<[Option<Domain>; MAX_DOMAINS]> =
+    Mutex::new([const { None }; MAX_DOMAINS]);
 /// The manifest, kept for restarts.
 pub static MANIFEST: spin::Once<microvisor_abi::manifest::SystemManifest> = spin::Once::new();
 /// Boot modules (start, end) by index, kept for restarts.
@@ -103,9 +107,15 @@ fn next_domid() -> u16 {
     let table = DOMAINS.lock();
     loop {
         let candidate = NEXT_DOMID
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(if n + 1 >= FIRST_RESERVED { 1 } else { n + 1 }))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(if n + 1 >= FIRST_RESERVED { 1 } else { n + 1 })
+            })
             .unwrap_or(1);
-        let candidate = if candidate == 0 || candidate >= FIRST_RESERVED { 1 } else { candidate };
+        let candidate = if candidate == 0 || candidate >= FIRST_RESERVED {
+            1
+        } else {
+            candidate
+        };
         if !table.iter().flatten().any(|d| d.domid == candidate) {
             return candidate;
         }
@@ -138,11 +148,17 @@ pub fn view(slot: usize) -> Option<DomainView> {
 
 /// The table slot of a live domain, by domain id.
 pub fn slot_of(domid: u16) -> Option<usize> {
-    DOMAINS.lock().iter().position(|d| d.as_ref().is_some_and(|d| d.domid == domid))
+    DOMAINS
+        .lock()
+        .iter()
+        .position(|d| d.as_ref().is_some_and(|d| d.domid == domid))
 }
 
 pub fn name_of(slot: usize) -> String<32> {
-    DOMAINS.lock()[slot].as_ref().map(|d| d.name.clone()).unwrap_or_default()
+    DOMAINS.lock()[slot]
+        .as_ref()
+        .map(|d| d.name.clone())
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]
@@ -168,7 +184,11 @@ impl core::fmt::Display for BuildError {
             Self::RamdiskTooBig { bytes, room } => {
                 write!(f, "the ramdisk ({bytes} bytes) does not fit the {room} bytes of RAM above the kernel: give the domain more memory")
             }
-            Self::TooMuchRam => write!(f, "memory reaches the ACPI area at {ACPI_GPA:#x}: at most {} MiB", ACPI_GPA >> 20),
+            Self::TooMuchRam => write!(
+                f,
+                "memory reaches the ACPI area at {ACPI_GPA:#x}: at most {} MiB",
+                ACPI_GPA >> 20
+            ),
             Self::Acpi => write!(f, "its ACPI tables do not fit one page (too many vCPUs)"),
         }
     }
@@ -176,7 +196,9 @@ impl core::fmt::Display for BuildError {
 
 fn module_bytes(index: u16) -> Result<&'static [u8], BuildError> {
     let modules = MODULES.get().ok_or(BuildError::BadModule)?;
-    let &(start, end) = modules.get(usize::from(index)).ok_or(BuildError::BadModule)?;
+    let &(start, end) = modules
+        .get(usize::from(index))
+        .ok_or(BuildError::BadModule)?;
     // SAFETY: boot modules are reserved from the frame allocator for the microvisor's whole
     // life and never written, so a shared slice over them stays valid and unchanged.
     Ok(unsafe { core::slice::from_raw_parts(mem::phys_ptr::<u8>(start), (end - start) as usize) })
@@ -187,7 +209,8 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     let spec: &DomainSpec = &MANIFEST.get().expect("manifest decoded").domains[spec_index];
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let image_bytes = module_bytes(spec.image_module)?;
-    let image = microvisor_core::image::parse_pvh_image(image_bytes, ram_bytes).map_err(BuildError::Image)?;
+    let image = microvisor_core::image::parse_pvh_image(image_bytes, ram_bytes)
+        .map_err(BuildError::Image)?;
 
     let mut npt = NestedPageTable::new().map_err(|_| BuildError::OutOfMemory)?;
     let mut reused = 0u64;
@@ -217,7 +240,12 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         // The rest up to mem_bytes is already zero (fresh frames are zeroed).
     }
 
-    let image_end = image.segments.iter().map(|s| s.paddr + s.mem_bytes).max().unwrap_or(MIN_RAMDISK_GPA);
+    let image_end = image
+        .segments
+        .iter()
+        .map(|s| s.paddr + s.mem_bytes)
+        .max()
+        .unwrap_or(MIN_RAMDISK_GPA);
     let ramdisk = match spec.ramdisk_module {
         None => None,
         Some(index) => {
@@ -229,10 +257,15 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
                 }
             };
             // Right above the image, 2 MiB aligned, as a boot loader would put it.
-            let gpa = image_end.max(MIN_RAMDISK_GPA).next_multiple_of(RAMDISK_ALIGN);
+            let gpa = image_end
+                .max(MIN_RAMDISK_GPA)
+                .next_multiple_of(RAMDISK_ALIGN);
             if gpa + bytes.len() as u64 > ram_bytes {
                 npt.destroy();
-                return Err(BuildError::RamdiskTooBig { bytes: bytes.len() as u64, room: ram_bytes.saturating_sub(gpa) });
+                return Err(BuildError::RamdiskTooBig {
+                    bytes: bytes.len() as u64,
+                    room: ram_bytes.saturating_sub(gpa),
+                });
             }
             copy_into_guest(&npt, gpa, bytes);
             Some((gpa, bytes.len() as u64))
@@ -246,8 +279,16 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         }
     };
     let extra_ranges = [
-        MemoryRange { addr: ACPI_GPA, size: PAGE_SIZE, kind: microvisor_abi::pvh::MEMMAP_TYPE_ACPI_NVS },
-        MemoryRange { addr: SPECIAL_PAGES_GPA, size: SPECIAL_PAGES_BYTES, kind: microvisor_abi::pvh::MEMMAP_TYPE_RESERVED },
+        MemoryRange {
+            addr: ACPI_GPA,
+            size: PAGE_SIZE,
+            kind: microvisor_abi::pvh::MEMMAP_TYPE_ACPI_NVS,
+        },
+        MemoryRange {
+            addr: SPECIAL_PAGES_GPA,
+            size: SPECIAL_PAGES_BYTES,
+            kind: microvisor_abi::pvh::MEMMAP_TYPE_RESERVED,
+        },
     ];
     let layout = microvisor_core::BootLayout {
         ram_bytes,
@@ -257,29 +298,31 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         extra_ranges: &extra_ranges,
     };
     let mut page = [0u8; PAGE_SIZE as usize];
-    let start_info = match microvisor_core::start_info::write_start_info(&mut page, START_INFO_GPA, &layout) {
-        Ok(gpa) => gpa,
-        Err(_) => {
-            npt.destroy();
-            return Err(BuildError::StartInfo);
-        }
-    };
+    let start_info =
+        match microvisor_core::start_info::write_start_info(&mut page, START_INFO_GPA, &layout) {
+            Ok(gpa) => gpa,
+            Err(_) => {
+                npt.destroy();
+                return Err(BuildError::StartInfo);
+            }
+        };
     copy_into_guest(&npt, START_INFO_GPA, &page);
 
     let domid = next_domid();
     crate::stats::reset_domain(slot);
     let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
-    let (iopm, dma_table) = match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
-        Ok(done) => done,
-        Err(e) => {
-            crate::pci::release(slot);
-            vcpu::destroy_all(slot);
-            let _ = crate::grants::destroy_domain(slot, domid);
-            crate::events::destroy_domain(slot, domid);
-            npt.destroy();
-            return Err(e);
-        }
-    };
+    let (iopm, dma_table) =
+        match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
+            Ok(done) => done,
+            Err(e) => {
+                crate::pci::release(slot);
+                vcpu::destroy_all(slot);
+                let _ = crate::grants::destroy_domain(slot, domid);
+                crate::events::destroy_domain(slot, domid);
+                npt.destroy();
+                return Err(e);
+            }
+        };
     vcpu::set_pvh_boot_state(slot, 0, u64::from(image.entry), start_info);
 
     crate::log!(
@@ -329,7 +372,8 @@ fn build_acpi(npt: &mut NestedPageTable, vcpus: u32, ram_bytes: u64) -> Result<u
         return Err(BuildError::TooMuchRam);
     }
     let mut page = [0u8; PAGE_SIZE as usize];
-    let rsdp = microvisor_core::guest_acpi::build_guest_acpi(&mut page, ACPI_GPA, vcpus).map_err(|_| BuildError::Acpi)?;
+    let rsdp = microvisor_core::guest_acpi::build_guest_acpi(&mut page, ACPI_GPA, vcpus)
+        .map_err(|_| BuildError::Acpi)?;
     let frame = mem::alloc_zeroed().ok_or(BuildError::OutOfMemory)?;
     mem::write_phys(frame, &page);
     if npt.map(ACPI_GPA, frame, true, true).is_err() {
@@ -349,7 +393,9 @@ fn service(index: Option<u8>) -> Option<(usize, u16)> {
     let index = usize::from(index?);
     let table = DOMAINS.lock();
     table.iter().enumerate().find_map(|(slot, d)| {
-        d.as_ref().filter(|d| d.spec_index == index && d.state == DomainState::Running).map(|d| (slot, d.domid))
+        d.as_ref()
+            .filter(|d| d.spec_index == index && d.state == DomainState::Running)
+            .map(|d| (slot, d.domid))
     })
 }
 
@@ -370,7 +416,8 @@ fn connect_services(
     let spec = &manifest.domains[spec_index];
     crate::events::init_domain(slot, spec.vcpus).map_err(|_| BuildError::OutOfMemory)?;
     crate::grants::table_frame(slot, 0).map_err(|_| BuildError::OutOfMemory)?;
-    let mut ports: Vec<microvisor_abi::manifest::IoPortRange, 24> = spec.ioports.iter().copied().collect();
+    let mut ports: Vec<microvisor_abi::manifest::IoPortRange, 24> =
+        spec.ioports.iter().copied().collect();
     ports.extend(crate::pci::io_ranges(&spec.pci));
     let iopm = if ports.is_empty() {
         None
@@ -378,24 +425,44 @@ fn connect_services(
         Some(vcpu::domain_permission_map(&ports).ok_or(BuildError::OutOfMemory)?)
     };
     for id in 0..spec.vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
-        vcpu::create(slot, id as usize, npt.root_pa(), iopm).map_err(|_| BuildError::OutOfMemory)?;
+        vcpu::create(slot, id as usize, npt.root_pa(), iopm)
+            .map_err(|_| BuildError::OutOfMemory)?;
     }
     let rings = [
-        (manifest.xenstore_domain, STORE_RING_GPA, GNTTAB_RESERVED_XENSTORE, HVM_PARAM_STORE_PFN, HVM_PARAM_STORE_EVTCHN),
-        (manifest.console_domain, CONSOLE_RING_GPA, GNTTAB_RESERVED_CONSOLE, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_CONSOLE_EVTCHN),
+        (
+            manifest.xenstore_domain,
+            STORE_RING_GPA,
+            GNTTAB_RESERVED_XENSTORE,
+            HVM_PARAM_STORE_PFN,
+            HVM_PARAM_STORE_EVTCHN,
+        ),
+        (
+            manifest.console_domain,
+            CONSOLE_RING_GPA,
+            GNTTAB_RESERVED_CONSOLE,
+            HVM_PARAM_CONSOLE_PFN,
+            HVM_PARAM_CONSOLE_EVTCHN,
+        ),
     ];
     for (role, gpa, gref, pfn_param, port_param) in rings {
         if role.map(usize::from) == Some(spec_index) {
             continue;
         }
-        let Some((_, server)) = service(role) else { continue };
+        let Some((_, server)) = service(role) else {
+            continue;
+        };
         let frame = mem::alloc_zeroed().ok_or(BuildError::OutOfMemory)?;
         if npt.map(gpa, frame, true, true).is_err() {
             mem::free(frame);
             return Err(BuildError::OutOfMemory);
         }
-        let port = crate::events::EVENTS[slot].lock().ports.alloc_unbound(server).map_err(|_| BuildError::OutOfMemory)?;
-        crate::grants::write_reserved(slot, gref, server, gpa / PAGE_SIZE).map_err(|_| BuildError::OutOfMemory)?;
+        let port = crate::events::EVENTS[slot]
+            .lock()
+            .ports
+            .alloc_unbound(server)
+            .map_err(|_| BuildError::OutOfMemory)?;
+        crate::grants::write_reserved(slot, gref, server, gpa / PAGE_SIZE)
+            .map_err(|_| BuildError::OutOfMemory)?;
         params[pfn_param as usize] = gpa / PAGE_SIZE;
         params[port_param as usize] = u64::from(port);
     }
@@ -406,7 +473,9 @@ fn connect_services(
 }
 
 fn manifest_console(spec_index: usize) -> bool {
-    MANIFEST.get().is_some_and(|m| m.console_domain.map(usize::from) == Some(spec_index))
+    MANIFEST
+        .get()
+        .is_some_and(|m| m.console_domain.map(usize::from) == Some(spec_index))
 }
 
 /// Tell the service domains the set of domains changed (VIRQ_DOMAIN_CHANGE).
@@ -422,7 +491,9 @@ pub fn notify_services() {
 /// Whether the domain in `slot` serves xenstore and/or consoles: (store, console).
 pub fn roles_of(slot: usize) -> (bool, bool) {
     let manifest = MANIFEST.get().expect("manifest decoded");
-    let Some(index) = DOMAINS.lock()[slot].as_ref().map(|d| d.spec_index) else { return (false, false) };
+    let Some(index) = DOMAINS.lock()[slot].as_ref().map(|d| d.spec_index) else {
+        return (false, false);
+    };
     (
         manifest.xenstore_domain.map(usize::from) == Some(index),
         manifest.console_domain.map(usize::from) == Some(index),
@@ -435,7 +506,9 @@ fn copy_into_guest(npt: &NestedPageTable, gpa: u64, bytes: &[u8]) {
         let at = gpa + done as u64;
         let in_page = (PAGE_SIZE - (at % PAGE_SIZE)) as usize;
         let chunk = in_page.min(bytes.len() - done);
-        let hpa = npt.translate(at).expect("the builder checked the range lies in RAM");
+        let hpa = npt
+            .translate(at)
+            .expect("the builder checked the range lies in RAM");
         mem::write_phys(hpa, &bytes[done..done + chunk]);
         done += chunk;
     }
@@ -453,7 +526,9 @@ pub fn finish_shutdown(slot: usize) {
 }
 
 fn tear_down(slot: usize) {
-    let Some(mut domain) = DOMAINS.lock()[slot].take() else { return };
+    let Some(mut domain) = DOMAINS.lock()[slot].take() else {
+        return;
+    };
     let DomainState::Dying { reason, action } = domain.state else {
         DOMAINS.lock()[slot] = Some(domain);
         return;
@@ -499,10 +574,18 @@ fn tear_down(slot: usize) {
     if action == LifecycleAction::Restart {
         match build(slot, domain.spec_index, domain.restarts + 1) {
             Ok(new_domid) => {
-                crate::log!("domain {} ({}) restarted as domain {new_domid}", domain.domid, domain.name);
+                crate::log!(
+                    "domain {} ({}) restarted as domain {new_domid}",
+                    domain.domid,
+                    domain.name
+                );
                 return;
             }
-            Err(why) => crate::log!("domain {} ({}) cannot restart: {why}", domain.domid, domain.name),
+            Err(why) => crate::log!(
+                "domain {} ({}) cannot restart: {why}",
+                domain.domid,
+                domain.name
+            ),
         }
     }
     notify_services();
@@ -519,10 +602,20 @@ pub static BASELINE_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::
 pub fn check_all_gone() {
     let manifest = MANIFEST.get().expect("manifest decoded");
     let is_service = |d: &Domain| {
-        [manifest.xenstore_domain, manifest.console_domain, manifest.disk_backend].contains(&Some(d.spec_index as u8))
+        [
+            manifest.xenstore_domain,
+            manifest.console_domain,
+            manifest.disk_backend,
+        ]
+        .contains(&Some(d.spec_index as u8))
     };
     let has_guests = manifest.domains.iter().enumerate().any(|(i, _)| {
-        ![manifest.xenstore_domain, manifest.console_domain, manifest.disk_backend].contains(&Some(i as u8))
+        ![
+            manifest.xenstore_domain,
+            manifest.console_domain,
+            manifest.disk_backend,
+        ]
+        .contains(&Some(i as u8))
     });
     let table = DOMAINS.lock();
     let running = table
@@ -530,8 +623,16 @@ pub fn check_all_gone() {
         .flatten()
         .filter(|d| d.state != DomainState::Preserved && !(has_guests && is_service(d)))
         .count();
-    let preserved = table.iter().flatten().filter(|d| d.state == DomainState::Preserved).count();
-    let services = table.iter().flatten().filter(|d| d.state != DomainState::Preserved && is_service(d)).count();
+    let preserved = table
+        .iter()
+        .flatten()
+        .filter(|d| d.state == DomainState::Preserved)
+        .count();
+    let services = table
+        .iter()
+        .flatten()
+        .filter(|d| d.state != DomainState::Preserved && is_service(d))
+        .count();
     drop(table);
     if running == 0 && TEARDOWNS.load(Ordering::Acquire) == 0 && services > 0 && has_guests {
         static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
@@ -542,7 +643,11 @@ pub fn check_all_gone() {
             .lock()
             .iter()
             .enumerate()
-            .filter_map(|(slot, d)| d.as_ref().filter(|d| d.state == DomainState::Running && is_service(d)).map(|_| slot))
+            .filter_map(|(slot, d)| {
+                d.as_ref()
+                    .filter(|d| d.state == DomainState::Running && is_service(d))
+                    .map(|_| slot)
+            })
             .collect();
         for slot in slots {
             crate::scheduler::shutdown_domain(slot, ShutdownReason::Poweroff);
@@ -568,7 +673,8 @@ pub fn check_all_gone() {
 
 /// Called when a domain's vCPU 0 enters the guest for the first time.
 pub fn first_entry() {
-    let before = NOT_YET_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    let before =
+        NOT_YET_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     if before == Ok(1) {
         let count = MANIFEST.get().map_or(0, |m| m.domains.len());
         crate::log!("all {count} domains running");
@@ -591,5 +697,8 @@ pub fn map_special_frame(slot: usize, gpa: u64, frame: u64) -> Result<(), i64> {
             let _ = domain.displaced.push(old);
         }
     }
-    domain.npt.map(gpa, frame, true, false).map_err(|_| microvisor_abi::errno::ENOMEM)
+    domain
+        .npt
+        .map(gpa, frame, true, false)
+        .map_err(|_| microvisor_abi::errno::ENOMEM)
 }

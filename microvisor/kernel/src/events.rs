@@ -28,11 +28,17 @@ pub struct DomainEvents {
 
 impl DomainEvents {
     const fn empty() -> Self {
-        Self { ports: PortTable::new(), shared_info_hpa: 0, vcpu_info_hpa: [0; MAX_VCPUS_PER_DOMAIN], callback_vector: 0 }
+        Self {
+            ports: PortTable::new(),
+            shared_info_hpa: 0,
+            vcpu_info_hpa: [0; MAX_VCPUS_PER_DOMAIN],
+            callback_vector: 0,
+        }
     }
 }
 
-pub static EVENTS: [Mutex<DomainEvents>; MAX_DOMAINS] = [const { Mutex::new(DomainEvents::empty()) }; MAX_DOMAINS];
+pub static EVENTS: [Mutex<DomainEvents>; MAX_DOMAINS] =
+    [const { Mutex::new(DomainEvents::empty()) }; MAX_DOMAINS];
 
 /// Give a freshly built domain its event state: a zeroed `shared_info` frame whose
 /// `vcpu_info` slots hold the vCPUs' time records; no ports bound.
@@ -62,7 +68,10 @@ pub fn destroy_domain(slot: usize, domid: u16) {
     for (peer_domid, peer_port) in peers {
         if let Some(peer_slot) = crate::domain::slot_of(peer_domid) {
             if peer_slot != slot {
-                EVENTS[peer_slot].lock().ports.revert_to_unbound(peer_port, domid);
+                EVENTS[peer_slot]
+                    .lock()
+                    .ports
+                    .revert_to_unbound(peer_port, domid);
             }
         }
     }
@@ -79,7 +88,10 @@ pub struct GuestEventBits {
 
 impl GuestEventBits {
     pub fn of(events: &DomainEvents) -> Self {
-        Self { shared: events.shared_info_hpa, vcpu_info: events.vcpu_info_hpa }
+        Self {
+            shared: events.shared_info_hpa,
+            vcpu_info: events.vcpu_info_hpa,
+        }
     }
 
     fn word(&self, base: usize, port: Port) -> Option<(&AtomicU64, u64)> {
@@ -90,7 +102,10 @@ impl GuestEventBits {
         // SAFETY: `at` lies in the domain's shared_info frame (base + at most 63 words stays
         // inside the page), which the microvisor allocated and keeps until the domain is
         // destroyed; it is 8-byte aligned; guests touch it only with atomic operations too.
-        Some((unsafe { AtomicU64::from_ptr(mem::phys_ptr::<u64>(at)) }, 1u64 << (port % 64)))
+        Some((
+            unsafe { AtomicU64::from_ptr(mem::phys_ptr::<u64>(at)) },
+            1u64 << (port % 64),
+        ))
     }
 
     fn vcpu_field<T>(&self, vcpu: u32, offset: usize) -> Option<*mut T> {
@@ -101,19 +116,25 @@ impl GuestEventBits {
 
 impl EventBits for GuestEventBits {
     fn test_and_set_pending(&mut self, port: Port) -> bool {
-        self.word(shared_info::EVTCHN_PENDING, port).is_none_or(|(w, bit)| w.fetch_or(bit, Ordering::SeqCst) & bit != 0)
+        self.word(shared_info::EVTCHN_PENDING, port)
+            .is_none_or(|(w, bit)| w.fetch_or(bit, Ordering::SeqCst) & bit != 0)
     }
     fn is_pending(&self, port: Port) -> bool {
-        self.word(shared_info::EVTCHN_PENDING, port).is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+        self.word(shared_info::EVTCHN_PENDING, port)
+            .is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
     }
     fn is_masked(&self, port: Port) -> bool {
-        self.word(shared_info::EVTCHN_MASK, port).is_none_or(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+        self.word(shared_info::EVTCHN_MASK, port)
+            .is_none_or(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
     }
     fn clear_mask(&mut self, port: Port) -> bool {
-        self.word(shared_info::EVTCHN_MASK, port).is_some_and(|(w, bit)| w.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
+        self.word(shared_info::EVTCHN_MASK, port)
+            .is_some_and(|(w, bit)| w.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
     }
     fn test_and_set_selector(&mut self, vcpu: u32, word: u32) -> bool {
-        let Some(ptr) = self.vcpu_field::<u64>(vcpu, vcpu_info::PENDING_SEL) else { return true };
+        let Some(ptr) = self.vcpu_field::<u64>(vcpu, vcpu_info::PENDING_SEL) else {
+            return true;
+        };
         // SAFETY: the vcpu_info lies in the shared_info frame or in a guest RAM frame the
         // domain registered (checked 8-byte aligned, inside one page, owned by the domain
         // while it lives); only atomic accesses are made.
@@ -122,7 +143,9 @@ impl EventBits for GuestEventBits {
         sel.fetch_or(bit, Ordering::SeqCst) & bit != 0
     }
     fn set_upcall_pending(&mut self, vcpu: u32) -> bool {
-        let Some(ptr) = self.vcpu_field::<u8>(vcpu, vcpu_info::UPCALL_PENDING) else { return true };
+        let Some(ptr) = self.vcpu_field::<u8>(vcpu, vcpu_info::UPCALL_PENDING) else {
+            return true;
+        };
         // SAFETY: as for the selector; a byte needs no alignment.
         let flag = unsafe { AtomicU8::from_ptr(ptr) };
         flag.swap(1, Ordering::SeqCst) != 0
@@ -132,7 +155,9 @@ impl EventBits for GuestEventBits {
 /// Whether `vcpu` of the domain has an upcall pending.
 pub fn upcall_pending(slot: usize, vcpu: usize) -> bool {
     let events = EVENTS[slot].lock();
-    let Some(&base) = events.vcpu_info_hpa.get(vcpu) else { return false };
+    let Some(&base) = events.vcpu_info_hpa.get(vcpu) else {
+        return false;
+    };
     if base == 0 {
         return false;
     }

@@ -18,7 +18,9 @@ pub const SLICE_NS: u64 = 10_000_000;
 pub enum Outcome {
     Preempted,
     Yielded,
-    Blocked { wake_at_ns: Option<u64> },
+    Blocked {
+        wake_at_ns: Option<u64>,
+    },
     Down,
     /// Its domain is shutting down; the vCPU will not run again.
     Dead,
@@ -28,7 +30,9 @@ pub enum Outcome {
 struct HostFx(core::cell::UnsafeCell<[FxArea; crate::cpu::MAX_CPUS]>);
 // SAFETY: CPU i only uses element i, from its own scheduler loop.
 unsafe impl Sync for HostFx {}
-static HOST_FX: HostFx = HostFx(core::cell::UnsafeCell::new([const { FxArea([0; 512]) }; crate::cpu::MAX_CPUS]));
+static HOST_FX: HostFx = HostFx(core::cell::UnsafeCell::new(
+    [const { FxArea([0; 512]) }; crate::cpu::MAX_CPUS],
+));
 
 pub enum Step {
     Continue,
@@ -37,8 +41,12 @@ pub enum Step {
 
 pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
     let mut guard = vcpu::slot_lock(slot, id).lock();
-    let Some(v) = guard.as_mut() else { return Outcome::Dead };
-    let Some(domain) = domain::view(slot) else { return Outcome::Dead };
+    let Some(v) = guard.as_mut() else {
+        return Outcome::Dead;
+    };
+    let Some(domain) = domain::view(slot) else {
+        return Outcome::Dead;
+    };
     if !v.has_run {
         v.has_run = true;
         if id == 0 {
@@ -66,10 +74,17 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
             crate::stats::PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
             return Outcome::Preempted;
         }
-        let wake = if deadline == 0 { slice_end } else { deadline.min(slice_end) };
+        let wake = if deadline == 0 {
+            slice_end
+        } else {
+            deadline.min(slice_end)
+        };
         crate::lapic::arm_timer_ns(wake - now);
-        if vcpu::take_posted(slot, id, &mut v.lapic) && v.vmcb.read64(control::EVENT_INJ) & EVENT_VALID == 0 {
-            v.vmcb.write64(control::EVENT_INJ, 2 | (2 << 8) | EVENT_VALID); // NMI
+        if vcpu::take_posted(slot, id, &mut v.lapic)
+            && v.vmcb.read64(control::EVENT_INJ) & EVENT_VALID == 0
+        {
+            v.vmcb
+                .write64(control::EVENT_INJ, 2 | (2 << 8) | EVENT_VALID); // NMI
         }
         inject_interrupt(slot, id, v);
         v.vmcb.write8(control::TLB_CONTROL, 1);
@@ -80,7 +95,15 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         // SAFETY: (1) the VMCB was set up by `vcpu::create` with N_CR3 = this domain's nested
         // page table, which maps only its own frames; (2) we hold this vCPU's lock, so no other
         // CPU uses its VMCB, registers or FX area; (3) host_save_pa is this CPU's VMSAVE area.
-        unsafe { crate::svm::run(v.vmcb, &mut v.regs, crate::smp::host_save_pa(cpu), &mut v.fx, host_fx) };
+        unsafe {
+            crate::svm::run(
+                v.vmcb,
+                &mut v.regs,
+                crate::smp::host_save_pa(cpu),
+                &mut v.fx,
+                host_fx,
+            )
+        };
         crate::stats::IN_GUEST[cpu].store(false, Ordering::Release);
         crate::stats::VM_EXITS.fetch_add(1, Ordering::Relaxed);
         crate::stats::EXITS_ON_CPU[cpu].fetch_add(1, Ordering::Release);
@@ -108,7 +131,10 @@ pub fn inject_exception(vmcb: Vmcb, vector: u8) {
 fn crash(slot: usize, vmcb: Vmcb, what: core::fmt::Arguments) -> Step {
     let name = domain::name_of(slot);
     let domid = domain::view(slot).map_or(0, |d| d.domid);
-    crate::log!("domain {domid} ({name}) crashed: {what} (rip {:#x})", vmcb.read64(save::RIP));
+    crate::log!(
+        "domain {domid} ({name}) crashed: {what} (rip {:#x})",
+        vmcb.read64(save::RIP)
+    );
     crate::scheduler::shutdown_domain(slot, ShutdownReason::Crash);
     Step::Leave(Outcome::Dead)
 }
@@ -125,7 +151,12 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
             let rax = vmcb.read64(save::RAX);
             let r = &v.regs;
             let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8];
-            let mut caller = Caller { slot, vcpu_id: id, vcpu: v, domain: *domain };
+            let mut caller = Caller {
+                slot,
+                vcpu_id: id,
+                vcpu: v,
+                domain: *domain,
+            };
             match hypercall::dispatch(&mut caller, rax, args) {
                 Action::Return(value) => {
                     vmcb.write64(save::RAX, value as u64);
@@ -169,13 +200,21 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
         exit::MSR => crate::msr::access(slot, id, v),
         exit::NPF => {
             let gpa = vmcb.read64(control::EXIT_INFO2);
-            crash(slot, vmcb, format_args!("nested page fault at gpa {gpa:#x}"))
+            crash(
+                slot,
+                vmcb,
+                format_args!("nested page fault at gpa {gpa:#x}"),
+            )
         }
         // As in Xen (HVM_PARAM_TRIPLE_FAULT_REASON's default), a triple fault is a reboot:
         // it is how a PC resets itself when nothing else does.
         exit::SHUTDOWN => {
             let domid = domain.domid;
-            crate::log!("domain {domid} ({}) triple fault (rip {:#x}): reboot", domain::name_of(slot), vmcb.read64(save::RIP));
+            crate::log!(
+                "domain {domid} ({}) triple fault (rip {:#x}): reboot",
+                domain::name_of(slot),
+                vmcb.read64(save::RIP)
+            );
             crate::scheduler::shutdown_domain(slot, ShutdownReason::Reboot);
             Step::Leave(Outcome::Dead)
         }
@@ -189,7 +228,11 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
             inject_exception(vmcb, 17);
             Step::Continue
         }
-        exit::INVALID => crash(slot, vmcb, format_args!("invalid vCPU state (VMRUN refused it)")),
+        exit::INVALID => crash(
+            slot,
+            vmcb,
+            format_args!("invalid vCPU state (VMRUN refused it)"),
+        ),
         exit::VMRUN | 0x82..=0x86 | 0x8a | 0x8b | 0x8d => {
             inject_exception(vmcb, 6); // #UD for SVM and monitor/mwait/xsetbv instructions
             Step::Continue
@@ -225,7 +268,8 @@ fn inject_interrupt(slot: usize, id: usize, v: &mut vcpu::Vcpu) {
     const V_INTR_VECTOR: u64 = 0xff << 32;
     let vmcb = v.vmcb;
     let callback = crate::events::callback_vector(slot);
-    let mut vintr = vmcb.read64(control::VINTR) & !(0xff | V_IRQ | V_INTR_PRIO | V_IGN_TPR | V_INTR_VECTOR);
+    let mut vintr =
+        vmcb.read64(control::VINTR) & !(0xff | V_IRQ | V_INTR_PRIO | V_IGN_TPR | V_INTR_VECTOR);
     v.injected_lapic_vector = None;
     let vector = if callback != 0 && crate::events::upcall_pending(slot, id) {
         Some(callback)
@@ -267,7 +311,9 @@ fn block(slot: usize, id: usize) -> Step {
     if crate::events::upcall_pending(slot, id) || vcpu::has_posted(slot, id) {
         return Step::Continue;
     }
-    Step::Leave(Outcome::Blocked { wake_at_ns: (deadline != 0).then_some(deadline) })
+    Step::Leave(Outcome::Blocked {
+        wake_at_ns: (deadline != 0).then_some(deadline),
+    })
 }
 
 /// An I/O instruction on a port the domain was not given: as in Xen, reads return all
@@ -277,11 +323,21 @@ fn unclaimed_port(slot: usize, vmcb: Vmcb, v: &mut vcpu::Vcpu) -> Step {
     use microvisor_core::ioexit::IoAccess;
     let info = vmcb.read64(control::EXIT_INFO1);
     let Some(access) = IoAccess::decode(info) else {
-        return crash(slot, vmcb, format_args!("undecodable I/O intercept {info:#x}"));
+        return crash(
+            slot,
+            vmcb,
+            format_args!("undecodable I/O intercept {info:#x}"),
+        );
     };
-    crate::stats::PER_DOMAIN[slot].unclaimed_ports.fetch_add(1, Ordering::Relaxed);
+    crate::stats::PER_DOMAIN[slot]
+        .unclaimed_ports
+        .fetch_add(1, Ordering::Relaxed);
     let reset = microvisor_core::guest_acpi::RESET_VALUE;
-    if !access.is_in && !access.string && access.port == microvisor_core::guest_acpi::RESET_PORT && vmcb.read64(save::RAX) as u8 == reset {
+    if !access.is_in
+        && !access.string
+        && access.port == microvisor_core::guest_acpi::RESET_PORT
+        && vmcb.read64(save::RAX) as u8 == reset
+    {
         // The FADT's reset register: the domain asks to reboot (Linux's ACPI reboot).
         crate::scheduler::shutdown_domain(slot, ShutdownReason::Reboot);
         return Step::Leave(Outcome::Dead);
@@ -298,12 +354,25 @@ fn unclaimed_port(slot: usize, vmcb: Vmcb, v: &mut vcpu::Vcpu) -> Step {
             let mut access_mem = crate::guestmem::of_vcpu(vmcb);
             let ones = [0xffu8; 64];
             let total = count.saturating_mul(u64::from(access.size)).min(1 << 20);
-            let start = if backwards { v.regs.rdi.wrapping_sub(total.saturating_sub(u64::from(access.size))) } else { v.regs.rdi };
+            let start = if backwards {
+                v.regs
+                    .rdi
+                    .wrapping_sub(total.saturating_sub(u64::from(access.size)))
+            } else {
+                v.regs.rdi
+            };
             let mut done = 0;
             while done < total {
                 let chunk = (total - done).min(64);
-                if access_mem.write(start.wrapping_add(done), &ones[..chunk as usize]).is_err() {
-                    return crash(slot, vmcb, format_args!("INS from port {:#x} into unmapped memory", access.port));
+                if access_mem
+                    .write(start.wrapping_add(done), &ones[..chunk as usize])
+                    .is_err()
+                {
+                    return crash(
+                        slot,
+                        vmcb,
+                        format_args!("INS from port {:#x} into unmapped memory", access.port),
+                    );
                 }
                 done += chunk;
             }

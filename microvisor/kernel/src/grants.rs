@@ -9,7 +9,9 @@ use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use microvisor_abi::errno::{EINVAL, ENOMEM};
 use microvisor_abi::grant::*;
-use microvisor_core::grant::{self as rules, ActiveGrants, GrantEntry, MapTrack, Mapping, MAX_GRANT_FRAMES};
+use microvisor_core::grant::{
+    self as rules, ActiveGrants, GrantEntry, MapTrack, Mapping, MAX_GRANT_FRAMES,
+};
 use spin::Mutex;
 
 use crate::domain::MAX_DOMAINS;
@@ -43,7 +45,8 @@ impl GrantState {
     }
 }
 
-pub static GRANTS: [Mutex<GrantState>; MAX_DOMAINS] = [const { Mutex::new(GrantState::empty()) }; MAX_DOMAINS];
+pub static GRANTS: [Mutex<GrantState>; MAX_DOMAINS] =
+    [const { Mutex::new(GrantState::empty()) }; MAX_DOMAINS];
 
 /// Grow the domain's table to include frame `idx` and return that frame.
 pub fn table_frame(slot: usize, idx: u64) -> Result<u64, i64> {
@@ -88,7 +91,13 @@ fn read_entry(hpa: u64) -> GrantEntry {
 
 /// Take hold of a grant: check it permits `grantee` (for writing if asked), set
 /// GTF_reading/GTF_writing atomically, and pin it. Returns the granted guest frame number.
-pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for_map: bool) -> Result<u64, i16> {
+pub fn acquire(
+    state: &mut GrantState,
+    gref: u32,
+    grantee: u16,
+    write: bool,
+    for_map: bool,
+) -> Result<u64, i16> {
     if state.closed {
         return Err(GNTST_BAD_DOMAIN);
     }
@@ -97,9 +106,21 @@ pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for
     let mut attempts = 0;
     let entry = loop {
         let entry = read_entry(hpa);
-        let new_flags = if for_map { rules::acquire_for_map(entry, grantee, write)? } else { rules::acquire(entry, grantee, write)? };
+        let new_flags = if for_map {
+            rules::acquire_for_map(entry, grantee, write)?
+        } else {
+            rules::acquire(entry, grantee, write)?
+        };
         let new_header = rules::header_word(new_flags, entry.domid);
-        if header.compare_exchange(entry.header(), new_header, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if header
+            .compare_exchange(
+                entry.header(),
+                new_header,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
             // Read the frame after the busy flags are set: from now on the granter cannot
             // change the entry without seeing GTF_reading/GTF_writing.
             break read_entry(hpa);
@@ -114,7 +135,10 @@ pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for
         // Nothing was pinned: take back only the busy flags no other holder needs (an unpin
         // here would drop another holder's pin of the same ref).
         let (readers, writers) = state.active.pins(gref);
-        flags_atomic(hpa).fetch_and(!rules::release_clear_bits(readers, writers), Ordering::SeqCst);
+        flags_atomic(hpa).fetch_and(
+            !rules::release_clear_bits(readers, writers),
+            Ordering::SeqCst,
+        );
         return Err(status);
     }
     Ok(gfn)
@@ -122,9 +146,14 @@ pub fn acquire(state: &mut GrantState, gref: u32, grantee: u16, write: bool, for
 
 /// Drop one hold on a grant; clear its busy flags when the last holder of that kind is gone.
 pub fn release(state: &mut GrantState, gref: u32, write: bool) {
-    let Some(hpa) = entry_hpa(state, gref) else { return };
+    let Some(hpa) = entry_hpa(state, gref) else {
+        return;
+    };
     let (readers, writers) = state.active.unpin(gref, write).unwrap_or((0, 0));
-    flags_atomic(hpa).fetch_and(!rules::release_clear_bits(readers, writers), Ordering::SeqCst);
+    flags_atomic(hpa).fetch_and(
+        !rules::release_clear_bits(readers, writers),
+        Ordering::SeqCst,
+    );
 }
 
 /// Write a builder-made grant (the reserved console and xenstore refs): `frame` of the
@@ -182,7 +211,9 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
             break;
         }
         if crate::time::now_ns() >= deadline {
-            crate::log!("domain {domid}: {pinned} grants still held by others after 1 s; freeing anyway");
+            crate::log!(
+                "domain {domid}: {pinned} grants still held by others after 1 s; freeing anyway"
+            );
             break;
         }
         core::hint::spin_loop();

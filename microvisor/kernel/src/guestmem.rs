@@ -17,12 +17,22 @@ impl GuestMemory {
         Self { npt }
     }
 
-    fn for_each_page(&self, gpa: u64, len: usize, writing: bool, mut f: impl FnMut(u64, usize, usize)) -> bool {
+    fn for_each_page(
+        &self,
+        gpa: u64,
+        len: usize,
+        writing: bool,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> bool {
         let mut done = 0usize;
         while done < len {
-            let Some(at) = gpa.checked_add(done as u64) else { return false };
+            let Some(at) = gpa.checked_add(done as u64) else {
+                return false;
+            };
             let chunk = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(len - done);
-            let Some(hpa) = self.npt.translate(at) else { return false };
+            let Some(hpa) = self.npt.translate(at) else {
+                return false;
+            };
             if writing && !self.npt.is_writable(at) {
                 return false;
             }
@@ -36,7 +46,8 @@ impl GuestMemory {
 impl GuestPhysMemory for GuestMemory {
     fn read_u64(&self, gpa: u64) -> Option<u64> {
         let mut bytes = [0u8; 8];
-        self.read(gpa, &mut bytes).then(|| u64::from_le_bytes(bytes))
+        self.read(gpa, &mut bytes)
+            .then(|| u64::from_le_bytes(bytes))
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
@@ -44,14 +55,18 @@ impl GuestPhysMemory for GuestMemory {
         if !self.for_each_page(gpa, buf.len(), false, |_, _, _| {}) {
             return false;
         }
-        self.for_each_page(gpa, buf.len(), false, |hpa, off, len| mem::read_phys(hpa, &mut buf[off..off + len]))
+        self.for_each_page(gpa, buf.len(), false, |hpa, off, len| {
+            mem::read_phys(hpa, &mut buf[off..off + len])
+        })
     }
 
     fn write(&mut self, gpa: u64, buf: &[u8]) -> bool {
         if !self.for_each_page(gpa, buf.len(), true, |_, _, _| {}) {
             return false;
         }
-        self.for_each_page(gpa, buf.len(), true, |hpa, off, len| mem::write_phys(hpa, &buf[off..off + len]))
+        self.for_each_page(gpa, buf.len(), true, |hpa, off, len| {
+            mem::write_phys(hpa, &buf[off..off + len])
+        })
     }
 }
 

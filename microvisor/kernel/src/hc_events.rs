@@ -13,7 +13,11 @@ use crate::events::{self, GuestEventBits, EVENTS};
 use crate::hypercall::{u16_at, u32_at, u64_at, Caller};
 
 fn resolve_domid(caller: &Caller, domid: u16) -> u16 {
-    if domid == DOMID_SELF { caller.domain.domid } else { domid }
+    if domid == DOMID_SELF {
+        caller.domain.domid
+    } else {
+        domid
+    }
 }
 
 pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> {
@@ -43,19 +47,29 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
         }
         EVTCHNOP_BIND_VIRQ => {
             let mut bytes: [u8; BIND_VIRQ_SIZE] = caller.read_struct(arg)?;
-            let port = EVENTS[slot].lock().ports.bind_virq(u32_at(&bytes, 0), u32_at(&bytes, 4), nr_vcpus)?;
+            let port = EVENTS[slot].lock().ports.bind_virq(
+                u32_at(&bytes, 0),
+                u32_at(&bytes, 4),
+                nr_vcpus,
+            )?;
             bytes[8..12].copy_from_slice(&port.to_le_bytes());
             caller.write_bytes(arg, &bytes).map(|()| 0)
         }
         EVTCHNOP_BIND_IPI => {
             let mut bytes: [u8; BIND_IPI_SIZE] = caller.read_struct(arg)?;
-            let port = EVENTS[slot].lock().ports.bind_ipi(u32_at(&bytes, 0), nr_vcpus)?;
+            let port = EVENTS[slot]
+                .lock()
+                .ports
+                .bind_ipi(u32_at(&bytes, 0), nr_vcpus)?;
             bytes[4..8].copy_from_slice(&port.to_le_bytes());
             caller.write_bytes(arg, &bytes).map(|()| 0)
         }
         EVTCHNOP_BIND_VCPU => {
             let bytes: [u8; BIND_VCPU_SIZE] = caller.read_struct(arg)?;
-            EVENTS[slot].lock().ports.bind_vcpu(u32_at(&bytes, 0), u32_at(&bytes, 4), nr_vcpus)?;
+            EVENTS[slot]
+                .lock()
+                .ports
+                .bind_vcpu(u32_at(&bytes, 0), u32_at(&bytes, 4), nr_vcpus)?;
             Ok(0)
         }
         EVTCHNOP_CLOSE => {
@@ -63,7 +77,10 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
             let effect = EVENTS[slot].lock().ports.close(u32_at(&bytes, 0))?;
             if let CloseEffect::RevertRemote { domid, port } = effect {
                 if let Some(peer) = crate::domain::slot_of(domid) {
-                    EVENTS[peer].lock().ports.revert_to_unbound(port, caller.domain.domid);
+                    EVENTS[peer]
+                        .lock()
+                        .ports
+                        .revert_to_unbound(port, caller.domain.domid);
                 }
             }
             Ok(0)
@@ -71,7 +88,9 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
         EVTCHNOP_SEND => {
             let bytes: [u8; PORT_ARG_SIZE] = caller.read_struct(arg)?;
             crate::stats::EVENTS_SENT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            crate::stats::PER_DOMAIN[slot].events_sent.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            crate::stats::PER_DOMAIN[slot]
+                .events_sent
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             let target = EVENTS[slot].lock().ports.send_target(u32_at(&bytes, 0))?;
             match target {
                 SendTarget::Remote { domid, port } => {
@@ -123,11 +142,25 @@ fn bind_interdomain(caller: &Caller, remote_domid: u16, remote_port: u32) -> Res
         return policy::bind_interdomain_same(&mut events.ports, local_domid, remote_port);
     }
     let remote = crate::domain::slot_of(remote_domid).ok_or(ESRCH)?;
-    let (first, second) = if local < remote { (local, remote) } else { (remote, local) };
+    let (first, second) = if local < remote {
+        (local, remote)
+    } else {
+        (remote, local)
+    };
     let mut a = EVENTS[first].lock();
     let mut b = EVENTS[second].lock();
-    let (mine, theirs) = if local < remote { (&mut a, &mut b) } else { (&mut b, &mut a) };
-    policy::bind_interdomain(&mut mine.ports, local_domid, &mut theirs.ports, remote_domid, remote_port)
+    let (mine, theirs) = if local < remote {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    policy::bind_interdomain(
+        &mut mine.ports,
+        local_domid,
+        &mut theirs.ports,
+        remote_domid,
+        remote_port,
+    )
 }
 
 pub fn hvm_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> {
@@ -142,7 +175,9 @@ pub fn hvm_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64>
                 return Err(EINVAL);
             }
             if cmd == HVMOP_GET_PARAM {
-                let value = crate::domain::DOMAINS.lock()[caller.slot].as_ref().map_or(0, |d| d.hvm_params[index as usize]);
+                let value = crate::domain::DOMAINS.lock()[caller.slot]
+                    .as_ref()
+                    .map_or(0, |d| d.hvm_params[index as usize]);
                 bytes[8..16].copy_from_slice(&value.to_le_bytes());
                 return caller.write_bytes(arg, &bytes).map(|()| 0);
             }
@@ -151,7 +186,10 @@ pub fn hvm_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64>
                 HVM_PARAM_CALLBACK_IRQ => {
                     let vector = match value >> 56 {
                         0 if value == 0 => 0,
-                        CALLBACK_TYPE_VECTOR if (0x20..=0xff).contains(&(value & 0xff)) && value & 0x00ff_ffff_ffff_ff00 == 0 => {
+                        CALLBACK_TYPE_VECTOR
+                            if (0x20..=0xff).contains(&(value & 0xff))
+                                && value & 0x00ff_ffff_ffff_ff00 == 0 =>
+                        {
                             (value & 0xff) as u8
                         }
                         _ => return Err(EINVAL),

@@ -35,7 +35,11 @@ pub fn grant_table_op(caller: &mut Caller, [cmd, uop, count, ..]: [u64; 5]) -> R
         }
         GNTTABOP_SET_VERSION => {
             let bytes: [u8; 4] = caller.read_struct(uop)?;
-            if u32_at(&bytes, 0) == 1 { Ok(0) } else { Err(EINVAL) }
+            if u32_at(&bytes, 0) == 1 {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            }
         }
         GNTTABOP_GET_VERSION => {
             let mut bytes: [u8; 8] = caller.read_struct(uop)?;
@@ -91,21 +95,36 @@ fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32,
     if flags & GNTMAP_HOST_MAP == 0 {
         return Err(GNTST_GENERAL_ERROR);
     }
-    if !host_addr.is_multiple_of(4096) || host_addr < caller.domain.ram_bytes || host_addr >= MAP_WINDOW_END {
+    if !host_addr.is_multiple_of(4096)
+        || host_addr < caller.domain.ram_bytes
+        || host_addr >= MAP_WINDOW_END
+    {
         return Err(GNTST_BAD_VIRT_ADDR);
     }
     let mapper = NptView::from_root(caller.domain.npt_root);
     if mapper.translate(host_addr).is_some() {
         return Err(GNTST_BAD_VIRT_ADDR);
     }
-    let granter_domid = if dom == DOMID_SELF { caller.domain.domid } else { dom };
+    let granter_domid = if dom == DOMID_SELF {
+        caller.domain.domid
+    } else {
+        dom
+    };
     let granter = crate::domain::slot_of(granter_domid).ok_or(GNTST_BAD_DOMAIN)?;
-    let granter_npt = crate::domain::view(granter).ok_or(GNTST_BAD_DOMAIN)?.npt_root;
+    let granter_npt = crate::domain::view(granter)
+        .ok_or(GNTST_BAD_DOMAIN)?
+        .npt_root;
     let readonly_wanted = flags & GNTMAP_READONLY != 0;
 
     let (hpa, gfn) = {
         let mut state = GRANTS[granter].lock();
-        let gfn = grants::acquire(&mut state, gref, caller.domain.domid, !readonly_wanted, true)?;
+        let gfn = grants::acquire(
+            &mut state,
+            gref,
+            caller.domain.domid,
+            !readonly_wanted,
+            true,
+        )?;
         // The granted frame must be RAM the granter owns, not something mapped into it.
         match NptView::from_root(granter_npt).translate_owned(gfn.wrapping_mul(4096)) {
             Some(hpa) => (hpa, gfn),
@@ -115,7 +134,13 @@ fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32,
             }
         }
     };
-    let mapping = Mapping { granter: granter_domid, gref, gpa: host_addr, gfn_in_granter: gfn, readonly: readonly_wanted };
+    let mapping = Mapping {
+        granter: granter_domid,
+        gref,
+        gpa: host_addr,
+        gfn_in_granter: gfn,
+        readonly: readonly_wanted,
+    };
     // Record and map under the mapper's grant lock, which the granter's teardown takes to
     // revoke: either the mapping is in the nested page table before the revoke looks (and is
     // replaced by the stand-in), or the revoke came first and nothing is mapped.
@@ -175,10 +200,20 @@ struct Side {
     granter: Option<(usize, u32, bool)>,
 }
 
-fn copy_side(caller: &Caller, bytes: &[u8], base: usize, is_gref: bool, write: bool) -> Result<Side, i16> {
+fn copy_side(
+    caller: &Caller,
+    bytes: &[u8],
+    base: usize,
+    is_gref: bool,
+    write: bool,
+) -> Result<Side, i16> {
     let domid = u16_at(bytes, base + 8);
     let offset = u16_at(bytes, base + 10);
-    let domid = if domid == DOMID_SELF { caller.domain.domid } else { domid };
+    let domid = if domid == DOMID_SELF {
+        caller.domain.domid
+    } else {
+        domid
+    };
     let slot = crate::domain::slot_of(domid).ok_or(GNTST_BAD_DOMAIN)?;
     let npt = crate::domain::view(slot).ok_or(GNTST_BAD_DOMAIN)?.npt_root;
     if is_gref {
@@ -186,7 +221,10 @@ fn copy_side(caller: &Caller, bytes: &[u8], base: usize, is_gref: bool, write: b
         let mut state = GRANTS[slot].lock();
         let gfn = grants::acquire(&mut state, gref, caller.domain.domid, write, false)?;
         match NptView::from_root(npt).translate_owned(gfn.wrapping_mul(4096)) {
-            Some(hpa) => Ok(Side { hpa: hpa + u64::from(offset), granter: Some((slot, gref, write)) }),
+            Some(hpa) => Ok(Side {
+                hpa: hpa + u64::from(offset),
+                granter: Some((slot, gref, write)),
+            }),
             None => {
                 grants::release(&mut state, gref, write);
                 Err(GNTST_BAD_PAGE)
@@ -204,7 +242,10 @@ fn copy_side(caller: &Caller, bytes: &[u8], base: usize, is_gref: bool, write: b
             return Err(GNTST_BAD_PAGE);
         }
         let hpa = view.translate_owned(gpa).ok_or(GNTST_BAD_PAGE)?;
-        Ok(Side { hpa: hpa + u64::from(offset), granter: None })
+        Ok(Side {
+            hpa: hpa + u64::from(offset),
+            granter: None,
+        })
     }
 }
 

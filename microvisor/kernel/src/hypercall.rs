@@ -8,7 +8,7 @@
 
 use core::sync::atomic::Ordering;
 
-use microvisor_abi::errno::{EFAULT, EINVAL, ENOENT, ENOSYS, EBUSY, EEXIST, EPERM};
+use microvisor_abi::errno::{EBUSY, EEXIST, EFAULT, EINVAL, ENOENT, ENOSYS, EPERM};
 use microvisor_abi::hypercall as nr;
 use microvisor_abi::microvisor_op::{DomainInfo, MVOP_DOMAIN_INFO};
 use microvisor_abi::sched::*;
@@ -116,8 +116,14 @@ fn xen_version(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64
         }
         XENVER_GET_FEATURES => {
             let bytes: [u8; 8] = caller.read_struct(arg)?;
-            let submap = if u32_at(&bytes, 0) == 0 { FEATURES_SUBMAP0 } else { 0 };
-            caller.write_bytes(arg.checked_add(4).ok_or(EFAULT)?, &submap.to_le_bytes()).map(|()| 0)
+            let submap = if u32_at(&bytes, 0) == 0 {
+                FEATURES_SUBMAP0
+            } else {
+                0
+            };
+            caller
+                .write_bytes(arg.checked_add(4).ok_or(EFAULT)?, &submap.to_le_bytes())
+                .map(|()| 0)
         }
         XENVER_PAGESIZE => Ok(4096),
         _ => Err(ENOSYS),
@@ -168,7 +174,8 @@ fn poll(caller: &mut Caller, arg: u64) -> Result<bool, i64> {
             return Err(EINVAL);
         }
         let mut byte = [0u8];
-        let offset = microvisor_abi::evtchn::shared_info::EVTCHN_PENDING as u64 + u64::from(port / 8);
+        let offset =
+            microvisor_abi::evtchn::shared_info::EVTCHN_PENDING as u64 + u64::from(port / 8);
         crate::mem::read_phys(shared + offset, &mut byte);
         if byte[0] & (1 << (port % 8)) != 0 {
             return Ok(true);
@@ -225,7 +232,10 @@ fn register_runstate(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
     let bytes: [u8; 8] = caller.read_struct(arg)?;
     let gva = u64_at(&bytes, 0);
     if gva != 0 {
-        caller.access().translate(gva, microvisor_core::pagewalk::Access::Write).map_err(|_| EFAULT)?;
+        caller
+            .access()
+            .translate(gva, microvisor_core::pagewalk::Access::Write)
+            .map_err(|_| EFAULT)?;
     }
     Ok(0)
 }
@@ -257,7 +267,9 @@ fn initialise(caller: &mut Caller, target: usize, arg: u64) -> Result<i64, i64> 
     if ctx.mode != VCPU_HVM_MODE_64B {
         return Err(EINVAL);
     }
-    let mut guard = crate::vcpu::slot_lock(caller.slot, target).try_lock().ok_or(EBUSY)?;
+    let mut guard = crate::vcpu::slot_lock(caller.slot, target)
+        .try_lock()
+        .ok_or(EBUSY)?;
     let vcpu = guard.as_mut().ok_or(ENOENT)?;
     crate::vcpu::set_hvm64_state(vcpu, &ctx).map_err(|_| EINVAL)?;
     Ok(0)
@@ -282,7 +294,9 @@ fn register_time_area(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
         return Err(EINVAL);
     }
     let access = caller.access();
-    let gpa = access.translate(gva, microvisor_core::pagewalk::Access::Write).map_err(|_| EFAULT)?;
+    let gpa = access
+        .translate(gva, microvisor_core::pagewalk::Access::Write)
+        .map_err(|_| EFAULT)?;
     caller.vcpu.time_area_gpa = Some(gpa);
     crate::time::publish_vcpu_time(caller.domain.npt_root, gpa).map_err(|()| EFAULT)?;
     Ok(0)
@@ -304,7 +318,10 @@ fn register_vcpu_info(caller: &mut Caller, target: usize, arg: u64) -> Result<i6
     // Only the domain's own RAM may hold it: not a shared-info or grant-table frame (the
     // microvisor's, freed at teardown before the event state is reset) placed over RAM with
     // add_to_physmap, and not a foreign frame mapped by grant.
-    let hpa = view.translate_owned(gpa).filter(|_| view.is_writable(gpa)).ok_or(EINVAL)?;
+    let hpa = view
+        .translate_owned(gpa)
+        .filter(|_| view.is_writable(gpa))
+        .ok_or(EINVAL)?;
     if gpa >= caller.domain.ram_bytes {
         return Err(EINVAL);
     }
@@ -348,7 +365,9 @@ fn memory_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> 
         return Err(EINVAL);
     }
     let frame = match space {
-        XENMAPSPACE_SHARED_INFO if idx == 0 => crate::events::EVENTS[caller.slot].lock().shared_info_hpa,
+        XENMAPSPACE_SHARED_INFO if idx == 0 => {
+            crate::events::EVENTS[caller.slot].lock().shared_info_hpa
+        }
         XENMAPSPACE_GRANT_TABLE => crate::grants::table_frame(caller.slot, idx)?,
         _ => return Err(EINVAL),
     };
@@ -364,7 +383,8 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
     if !store && !console {
         return Err(EPERM);
     }
-    let mut entries: heapless::Vec<[u8; DOMAIN_ENTRY_SIZE], { crate::domain::MAX_DOMAINS }> = heapless::Vec::new();
+    let mut entries: heapless::Vec<[u8; DOMAIN_ENTRY_SIZE], { crate::domain::MAX_DOMAINS }> =
+        heapless::Vec::new();
     for d in crate::domain::DOMAINS.lock().iter().flatten() {
         let mut e = [0u8; DOMAIN_ENTRY_SIZE];
         let mut flags = 0u16;
@@ -376,8 +396,16 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
         }
         e[0..2].copy_from_slice(&d.domid.to_le_bytes());
         e[2..4].copy_from_slice(&flags.to_le_bytes());
-        let store_port = if store { d.hvm_params[HVM_PARAM_STORE_EVTCHN as usize] as u32 } else { 0 };
-        let console_port = if console { d.hvm_params[HVM_PARAM_CONSOLE_EVTCHN as usize] as u32 } else { 0 };
+        let store_port = if store {
+            d.hvm_params[HVM_PARAM_STORE_EVTCHN as usize] as u32
+        } else {
+            0
+        };
+        let console_port = if console {
+            d.hvm_params[HVM_PARAM_CONSOLE_EVTCHN as usize] as u32
+        } else {
+            0
+        };
         e[4..8].copy_from_slice(&store_port.to_le_bytes());
         e[8..12].copy_from_slice(&console_port.to_le_bytes());
         let name = d.name.as_bytes();
@@ -386,7 +414,12 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
     }
     let written = entries.len().min(count as usize);
     for (i, e) in entries.iter().take(written).enumerate() {
-        caller.write_bytes(array.checked_add((i * DOMAIN_ENTRY_SIZE) as u64).ok_or(EFAULT)?, e)?;
+        caller.write_bytes(
+            array
+                .checked_add((i * DOMAIN_ENTRY_SIZE) as u64)
+                .ok_or(EFAULT)?,
+            e,
+        )?;
     }
     Ok(written as i64)
 }
@@ -403,9 +436,15 @@ fn microvisor_op(caller: &mut Caller, [cmd, arg, count, extra @ ..]: [u64; 5]) -
             }
             Ok(n as i64)
         }
-        microvisor_abi::microvisor_op::MVOP_PCI_CONFIG_READ => crate::pci::config_read(caller.slot, arg, count, extra[0]),
-        microvisor_abi::microvisor_op::MVOP_PCI_CONFIG_WRITE => crate::pci::config_write(caller.slot, arg, count, extra[0], extra[1]),
-        microvisor_abi::microvisor_op::MVOP_PCI_BIND_MSIX => crate::pci::bind_msix(caller.slot, arg, count, extra[0]),
+        microvisor_abi::microvisor_op::MVOP_PCI_CONFIG_READ => {
+            crate::pci::config_read(caller.slot, arg, count, extra[0])
+        }
+        microvisor_abi::microvisor_op::MVOP_PCI_CONFIG_WRITE => {
+            crate::pci::config_write(caller.slot, arg, count, extra[0], extra[1])
+        }
+        microvisor_abi::microvisor_op::MVOP_PCI_BIND_MSIX => {
+            crate::pci::bind_msix(caller.slot, arg, count, extra[0])
+        }
         microvisor_abi::microvisor_op::MVOP_DOMAIN_STATS => {
             let c = &crate::stats::PER_DOMAIN[caller.slot];
             let mut bytes = [0u8; 24];

@@ -19,7 +19,9 @@
 //! driven as before (register-based invalidation, compatibility-format MSIs).
 
 use microvisor_core::pci::Bdf;
-use microvisor_core::vtd::{self, AddressWidth, Capabilities, FaultRecord, FaultStatus, InvDesc, RegOp, SlPageTable};
+use microvisor_core::vtd::{
+    self, AddressWidth, Capabilities, FaultRecord, FaultStatus, InvDesc, RegOp, SlPageTable,
+};
 use spin::Mutex;
 
 use crate::mem;
@@ -62,7 +64,10 @@ impl Invalidation {
     fn descriptor(self, caps: &Capabilities) -> InvDesc {
         match self {
             Self::ContextGlobal => InvDesc::context_global(),
-            Self::ContextDevice { domain_id, source_id } => InvDesc::context_device(domain_id, source_id),
+            Self::ContextDevice {
+                domain_id,
+                source_id,
+            } => InvDesc::context_device(domain_id, source_id),
             Self::IotlbGlobal => InvDesc::iotlb_global(caps),
             Self::IotlbDomain(domain_id) => InvDesc::iotlb_domain(caps, domain_id),
             Self::InterruptEntryGlobal => InvDesc::iec_global(),
@@ -80,11 +85,14 @@ impl Unit {
             for item in what {
                 match *item {
                     Invalidation::ContextGlobal => exec(base, &vtd::invalidate_context_global()),
-                    Invalidation::ContextDevice { domain_id, source_id } => {
-                        exec(base, &vtd::invalidate_context_device(domain_id, source_id))
-                    }
+                    Invalidation::ContextDevice {
+                        domain_id,
+                        source_id,
+                    } => exec(base, &vtd::invalidate_context_device(domain_id, source_id)),
                     Invalidation::IotlbGlobal => exec(base, &vtd::invalidate_iotlb_global(&caps)),
-                    Invalidation::IotlbDomain(domain_id) => exec(base, &vtd::invalidate_iotlb_domain(&caps, domain_id)),
+                    Invalidation::IotlbDomain(domain_id) => {
+                        exec(base, &vtd::invalidate_iotlb_domain(&caps, domain_id))
+                    }
                     Invalidation::InterruptEntryGlobal | Invalidation::InterruptEntry(_) => {}
                 }
             }
@@ -97,15 +105,26 @@ impl Unit {
         }
         queue.sequence = queue.sequence.wrapping_add(1).max(1);
         let sequence = queue.sequence;
-        let wait = InvDesc::wait(queue.status_pa, sequence).ok_or("misaligned invalidation status word")?;
-        for desc in what.iter().map(|w| w.descriptor(&caps)).chain(core::iter::once(wait)) {
+        let wait = InvDesc::wait(queue.status_pa, sequence)
+            .ok_or("misaligned invalidation status word")?;
+        for desc in what
+            .iter()
+            .map(|w| w.descriptor(&caps))
+            .chain(core::iter::once(wait))
+        {
             let slot = queue.base_pa + u64::from(queue.tail) * vtd::INV_DESC_BYTES;
             mem::write_phys(slot, &desc.0[0].to_le_bytes());
             mem::write_phys(slot + 8, &desc.0[1].to_le_bytes());
             queue.tail = (queue.tail + 1) % vtd::INV_QUEUE_ENTRIES;
         }
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        exec(base, &[RegOp::Write64 { offset: vtd::REG_IQT, value: vtd::iq_offset(queue.tail) }]);
+        exec(
+            base,
+            &[RegOp::Write64 {
+                offset: vtd::REG_IQT,
+                value: vtd::iq_offset(queue.tail),
+            }],
+        );
         let status = mem::phys_ptr::<u32>(queue.status_pa);
         let mut spins = 0u32;
         loop {
@@ -132,27 +151,46 @@ impl Unit {
             mem::free(base_pa);
             return Err("out of memory for the invalidation status word");
         };
-        exec(self.base, &vtd::enable_queued_invalidation(base_pa, read32(self.base, vtd::REG_GSTS)));
+        exec(
+            self.base,
+            &vtd::enable_queued_invalidation(base_pa, read32(self.base, vtd::REG_GSTS)),
+        );
         if read32(self.base, vtd::REG_GSTS) & vtd::GCMD_QIE == 0 {
             mem::free(base_pa);
             mem::free(status_pa);
             return Err("the unit did not enable queued invalidation");
         }
-        self.queue = Some(Queue { base_pa, tail: vtd::iq_index(read64(self.base, vtd::REG_IQT)), status_pa, sequence: 0 });
+        self.queue = Some(Queue {
+            base_pa,
+            tail: vtd::iq_index(read64(self.base, vtd::REG_IQT)),
+            status_pa,
+            sequence: 0,
+        });
         Ok(())
     }
 
     /// Load an empty interrupt remapping table and switch remapping on (queue already on).
     fn enable_interrupt_remapping(&mut self) -> Result<(), &'static str> {
-        let table_pa = mem::alloc_zeroed().ok_or("out of memory for the interrupt remapping table")?;
-        let size = vtd::irta_size_field(u32::from(vtd::IRT_ONE_PAGE_ENTRIES)).ok_or("bad table size")?;
-        exec(self.base, &vtd::set_interrupt_remap_table(vtd::irta_value(table_pa, size, false), read32(self.base, vtd::REG_GSTS)));
+        let table_pa =
+            mem::alloc_zeroed().ok_or("out of memory for the interrupt remapping table")?;
+        let size =
+            vtd::irta_size_field(u32::from(vtd::IRT_ONE_PAGE_ENTRIES)).ok_or("bad table size")?;
+        exec(
+            self.base,
+            &vtd::set_interrupt_remap_table(
+                vtd::irta_value(table_pa, size, false),
+                read32(self.base, vtd::REG_GSTS),
+            ),
+        );
         if read32(self.base, vtd::REG_GSTS) & vtd::GSTS_IRTPS == 0 {
             mem::free(table_pa);
             return Err("the unit did not take the interrupt remapping table");
         }
         self.invalidate(&[Invalidation::InterruptEntryGlobal])?;
-        exec(self.base, &vtd::enable_interrupt_remapping(read32(self.base, vtd::REG_GSTS)));
+        exec(
+            self.base,
+            &vtd::enable_interrupt_remapping(read32(self.base, vtd::REG_GSTS)),
+        );
         if read32(self.base, vtd::REG_GSTS) & vtd::GCMD_IRE == 0 {
             return Err("the unit did not enable interrupt remapping");
         }
@@ -186,14 +224,22 @@ fn exec(base: u64, ops: &[RegOp]) {
             RegOp::Write64 { offset, value } => unsafe {
                 core::ptr::write_volatile(mem::phys_ptr::<u64>(base + u64::from(offset)), value)
             },
-            RegOp::Wait32 { offset, mask, expect } => {
+            RegOp::Wait32 {
+                offset,
+                mask,
+                expect,
+            } => {
                 let mut spins = 0u32;
                 while read32(base, offset) & mask != expect && spins < 10_000_000 {
                     spins += 1;
                     core::hint::spin_loop();
                 }
             }
-            RegOp::Wait64 { offset, mask, expect } => {
+            RegOp::Wait64 {
+                offset,
+                mask,
+                expect,
+            } => {
                 let mut spins = 0u32;
                 while read64(base, offset) & mask != expect && spins < 10_000_000 {
                     spins += 1;
@@ -229,7 +275,14 @@ pub fn init(base: u64) -> Result<(), &'static str> {
     let caps = Capabilities::decode(read64(base, vtd::REG_CAP), read64(base, vtd::REG_ECAP));
     let aw = vtd::pick_agaw(&caps).ok_or("the VT-d unit offers no usable address width")?;
     let root_pa = mem::alloc_zeroed().ok_or("out of memory for the VT-d root table")?;
-    let mut unit = Unit { base, caps, aw, root_pa, queue: None, irt_pa: None };
+    let mut unit = Unit {
+        base,
+        caps,
+        aw,
+        root_pa,
+        queue: None,
+        irt_pa: None,
+    };
     let remap_interrupts = caps.interrupt_remapping && caps.queued_invalidation;
     if remap_interrupts {
         if let Err(why) = unit.enable_queue() {
@@ -241,7 +294,10 @@ pub fn init(base: u64) -> Result<(), &'static str> {
             if caps.interrupt_remapping { "queued invalidation" } else { "interrupt remapping" }
         );
     }
-    exec(base, &vtd::set_root_table(root_pa, read32(base, vtd::REG_GSTS)));
+    exec(
+        base,
+        &vtd::set_root_table(root_pa, read32(base, vtd::REG_GSTS)),
+    );
     unit.invalidate(&[Invalidation::ContextGlobal, Invalidation::IotlbGlobal])?;
     exec(base, &vtd::enable_translation(read32(base, vtd::REG_GSTS)));
     if read32(base, vtd::REG_GSTS) & vtd::GCMD_TE == 0 {
@@ -258,7 +314,13 @@ pub fn init(base: u64) -> Result<(), &'static str> {
     }
     // A fault interrupts the bootstrap CPU, so each fault is read (and its single recording
     // register freed) at once rather than at the next poll. Fault events are not remapped.
-    exec(base, &vtd::fault_event_setup(crate::smp::apic_id_of(0) as u8, crate::pci::IOMMU_FAULT_VECTOR));
+    exec(
+        base,
+        &vtd::fault_event_setup(
+            crate::smp::apic_id_of(0) as u8,
+            crate::pci::IOMMU_FAULT_VECTOR,
+        ),
+    );
     crate::log!(
         "VT-d DMA remapping on at {base:#x} ({}-bit, {} levels): a device no domain owns can DMA nowhere",
         aw.bits(),
@@ -272,7 +334,12 @@ pub fn init(base: u64) -> Result<(), &'static str> {
 /// requests from `source` only. `None` when interrupts are not remapped (program the MSI in
 /// compatibility format then); otherwise the remappable-format MSI address to program
 /// (data 0).
-pub fn map_interrupt(handle: u16, dest_apic_id: u32, vector: u8, source: Bdf) -> Option<Result<u32, &'static str>> {
+pub fn map_interrupt(
+    handle: u16,
+    dest_apic_id: u32,
+    vector: u8,
+    source: Bdf,
+) -> Option<Result<u32, &'static str>> {
     let mut guard = UNIT.lock();
     let unit = guard.as_mut()?;
     let table_pa = unit.irt_pa?;
@@ -280,7 +347,8 @@ pub fn map_interrupt(handle: u16, dest_apic_id: u32, vector: u8, source: Bdf) ->
         if handle >= vtd::IRT_ONE_PAGE_ENTRIES {
             return Err("interrupt handle beyond the remapping table");
         }
-        let [lo, hi] = vtd::irte(dest_apic_id, vector, source.source_id(), false).ok_or("vector or destination not remappable")?;
+        let [lo, hi] = vtd::irte(dest_apic_id, vector, source.source_id(), false)
+            .ok_or("vector or destination not remappable")?;
         let entry_pa = table_pa + u64::from(handle) * vtd::IRTE_BYTES;
         // The qword with the present bit goes last.
         mem::write_phys(entry_pa + 8, &hi.to_le_bytes());
@@ -320,7 +388,9 @@ pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u6
     let mut gpa = 0;
     while gpa < ram_bytes {
         if let Some(hpa) = npt.translate_owned(gpa) {
-            table.map_4k(&mut HostMemory, &mut HostFrames, gpa, hpa, true).ok()?;
+            table
+                .map_4k(&mut HostMemory, &mut HostFrames, gpa, hpa, true)
+                .ok()?;
         }
         gpa += mem::PAGE_SIZE;
     }
@@ -332,7 +402,9 @@ pub fn destroy_domain_table(root_pa: u64) {
     if crate::amdvi::enabled() {
         return crate::amdvi::destroy_domain_table(root_pa);
     }
-    let Some(aw) = UNIT.lock().as_ref().map(|u| u.aw) else { return };
+    let Some(aw) = UNIT.lock().as_ref().map(|u| u.aw) else {
+        return;
+    };
     SlPageTable::from_root(root_pa, aw).destroy(&HostMemory, mem::free);
 }
 
@@ -346,7 +418,8 @@ pub fn attach(bdf: Bdf, table_root: u64, domain_id: u16) -> Result<(), &'static 
     let root_entry_pa = unit.root_pa + vtd::root_entry_offset(bdf.bus);
     let mut root_entry = [0u8; 16];
     mem::read_phys(root_entry_pa, &mut root_entry);
-    let mut context_table = u64::from_le_bytes(root_entry[0..8].try_into().expect("8 bytes")) & !0xfff;
+    let mut context_table =
+        u64::from_le_bytes(root_entry[0..8].try_into().expect("8 bytes")) & !0xfff;
     if context_table == 0 {
         context_table = mem::alloc_zeroed().ok_or("out of memory for a VT-d context table")?;
         let [lo, hi] = vtd::root_entry(context_table);
@@ -358,7 +431,10 @@ pub fn attach(bdf: Bdf, table_root: u64, domain_id: u16) -> Result<(), &'static 
     mem::write_phys(entry_pa + 8, &hi.to_le_bytes());
     mem::write_phys(entry_pa, &lo.to_le_bytes());
     unit.invalidate(&[
-        Invalidation::ContextDevice { domain_id, source_id: bdf.source_id() },
+        Invalidation::ContextDevice {
+            domain_id,
+            source_id: bdf.source_id(),
+        },
         Invalidation::IotlbDomain(domain_id),
     ])
 }
@@ -371,7 +447,10 @@ pub fn detach(bdf: Bdf, domain_id: u16) {
     let mut guard = UNIT.lock();
     let Some(unit) = guard.as_mut() else { return };
     let mut root_entry = [0u8; 8];
-    mem::read_phys(unit.root_pa + vtd::root_entry_offset(bdf.bus), &mut root_entry);
+    mem::read_phys(
+        unit.root_pa + vtd::root_entry_offset(bdf.bus),
+        &mut root_entry,
+    );
     let context_table = u64::from_le_bytes(root_entry) & !0xfff;
     if context_table == 0 {
         return;
@@ -380,7 +459,10 @@ pub fn detach(bdf: Bdf, domain_id: u16) {
     mem::write_phys(entry_pa, &0u64.to_le_bytes());
     mem::write_phys(entry_pa + 8, &0u64.to_le_bytes());
     if let Err(why) = unit.invalidate(&[
-        Invalidation::ContextDevice { domain_id, source_id: bdf.source_id() },
+        Invalidation::ContextDevice {
+            domain_id,
+            source_id: bdf.source_id(),
+        },
         Invalidation::IotlbDomain(domain_id),
     ]) {
         crate::log!("VT-d: invalidating after detaching {bdf} failed: {why}");
@@ -396,12 +478,17 @@ pub fn poll_faults() {
     }
     let mut records: heapless::Vec<FaultRecord, 8> = heapless::Vec::new();
     {
-        let Some(mut guard) = UNIT.try_lock() else { return };
+        let Some(mut guard) = UNIT.try_lock() else {
+            return;
+        };
         let Some(unit) = guard.as_mut() else { return };
         let fsts = read32(unit.base, vtd::REG_FSTS);
         let status = FaultStatus::decode(fsts);
         if status.invalidation_queue_error || status.invalidation_timeout_error {
-            crate::log!("VT-d: invalidation queue error (FSTS {fsts:#x}, IQH {:#x})", read64(unit.base, vtd::REG_IQH));
+            crate::log!(
+                "VT-d: invalidation queue error (FSTS {fsts:#x}, IQH {:#x})",
+                read64(unit.base, vtd::REG_IQH)
+            );
         }
         if !status.pending && !status.overflow {
             if status.invalidation_queue_error || status.invalidation_timeout_error {
@@ -410,8 +497,11 @@ pub fn poll_faults() {
             return;
         }
         for index in vtd::fault_record_indices(&unit.caps, fsts) {
-            let Some(offset) = unit.caps.fault_record_register(index) else { continue };
-            let record = FaultRecord::decode(read64(unit.base, offset), read64(unit.base, offset + 8));
+            let Some(offset) = unit.caps.fault_record_register(index) else {
+                continue;
+            };
+            let record =
+                FaultRecord::decode(read64(unit.base, offset), read64(unit.base, offset + 8));
             if record.fault {
                 let _ = records.push(record);
             }
@@ -423,8 +513,15 @@ pub fn poll_faults() {
     }
     for record in records {
         match record.interrupt_index() {
-            Some(index) => log_blocked_interrupt(record.source_id, index, record.reason, record.reason_text()),
-            None => log_blocked_dma(record.source_id, record.is_write, record.fault_address, record.reason_text()),
+            Some(index) => {
+                log_blocked_interrupt(record.source_id, index, record.reason, record.reason_text())
+            }
+            None => log_blocked_dma(
+                record.source_id,
+                record.is_write,
+                record.fault_address,
+                record.reason_text(),
+            ),
         }
     }
 }

@@ -63,7 +63,10 @@ pub fn calibrate() {
     let elapsed_ticks = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
     let elapsed_us = (crate::time::now_ns() - start) / 1000;
     write(REG_TIMER_INITIAL, 0);
-    TICKS_PER_US_X1024.store((elapsed_ticks * 1024 / elapsed_us.max(1)).max(1), Ordering::Relaxed);
+    TICKS_PER_US_X1024.store(
+        (elapsed_ticks * 1024 / elapsed_us.max(1)).max(1),
+        Ordering::Relaxed,
+    );
 }
 
 pub fn ticks_per_us() -> u64 {
@@ -74,7 +77,10 @@ pub fn ticks_per_us() -> u64 {
 pub fn arm_timer_ns(ns: u64) {
     let ticks = (ns / 1000).max(1) * TICKS_PER_US_X1024.load(Ordering::Relaxed) / 1024;
     write(REG_LVT_TIMER, u32::from(crate::cpu::TIMER_VECTOR));
-    write(REG_TIMER_INITIAL, ticks.clamp(1, u64::from(u32::MAX)) as u32);
+    write(
+        REG_TIMER_INITIAL,
+        ticks.clamp(1, u64::from(u32::MAX)) as u32,
+    );
 }
 
 pub fn disarm_timer() {

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod amdvi;
 mod arch;
 mod boot;
 mod console;
@@ -16,17 +17,16 @@ mod domain;
 mod events;
 mod exits;
 mod grants;
-mod amdvi;
-mod iommu;
-mod pci;
+mod guestmem;
 mod hc_events;
 mod hc_grants;
-mod guestmem;
 mod hypercall;
+mod iommu;
 mod lapic;
 mod mem;
 mod msr;
 mod npt;
+mod pci;
 mod platform;
 mod scheduler;
 mod serial;
@@ -71,11 +71,17 @@ extern "C" fn bsp_main(magic: u32, info_pa: u32) -> ! {
         refuse("out of memory for the permission maps");
     }
     let online = smp::start_aps(&platform.apic_ids);
-    log!("{online} of {} cpus online, SVM with nested paging on each", platform.apic_ids.len());
+    log!(
+        "{online} of {} cpus online, SVM with nested paging on each",
+        platform.apic_ids.len()
+    );
 
     let manifest = platform::decode_manifest().unwrap_or_else(|why| refuse(why));
     platform::init_devices(&platform, manifest);
-    domain::BASELINE_FRAMES.store(mem::allocated_frames(), core::sync::atomic::Ordering::Relaxed);
+    domain::BASELINE_FRAMES.store(
+        mem::allocated_frames(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
     let count = manifest.domains.len();
     domain::NOT_YET_RUNNING.store(count as u32, core::sync::atomic::Ordering::Release);
     // Service domains first, so the others can be connected to them as they are built.
@@ -97,6 +103,9 @@ extern "C" fn bsp_main(magic: u32, info_pa: u32) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    serial::force_log(format_args!("PANIC on cpu {}: {info}", lapic::current_cpu_index()));
+    serial::force_log(format_args!(
+        "PANIC on cpu {}: {info}",
+        lapic::current_cpu_index()
+    ));
     arch::machine_exit(ExitCode::Panic)
 }

@@ -47,11 +47,17 @@ pub fn init(usable: &[(u64, u64)], reserved: &[(u64, u64)]) {
     for &(start, end) in reserved {
         allocator.reserve_range(start, end);
     }
-    *FRAMES.lock() = Some(Frames { allocator, clean: &mut clean[..] });
+    *FRAMES.lock() = Some(Frames {
+        allocator,
+        clean: &mut clean[..],
+    });
 }
 
 pub fn free_frames() -> u64 {
-    FRAMES.lock().as_ref().map_or(0, |f| f.allocator.free_count())
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, |f| f.allocator.free_count())
 }
 
 pub fn allocated_frames() -> u64 {
@@ -96,7 +102,10 @@ pub fn free(pa: u64) {
     zero(pa);
     let mut guard = FRAMES.lock();
     let frames = guard.as_mut().expect("allocator initialised");
-    frames.allocator.free(pa).expect("freeing a frame that is not allocated");
+    frames
+        .allocator
+        .free(pa)
+        .expect("freeing a frame that is not allocated");
     let index = (pa / PAGE_SIZE) as usize;
     frames.clean[index / 64] |= 1 << (index % 64);
     ALLOCATED.fetch_sub(1, Ordering::Relaxed);
@@ -116,7 +125,9 @@ pub fn zero(pa: u64) {
 
 /// Copy `bytes` into host-physical memory at `pa` (a frame the caller owns).
 pub fn write_phys(pa: u64, bytes: &[u8]) {
-    assert!(pa.checked_add(bytes.len() as u64).is_some_and(|end| end <= MAX_PHYS));
+    assert!(pa
+        .checked_add(bytes.len() as u64)
+        .is_some_and(|end| end <= MAX_PHYS));
     // SAFETY: the range lies below 4 GiB (checked) in frames the caller owns; `bytes` cannot
     // overlap them because they are not mapped anywhere in the microvisor's data.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_ptr::<u8>(pa), bytes.len()) };
@@ -124,7 +135,9 @@ pub fn write_phys(pa: u64, bytes: &[u8]) {
 
 /// Copy host-physical memory at `pa` into `buf`.
 pub fn read_phys(pa: u64, buf: &mut [u8]) {
-    assert!(pa.checked_add(buf.len() as u64).is_some_and(|end| end <= MAX_PHYS));
+    assert!(pa
+        .checked_add(buf.len() as u64)
+        .is_some_and(|end| end <= MAX_PHYS));
     // SAFETY: the range lies below 4 GiB (checked); the source may be guest memory that a
     // guest changes concurrently, which is why it is copied out as bytes and never borrowed.
     unsafe { core::ptr::copy_nonoverlapping(phys_ptr::<u8>(pa), buf.as_mut_ptr(), buf.len()) };

@@ -62,7 +62,10 @@ fn write_msr(slot: usize, id: usize, v: &mut Vcpu, msr: u32, value: u64) -> Resu
                 return Err(Gp);
             }
             let lma = vmcb.read64(save::EFER) & (1 << 10);
-            vmcb.write64(save::EFER, (value & !(1 << 10)) | lma | crate::svm::EFER_SVME);
+            vmcb.write64(
+                save::EFER,
+                (value & !(1 << 10)) | lma | crate::svm::EFER_SVME,
+            );
             Ok(())
         }
         MSR_PAT => {
@@ -128,7 +131,9 @@ fn start_vcpu(slot: usize, target: usize, vector: u8) {
     if crate::scheduler::vcpu_is_up(slot, target) {
         return;
     }
-    let Some(mut guard) = vcpu::slot_lock(slot, target).try_lock() else { return };
+    let Some(mut guard) = vcpu::slot_lock(slot, target).try_lock() else {
+        return;
+    };
     let Some(t) = guard.as_mut() else { return };
     vcpu::set_startup_state(t, vector);
     drop(guard);
@@ -142,7 +147,10 @@ fn fill_hypercall_page(v: &Vcpu, value: u64) -> Result<(), Gp> {
         return Err(Gp);
     }
     let view = crate::npt::NptView::from_root(v.vmcb.read64(control::N_CR3));
-    let hpa = view.translate_owned(value).filter(|_| view.is_writable(value)).ok_or(Gp)?;
+    let hpa = view
+        .translate_owned(value)
+        .filter(|_| view.is_writable(value))
+        .ok_or(Gp)?;
     let mut page = [0u8; 4096];
     for (n, stub) in page.chunks_exact_mut(32).enumerate() {
         if n == 23 {

@@ -39,7 +39,9 @@ fn write_entry(table_pa: u64, index: u64, value: u64) {
 
 impl NestedPageTable {
     pub fn new() -> Result<Self, OutOfMemory> {
-        Ok(Self { root_pa: mem::alloc_zeroed().ok_or(OutOfMemory)? })
+        Ok(Self {
+            root_pa: mem::alloc_zeroed().ok_or(OutOfMemory)?,
+        })
     }
 
     /// Host-physical address of the top-level table, for the VMCB's `N_CR3`.
@@ -52,7 +54,13 @@ impl NestedPageTable {
     }
 
     /// Map one 4 KiB guest page. `owned` frames are freed with the table.
-    pub fn map(&mut self, gpa: u64, hpa: u64, writable: bool, owned: bool) -> Result<(), OutOfMemory> {
+    pub fn map(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        writable: bool,
+        owned: bool,
+    ) -> Result<(), OutOfMemory> {
         let mut table = self.root_pa;
         for level in (1..4).rev() {
             let index = Self::index(gpa, level);
@@ -65,7 +73,8 @@ impl NestedPageTable {
                 next
             };
         }
-        let flags = PRESENT | USER | if writable { WRITABLE } else { 0 } | if owned { OWNED } else { 0 };
+        let flags =
+            PRESENT | USER | if writable { WRITABLE } else { 0 } | if owned { OWNED } else { 0 };
         write_entry(table, Self::index(gpa, 0), (hpa & ADDR_MASK) | flags);
         Ok(())
     }
@@ -105,7 +114,9 @@ impl NestedPageTable {
 
     /// A copyable read-only handle for translations (valid while the domain exists).
     pub fn view(&self) -> NptView {
-        NptView { root_pa: self.root_pa }
+        NptView {
+            root_pa: self.root_pa,
+        }
     }
 
     pub fn translate(&self, gpa: u64) -> Option<u64> {
@@ -170,7 +181,8 @@ impl NptView {
 
     /// The host-physical address behind a guest-physical one, if mapped.
     pub fn translate(self, gpa: u64) -> Option<u64> {
-        self.leaf(gpa).map(|entry| (entry & ADDR_MASK) | (gpa & (PAGE_SIZE - 1)))
+        self.leaf(gpa)
+            .map(|entry| (entry & ADDR_MASK) | (gpa & (PAGE_SIZE - 1)))
     }
 
     /// Whether the guest may write the page at `gpa`.
@@ -181,6 +193,8 @@ impl NptView {
     /// The host frame behind `gpa` only if it is RAM the domain owns (not a shared page or a
     /// foreign frame mapped into it): what a domain may grant.
     pub fn translate_owned(self, gpa: u64) -> Option<u64> {
-        self.leaf(gpa).filter(|entry| entry & OWNED != 0).map(|entry| (entry & ADDR_MASK) | (gpa & (PAGE_SIZE - 1)))
+        self.leaf(gpa)
+            .filter(|entry| entry & OWNED != 0)
+            .map(|entry| (entry & ADDR_MASK) | (gpa & (PAGE_SIZE - 1)))
     }
 }

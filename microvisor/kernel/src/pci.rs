@@ -14,7 +14,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use heapless::Vec;
 use microvisor_abi::errno::{EINVAL, ENODEV, ENOSPC};
 use microvisor_abi::manifest::PciAddress;
-use microvisor_core::pci::{self, Bdf, ConfigFilter, ConfigSpace, Function, MsixTableEntry, MAX_FUNCTIONS};
+use microvisor_core::pci::{
+    self, Bdf, ConfigFilter, ConfigSpace, Function, MsixTableEntry, MAX_FUNCTIONS,
+};
 use spin::Mutex;
 
 use crate::mem;
@@ -73,18 +75,29 @@ static PCI: Mutex<Option<Pci>> = Mutex::new(None);
 /// Which (slot, port) each device vector raises.
 /// Host vector `DEVICE_VECTOR_BASE + i` raises (owner slot, port); it was bound for (function,
 /// MSI-X entry).
-static VECTOR_TARGETS: Mutex<[Option<(usize, u32, Bdf, u16)>; DEVICE_VECTORS]> = Mutex::new([None; DEVICE_VECTORS]);
+static VECTOR_TARGETS: Mutex<[Option<(usize, u32, Bdf, u16)>; DEVICE_VECTORS]> =
+    Mutex::new([None; DEVICE_VECTORS]);
 /// Device vectors that fired and were not yet turned into events (bit i = vector base + i).
 #[no_mangle]
 static DEVICE_IRQ_PENDING: AtomicU64 = AtomicU64::new(0);
 
 pub fn bdf_of(address: &PciAddress) -> Bdf {
-    Bdf { segment: address.segment, bus: address.bus, device: address.device, function: address.function }
+    Bdf {
+        segment: address.segment,
+        bus: address.bus,
+        device: address.device,
+        function: address.function,
+    }
 }
 
 fn bdf_from_arg(arg: u64) -> Option<Bdf> {
     let arg = u32::try_from(arg).ok()?;
-    Bdf::new((arg >> 16) as u16, (arg >> 8) as u8, ((arg >> 3) & 0x1f) as u8, (arg & 7) as u8)
+    Bdf::new(
+        (arg >> 16) as u16,
+        (arg >> 8) as u8,
+        ((arg >> 3) & 0x1f) as u8,
+        (arg & 7) as u8,
+    )
 }
 
 /// Enumerate bus 0..=`last_bus` of the ECAM at `ecam_base`, switch off bus mastering
@@ -95,12 +108,21 @@ pub fn init(ecam_base: u64, last_bus: u8, assigned: &[PciAddress]) {
     let mut functions: Vec<Assigned, MAX_FUNCTIONS> = Vec::new();
     for function in found {
         let command = ecam.read16(function.bdf, pci::COMMAND);
-        ecam.write16(function.bdf, pci::COMMAND, command & !pci::COMMAND_BUS_MASTER);
-        let _ = functions.push(Assigned { function, owner: None });
+        ecam.write16(
+            function.bdf,
+            pci::COMMAND,
+            command & !pci::COMMAND_BUS_MASTER,
+        );
+        let _ = functions.push(Assigned {
+            function,
+            owner: None,
+        });
     }
     let mut to_place: Vec<Function, MAX_FUNCTIONS> = functions
         .iter()
-        .filter(|a| a.function.is_endpoint() && assigned.iter().any(|p| bdf_of(p) == a.function.bdf))
+        .filter(|a| {
+            a.function.is_endpoint() && assigned.iter().any(|p| bdf_of(p) == a.function.bdf)
+        })
         .map(|a| a.function)
         .collect();
     match pci::place_bars(&mut to_place, BAR_WINDOW) {
@@ -122,13 +144,29 @@ pub fn init(ecam_base: u64, last_bus: u8, assigned: &[PciAddress]) {
 pub fn io_ranges(wanted: &[PciAddress]) -> Vec<microvisor_abi::manifest::IoPortRange, 16> {
     let mut ranges = Vec::new();
     let guard = PCI.lock();
-    let Some(pci_state) = guard.as_ref() else { return ranges };
+    let Some(pci_state) = guard.as_ref() else {
+        return ranges;
+    };
     for address in wanted {
-        let Some(entry) = pci_state.functions.iter().find(|a| a.function.bdf == bdf_of(address)) else { continue };
-        for bar in entry.function.bars.iter().filter(|b| b.kind == pci::BarKind::Io && b.size > 0) {
+        let Some(entry) = pci_state
+            .functions
+            .iter()
+            .find(|a| a.function.bdf == bdf_of(address))
+        else {
+            continue;
+        };
+        for bar in entry
+            .function
+            .bars
+            .iter()
+            .filter(|b| b.kind == pci::BarKind::Io && b.size > 0)
+        {
             let last = bar.base.saturating_add(bar.size - 1).min(0xffff);
             if bar.base <= 0xffff {
-                let _ = ranges.push(microvisor_abi::manifest::IoPortRange { first: bar.base as u16, last: last as u16 });
+                let _ = ranges.push(microvisor_abi::manifest::IoPortRange {
+                    first: bar.base as u16,
+                    last: last as u16,
+                });
             }
         }
     }
@@ -151,7 +189,10 @@ impl core::fmt::Display for AssignError {
             Self::AlreadyOwned(bdf) => write!(f, "pci {bdf} already belongs to another domain"),
             Self::NoIommu => write!(f, "PCI passthrough needs an IOMMU and none is active"),
             Self::OutOfMemory => write!(f, "out of memory for the DMA page table"),
-            Self::NotAssignable(bdf) => write!(f, "pci {bdf} is a bridge or the IOMMU and cannot be passed through"),
+            Self::NotAssignable(bdf) => write!(
+                f,
+                "pci {bdf} is a bridge or the IOMMU and cannot be passed through"
+            ),
         }
     }
 }
@@ -159,7 +200,12 @@ impl core::fmt::Display for AssignError {
 /// Give the functions `wanted` to the domain in `slot`: map their memory BARs (minus the
 /// MSI-X pages) into its nested page table and attach them to its DMA page table.
 /// Returns the DMA table's root (to free at teardown).
-pub fn assign(slot: usize, wanted: &[PciAddress], npt: &mut crate::npt::NestedPageTable, ram_bytes: u64) -> Result<Option<u64>, AssignError> {
+pub fn assign(
+    slot: usize,
+    wanted: &[PciAddress],
+    npt: &mut crate::npt::NestedPageTable,
+    ram_bytes: u64,
+) -> Result<Option<u64>, AssignError> {
     if wanted.is_empty() {
         return Ok(None);
     }
@@ -167,10 +213,16 @@ pub fn assign(slot: usize, wanted: &[PciAddress], npt: &mut crate::npt::NestedPa
         return Err(AssignError::NoIommu);
     }
     let mut guard = PCI.lock();
-    let pci_state = guard.as_mut().ok_or(AssignError::NoSuchFunction(bdf_of(&wanted[0])))?;
+    let pci_state = guard
+        .as_mut()
+        .ok_or(AssignError::NoSuchFunction(bdf_of(&wanted[0])))?;
     for address in wanted {
         let bdf = bdf_of(address);
-        let entry = pci_state.functions.iter().find(|a| a.function.bdf == bdf).ok_or(AssignError::NoSuchFunction(bdf))?;
+        let entry = pci_state
+            .functions
+            .iter()
+            .find(|a| a.function.bdf == bdf)
+            .ok_or(AssignError::NoSuchFunction(bdf))?;
         if entry.owner.is_some_and(|o| o != slot) {
             return Err(AssignError::AlreadyOwned(bdf));
         }
@@ -179,19 +231,29 @@ pub fn assign(slot: usize, wanted: &[PciAddress], npt: &mut crate::npt::NestedPa
             return Err(AssignError::NotAssignable(bdf));
         }
     }
-    let table = crate::iommu::build_domain_table(npt.view(), ram_bytes).ok_or(AssignError::OutOfMemory)?;
+    let table =
+        crate::iommu::build_domain_table(npt.view(), ram_bytes).ok_or(AssignError::OutOfMemory)?;
     for address in wanted {
         let bdf = bdf_of(address);
-        let entry = pci_state.functions.iter_mut().find(|a| a.function.bdf == bdf).expect("checked above");
+        let entry = pci_state
+            .functions
+            .iter_mut()
+            .find(|a| a.function.bdf == bdf)
+            .expect("checked above");
         entry.owner = Some(slot);
         let function = &entry.function;
-        let msix_pages = function.msix.map(|m| (m.table_range(&function.bars), m.pba_range(&function.bars)));
+        let msix_pages = function
+            .msix
+            .map(|m| (m.table_range(&function.bars), m.pba_range(&function.bars)));
         for bar in function.bars.iter().filter(|b| b.is_memory()) {
             let Some(range) = bar.range() else { continue };
             let mut page = range.start & !(mem::PAGE_SIZE - 1);
             while page < range.end {
                 let hidden = msix_pages.as_ref().is_some_and(|(table, pba)| {
-                    [table, pba].into_iter().flatten().any(|r| page < r.end && r.start < page + mem::PAGE_SIZE)
+                    [table, pba]
+                        .into_iter()
+                        .flatten()
+                        .any(|r| page < r.end && r.start < page + mem::PAGE_SIZE)
                 });
                 if !hidden && npt.map_mmio(page, page).is_err() {
                     return Err(AssignError::OutOfMemory);
@@ -199,7 +261,8 @@ pub fn assign(slot: usize, wanted: &[PciAddress], npt: &mut crate::npt::NestedPa
                 page += mem::PAGE_SIZE;
             }
         }
-        crate::iommu::attach(bdf, table, (slot + 1) as u16).map_err(|_| AssignError::OutOfMemory)?;
+        crate::iommu::attach(bdf, table, (slot + 1) as u16)
+            .map_err(|_| AssignError::OutOfMemory)?;
         crate::log!("pci {bdf} ({:04x}:{:04x}) assigned to domain slot {slot}; its DMA is confined to that domain", function.vendor, function.device);
     }
     Ok(Some(table))
@@ -209,15 +272,25 @@ pub fn assign(slot: usize, wanted: &[PciAddress], npt: &mut crate::npt::NestedPa
 /// from the IOMMU, switch off bus mastering and MSI-X, forget its interrupt vectors.
 pub fn release(slot: usize) {
     let mut guard = PCI.lock();
-    let Some(pci_state) = guard.as_mut() else { return };
-    for entry in pci_state.functions.iter_mut().filter(|a| a.owner == Some(slot)) {
+    let Some(pci_state) = guard.as_mut() else {
+        return;
+    };
+    for entry in pci_state
+        .functions
+        .iter_mut()
+        .filter(|a| a.owner == Some(slot))
+    {
         let bdf = entry.function.bdf;
         crate::iommu::detach(bdf, (slot + 1) as u16);
         let command = pci_state.ecam.read16(bdf, pci::COMMAND);
-        pci_state.ecam.write16(bdf, pci::COMMAND, command & !pci::COMMAND_BUS_MASTER);
+        pci_state
+            .ecam
+            .write16(bdf, pci::COMMAND, command & !pci::COMMAND_BUS_MASTER);
         if let Some(msix) = entry.function.msix {
             let control = pci_state.ecam.read16(bdf, msix.control_offset());
-            pci_state.ecam.write16(bdf, msix.control_offset(), control & !(1 << 15));
+            pci_state
+                .ecam
+                .write16(bdf, msix.control_offset(), control & !(1 << 15));
         }
         entry.owner = None;
     }
@@ -233,7 +306,10 @@ pub fn release(slot: usize) {
 /// The name of the domain owning `bdf` (for fault reports).
 pub fn owner_name(bdf: Bdf) -> heapless::String<32> {
     let owner = PCI.lock().as_ref().and_then(|p| {
-        p.functions.iter().find(|a| a.function.bdf.bus == bdf.bus && a.function.bdf.devfn() == bdf.devfn()).and_then(|a| a.owner)
+        p.functions
+            .iter()
+            .find(|a| a.function.bdf.bus == bdf.bus && a.function.bdf.devfn() == bdf.devfn())
+            .and_then(|a| a.owner)
     });
     match owner {
         Some(slot) => crate::domain::name_of(slot),
@@ -242,20 +318,34 @@ pub fn owner_name(bdf: Bdf) -> heapless::String<32> {
 }
 
 /// `MVOP_PCI_LIST`: the caller's functions, as 160-byte entries.
-pub fn list(slot: usize, out: &mut [[u8; microvisor_abi::microvisor_op::PCI_FUNCTION_ENTRY_SIZE]]) -> usize {
+pub fn list(
+    slot: usize,
+    out: &mut [[u8; microvisor_abi::microvisor_op::PCI_FUNCTION_ENTRY_SIZE]],
+) -> usize {
     let guard = PCI.lock();
-    let Some(pci_state) = guard.as_ref() else { return 0 };
+    let Some(pci_state) = guard.as_ref() else {
+        return 0;
+    };
     let mut n = 0;
     for entry in pci_state.functions.iter().filter(|a| a.owner == Some(slot)) {
         let Some(bytes) = out.get_mut(n) else { break };
         let f = &entry.function;
-        let bdf = microvisor_abi::microvisor_op::pci_bdf(f.bdf.segment, f.bdf.bus, f.bdf.device, f.bdf.function);
+        let bdf = microvisor_abi::microvisor_op::pci_bdf(
+            f.bdf.segment,
+            f.bdf.bus,
+            f.bdf.device,
+            f.bdf.function,
+        );
         bytes.fill(0);
         bytes[0..4].copy_from_slice(&bdf.to_le_bytes());
         bytes[4..6].copy_from_slice(&f.vendor.to_le_bytes());
         bytes[6..8].copy_from_slice(&f.device.to_le_bytes());
         bytes[8..12].copy_from_slice(&f.class.to_le_bytes());
-        bytes[12..16].copy_from_slice(&f.msix.map_or(0u32, |m| u32::from(m.table_size)).to_le_bytes());
+        bytes[12..16].copy_from_slice(
+            &f.msix
+                .map_or(0u32, |m| u32::from(m.table_size))
+                .to_le_bytes(),
+        );
         for (i, bar) in f.bars.iter().enumerate() {
             let at = 16 + i * 24;
             let kind: u32 = match bar.kind {
@@ -287,7 +377,11 @@ pub fn config_read(slot: usize, bdf: u64, offset: u64, size: u64) -> Result<i64,
     let (offset, size) = check_access(offset, size)?;
     let guard = PCI.lock();
     let pci_state = guard.as_ref().ok_or(ENODEV)?;
-    if !pci_state.functions.iter().any(|a| a.function.bdf == bdf && a.owner == Some(slot)) {
+    if !pci_state
+        .functions
+        .iter()
+        .any(|a| a.function.bdf == bdf && a.owner == Some(slot))
+    {
         return Err(ENODEV);
     }
     let dword = pci_state.ecam.read32(bdf, offset & !3);
@@ -305,7 +399,11 @@ pub fn config_write(slot: usize, bdf: u64, offset: u64, size: u64, value: u64) -
     let (offset, size) = check_access(offset, size)?;
     let mut guard = PCI.lock();
     let pci_state = guard.as_mut().ok_or(ENODEV)?;
-    let entry = pci_state.functions.iter().find(|a| a.function.bdf == bdf && a.owner == Some(slot)).ok_or(ENODEV)?;
+    let entry = pci_state
+        .functions
+        .iter()
+        .find(|a| a.function.bdf == bdf && a.owner == Some(slot))
+        .ok_or(ENODEV)?;
     let filter = ConfigFilter::new(&entry.function);
     // Memory decoding stays on: the BARs are the microvisor's and stay mapped into the owner,
     // and switching decoding off under a mapped BAR crashes QEMU 7.2's emulation on the next
@@ -323,12 +421,21 @@ pub fn config_write(slot: usize, bdf: u64, offset: u64, size: u64, value: u64) -
 pub fn bind_msix(slot: usize, bdf: u64, index: u64, port: u64) -> Result<i64, i64> {
     let bdf = bdf_from_arg(bdf).ok_or(ENODEV)?;
     let port = u32::try_from(port).map_err(|_| EINVAL)?;
-    if crate::events::EVENTS[slot].lock().ports.state(port).is_none() {
+    if crate::events::EVENTS[slot]
+        .lock()
+        .ports
+        .state(port)
+        .is_none()
+    {
         return Err(EINVAL);
     }
     let mut guard = PCI.lock();
     let pci_state = guard.as_mut().ok_or(ENODEV)?;
-    let entry = pci_state.functions.iter().find(|a| a.function.bdf == bdf && a.owner == Some(slot)).ok_or(ENODEV)?;
+    let entry = pci_state
+        .functions
+        .iter()
+        .find(|a| a.function.bdf == bdf && a.owner == Some(slot))
+        .ok_or(ENODEV)?;
     let msix = entry.function.msix.ok_or(EINVAL)?;
     if index >= u64::from(msix.table_size) {
         return Err(EINVAL);
@@ -337,8 +444,14 @@ pub fn bind_msix(slot: usize, bdf: u64, index: u64, port: u64) -> Result<i64, i6
     // Binding an entry again reuses its vector (the pool is host-wide and small).
     let (vector_index, previous) = {
         let mut targets = VECTOR_TARGETS.lock();
-        let same_entry = |t: &Option<(usize, u32, Bdf, u16)>| t.is_some_and(|(s, _, b, i)| s == slot && b == bdf && u64::from(i) == index);
-        let free = targets.iter().position(same_entry).or_else(|| targets.iter().position(Option::is_none)).ok_or(ENOSPC)?;
+        let same_entry = |t: &Option<(usize, u32, Bdf, u16)>| {
+            t.is_some_and(|(s, _, b, i)| s == slot && b == bdf && u64::from(i) == index)
+        };
+        let free = targets
+            .iter()
+            .position(same_entry)
+            .or_else(|| targets.iter().position(Option::is_none))
+            .ok_or(ENOSPC)?;
         let previous = targets[free];
         targets[free] = Some((slot, port, bdf, index as u16));
         (free, previous)
@@ -355,7 +468,13 @@ pub fn bind_msix(slot: usize, bdf: u64, index: u64, port: u64) -> Result<i64, i6
     // (remappable format, data 0), which only this function's requester ID may use;
     // without it, the vector itself (compatibility format).
     let words = match crate::iommu::map_interrupt(vector_index as u16, dest, vector, bdf) {
-        Some(Ok(address)) => MsixTableEntry { address_lo: address, address_hi: 0, data: 0, vector_control: 0 }.encode(),
+        Some(Ok(address)) => MsixTableEntry {
+            address_lo: address,
+            address_hi: 0,
+            data: 0,
+            vector_control: 0,
+        }
+        .encode(),
         Some(Err(why)) => {
             crate::log!("pci {bdf}: cannot remap its interrupt: {why}");
             free_vector();
@@ -376,7 +495,9 @@ pub fn bind_msix(slot: usize, bdf: u64, index: u64, port: u64) -> Result<i64, i6
         unsafe { core::ptr::write_volatile(mem::phys_ptr::<u32>(entry_pa + i as u64 * 4), *word) };
     }
     let control = pci_state.ecam.read16(bdf, msix.control_offset());
-    pci_state.ecam.write16(bdf, msix.control_offset(), (control | 1 << 15) & !(1 << 14));
+    pci_state
+        .ecam
+        .write16(bdf, msix.control_offset(), (control | 1 << 15) & !(1 << 14));
     Ok(0)
 }
 

@@ -33,7 +33,8 @@ pub fn init_devices(platform: &Platform, manifest: &SystemManifest) {
             Some(unit) => match crate::amdvi::init(unit.base_pa) {
                 Ok(()) => {
                     if let Some((ecam_base, _)) = platform.ecam {
-                        let bdf = microvisor_core::pci::Bdf::from_source_id(unit.segment, unit.device_id);
+                        let bdf =
+                            microvisor_core::pci::Bdf::from_source_id(unit.segment, unit.device_id);
                         crate::amdvi::watch_pci_status(ecam_base + bdf.ecam_offset());
                     }
                 }
@@ -58,7 +59,9 @@ struct PhysMemory;
 
 impl microvisor_core::phys::PhysRead for PhysMemory {
     fn read(&self, pa: u64, buf: &mut [u8]) -> bool {
-        let Some(end) = pa.checked_add(buf.len() as u64) else { return false };
+        let Some(end) = pa.checked_add(buf.len() as u64) else {
+            return false;
+        };
         if end > mem::MAX_PHYS {
             return false;
         }
@@ -73,11 +76,13 @@ extern "C" {
 }
 
 pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
-    let info = multiboot::parse_multiboot(&PhysMemory, info_pa).map_err(|_| "the Multiboot information is malformed")?;
+    let info = multiboot::parse_multiboot(&PhysMemory, info_pa)
+        .map_err(|_| "the Multiboot information is malformed")?;
     if info.modules.is_empty() {
         return Err("no boot modules: module 0 must be the compiled manifest");
     }
-    let acpi = acpi::parse_acpi(&PhysMemory).map_err(|_| "no usable ACPI tables (RSDP/XSDT/MADT)")?;
+    let acpi =
+        acpi::parse_acpi(&PhysMemory).map_err(|_| "no usable ACPI tables (RSDP/XSDT/MADT)")?;
     if u64::from(acpi.local_apic_pa) != crate::lapic::LAPIC_BASE {
         return Err("the local APIC is not at 0xfee00000");
     }
@@ -89,8 +94,10 @@ pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
     let mut reserved: Vec<(u64, u64), 64> = Vec::new();
     // Real-mode memory (BIOS data, the AP trampoline), the image, the modules, the
     // Multiboot structures QEMU puts after the modules, and every ACPI table.
-    let (image_start, image_end) =
-        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64);
+    let (image_start, image_end) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    );
     let _ = reserved.push((0, 0x10_0000));
     let _ = reserved.push((image_start, image_end));
     let mut modules: Vec<(u64, u64), 16> = Vec::new();
@@ -126,20 +133,39 @@ pub fn discover(info_pa: u64) -> Result<Platform, &'static str> {
             crate::log!("VT-d remapping unit at {unit:#x}");
         }
     }
-    let vtd_base = acpi.dmar.as_ref().and_then(|d| d.drhd_units.first().copied());
-    let ecam = acpi.mcfg.iter().find(|m| m.segment == 0).map(|m| (m.base_pa, m.bus_end));
+    let vtd_base = acpi
+        .dmar
+        .as_ref()
+        .and_then(|d| d.drhd_units.first().copied());
+    let ecam = acpi
+        .mcfg
+        .iter()
+        .find(|m| m.segment == 0)
+        .map(|m| (m.base_pa, m.bus_end));
     let amdvi = acpi.ivrs_units.first().copied();
-    Ok(Platform { apic_ids, vtd_base, ecam, amdvi })
+    Ok(Platform {
+        apic_ids,
+        vtd_base,
+        ecam,
+        amdvi,
+    })
 }
 
 /// Decode boot module 0, the compiled system manifest.
 pub fn decode_manifest() -> Result<&'static SystemManifest, &'static str> {
-    let &(start, end) = crate::domain::MODULES.get().and_then(|m| m.first()).ok_or("no manifest module")?;
+    let &(start, end) = crate::domain::MODULES
+        .get()
+        .and_then(|m| m.first())
+        .ok_or("no manifest module")?;
     // SAFETY: the module lies in memory reserved from the allocator for good and is never written.
-    let bytes = unsafe { core::slice::from_raw_parts(mem::phys_ptr::<u8>(start), (end - start) as usize) };
-    let manifest: SystemManifest = postcard::from_bytes(bytes).map_err(|_| "boot module 0 is not a compiled manifest")?;
+    let bytes =
+        unsafe { core::slice::from_raw_parts(mem::phys_ptr::<u8>(start), (end - start) as usize) };
+    let manifest: SystemManifest =
+        postcard::from_bytes(bytes).map_err(|_| "boot module 0 is not a compiled manifest")?;
     if manifest.version != MANIFEST_VERSION {
-        return Err("the compiled manifest has another layout version; rebuild it with this tree's tools");
+        return Err(
+            "the compiled manifest has another layout version; rebuild it with this tree's tools",
+        );
     }
     Ok(crate::domain::MANIFEST.call_once(|| manifest))
 }

@@ -18,20 +18,26 @@ use crate::vcpu::MAX_VCPUS;
 static SCHED: Mutex<Scheduler<MAX_VCPUS>> = Mutex::new(Scheduler::new());
 static DYING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
 /// CPUs sleeping in the idle loop; a vCPU made runnable interrupts one of them.
-static IDLE: [AtomicBool; crate::cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; crate::cpu::MAX_CPUS];
+static IDLE: [AtomicBool; crate::cpu::MAX_CPUS] =
+    [const { AtomicBool::new(false) }; crate::cpu::MAX_CPUS];
 
 /// The longest an idle CPU sleeps before it looks at the run queue again.
 const IDLE_POLL_NS: u64 = 5_000_000;
 
 fn vref(slot: usize, vcpu: usize) -> VcpuRef {
-    VcpuRef { domain: slot as u16, vcpu: vcpu as u8 }
+    VcpuRef {
+        domain: slot as u16,
+        vcpu: vcpu as u8,
+    }
 }
 
 pub fn add_domain(slot: usize, vcpus: u32) {
     DYING[slot].store(false, Ordering::Release);
     let mut sched = SCHED.lock();
     for id in 0..vcpus as usize {
-        sched.add(vref(slot, id), id == 0).expect("the scheduler has a slot for every vCPU of the table");
+        sched
+            .add(vref(slot, id), id == 0)
+            .expect("the scheduler has a slot for every vCPU of the table");
     }
 }
 
@@ -40,7 +46,10 @@ pub fn is_dying(slot: usize) -> bool {
 }
 
 pub fn vcpu_is_up(slot: usize, vcpu: usize) -> bool {
-    !matches!(SCHED.lock().state(vref(slot, vcpu)), None | Some(VcpuState::Down) | Some(VcpuState::Dead))
+    !matches!(
+        SCHED.lock().state(vref(slot, vcpu)),
+        None | Some(VcpuState::Down) | Some(VcpuState::Dead)
+    )
 }
 
 pub fn vcpu_up(slot: usize, vcpu: usize) {
@@ -59,7 +68,9 @@ pub fn kick(slot: usize, vcpu: usize) {
         match state {
             Some(VcpuState::Running { cpu }) => Some(usize::from(cpu)),
             // Now runnable: an idle CPU should pick it up at once rather than at its next poll.
-            _ if woken => (0..crate::smp::cpu_count()).find(|&c| c != me && IDLE[c].load(Ordering::Acquire)),
+            _ if woken => {
+                (0..crate::smp::cpu_count()).find(|&c| c != me && IDLE[c].load(Ordering::Acquire))
+            }
             _ => None,
         }
     };
@@ -112,7 +123,9 @@ pub fn shootdown(slot: usize) {
 pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
     {
         let mut table = domain::DOMAINS.lock();
-        let Some(d) = table[slot].as_mut() else { return };
+        let Some(d) = table[slot].as_mut() else {
+            return;
+        };
         if d.state != DomainState::Running {
             return;
         }
@@ -149,7 +162,9 @@ pub fn cpu_loop(cpu: usize) -> ! {
             Some(v) => run(cpu, v),
             None => {
                 let next = SCHED.lock().next_deadline();
-                let wait = next.map_or(IDLE_POLL_NS, |t| t.saturating_sub(now).clamp(1_000, IDLE_POLL_NS));
+                let wait = next.map_or(IDLE_POLL_NS, |t| {
+                    t.saturating_sub(now).clamp(1_000, IDLE_POLL_NS)
+                });
                 crate::lapic::arm_timer_ns(wait);
                 IDLE[cpu].store(true, Ordering::Release);
                 // Look once more after announcing idleness, so a wake-up in between is not missed.
@@ -180,8 +195,11 @@ fn run(cpu: usize, v: VcpuRef) {
                     let result = sched.set_down(v);
                     if sched.all_dead_or_down(v.domain) {
                         drop(sched);
-                        crate::log!("domain {} ({}): every vCPU halted with interrupts off", 
-                            domain::view(slot).map_or(0, |d| d.domid), domain::name_of(slot));
+                        crate::log!(
+                            "domain {} ({}): every vCPU halted with interrupts off",
+                            domain::view(slot).map_or(0, |d| d.domid),
+                            domain::name_of(slot)
+                        );
                         shutdown_domain(slot, ShutdownReason::Poweroff);
                         sched = SCHED.lock();
                     }

@@ -57,7 +57,8 @@ pub fn init() {
 }
 
 /// Host address of the console domain's UART line lock (0: no console domain).
-pub static CONSOLE_LINE_LOCK_HPA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+pub static CONSOLE_LINE_LOCK_HPA: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(0);
 
 /// Holds the UART line lock shared with the console domain (see `shared_info::UART_LINE_LOCK`)
 /// for one line. The microvisor waits at most ~2 ms for it: its log is never held up by a
@@ -74,9 +75,13 @@ impl LineLock {
         // SAFETY: `hpa` is a 4-byte-aligned word in the console domain's shared_info frame,
         // which the microvisor allocated and keeps until that domain's teardown, which clears
         // CONSOLE_LINE_LOCK_HPA first; both sides only use atomic operations on it.
-        let lock = unsafe { core::sync::atomic::AtomicU32::from_ptr(crate::mem::phys_ptr::<u32>(hpa)) };
+        let lock =
+            unsafe { core::sync::atomic::AtomicU32::from_ptr(crate::mem::phys_ptr::<u32>(hpa)) };
         for _ in 0..200 {
-            if lock.compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if lock
+                .compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 return Self(Some(lock));
             }
             crate::time::delay_us(10);
@@ -88,7 +93,12 @@ impl LineLock {
 impl Drop for LineLock {
     fn drop(&mut self) {
         if let Some(lock) = self.0 {
-            let _ = lock.compare_exchange(2, 0, core::sync::atomic::Ordering::Release, core::sync::atomic::Ordering::Relaxed);
+            let _ = lock.compare_exchange(
+                2,
+                0,
+                core::sync::atomic::Ordering::Release,
+                core::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 }
@@ -108,7 +118,11 @@ pub fn domain_line(name: &str, line: &[u8]) {
     let _line = LineLock::take();
     let _ = write!(port, "[{name}] ");
     for &b in line {
-        port.write_byte(if (0x20..0x7f).contains(&b) || b == b'\t' { b } else { b'?' });
+        port.write_byte(if (0x20..0x7f).contains(&b) || b == b'\t' {
+            b
+        } else {
+            b'?'
+        });
     }
     let _ = port.write_str("\n");
 }

@@ -66,13 +66,19 @@ pub fn start_aps(apic_ids: &[u32]) -> usize {
         let before = CPUS_ONLINE.load(Ordering::Acquire);
         let slot = crate::boot::TRAMPOLINE_PA + crate::boot::trampoline_stack_slot_offset() as u64;
         crate::mem::write_phys(slot, &crate::cpu::ap_stack_top(cpu).to_le_bytes());
-        crate::lapic::start_ap(APIC_IDS[cpu].load(Ordering::Relaxed), (crate::boot::TRAMPOLINE_PA >> 12) as u8);
+        crate::lapic::start_ap(
+            APIC_IDS[cpu].load(Ordering::Relaxed),
+            (crate::boot::TRAMPOLINE_PA >> 12) as u8,
+        );
         let deadline = crate::time::now_ns() + 1_000_000_000;
         while CPUS_ONLINE.load(Ordering::Acquire) == before && crate::time::now_ns() < deadline {
             core::hint::spin_loop();
         }
         if CPUS_ONLINE.load(Ordering::Acquire) == before {
-            crate::log!("cpu {cpu} (APIC id {}) did not come up", APIC_IDS[cpu].load(Ordering::Relaxed));
+            crate::log!(
+                "cpu {cpu} (APIC id {}) did not come up",
+                APIC_IDS[cpu].load(Ordering::Relaxed)
+            );
         }
     }
     CPUS_ONLINE.load(Ordering::Acquire)

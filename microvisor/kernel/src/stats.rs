@@ -10,7 +10,9 @@ pub static GRANT_OPS: AtomicU64 = AtomicU64::new(0);
 pub static DMA_FAULTS: AtomicU64 = AtomicU64::new(0);
 pub static DEVICE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 /// Kinds of #VMEXIT counted per domain, by [`exit_kind`].
-pub const EXIT_KIND_NAMES: [&str; 9] = ["intr", "vmmcall", "hlt", "cpuid", "msr", "ioio", "npf", "vintr", "other"];
+pub const EXIT_KIND_NAMES: [&str; 9] = [
+    "intr", "vmmcall", "hlt", "cpuid", "msr", "ioio", "npf", "vintr", "other",
+];
 /// Hypercall numbers counted one by one (Xen's are all below 48; ours is 64).
 pub const COUNTED_HYPERCALLS: usize = 48;
 
@@ -34,7 +36,8 @@ pub static PER_DOMAIN: [DomainCounters; crate::domain::MAX_DOMAINS] = [const {
         exits_by_kind: [const { AtomicU64::new(0) }; EXIT_KIND_NAMES.len()],
         hypercalls_by_number: [const { AtomicU64::new(0) }; COUNTED_HYPERCALLS + 1],
     }
-}; crate::domain::MAX_DOMAINS];
+};
+    crate::domain::MAX_DOMAINS];
 
 /// The index in [`EXIT_KIND_NAMES`] of an SVM exit code.
 pub fn exit_kind(code: u64) -> usize {
@@ -62,7 +65,8 @@ pub fn count_hypercall(slot: usize, number: u64) {
     use core::sync::atomic::Ordering::Relaxed;
     HYPERCALLS.fetch_add(1, Relaxed);
     PER_DOMAIN[slot].hypercalls.fetch_add(1, Relaxed);
-    PER_DOMAIN[slot].hypercalls_by_number[(number as usize).min(COUNTED_HYPERCALLS)].fetch_add(1, Relaxed);
+    PER_DOMAIN[slot].hypercalls_by_number[(number as usize).min(COUNTED_HYPERCALLS)]
+        .fetch_add(1, Relaxed);
 }
 
 pub fn reset_domain(slot: usize) {
@@ -72,7 +76,10 @@ pub fn reset_domain(slot: usize) {
     c.events_sent.store(0, Relaxed);
     c.vm_exits.store(0, Relaxed);
     c.unclaimed_ports.store(0, Relaxed);
-    c.exits_by_kind.iter().chain(c.hypercalls_by_number.iter()).for_each(|n| n.store(0, Relaxed));
+    c.exits_by_kind
+        .iter()
+        .chain(c.hypercalls_by_number.iter())
+        .for_each(|n| n.store(0, Relaxed));
 }
 
 /// Log a domain's exits by kind and hypercalls by number (at its teardown), on two lines.
@@ -87,19 +94,35 @@ pub fn log_domain(slot: usize, domid: u16, name: &str) {
             let _ = write!(line, " {kind} {n},");
         }
     }
-    crate::log!("domain {domid} ({name}) vm exits by kind:{} unclaimed ports {}", line.trim_end_matches(','), c.unclaimed_ports.load(Relaxed));
+    crate::log!(
+        "domain {domid} ({name}) vm exits by kind:{} unclaimed ports {}",
+        line.trim_end_matches(','),
+        c.unclaimed_ports.load(Relaxed)
+    );
     line.clear();
     for (number, n) in c.hypercalls_by_number.iter().enumerate() {
         let n = n.load(Relaxed);
         if n != 0 {
-            let _ = write!(line, " {number}{}:{n},", if number == COUNTED_HYPERCALLS { "+" } else { "" });
+            let _ = write!(
+                line,
+                " {number}{}:{n},",
+                if number == COUNTED_HYPERCALLS {
+                    "+"
+                } else {
+                    ""
+                }
+            );
         }
     }
-    crate::log!("domain {domid} ({name}) hypercalls by number:{}", line.trim_end_matches(','));
+    crate::log!(
+        "domain {domid} ({name}) hypercalls by number:{}",
+        line.trim_end_matches(',')
+    );
 }
 
 /// VM exits per CPU, so a TLB shootdown can tell a CPU has left its guest.
-pub static EXITS_ON_CPU: [AtomicU64; crate::cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::cpu::MAX_CPUS];
+pub static EXITS_ON_CPU: [AtomicU64; crate::cpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::cpu::MAX_CPUS];
 
 /// Whether each CPU is (about to be) inside a guest: set before VMRUN, cleared after the
 /// #VMEXIT. A CPU outside its guest needs no shootdown: its next VMRUN flushes the TLB.

@@ -114,7 +114,9 @@ pub fn check_features() -> Result<(), &'static str> {
     }
     let features = cpuid(0x8000_000a, 0);
     if features.edx & 1 == 0 {
-        return Err("the CPU does not support nested paging (CPUID 0x8000000A EDX bit 0); QEMU needs +npt");
+        return Err(
+            "the CPU does not support nested paging (CPUID 0x8000000A EDX bit 0); QEMU needs +npt",
+        );
     }
     // EBX counts the ASIDs, 0 (the host's) included.
     if features.ebx < 2 {
@@ -130,7 +132,9 @@ static GUEST_ASIDS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU3
 /// The ASID domain `slot` runs with: its own when the CPU has enough, else shared. Sharing is
 /// safe because every VMRUN flushes the TLB (`TLB_CONTROL` = flush all).
 pub fn asid_for(slot: usize) -> u32 {
-    let n = GUEST_ASIDS.load(core::sync::atomic::Ordering::Relaxed).max(1);
+    let n = GUEST_ASIDS
+        .load(core::sync::atomic::Ordering::Relaxed)
+        .max(1);
     1 + (slot as u32 % n)
 }
 
@@ -179,7 +183,10 @@ impl Vmcb {
     }
     /// Write a segment register: selector, attributes (VMCB format), limit, base.
     pub fn set_segment(self, offset: u64, selector: u16, attrib: u16, limit: u32, base: u64) {
-        self.write64(offset, u64::from(selector) | u64::from(attrib) << 16 | u64::from(limit) << 32);
+        self.write64(
+            offset,
+            u64::from(selector) | u64::from(attrib) << 16 | u64::from(limit) << 32,
+        );
         self.write64(offset + 8, base);
     }
 }
@@ -222,7 +229,13 @@ impl FxArea {
 }
 
 extern "C" {
-    fn svm_run_asm(vmcb_pa: u64, regs: *mut GuestRegs, host_save_pa: u64, guest_fx: *mut FxArea, host_fx: *mut FxArea);
+    fn svm_run_asm(
+        vmcb_pa: u64,
+        regs: *mut GuestRegs,
+        host_save_pa: u64,
+        guest_fx: *mut FxArea,
+        host_fx: *mut FxArea,
+    );
 }
 
 /// Enter the guest until the next #VMEXIT.
@@ -231,7 +244,13 @@ extern "C" {
 /// `vmcb` must be a fully initialised VMCB whose N_CR3 names a nested page table that maps
 /// only the domain's own frames; `host_save_pa` must be this CPU's VMSAVE area (distinct from
 /// VM_HSAVE_PA); no other CPU may use this VMCB, these registers or these FX areas meanwhile.
-pub unsafe fn run(vmcb: Vmcb, regs: &mut GuestRegs, host_save_pa: u64, guest_fx: &mut FxArea, host_fx: &mut FxArea) {
+pub unsafe fn run(
+    vmcb: Vmcb,
+    regs: &mut GuestRegs,
+    host_save_pa: u64,
+    guest_fx: &mut FxArea,
+    host_fx: &mut FxArea,
+) {
     // SAFETY: the caller upholds the contract above; the asm saves and restores every
     // callee-saved register and the host's FS/GS/TR state.
     unsafe { svm_run_asm(vmcb.pa(), regs, host_save_pa, guest_fx, host_fx) }

@@ -11,8 +11,8 @@ static SCALE: spin::Once<TscScale> = spin::Once::new();
 /// Calibrate the TSC with PIT channel 2 over ~10 ms (bootstrap CPU, before anything else times).
 pub fn calibrate() {
     const PIT_TICKS: u16 = 11_932; // ~10 ms
-    // SAFETY: ports 0x42/0x43/0x61 are the PIT channel 2 and its gate, used only here, at
-    // boot, by the bootstrap CPU; the speaker output stays disabled (bit 1 clear).
+                                   // SAFETY: ports 0x42/0x43/0x61 are the PIT channel 2 and its gate, used only here, at
+                                   // boot, by the bootstrap CPU; the speaker output stays disabled (bit 1 clear).
     let tsc_delta = unsafe {
         use crate::arch::{inb, outb};
         let gate = inb(0x61);
@@ -26,7 +26,8 @@ pub fn calibrate() {
         }
         crate::arch::rdtsc() - start
     };
-    let hz = microvisor_core::time::tsc_hz_from_calibration(tsc_delta, u64::from(PIT_TICKS)).unwrap_or(1_000_000_000);
+    let hz = microvisor_core::time::tsc_hz_from_calibration(tsc_delta, u64::from(PIT_TICKS))
+        .unwrap_or(1_000_000_000);
     TSC_HZ.store(hz, Ordering::Relaxed);
     SCALE.call_once(|| TscScale::from_tsc_hz(hz));
     TSC_AT_BOOT.store(crate::arch::rdtsc(), Ordering::Relaxed);
@@ -64,7 +65,11 @@ pub fn publish_vcpu_time(npt_root: u64, gpa: u64) -> Result<(), ()> {
     use microvisor_core::pagewalk::GuestPhysMemory;
     let record = vcpu_time_record();
     let mut memory = crate::guestmem::GuestMemory::new(crate::npt::NptView::from_root(npt_root));
-    if memory.write(gpa, &record) { Ok(()) } else { Err(()) }
+    if memory.write(gpa, &record) {
+        Ok(())
+    } else {
+        Err(())
+    }
 }
 
 /// Write the pvclock record into a frame the microvisor owns (a `shared_info` page).

@@ -35,13 +35,15 @@ static VCPUS: [Mutex<Option<Vcpu>>; MAX_VCPUS] = [const { Mutex::new(None) }; MA
 static TIMER_DEADLINE_NS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 /// LAPIC vectors sent to a vCPU by its siblings (a 256-bit set), merged into its virtual
 /// LAPIC by the CPU that runs it; the sender never takes the target's lock.
-static POSTED_VECTORS: [[AtomicU64; 4]; MAX_VCPUS] = [const { [const { AtomicU64::new(0) }; 4] }; MAX_VCPUS];
+static POSTED_VECTORS: [[AtomicU64; 4]; MAX_VCPUS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; MAX_VCPUS];
 /// An NMI sent to a vCPU, injected at its next entry.
 static POSTED_NMI: [AtomicBool; MAX_VCPUS] = [const { AtomicBool::new(false) }; MAX_VCPUS];
 
 /// Post a fixed interrupt to a vCPU (from a sibling's ICR write) and make it notice.
 pub fn post_vector(slot: usize, vcpu: usize, vector: u8) {
-    POSTED_VECTORS[index(slot, vcpu)][usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+    POSTED_VECTORS[index(slot, vcpu)][usize::from(vector / 64)]
+        .fetch_or(1 << (vector % 64), Ordering::AcqRel);
     crate::scheduler::kick(slot, vcpu);
 }
 
@@ -53,12 +55,17 @@ pub fn post_nmi(slot: usize, vcpu: usize) {
 /// Whether anything was posted to the vCPU since it last looked (for waking it from HLT).
 pub fn has_posted(slot: usize, vcpu: usize) -> bool {
     let i = index(slot, vcpu);
-    POSTED_NMI[i].load(Ordering::Acquire) || POSTED_VECTORS[i].iter().any(|w| w.load(Ordering::Acquire) != 0)
+    POSTED_NMI[i].load(Ordering::Acquire)
+        || POSTED_VECTORS[i]
+            .iter()
+            .any(|w| w.load(Ordering::Acquire) != 0)
 }
 
 fn clear_posted(slot: usize, vcpu: usize) {
     let i = index(slot, vcpu);
-    POSTED_VECTORS[i].iter().for_each(|w| w.store(0, Ordering::Release));
+    POSTED_VECTORS[i]
+        .iter()
+        .for_each(|w| w.store(0, Ordering::Release));
     POSTED_NMI[i].store(false, Ordering::Release);
 }
 
@@ -94,9 +101,16 @@ static MSRPM_PA: AtomicU64 = AtomicU64::new(0);
 
 /// MSRs a guest may access directly: they are switched by VMLOAD/VMSAVE with the VMCB.
 const PASSTHROUGH_MSRS: [u32; 10] = [
-    0xc000_0100, 0xc000_0101, 0xc000_0102, // FS/GS/KERNEL_GS base
-    0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, // STAR, LSTAR, CSTAR, SFMASK
-    0x174, 0x175, 0x176, // SYSENTER_CS/ESP/EIP
+    0xc000_0100,
+    0xc000_0101,
+    0xc000_0102, // FS/GS/KERNEL_GS base
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084, // STAR, LSTAR, CSTAR, SFMASK
+    0x174,
+    0x175,
+    0x176, // SYSENTER_CS/ESP/EIP
 ];
 
 /// Build the shared permission maps: every port intercepted, every MSR intercepted except
@@ -149,7 +163,12 @@ pub fn domain_permission_map(ranges: &[microvisor_abi::manifest::IoPortRange]) -
     Some(iopm)
 }
 
-pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Result<(), crate::npt::OutOfMemory> {
+pub fn create(
+    slot: usize,
+    vcpu: usize,
+    npt_root: u64,
+    iopm: Option<u64>,
+) -> Result<(), crate::npt::OutOfMemory> {
     let vmcb = Vmcb::new(crate::mem::alloc_zeroed().ok_or(crate::npt::OutOfMemory)?);
     // #DB and #AC: a guest can make their delivery fault again forever inside the CPU
     // (XSA-156); intercepted, each delivery is a #VMEXIT the host reinjects, so the CPU
@@ -171,7 +190,10 @@ pub fn create(slot: usize, vcpu: usize, npt_root: u64, iopm: Option<u64>) -> Res
             | svm::INTERCEPT_SHUTDOWN,
     );
     vmcb.write32(control::INTERCEPT_MISC2, svm::INTERCEPT_SVM_INSNS);
-    vmcb.write64(control::IOPM_BASE_PA, iopm.unwrap_or(IOPM_PA.load(Ordering::Relaxed)));
+    vmcb.write64(
+        control::IOPM_BASE_PA,
+        iopm.unwrap_or(IOPM_PA.load(Ordering::Relaxed)),
+    );
     vmcb.write64(control::MSRPM_BASE_PA, MSRPM_PA.load(Ordering::Relaxed));
     vmcb.write32(control::GUEST_ASID, svm::asid_for(slot));
     vmcb.write64(control::VINTR, 1 << 24); // V_INTR_MASKING: host IF governs physical interrupts
@@ -223,7 +245,10 @@ pub fn set_pvh_boot_state(slot: usize, vcpu: usize, entry: u64, start_info_gpa: 
     vmcb.set_segment(save::GDTR, 0, 0, 0, 0);
     vmcb.set_segment(save::IDTR, 0, 0, 0, 0);
     set_unpaged_state(vmcb, 0x11, entry);
-    v.regs = GuestRegs { rbx: start_info_gpa, ..GuestRegs::default() };
+    v.regs = GuestRegs {
+        rbx: start_info_gpa,
+        ..GuestRegs::default()
+    };
     v.initialised = true;
 }
 
@@ -263,7 +288,9 @@ pub fn set_hvm64_state(v: &mut Vcpu, ctx: &VcpuHvmContext) -> Result<(), InitErr
     const CR4_PAE: u64 = 1 << 5;
     const EFER_LME: u64 = 1 << 8;
     const EFER_LMA: u64 = 1 << 10;
-    let long_mode = ctx.cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG && ctx.cr4 & CR4_PAE != 0 && ctx.efer & EFER_LME != 0;
+    let long_mode = ctx.cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG
+        && ctx.cr4 & CR4_PAE != 0
+        && ctx.efer & EFER_LME != 0;
     if !long_mode || ctx.cr0 >> 32 != 0 || ctx.cr4 >> 32 != 0 || ctx.efer & !0xd01 != 0 {
         return Err(InitError::Invalid);
     }

@@ -61,10 +61,15 @@ fn main(info: &'static BootInfo) -> ! {
     if let Some(text) = cmdline::get(info.cmdline, VBDS_KEY) {
         match decode_vbds(text) {
             Ok(vbds) => {
-                println!("xenstore: {} virtual block devices in the device table", vbds.len());
+                println!(
+                    "xenstore: {} virtual block devices in the device table",
+                    vbds.len()
+                );
                 server.set_vbds(vbds);
             }
-            Err(error) => println!("xenstore: command line {VBDS_KEY}= refused, no devices: {error}"),
+            Err(error) => {
+                println!("xenstore: command line {VBDS_KEY}= refused, no devices: {error}")
+            }
         }
     }
     server.sync(&mut platform);

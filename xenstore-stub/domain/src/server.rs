@@ -546,7 +546,11 @@ impl<P: Platform> Server<P> {
                 "xenstore: vbd {vdev} of {} ({fe}) served by {} ({be}), {} {}",
                 spec.frontend,
                 spec.backend,
-                if spec.writable { "read-write" } else { "read-only" },
+                if spec.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                },
                 if spec.sectors == 0 {
                     format!("{} from sector {}", spec.device, spec.start)
                 } else {

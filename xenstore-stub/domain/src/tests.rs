@@ -451,7 +451,12 @@ fn vbd(frontend: &str, backend: &str) -> crate::devices::VbdSpec {
 }
 
 /// Serves `domid`'s ring once and returns its replies.
-fn serve(server: &mut Server<Sim>, fake: &mut Sim, client: &mut Client, domid: u16) -> Vec<(u32, u32, Vec<u8>)> {
+fn serve(
+    server: &mut Server<Sim>,
+    fake: &mut Sim,
+    client: &mut Client,
+    domid: u16,
+) -> Vec<(u32, u32, Vec<u8>)> {
     let port = fake.port_of(domid).unwrap();
     assert!(server.service(fake, port));
     client.receive().unwrap()
@@ -464,7 +469,12 @@ fn device_entries_are_written_once_both_ends_are_served() {
     let mut server = Server::new(&mut fake, SELF);
     server.set_vbds(alloc::vec![vbd("linux", "blkback")]);
     server.sync(&mut fake);
-    assert_eq!(server.store().read("/local/domain/2/device/vbd/51712/backend"), None);
+    assert_eq!(
+        server
+            .store()
+            .read("/local/domain/2/device/vbd/51712/backend"),
+        None
+    );
     fake.take_log();
     fake.list(3, 0, 6, "blkback");
     fake.list(4, 0, 7, "other");
@@ -477,44 +487,104 @@ fn device_entries_are_written_once_both_ends_are_served() {
         ]
     );
     let store = server.store();
-    let read = |path: &str| store.read(path).map(|v| String::from_utf8(v.to_vec()).unwrap());
+    let read = |path: &str| {
+        store
+            .read(path)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
     let front = "/local/domain/2/device/vbd/51712";
     let back = "/local/domain/3/backend/vbd/2/51712";
     assert_eq!(read(&format!("{front}/backend")).as_deref(), Some(back));
     assert_eq!(read(&format!("{front}/backend-id")).as_deref(), Some("3"));
     assert_eq!(read(&format!("{front}/state")).as_deref(), Some("1"));
-    assert_eq!(read(&format!("{front}/virtual-device")).as_deref(), Some("51712"));
-    assert_eq!(read(&format!("{front}/device-type")).as_deref(), Some("disk"));
+    assert_eq!(
+        read(&format!("{front}/virtual-device")).as_deref(),
+        Some("51712")
+    );
+    assert_eq!(
+        read(&format!("{front}/device-type")).as_deref(),
+        Some("disk")
+    );
     assert_eq!(read(&format!("{back}/frontend")).as_deref(), Some(front));
     assert_eq!(read(&format!("{back}/frontend-id")).as_deref(), Some("2"));
     assert_eq!(read(&format!("{back}/mode")).as_deref(), Some("w"));
-    assert_eq!(read(&format!("{back}/params")).as_deref(), Some("0000:00:03.0@2048+0"));
-    assert_eq!(read(&format!("{back}/start-sector")).as_deref(), Some("2048"));
+    assert_eq!(
+        read(&format!("{back}/params")).as_deref(),
+        Some("0000:00:03.0@2048+0")
+    );
+    assert_eq!(
+        read(&format!("{back}/start-sector")).as_deref(),
+        Some("2048")
+    );
     assert_eq!(read(&format!("{back}/sectors")).as_deref(), Some("0"));
 
     // Each end writes its own directory and reads the other's; a third domain sees neither.
     let mut linux = client(&fake, 2);
     let mut blkback = client(&fake, 3);
     let mut other = client(&fake, 4);
-    send(&mut linux, &wire::encode_write(1, 0, format!("{front}/ring-ref").as_bytes(), b"8"));
-    request(&mut linux, MessageType::Read, 2, &[format!("{back}/state").as_bytes()]);
-    send(&mut linux, &wire::encode_write(3, 0, format!("{back}/sectors").as_bytes(), b"9"));
+    send(
+        &mut linux,
+        &wire::encode_write(1, 0, format!("{front}/ring-ref").as_bytes(), b"8"),
+    );
+    request(
+        &mut linux,
+        MessageType::Read,
+        2,
+        &[format!("{back}/state").as_bytes()],
+    );
+    send(
+        &mut linux,
+        &wire::encode_write(3, 0, format!("{back}/sectors").as_bytes(), b"9"),
+    );
     let replies = serve(&mut server, &mut fake, &mut linux, 2);
     assert_eq!(replies[0], (MessageType::Write as u32, 1, OK.to_vec()));
     assert_eq!(replies[1], (MessageType::Read as u32, 2, b"1".to_vec()));
-    assert_eq!(replies[2], (MessageType::Error as u32, 3, b"EACCES\0".to_vec()));
-    request(&mut blkback, MessageType::Read, 1, &[format!("{front}/ring-ref").as_bytes()]);
-    send(&mut blkback, &wire::encode_write(2, 0, format!("{back}/state").as_bytes(), b"2"));
-    send(&mut blkback, &wire::encode_write(3, 0, format!("{front}/state").as_bytes(), b"4"));
+    assert_eq!(
+        replies[2],
+        (MessageType::Error as u32, 3, b"EACCES\0".to_vec())
+    );
+    request(
+        &mut blkback,
+        MessageType::Read,
+        1,
+        &[format!("{front}/ring-ref").as_bytes()],
+    );
+    send(
+        &mut blkback,
+        &wire::encode_write(2, 0, format!("{back}/state").as_bytes(), b"2"),
+    );
+    send(
+        &mut blkback,
+        &wire::encode_write(3, 0, format!("{front}/state").as_bytes(), b"4"),
+    );
     let replies = serve(&mut server, &mut fake, &mut blkback, 3);
     assert_eq!(replies[0], (MessageType::Read as u32, 1, b"8".to_vec()));
     assert_eq!(replies[1], (MessageType::Write as u32, 2, OK.to_vec()));
-    assert_eq!(replies[2], (MessageType::Error as u32, 3, b"EACCES\0".to_vec()));
-    request(&mut other, MessageType::Read, 1, &[format!("{front}/ring-ref").as_bytes()]);
-    request(&mut other, MessageType::Read, 2, &[format!("{back}/state").as_bytes()]);
+    assert_eq!(
+        replies[2],
+        (MessageType::Error as u32, 3, b"EACCES\0".to_vec())
+    );
+    request(
+        &mut other,
+        MessageType::Read,
+        1,
+        &[format!("{front}/ring-ref").as_bytes()],
+    );
+    request(
+        &mut other,
+        MessageType::Read,
+        2,
+        &[format!("{back}/state").as_bytes()],
+    );
     let replies = serve(&mut server, &mut fake, &mut other, 4);
-    assert_eq!(replies[0], (MessageType::Error as u32, 1, b"EACCES\0".to_vec()));
-    assert_eq!(replies[1], (MessageType::Error as u32, 2, b"EACCES\0".to_vec()));
+    assert_eq!(
+        replies[0],
+        (MessageType::Error as u32, 1, b"EACCES\0".to_vec())
+    );
+    assert_eq!(
+        replies[1],
+        (MessageType::Error as u32, 2, b"EACCES\0".to_vec())
+    );
 }
 
 #[test]
@@ -528,20 +598,34 @@ fn a_restarted_backend_gets_new_entries_and_a_gone_frontend_loses_them() {
     let front = "/local/domain/2/device/vbd/51712";
     // The frontend has moved on: its state must survive the backend's restart.
     let mut linux = client(&fake, 2);
-    send(&mut linux, &wire::encode_write(1, 0, format!("{front}/state").as_bytes(), b"4"));
+    send(
+        &mut linux,
+        &wire::encode_write(1, 0, format!("{front}/state").as_bytes(), b"4"),
+    );
     serve(&mut server, &mut fake, &mut linux, 2);
     fake.unlist(3);
     server.sync(&mut fake);
     fake.list(5, 0, 8, "blkback");
     server.sync(&mut fake);
     let store = server.store();
-    assert_eq!(store.read(&format!("{front}/backend")), Some(&b"/local/domain/5/backend/vbd/2/51712"[..]));
+    assert_eq!(
+        store.read(&format!("{front}/backend")),
+        Some(&b"/local/domain/5/backend/vbd/2/51712"[..])
+    );
     assert_eq!(store.read(&format!("{front}/backend-id")), Some(&b"5"[..]));
     assert_eq!(store.read(&format!("{front}/state")), Some(&b"4"[..]));
-    assert_eq!(store.read("/local/domain/5/backend/vbd/2/51712/frontend-id"), Some(&b"2"[..]));
+    assert_eq!(
+        store.read("/local/domain/5/backend/vbd/2/51712/frontend-id"),
+        Some(&b"2"[..])
+    );
     // The frontend goes: the backend's directory for it goes too.
     fake.unlist(2);
     server.sync(&mut fake);
-    assert_eq!(server.store().read("/local/domain/5/backend/vbd/2/51712/frontend-id"), None);
+    assert_eq!(
+        server
+            .store()
+            .read("/local/domain/5/backend/vbd/2/51712/frontend-id"),
+        None
+    );
     assert_eq!(server.store().read("/local/domain/5/backend/vbd/2"), None);
 }

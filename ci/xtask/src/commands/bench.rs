@@ -355,7 +355,11 @@ fn bench_linux(
         let capture = boot(workspace, qemu, &packed, LINUX_MEMORY_MIB, timeout)?;
         let at = line_at(&capture, &marker, "linux (microvisor)")?;
         microvisor_kernel.push(line_at(&capture, &kernel_line, "linux (microvisor)")?);
-        let lines: Vec<&str> = capture.lines.iter().map(|line| line.text.as_str()).collect();
+        let lines: Vec<&str> = capture
+            .lines
+            .iter()
+            .map(|line| line.text.as_str())
+            .collect();
         let Some(counters) = domain_counters(&lines, LINUX_DOMAIN) else {
             bail!(failure(
                 "linux (microvisor)",
@@ -420,7 +424,11 @@ fn print_linux(linux: &LinuxReport, runs: u32) {
         "  {:<26} {:>10.2}     (goal <= {RATIO_GOAL}{})",
         "ratio microvisor / direct",
         linux.ratio,
-        if linux.ratio <= RATIO_GOAL { ", met" } else { ", not met" }
+        if linux.ratio <= RATIO_GOAL {
+            ", met"
+        } else {
+            ", not met"
+        }
     );
     println!("  ({DIRECT_DIFFERS})");
     let counters = &linux.counters;
@@ -532,9 +540,11 @@ fn boot_direct(workspace: &Workspace, direct: &DirectLinux, timeout: Duration) -
 fn keep_log(workspace: &Workspace, name: &str, capture: &Capture) -> Result<PathBuf> {
     let log = workspace.scenario_log(name);
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
     }
-    std::fs::write(&log, capture.text()).with_context(|| format!("could not write {}", log.display()))?;
+    std::fs::write(&log, capture.text())
+        .with_context(|| format!("could not write {}", log.display()))?;
     Ok(log)
 }
 
@@ -557,8 +567,10 @@ fn domain_counters(lines: &[&str], name: &str) -> Option<DomainCounters> {
         r"\[microvisor\] domain \d+ \({name}\) vm exits by kind:(.*) unclaimed ports (\d+)\s*$"
     ))
     .ok()?;
-    let calls =
-        Regex::new(&format!(r"\[microvisor\] domain \d+ \({name}\) hypercalls by number:(.*)$")).ok()?;
+    let calls = Regex::new(&format!(
+        r"\[microvisor\] domain \d+ \({name}\) hypercalls by number:(.*)$"
+    ))
+    .ok()?;
     let (index, found) = lines
         .iter()
         .enumerate()
@@ -567,16 +579,30 @@ fn domain_counters(lines: &[&str], name: &str) -> Option<DomainCounters> {
         unclaimed_ports: found[2].parse().ok()?,
         ..DomainCounters::default()
     };
-    for item in found[1].split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in found[1]
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let (kind, count) = item.split_once(' ')?;
         counters.vm_exits_by_kind.push(ExitCount {
             kind: kind.to_string(),
             count: count.trim().parse().ok()?,
         });
     }
-    counters.vm_exits = counters.vm_exits_by_kind.iter().map(|exit| exit.count).sum();
-    let found = lines[index..].iter().find_map(|line| calls.captures(line))?;
-    for item in found[1].split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    counters.vm_exits = counters
+        .vm_exits_by_kind
+        .iter()
+        .map(|exit| exit.count)
+        .sum();
+    let found = lines[index..]
+        .iter()
+        .find_map(|line| calls.captures(line))?;
+    for item in found[1]
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let (number, count) = item.split_once(':')?;
         let (number, and_above) = match number.strip_suffix('+') {
             Some(number) => (number, true),
@@ -586,11 +612,19 @@ fn domain_counters(lines: &[&str], name: &str) -> Option<DomainCounters> {
         counters.hypercalls_by_number.push(HypercallCount {
             number,
             and_above,
-            name: if and_above { "(this number and above)" } else { hypercall_name(number) },
+            name: if and_above {
+                "(this number and above)"
+            } else {
+                hypercall_name(number)
+            },
             count: count.parse().ok()?,
         });
     }
-    counters.hypercalls = counters.hypercalls_by_number.iter().map(|call| call.count).sum();
+    counters.hypercalls = counters
+        .hypercalls_by_number
+        .iter()
+        .map(|call| call.count)
+        .sum();
     Some(counters)
 }
 
@@ -687,8 +721,11 @@ mod tests {
             .unwrap()
             .is_match("[hcbench] hcbench: 100000 calls, 15.1 us/call"));
         let kernel = Regex::new(KERNEL_FIRST_LINE).unwrap();
-        assert!(kernel.is_match("[linux] [    0.000000] Linux version 6.1.0-57-cloud-amd64 (debian-kernel@"));
-        assert!(kernel.is_match("[    0.000000] Linux version 6.1.0-57-cloud-amd64 (debian-kernel@"));
+        assert!(kernel
+            .is_match("[linux] [    0.000000] Linux version 6.1.0-57-cloud-amd64 (debian-kernel@"));
+        assert!(
+            kernel.is_match("[    0.000000] Linux version 6.1.0-57-cloud-amd64 (debian-kernel@")
+        );
         assert!(!kernel.is_match("guest: userspace up: 6.1.0-57-cloud-amd64"));
         let up = Regex::new(USERSPACE_UP).unwrap();
         for line in [
@@ -723,9 +760,14 @@ mod tests {
             })
         };
         assert_eq!(value("name").as_deref(), Some(LINUX_DOMAIN));
-        assert!(value("extra").unwrap().split(' ').any(|option| option == "guest.poweroff=1"));
+        assert!(value("extra")
+            .unwrap()
+            .split(' ')
+            .any(|option| option == "guest.poweroff=1"));
         assert_eq!(value("on_poweroff").as_deref(), Some("destroy"));
-        assert!(DIRECT_CMDLINE.split(' ').any(|option| option == "guest.poweroff=1"));
+        assert!(DIRECT_CMDLINE
+            .split(' ')
+            .any(|option| option == "guest.poweroff=1"));
     }
 
     #[test]
@@ -737,7 +779,10 @@ mod tests {
             "[microvisor] domain 3 (linux) hypercalls by number: 12:2, 17:3, 18:88, 20:5, 21:1, 24:828, 32:1497, 34:6, 48+:2",
         ];
         let counters = domain_counters(&lines, "linux").unwrap();
-        let exit = |kind: &str, count| ExitCount { kind: kind.to_string(), count };
+        let exit = |kind: &str, count| ExitCount {
+            kind: kind.to_string(),
+            count,
+        };
         assert_eq!(counters.vm_exits_by_kind[0], exit("intr", 640));
         assert_eq!(counters.vm_exits_by_kind[5], exit("ioio", 100134));
         assert_eq!(counters.vm_exits, 640 + 2430 + 1068 + 960 + 197 + 100134);
@@ -752,10 +797,15 @@ mod tests {
         assert_eq!(calls[6], (32, false, "event_channel_op", 1497));
         assert_eq!(calls[8], (48, true, "(this number and above)", 2));
         assert_eq!(counters.hypercalls, 2 + 3 + 88 + 5 + 1 + 828 + 1497 + 6 + 2);
-        assert!(domain_counters(&lines, "console").is_none(), "no exit line for console");
+        assert!(
+            domain_counters(&lines, "console").is_none(),
+            "no exit line for console"
+        );
         assert!(domain_counters(&lines, "lin").is_none());
-        let no_calls = ["[microvisor] domain 1 (x) vm exits by kind: hlt 2 unclaimed ports 0",
-            "[microvisor] domain 1 (x) hypercalls by number:"];
+        let no_calls = [
+            "[microvisor] domain 1 (x) vm exits by kind: hlt 2 unclaimed ports 0",
+            "[microvisor] domain 1 (x) hypercalls by number:",
+        ];
         let counters = domain_counters(&no_calls, "x").unwrap();
         assert_eq!((counters.vm_exits, counters.hypercalls), (2, 0));
     }
@@ -779,12 +829,21 @@ mod tests {
             assert_eq!(hypercall_name(number), name, "hypercall {number}");
             checked += 1;
         }
-        assert!(checked >= 9, "only {checked} hypercall numbers found in {}", path.display());
+        assert!(
+            checked >= 9,
+            "only {checked} hypercall numbers found in {}",
+            path.display()
+        );
     }
 
     #[test]
     fn parts_are_chosen_with_only() {
-        let args = |only: Vec<Part>| BenchArgs { runs: 1, no_build: true, timeout: 1, only };
+        let args = |only: Vec<Part>| BenchArgs {
+            runs: 1,
+            no_build: true,
+            timeout: 1,
+            only,
+        };
         assert!(args(vec![]).measures(Part::Linux));
         assert!(args(vec![Part::Linux]).measures(Part::Linux));
         assert!(!args(vec![Part::Linux]).measures(Part::Boot));

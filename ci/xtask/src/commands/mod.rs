@@ -34,7 +34,15 @@ pub struct MachineOptions {
 
 impl MachineOptions {
     pub fn standard(cpus: u32, memory_mib: u32) -> Self {
-        Self { cpus, memory_mib, cmdline: None, cpu_model: None, extra_args: Vec::new(), iommu: None, multi_threaded_tcg: false }
+        Self {
+            cpus,
+            memory_mib,
+            cmdline: None,
+            cpu_model: None,
+            extra_args: Vec::new(),
+            iommu: None,
+            multi_threaded_tcg: false,
+        }
     }
 }
 
@@ -52,7 +60,10 @@ pub fn disk_args(path: &Path) -> Vec<std::ffi::OsString> {
         "-drive".into(),
         drive,
         "-device".into(),
-        format!("virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,addr={DISK_PCI_SLOT}").into(),
+        format!(
+            "virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on,addr={DISK_PCI_SLOT}"
+        )
+        .into(),
     ]
 }
 

@@ -77,7 +77,10 @@ impl Tally {
 
 pub fn soak(workspace: &Workspace, args: SoakArgs) -> Result<ExitCode> {
     let names: Vec<String> = if args.scenario.is_empty() {
-        DEFAULT_SCENARIOS.iter().map(|name| name.to_string()).collect()
+        DEFAULT_SCENARIOS
+            .iter()
+            .map(|name| name.to_string())
+            .collect()
     } else {
         args.scenario.clone()
     };
@@ -132,13 +135,20 @@ pub fn soak(workspace: &Workspace, args: SoakArgs) -> Result<ExitCode> {
                     RunEnd::Reset,
                     format!(
                         "QEMU exited with status 0 with no microvisor epitaph; last line: {}",
-                        crate::commands::tail(&outcome.capture, 1).next().unwrap_or("(none)")
+                        crate::commands::tail(&outcome.capture, 1)
+                            .next()
+                            .unwrap_or("(none)")
                     ),
                     outcome.capture.elapsed,
                 ),
                 Ok(outcome) => (
                     RunEnd::Failed,
-                    outcome.verdict.failures.first().cloned().unwrap_or_default(),
+                    outcome
+                        .verdict
+                        .failures
+                        .first()
+                        .cloned()
+                        .unwrap_or_default(),
                     outcome.capture.elapsed,
                 ),
                 Err(error) => (RunEnd::Failed, format!("{error:#}"), started.elapsed()),
@@ -156,7 +166,11 @@ pub fn soak(workspace: &Workspace, args: SoakArgs) -> Result<ExitCode> {
                         Ok(()) => format!("log kept as {}", kept.display()),
                         Err(_) => "no log".to_string(),
                     };
-                    let label = if result == RunEnd::Reset { "RESET" } else { "FAILED" };
+                    let label = if result == RunEnd::Reset {
+                        "RESET"
+                    } else {
+                        "FAILED"
+                    };
                     println!("{label} ({seconds:.1} s; {shown}): {why}");
                 }
             }
@@ -187,11 +201,21 @@ pub fn soak(workspace: &Workspace, args: SoakArgs) -> Result<ExitCode> {
             clock(tally.times.iter().sum())
         );
     }
-    let bad: u32 = tallies.iter().map(|(_, tally)| tally.failed + tally.resets).sum();
+    let bad: u32 = tallies
+        .iter()
+        .map(|(_, tally)| tally.failed + tally.resets)
+        .sum();
     if bad > 0 {
-        println!("{bad} run(s) failed or reset; their logs are in {}", dir.display());
+        println!(
+            "{bad} run(s) failed or reset; their logs are in {}",
+            dir.display()
+        );
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `<target>/xtask/logs/soak`, and its `mttcg` subdirectory for `--mttcg` soaks (so that
@@ -215,7 +239,11 @@ fn threading(mttcg: bool) -> &'static str {
 
 /// `ipc-ring-0007.failed.log`, `ipc-ring-0012.reset.log`.
 fn kept_log_name(scenario: &str, number: u32, result: RunEnd) -> String {
-    let kind = if result == RunEnd::Reset { "reset" } else { "failed" };
+    let kind = if result == RunEnd::Reset {
+        "reset"
+    } else {
+        "failed"
+    };
     format!("{scenario}-{number:04}.{kind}.log")
 }
 
@@ -224,7 +252,10 @@ fn is_soak_log(file: &str, scenario: &str) -> bool {
     if file == format!("{scenario}.current.log") {
         return true;
     }
-    let Some(rest) = file.strip_prefix(scenario).and_then(|rest| rest.strip_prefix('-')) else {
+    let Some(rest) = file
+        .strip_prefix(scenario)
+        .and_then(|rest| rest.strip_prefix('-'))
+    else {
         return false;
     };
     let Some((number, kind)) = rest.split_once('.') else {
@@ -236,7 +267,9 @@ fn is_soak_log(file: &str, scenario: &str) -> bool {
 }
 
 fn remove_old_logs(dir: &Path, scenario: &str) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?
+    {
         let path = entry?.path();
         if path
             .file_name()
@@ -276,8 +309,13 @@ mod tests {
 
     #[test]
     fn the_default_scenarios_exist() {
-        let dir = crate::workspace::workspace_root().join("ci").join("scenarios");
-        let names: Vec<String> = DEFAULT_SCENARIOS.iter().map(|name| name.to_string()).collect();
+        let dir = crate::workspace::workspace_root()
+            .join("ci")
+            .join("scenarios");
+        let names: Vec<String> = DEFAULT_SCENARIOS
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
         let selected = test::select(scenario::load_all(&dir).unwrap(), &names).unwrap();
         assert_eq!(selected.len(), DEFAULT_SCENARIOS.len());
     }
@@ -285,7 +323,12 @@ mod tests {
     #[test]
     fn runs_are_counted_by_how_they_ended() {
         let mut tally = Tally::default();
-        for result in [RunEnd::Passed, RunEnd::Reset, RunEnd::Passed, RunEnd::Failed] {
+        for result in [
+            RunEnd::Passed,
+            RunEnd::Reset,
+            RunEnd::Passed,
+            RunEnd::Failed,
+        ] {
             tally.add(result, Duration::from_secs(2));
         }
         assert_eq!((tally.passed, tally.failed, tally.resets), (2, 1, 1));
@@ -294,9 +337,19 @@ mod tests {
 
     #[test]
     fn kept_logs_are_numbered_and_only_they_are_cleared() {
-        assert_eq!(kept_log_name("ipc-ring", 7, RunEnd::Failed), "ipc-ring-0007.failed.log");
-        assert_eq!(kept_log_name("ipc-ring", 12345, RunEnd::Reset), "ipc-ring-12345.reset.log");
-        for name in ["ipc-ring-0007.failed.log", "ipc-ring-12345.reset.log", "ipc-ring.current.log"] {
+        assert_eq!(
+            kept_log_name("ipc-ring", 7, RunEnd::Failed),
+            "ipc-ring-0007.failed.log"
+        );
+        assert_eq!(
+            kept_log_name("ipc-ring", 12345, RunEnd::Reset),
+            "ipc-ring-12345.reset.log"
+        );
+        for name in [
+            "ipc-ring-0007.failed.log",
+            "ipc-ring-12345.reset.log",
+            "ipc-ring.current.log",
+        ] {
             assert!(is_soak_log(name, "ipc-ring"), "{name}");
         }
         for name in [
@@ -310,7 +363,13 @@ mod tests {
         }
 
         let dir = crate::qemu::tests::scratch("soak-logs");
-        for name in ["a-0001.failed.log", "a-0002.reset.log", "a.current.log", "b-0001.failed.log", "notes.txt"] {
+        for name in [
+            "a-0001.failed.log",
+            "a-0002.reset.log",
+            "a.current.log",
+            "b-0001.failed.log",
+            "notes.txt",
+        ] {
             std::fs::write(dir.join(name), "x").unwrap();
         }
         remove_old_logs(&dir, "a").unwrap();
@@ -328,7 +387,14 @@ mod tests {
         assert_eq!(clock(Duration::from_millis(45_600)), "45.6 s");
         assert_eq!(clock(Duration::from_secs(754)), "12m 34s");
         assert_eq!(clock(Duration::from_secs(3723)), "1h 02m 03s");
-        assert_eq!(median(&[Duration::from_secs(3), Duration::from_secs(1), Duration::from_secs(2)]), Duration::from_secs(2));
+        assert_eq!(
+            median(&[
+                Duration::from_secs(3),
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            ]),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

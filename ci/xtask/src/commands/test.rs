@@ -115,8 +115,10 @@ pub fn test(workspace: &Workspace, args: TestArgs) -> Result<ExitCode> {
 /// QEMU ended with status 0 (a reset, which `-no-reboot` turns into an exit) and the
 /// microvisor printed no epitaph: the signature of a triple fault in the host.
 pub fn unexplained_reset(capture: &Capture) -> bool {
-    matches!(capture.ending, crate::serial::Ending::Exited(crate::qemu::Exit::Code(0)))
-        && !capture.lines.iter().any(|line| line.text.contains("PANIC"))
+    matches!(
+        capture.ending,
+        crate::serial::Ending::Exited(crate::qemu::Exit::Code(0))
+    ) && !capture.lines.iter().any(|line| line.text.contains("PANIC"))
 }
 
 /// The failure an unexplained reset adds to a verdict, naming the log.
@@ -160,28 +162,47 @@ pub fn select(all: Vec<Scenario>, names: &[String]) -> Result<Vec<Scenario>> {
 ///    `--cfg loom`, which would otherwise invalidate every other build).
 fn run_host_tests(workspace: &Workspace) -> Result<()> {
     let tools = workspace.target_dir.join("tools").join("xenstore-utils");
-    eprintln!("xtask: fetching Xen's xenstore-utils into {}", tools.display());
-    run(std::process::Command::new("sh")
-        .arg(workspace.root.join("xenstore-stub/store/fetch-xenstore-utils.sh"))
-        .arg(&tools), "fetching xenstore-utils (apt-get download) failed; see above")?;
+    eprintln!(
+        "xtask: fetching Xen's xenstore-utils into {}",
+        tools.display()
+    );
+    run(
+        std::process::Command::new("sh")
+            .arg(
+                workspace
+                    .root
+                    .join("xenstore-stub/store/fetch-xenstore-utils.sh"),
+            )
+            .arg(&tools),
+        "fetching xenstore-utils (apt-get download) failed; see above",
+    )?;
 
     eprintln!("xtask: host tests (cargo test, the workspace's default members)");
-    run(workspace.cargo_command().arg("test").env("XENSTORE_UTILS_DIR", &tools),
-        "the host tests failed; the QEMU scenarios were not run")?;
+    run(
+        workspace
+            .cargo_command()
+            .arg("test")
+            .env("XENSTORE_UTILS_DIR", &tools),
+        "the host tests failed; the QEMU scenarios were not run",
+    )?;
 
     for package in BARE_METAL_WITH_PURE_TESTS {
         eprintln!("xtask: host tests of {package}'s pure modules");
-        run(workspace.cargo_command().args(["test", "-p", package]),
-            "the host tests failed; the QEMU scenarios were not run")?;
+        run(
+            workspace.cargo_command().args(["test", "-p", package]),
+            "the host tests failed; the QEMU scenarios were not run",
+        )?;
     }
 
     eprintln!("xtask: loom model of the ring index protocol");
-    run(workspace
-        .cargo_command()
-        .args(["test", "-p", "xen-ring", "--release", "--test", "loom"])
-        .env("RUSTFLAGS", "--cfg loom")
-        .env("CARGO_TARGET_DIR", workspace.target_dir.join("loom")),
-        "the loom model of the ring protocol failed")?;
+    run(
+        workspace
+            .cargo_command()
+            .args(["test", "-p", "xen-ring", "--release", "--test", "loom"])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", workspace.target_dir.join("loom")),
+        "the loom model of the ring protocol failed",
+    )?;
     Ok(())
 }
 
@@ -268,7 +289,11 @@ pub fn run_scenario(
     if let Some(disk) = &scenario.disk {
         verdict.failures.extend(check_disk(&disk_path, disk));
     }
-    Ok(Outcome { capture, verdict, reset })
+    Ok(Outcome {
+        capture,
+        verdict,
+        reset,
+    })
 }
 
 /// Judges a run by the scenario's rules and its sends; an unexplained reset fails it, first
@@ -295,7 +320,11 @@ fn unsent(scenario: &Scenario, sent: usize) -> Option<String> {
         "send[{sent}] was never typed: its `after` '{}' matched no serial output after {}, so \
          {} of {} sends were typed",
         send.after,
-        if sent == 0 { "the start".to_string() } else { format!("send[{}]'s match", sent - 1) },
+        if sent == 0 {
+            "the start".to_string()
+        } else {
+            format!("send[{}]'s match", sent - 1)
+        },
         sent,
         scenario.sends.len()
     ))
@@ -305,7 +334,12 @@ fn unsent(scenario: &Scenario, sent: usize) -> Option<String> {
 fn check_disk(path: &std::path::Path, disk: &scenario::Disk) -> Vec<String> {
     let image = match std::fs::read(path) {
         Ok(image) => image,
-        Err(e) => return vec![format!("could not read the disk image {}: {e}", path.display())],
+        Err(e) => {
+            return vec![format!(
+                "could not read the disk image {}: {e}",
+                path.display()
+            )]
+        }
     };
     let mut failures = Vec::new();
     for &(sector, pattern) in &disk.checks {
@@ -414,9 +448,15 @@ mod tests {
     #[test]
     fn a_silent_status_0_is_an_unexplained_reset() {
         assert!(unexplained_reset(&capture(&["a"], exited(0))));
-        assert!(!unexplained_reset(&capture(&["[microvisor] PANIC on cpu 1"], exited(0))));
+        assert!(!unexplained_reset(&capture(
+            &["[microvisor] PANIC on cpu 1"],
+            exited(0)
+        )));
         assert!(!unexplained_reset(&capture(&["a"], exited(1))));
-        assert!(!unexplained_reset(&capture(&["a"], crate::serial::Ending::TimedOut)));
+        assert!(!unexplained_reset(&capture(
+            &["a"],
+            crate::serial::Ending::TimedOut
+        )));
     }
 
     /// A reset fails the run with the reset named first, even where every other rule held;

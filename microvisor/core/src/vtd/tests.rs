@@ -752,12 +752,18 @@ proptest! {
 fn invalidation_descriptors_at_their_bits() {
     assert_eq!(InvDesc::context_global().0, [0x11, 0]);
     // Device-selective (G = 3), DID 5 in 16..31, SID 00:03.0 (0x18) in 32..47.
-    assert_eq!(InvDesc::context_device(5, 0x0018).0, [0x0000_0018_0005_0031, 0]);
+    assert_eq!(
+        InvDesc::context_device(5, 0x0018).0,
+        [0x0000_0018_0005_0031, 0]
+    );
     let caps = Capabilities::decode(QEMU_CAP_AW39, QEMU_ECAP);
     assert!(caps.drain_read && caps.drain_write);
     // Global (G = 1), DR (bit 7) and DW (bit 6).
     assert_eq!(InvDesc::iotlb_global(&caps).0, [0x12 | 0xc0, 0]);
-    assert_eq!(InvDesc::iotlb_domain(&caps, 7).0, [0x0007_0000 | 0x22 | 0xc0, 0]);
+    assert_eq!(
+        InvDesc::iotlb_domain(&caps, 7).0,
+        [0x0007_0000 | 0x22 | 0xc0, 0]
+    );
     let no_drain = Capabilities::decode(0, 0);
     assert_eq!(InvDesc::iotlb_domain(&no_drain, 1).0, [0x0001_0022, 0]);
     assert_eq!(InvDesc::iec_global().0, [0x4, 0]);
@@ -810,11 +816,36 @@ fn queue_registers() {
     }
     assert_eq!(u64::from(INV_QUEUE_ENTRIES) * INV_DESC_BYTES, 4096);
     let ops = enable_queued_invalidation(0x5000, GCMD_TE);
-    assert_eq!(ops[0], RegOp::Write64 { offset: REG_IQT, value: 0 });
-    assert_eq!(ops[1], RegOp::Write64 { offset: REG_IQA, value: 0x5000 });
+    assert_eq!(
+        ops[0],
+        RegOp::Write64 {
+            offset: REG_IQT,
+            value: 0
+        }
+    );
+    assert_eq!(
+        ops[1],
+        RegOp::Write64 {
+            offset: REG_IQA,
+            value: 0x5000
+        }
+    );
     // TE is repeated, or the command would turn translation off.
-    assert_eq!(ops[2], RegOp::Write32 { offset: REG_GCMD, value: GCMD_TE | GCMD_QIE });
-    assert_eq!(ops[3], RegOp::Wait32 { offset: REG_GSTS, mask: GCMD_QIE, expect: GCMD_QIE });
+    assert_eq!(
+        ops[2],
+        RegOp::Write32 {
+            offset: REG_GCMD,
+            value: GCMD_TE | GCMD_QIE
+        }
+    );
+    assert_eq!(
+        ops[3],
+        RegOp::Wait32 {
+            offset: REG_GSTS,
+            mask: GCMD_QIE,
+            expect: GCMD_QIE
+        }
+    );
 }
 
 #[test]
@@ -832,11 +863,36 @@ fn interrupt_remap_table_registers() {
     assert_eq!(irta_value(0x7000, 7, true), 0x7807);
     let gsts = GCMD_TE | GCMD_QIE;
     let ops = set_interrupt_remap_table(0x7007, gsts);
-    assert_eq!(ops[0], RegOp::Write64 { offset: REG_IRTA, value: 0x7007 });
-    assert_eq!(ops[1], RegOp::Write32 { offset: REG_GCMD, value: gsts | GCMD_SIRTP });
-    assert_eq!(ops[2], RegOp::Wait32 { offset: REG_GSTS, mask: GSTS_IRTPS, expect: GSTS_IRTPS });
+    assert_eq!(
+        ops[0],
+        RegOp::Write64 {
+            offset: REG_IRTA,
+            value: 0x7007
+        }
+    );
+    assert_eq!(
+        ops[1],
+        RegOp::Write32 {
+            offset: REG_GCMD,
+            value: gsts | GCMD_SIRTP
+        }
+    );
+    assert_eq!(
+        ops[2],
+        RegOp::Wait32 {
+            offset: REG_GSTS,
+            mask: GSTS_IRTPS,
+            expect: GSTS_IRTPS
+        }
+    );
     let ops = enable_interrupt_remapping(gsts);
-    assert_eq!(ops[0], RegOp::Write32 { offset: REG_GCMD, value: gsts | GCMD_IRE });
+    assert_eq!(
+        ops[0],
+        RegOp::Write32 {
+            offset: REG_GCMD,
+            value: gsts | GCMD_IRE
+        }
+    );
     // Compatibility-format interrupts are not allowed through.
     assert!(matches!(ops[0], RegOp::Write32 { value, .. } if value & GCMD_CFI == 0));
 }
@@ -892,14 +948,20 @@ fn interrupt_remapping_fault_records() {
     assert_eq!(record.reason, 0x22);
     assert!(record.fault);
     assert_eq!(record.interrupt_index(), Some(9));
-    assert_eq!(record.reason_text(), "interrupt remapping entry not present");
+    assert_eq!(
+        record.reason_text(),
+        "interrupt remapping entry not present"
+    );
     assert_eq!(record.source_id, Bdf::from_source_id(0, 0x18));
     for reason in 0x20..=0x26u8 {
         assert!(is_interrupt_remapping_fault(reason));
         assert_ne!(fault_reason_text(reason), "unknown fault reason");
     }
     assert!(!is_interrupt_remapping_fault(0x5));
-    assert_eq!(FaultRecord::decode(0x1000, 0x8000_0005_0000_0018).interrupt_index(), None);
+    assert_eq!(
+        FaultRecord::decode(0x1000, 0x8000_0005_0000_0018).interrupt_index(),
+        None
+    );
 }
 
 proptest! {
