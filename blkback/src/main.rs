@@ -18,6 +18,7 @@
 //! | `vbd <vdev> of <name> (<id>) cut off: <reason>` | a hostile or broken front-end |
 //! | `vbd <vdev> of <name> (<id>) closed: <counts>` | the vbd was closed (by either end) |
 //! | `vbd <vdev> of <id>: <problem>` | an entry that cannot be served |
+//! | `vbd <vdev> of <name> (<id>): stats: <counts>`, then `...: own: <blkback's counts>` | with `stats=idle` on the command line: a connected vbd went idle (no request for [`IDLE_STATS_NS`]) after serving requests; cumulative counts, for the benchmarks |
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -28,6 +29,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use blkback::engine::{CopyError, Counters, Cutoff, DeviceError, Direction, Platform, Queue};
 use blkback::handshake::{self, Features, State};
@@ -41,7 +43,7 @@ use driver_domains::grant_table::{self, BounceCopy, GrantRef, MappedGrant};
 use driver_domains::pci::{self, Bdf};
 use driver_domains::virtio::{self, BlkDevice};
 use driver_domains::xenstore::{Client, Error as XsError, Tx};
-use driver_domains::{println, time, BootInfo};
+use driver_domains::{cmdline, hypercall, println, time, BootInfo};
 use microvisor_abi::grant::{GNTST_GENERAL_ERROR, GNTST_OKAY};
 
 driver_domains::entry!(main);
@@ -50,6 +52,13 @@ driver_domains::entry!(main);
 const IO_TIMEOUT_NS: u64 = 10_000_000_000;
 /// Without any event, how often the main loop looks at xenstore again.
 const IDLE_NS: u64 = 1_000_000_000;
+/// With `stats=idle`: how long a vbd must go without a request before its counts are
+/// printed, and how often the main loop looks.
+const IDLE_STATS_NS: u64 = 300_000_000;
+const IDLE_STATS_POLL_NS: u64 = 100_000_000;
+/// Grant maps and unmaps this domain made (ring pages only: the data path copies).
+static GRANT_MAPS: AtomicU64 = AtomicU64::new(0);
+static GRANT_UNMAPS: AtomicU64 = AtomicU64::new(0);
 /// Watch token of the backend directory.
 const TOKEN_BACKEND: &str = "vbds";
 /// Watch token of the front-ends' `state` nodes.
@@ -223,6 +232,10 @@ struct Entry {
     /// The state last written to the back-end's `state`.
     published: Option<State>,
     totals: Counters,
+    /// `stats=idle`: requests when last seen changing, when that was, and when last printed.
+    seen: u64,
+    active_at: u64,
+    reported: u64,
 }
 
 impl Entry {
@@ -243,6 +256,7 @@ struct Backend {
 
 fn main(info: &'static BootInfo) -> ! {
     let domid = info.domain.domid;
+    let idle_stats = cmdline::get(info.cmdline, "stats") == Some("idle");
     let limits = Limits::new(Limits::DEFAULT_MAX_INDIRECT_SEGMENTS).expect("256 segments fit");
     let disks = open_disks(domid);
     if disks.is_empty() {
@@ -291,7 +305,13 @@ fn main(info: &'static BootInfo) -> ! {
             backend.reconcile();
         }
         backend.serve();
-        events::wait_since(generation, Some(time::now_ns().saturating_add(IDLE_NS)));
+        let wait = if idle_stats {
+            backend.report_idle();
+            IDLE_STATS_POLL_NS
+        } else {
+            IDLE_NS
+        };
+        events::wait_since(generation, Some(time::now_ns().saturating_add(wait)));
     }
 }
 
@@ -478,6 +498,9 @@ impl Backend {
             phase: Phase::Waiting,
             published: None,
             totals: Counters::default(),
+            seen: 0,
+            active_at: 0,
+            reported: 0,
         });
         self.publish(self.entries.len() - 1);
         if let Err(e) = self.xs.watch(&format!("{front}/state"), TOKEN_FRONTEND) {
@@ -654,6 +677,52 @@ impl Backend {
         }
     }
 
+    /// `stats=idle`: prints the counts of each connected vbd that has gone idle after
+    /// serving requests.
+    fn report_idle(&mut self) {
+        let now = time::now_ns();
+        for entry in &mut self.entries {
+            let Phase::Connected(served) = &entry.phase else {
+                continue;
+            };
+            let mut t = entry.totals;
+            for s in served {
+                t += s.queue.counters();
+            }
+            if t.requests != entry.seen {
+                entry.seen = t.requests;
+                entry.active_at = now;
+                continue;
+            }
+            if t.requests == entry.reported || now.saturating_sub(entry.active_at) < IDLE_STATS_NS {
+                continue;
+            }
+            entry.reported = t.requests;
+            let me = hypercall::domain_stats().unwrap_or_default();
+            // Two lines: the console domain keeps lines to 200 bytes.
+            println!(
+                "{}: stats: {} requests, {} rounds, {} notifications, {} copies, {} B in, {} B out",
+                entry.label(),
+                t.requests,
+                t.rounds,
+                t.notifications,
+                t.grant_copies,
+                t.bytes_in,
+                t.bytes_out,
+            );
+            println!(
+                "{}: own: {} events, {} hypercalls, {} exits, {} maps, {} unmaps, {} KiB heap",
+                entry.label(),
+                me.events_sent,
+                me.hypercalls,
+                me.vm_exits,
+                GRANT_MAPS.load(Ordering::Relaxed),
+                GRANT_UNMAPS.load(Ordering::Relaxed),
+                (driver_domains::heap::size_bytes() - driver_domains::heap::free_bytes()) / 1024,
+            );
+        }
+    }
+
     fn cut_off(&mut self, index: usize, reason: &Cutoff) {
         println!("{} cut off: {reason}", self.entries[index].label());
         self.disconnect(index, "cut off");
@@ -673,7 +742,10 @@ fn map_queue(
     let mut pages = Vec::new();
     for &gref in &ring.ring_refs {
         match grant_table::map_grant(fe, GrantRef(gref), false) {
-            Ok(page) => pages.push(page),
+            Ok(page) => {
+                GRANT_MAPS.fetch_add(1, Ordering::Relaxed);
+                pages.push(page)
+            }
             Err(status) => return Err(format!("ring grant {gref} refused (status {status})")),
         }
     }
@@ -694,7 +766,9 @@ fn release(served: Vec<Served>) {
         let _ = events::close(s.port);
         for page in s.queue.into_ring().into_page().into_pages() {
             // A front-end that died took its grants with it; nothing to undo then.
-            let _ = page.unmap();
+            if page.unmap().is_ok() {
+                GRANT_UNMAPS.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

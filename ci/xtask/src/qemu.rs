@@ -226,6 +226,8 @@ pub struct DirectLinux {
     pub memory_mib: u32,
     /// As [`Machine::multi_threaded_tcg`].
     pub multi_threaded_tcg: bool,
+    /// More QEMU arguments (devices), at the end.
+    pub extra_args: Vec<OsString>,
 }
 
 impl DirectLinux {
@@ -240,6 +242,7 @@ impl DirectLinux {
         args.push(self.initrd.clone().into_os_string());
         args.push("-append".into());
         args.push(self.cmdline.clone().into());
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -360,6 +363,7 @@ pub(crate) mod tests {
             cpus: 2,
             memory_mib: 1024,
             multi_threaded_tcg: false,
+            extra_args: Vec::new(),
         };
         let args = direct.args();
         assert_eq!(

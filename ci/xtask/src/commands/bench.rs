@@ -1,8 +1,8 @@
-//! `cargo xtask bench`: boot times, the hypercall round trip and the Linux boot, measured
+//! `cargo xtask bench`: boot times, the hypercall round trip, the Linux boot and its disk, measured
 //! from the host.
 //!
 //! Times are taken when a serial line reaches the host, relative to QEMU's spawn; each system
-//! boots several times and the median is reported. Three parts, each of which `--only` can
+//! boots several times and the median is reported. Four parts, each of which `--only` can
 //! pick:
 //! - `boot`: the demo and the empty systems, to `all <n> domains running`, `ready` and exit;
 //! - `hcbench`: the `hcbench` domain measures hypercalls from inside and prints one
@@ -12,6 +12,9 @@
 //!   (`ci/bench/linux`), interleaved; reported as the two medians and their ratio, with the
 //!   guest domain's exits by kind and hypercalls by number from the microvisor's boot whose
 //!   time is the median.
+//!
+//! - `disk`: the Linux guest's disk through blkback against the same guest booted by QEMU
+//!   on its own `virtio-blk-pci` behind `intel-iommu` ([`disk`]).
 //!
 //! Everything printed is also written to `<target>/xtask/bench.json`. No figure is asserted:
 //! the ratio's goal is printed beside it.
@@ -30,6 +33,8 @@ use crate::serial::{self, Capture, Ending, Watch};
 use crate::system::{self, PackedSystem};
 use crate::workspace::Workspace;
 use crate::{commands, images, linux};
+
+mod disk;
 
 const BENCH_CPUS: u32 = 2;
 const BENCH_MEMORY_MIB: u32 = 512;
@@ -83,6 +88,8 @@ pub enum Part {
     Hcbench,
     /// Linux to its first userspace line, direct and through the microvisor
     Linux,
+    /// The Linux guest's disk through blkback against QEMU's own virtio-blk
+    Disk,
 }
 
 impl BenchArgs {
@@ -130,6 +137,8 @@ struct Report {
     hcbench: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     linux: Option<LinuxReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk: Option<disk::DiskReport>,
 }
 
 #[derive(Serialize)]
@@ -236,6 +245,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     if args.measures(Part::Linux) {
         report.linux = Some(bench_linux(workspace, &qemu, &args, timeout)?);
     }
+    if args.measures(Part::Disk) {
+        report.disk = Some(disk::bench_disk(workspace, &qemu, &args, timeout)?);
+    }
 
     if let Some(rows) = &report.boot {
         println!();
@@ -262,6 +274,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(linux) = &report.linux {
         print_linux(linux, args.runs);
+    }
+    if let Some(disk) = &report.disk {
+        disk::print_disk(disk, args.runs);
     }
 
     let path = workspace.xtask_dir().join("bench.json");
@@ -335,6 +350,7 @@ fn bench_linux(
         cpus: BENCH_CPUS,
         memory_mib: LINUX_MEMORY_MIB,
         multi_threaded_tcg: false,
+        extra_args: Vec::new(),
     };
     let marker = Regex::new(USERSPACE_UP)?;
     let kernel_line = Regex::new(KERNEL_FIRST_LINE)?;
@@ -487,17 +503,28 @@ fn boot(
     memory_mib: u32,
     timeout: Duration,
 ) -> Result<Capture> {
-    let watch = Watch {
-        timeout: Some(timeout),
-        ..Watch::default()
-    };
-    let capture = commands::boot(
+    boot_machine(
         workspace,
         qemu,
         packed,
         commands::MachineOptions::standard(BENCH_CPUS, memory_mib),
-        &watch,
-    )?;
+        timeout,
+    )
+}
+
+/// As [`boot`], on a machine with `options`.
+fn boot_machine(
+    workspace: &Workspace,
+    qemu: &Path,
+    packed: &PackedSystem,
+    options: commands::MachineOptions,
+    timeout: Duration,
+) -> Result<Capture> {
+    let watch = Watch {
+        timeout: Some(timeout),
+        ..Watch::default()
+    };
+    let capture = commands::boot(workspace, qemu, packed, options, &watch)?;
     keep_log(workspace, &packed.name, &capture)?;
     match capture.ending {
         Ending::Exited(Exit::Code(STATUS_POWEROFF)) => Ok(capture),
@@ -514,12 +541,22 @@ fn boot(
 /// Boots Linux by QEMU's PVH loader once; the guest's ACPI power-off ends QEMU with status
 /// 0, and anything else is an error.
 fn boot_direct(workspace: &Workspace, direct: &DirectLinux, timeout: Duration) -> Result<Capture> {
+    boot_direct_as(workspace, direct, timeout, "bench-linux-direct")
+}
+
+/// As [`boot_direct`], its log kept as `<log>.log`.
+fn boot_direct_as(
+    workspace: &Workspace,
+    direct: &DirectLinux,
+    timeout: Duration,
+    log: &str,
+) -> Result<Capture> {
     let watch = Watch {
         timeout: Some(timeout),
         ..Watch::default()
     };
     let capture = serial::run(direct.command(), &watch)?;
-    keep_log(workspace, "bench-linux-direct", &capture)?;
+    keep_log(workspace, log, &capture)?;
     match capture.ending {
         Ending::Exited(Exit::Code(0)) => Ok(capture),
         Ending::Exited(exit) => bail!(failure(
@@ -664,6 +701,16 @@ fn summarize(samples: &[BootTimes]) -> BootTimes {
         ),
         exit: median(&samples.iter().map(|sample| sample.exit).collect::<Vec<_>>()),
     }
+}
+
+/// The median of numbers (the lower middle one for an even count); 0 when there are none.
+fn median_f64(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(sorted.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The median (the lower middle one for an even count).
