@@ -145,6 +145,9 @@ pub enum Cutoff {
     DuplicateId(u64),
     /// [`STORM_EMPTY_ROUNDS`] notifications in a row with nothing in the ring.
     EventStorm(u32),
+    /// The response ring had no room for the response to a request that was taken (cannot
+    /// happen while the ring's indices are the back-end's own: a broken ring).
+    NoRoomForResponse(u64),
 }
 
 impl fmt::Display for Cutoff {
@@ -160,6 +163,9 @@ impl fmt::Display for Cutoff {
             Self::DuplicateId(id) => write!(f, "request id {id:#x} reused while outstanding"),
             Self::EventStorm(rounds) => {
                 write!(f, "event storm: {rounds} notifications with an empty ring")
+            }
+            Self::NoRoomForResponse(id) => {
+                write!(f, "no room in the ring for the response to request {id:#x}")
             }
         }
     }
@@ -293,7 +299,7 @@ impl<M: SharedPage> Queue<M> {
                 }
                 // Cannot fail: every request of the batch was taken and is answered once.
                 if self.ring.produce_response(&response).is_err() {
-                    return Err(Cutoff::DuplicateId(response.id));
+                    return Err(Cutoff::NoRoomForResponse(response.id));
                 }
                 round.answered += 1;
             }

@@ -30,52 +30,8 @@ pub const MAX_RING_PAGE_ORDER: u32 = 4;
 /// The most queues a vbd may have.
 pub const MAX_QUEUES: u32 = 4;
 
-/// The xenbus states (`io/xenbus.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
-    /// 0.
-    Unknown,
-    /// 1.
-    Initialising,
-    /// 2: the back-end's features are published.
-    InitWait,
-    /// 3: the front-end's rings are published.
-    Initialised,
-    /// 4.
-    Connected,
-    /// 5.
-    Closing,
-    /// 6.
-    Closed,
-    /// 7.
-    Reconfiguring,
-    /// 8.
-    Reconfigured,
-}
-
-impl State {
-    /// Parses a `state` node's value (decimal, surrounding whitespace allowed); `None` for
-    /// anything else.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text.trim().parse::<u32>().ok()? {
-            0 => Self::Unknown,
-            1 => Self::Initialising,
-            2 => Self::InitWait,
-            3 => Self::Initialised,
-            4 => Self::Connected,
-            5 => Self::Closing,
-            6 => Self::Closed,
-            7 => Self::Reconfiguring,
-            8 => Self::Reconfigured,
-            _ => return None,
-        })
-    }
-
-    /// The value written to a `state` node.
-    pub fn as_u32(self) -> u32 {
-        self as u32
-    }
-}
+/// The xenbus states (`io/xenbus.h`), as the runtime's xenbus helpers know them.
+pub use microvisor_abi::xenbus::XenbusState as State;
 
 /// What the back-end offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -441,10 +397,10 @@ mod tests {
 
     #[test]
     fn states_parse_and_round_trip() {
-        assert_eq!(State::parse("4"), Some(State::Connected));
-        assert_eq!(State::parse(" 6\n"), Some(State::Closed));
-        assert_eq!(State::parse("9"), None);
-        assert_eq!(State::parse("x"), None);
+        assert_eq!(State::from_decimal(b"4"), Some(State::Connected));
+        assert_eq!(State::from_decimal(b" 6\n"), Some(State::Closed));
+        assert_eq!(State::from_decimal(b"9"), None);
+        assert_eq!(State::from_decimal(b"x"), None);
         assert_eq!(State::InitWait.as_u32(), 2);
     }
 

@@ -524,7 +524,7 @@ impl Backend {
         let front = self.entries[index].front.clone();
         let state = self
             .read(&format!("{front}/state"))
-            .and_then(|s| State::parse(&s))
+            .and_then(|s| State::from_decimal(s.as_bytes()))
             .unwrap_or(State::Closed);
         let phase = &self.entries[index].phase;
         match state {

@@ -9,74 +9,7 @@
 //! Peers are found by name: the xenstore domain writes `/local/names/<name>` = domid for every
 //! domain it introduces ([`lookup_domid`] waits for it with a watch).
 
-use core::fmt;
-
-/// `enum xenbus_state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u32)]
-pub enum XenbusState {
-    /// Also what a missing or unreadable `state` node reads as.
-    Unknown = 0,
-    Initialising = 1,
-    InitWait = 2,
-    Initialised = 3,
-    Connected = 4,
-    Closing = 5,
-    Closed = 6,
-    Reconfiguring = 7,
-    Reconfigured = 8,
-}
-
-impl XenbusState {
-    pub fn from_u32(value: u32) -> Option<Self> {
-        Some(match value {
-            0 => Self::Unknown,
-            1 => Self::Initialising,
-            2 => Self::InitWait,
-            3 => Self::Initialised,
-            4 => Self::Connected,
-            5 => Self::Closing,
-            6 => Self::Closed,
-            7 => Self::Reconfiguring,
-            8 => Self::Reconfigured,
-            _ => return None,
-        })
-    }
-
-    /// The state a `state` node's value names; anything else reads as `Unknown`.
-    pub fn parse(value: &[u8]) -> Self {
-        crate::xs_wire::parse_decimal(value)
-            .and_then(Self::from_u32)
-            .unwrap_or(Self::Unknown)
-    }
-
-    /// The value written to a `state` node.
-    pub fn as_u32(self) -> u32 {
-        self as u32
-    }
-
-    /// Whether the end is going away (`Closing` or `Closed`).
-    pub fn is_closing(self) -> bool {
-        matches!(self, Self::Closing | Self::Closed)
-    }
-}
-
-impl fmt::Display for XenbusState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Self::Unknown => "Unknown",
-            Self::Initialising => "Initialising",
-            Self::InitWait => "InitWait",
-            Self::Initialised => "Initialised",
-            Self::Connected => "Connected",
-            Self::Closing => "Closing",
-            Self::Closed => "Closed",
-            Self::Reconfiguring => "Reconfiguring",
-            Self::Reconfigured => "Reconfigured",
-        };
-        write!(f, "{name} ({})", *self as u32)
-    }
-}
+pub use microvisor_abi::xenbus::XenbusState;
 
 #[cfg(not(test))]
 pub use self::client::*;

@@ -22,3 +22,4 @@ pub mod rings;
 pub mod sched;
 pub mod vcpu;
 pub mod version;
+pub mod xenbus;

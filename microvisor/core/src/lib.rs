@@ -16,6 +16,7 @@
 //! | [`start_info`] | the `hvm_start_info` page: start info, memory map, command line |
 //! | [`pagewalk`] | guest-virtual to guest-physical walks and copies for hypercall pointers |
 //! | [`sched`] | scheduling policy: vCPU states and a FIFO run queue |
+//! | [`ratelimit`] | a log-line rate limit (IOMMU fault lines) |
 //! | [`acpi`] | host ACPI tables: CPUs, IO-APIC, MCFG, DMAR/IVRS, table ranges |
 //! | [`vtd`] / [`amdvi`] | IOMMU encodings: Intel VT-d and AMD-Vi tables, commands, faults |
 //! | [`multiboot`] | the Multiboot1 information: memory map, modules, command line |
@@ -37,6 +38,7 @@ pub mod multiboot;
 pub mod pagewalk;
 pub mod pci;
 pub mod phys;
+pub mod ratelimit;
 pub mod sched;
 pub mod start_info;
 pub mod time;

@@ -70,6 +70,8 @@ pub const CAP_ID_MSI: u8 = 0x05;
 pub const CAP_ID_PCI_EXPRESS: u8 = 0x10;
 /// Capability ID: MSI-X.
 pub const CAP_ID_MSIX: u8 = 0x11;
+/// Advanced Features: its control register (+4, bit 0) starts a function-level reset.
+pub const CAP_ID_ADVANCED_FEATURES: u8 = 0x13;
 
 /// Bytes of an MSI-X capability structure.
 pub const MSIX_CAP_BYTES: u16 = 12;
@@ -413,6 +415,8 @@ pub struct Function {
     pub pcie_cap: Option<u16>,
     /// Offset of the power-management capability.
     pub pm_cap: Option<u16>,
+    /// Offset of the Advanced Features capability.
+    pub af_cap: Option<u16>,
 }
 
 impl Function {
@@ -564,6 +568,7 @@ pub fn read_function<C: ConfigSpace + ?Sized>(cfg: &mut C, bdf: Bdf) -> Function
         msix: None,
         pcie_cap: None,
         pm_cap: None,
+        af_cap: None,
     };
     for cap in capabilities(&*cfg, bdf) {
         match cap.id {
@@ -578,6 +583,9 @@ pub fn read_function<C: ConfigSpace + ?Sized>(cfg: &mut C, bdf: Bdf) -> Function
             }
             CAP_ID_POWER_MANAGEMENT if function.pm_cap.is_none() => {
                 function.pm_cap = Some(cap.offset);
+            }
+            CAP_ID_ADVANCED_FEATURES if function.af_cap.is_none() => {
+                function.af_cap = Some(cap.offset);
             }
             _ => {}
         }
@@ -870,7 +878,10 @@ pub enum WriteDecision {
 /// | the MSI and MSI-X capability structures, whole | ignored (the microvisor programs them) |
 /// | PCI Express Device Control bit 15 (function-level reset) | ignored (a reset clears the BARs) |
 /// | power management control/status bits 0..1 (power state) | ignored (D3hot to D0 may clear the BARs) |
-/// | everything else | passes |
+/// | Advanced Features control (+4) | ignored (its bit 0 is a function-level reset) |
+/// | BIST 0x0f | ignored (a self-test leaves the function unusable while it runs) |
+/// | extended configuration space 0x100..0x1000 | ignored: SR-IOV (new functions with BARs of their own), resizable BARs, ATS and PASID (the device caching translations), ACS (peer-to-peer redirection) all live there, and no driver domain needs to write it |
+/// | everything else in 0x00..0x100 | passes |
 ///
 /// A write must be 1, 2 or 4 bytes, naturally aligned, inside the 4 KiB config space;
 /// any other is ignored. Each byte of a write is judged by its own rule, so a write
@@ -883,6 +894,7 @@ pub struct ConfigFilter {
     msix: Option<(u16, u16)>,
     pcie_device_control: Option<u16>,
     pm_control: Option<u16>,
+    af_control: Option<u16>,
 }
 
 impl ConfigFilter {
@@ -898,6 +910,7 @@ impl ConfigFilter {
                 .map(|m| (m.cap_offset, m.cap_offset.saturating_add(MSIX_CAP_BYTES))),
             pcie_device_control: function.pcie_cap.map(|c| c.saturating_add(8)),
             pm_control: function.pm_cap.map(|c| c.saturating_add(4)),
+            af_control: function.af_cap.map(|c| c.saturating_add(4)),
         }
     }
 
@@ -947,7 +960,7 @@ impl ConfigFilter {
         } else {
             (BAR0..0x40).contains(&aligned)
         };
-        if header_protected {
+        if header_protected || aligned >= EXTENDED_CONFIG {
             return 0;
         }
         let mut bits = u32::MAX;
@@ -955,7 +968,8 @@ impl ConfigFilter {
             let at = aligned + byte;
             let inside = |range: Option<(u16, u16)>| range.is_some_and(|(s, e)| s <= at && at < e);
             let (in_msi, in_msix) = (inside(self.msi), inside(self.msix));
-            if in_msi || in_msix {
+            let af = self.af_control == Some(at);
+            if in_msi || in_msix || af || at == BIST {
                 bits &= !(0xff << (byte * 8));
             }
         }
@@ -972,6 +986,11 @@ impl ConfigFilter {
         bits
     }
 }
+
+/// The BIST register (byte 3 of the dword at 0x0c).
+const BIST: u16 = 0x0f;
+/// Where PCI Express extended configuration space starts.
+const EXTENDED_CONFIG: u16 = 0x100;
 
 /// Applies an owner's write through `filter`: reads the current dword, decides, and
 /// performs an allowed write at its own size or a masked one as a dword. Returns the

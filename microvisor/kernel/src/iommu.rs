@@ -526,19 +526,46 @@ pub fn poll_faults() {
     }
 }
 
+/// Fault lines per second: a device can fault as fast as it can DMA, and the UART it would
+/// flood is every CPU's. Faults are all counted; lines past this are dropped and counted.
+const FAULT_LINES_PER_SECOND: u32 = 16;
+static FAULT_LOG: spin::Mutex<microvisor_core::ratelimit::RateLimit> = spin::Mutex::new(
+    microvisor_core::ratelimit::RateLimit::new(1_000_000_000, FAULT_LINES_PER_SECOND),
+);
+
+/// Whether to print one more fault line (after saying how many were dropped, if any).
+fn fault_line_admitted() -> bool {
+    use microvisor_core::ratelimit::Admit;
+    let admit = FAULT_LOG.lock().admit(crate::time::now_ns());
+    match admit {
+        Admit::Log => true,
+        Admit::LogAfterDropping(dropped) => {
+            crate::log!("IOMMU: {dropped} more faults were not logged (at most {FAULT_LINES_PER_SECOND} lines a second)");
+            true
+        }
+        Admit::Drop => false,
+    }
+}
+
 /// The one log line for a DMA the IOMMU blocked (both VT-d and AMD-Vi use it).
 pub fn log_blocked_dma(source: Bdf, is_write: bool, address: u64, reason: &str) {
+    crate::stats::DMA_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if !fault_line_admitted() {
+        return;
+    }
     let owner = crate::pci::owner_name(source);
     crate::log!(
         "IOMMU blocked DMA: device {source} (owner {owner}) {} at bus address {address:#x}: {reason}",
         if is_write { "write" } else { "read" }
     );
-    crate::stats::DMA_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// The one log line for an interrupt request (MSI) that interrupt remapping blocked.
 pub fn log_blocked_interrupt(source: Bdf, index: u16, reason: u8, text: &str) {
+    crate::stats::DMA_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if !fault_line_admitted() {
+        return;
+    }
     let owner = crate::pci::owner_name(source);
     crate::log!("IOMMU blocked interrupt: device {source} (owner {owner}) interrupt index {index}: fault {reason:#x} ({text})");
-    crate::stats::DMA_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }

@@ -775,8 +775,11 @@ fn filter_bars_and_rom_are_ignored() {
         );
         assert_eq!(filter.decide(offset + 3, 1, 0xff, 0), WriteDecision::Ignore);
     }
-    // The dwords around them pass.
-    assert_eq!(filter.decide(0x0c, 4, 0x0000_4010, 0), WriteDecision::Allow);
+    // The dwords around them pass (all but BIST, byte 0x0f).
+    assert_eq!(
+        filter.decide(0x0c, 4, 0x0000_4010, 0),
+        WriteDecision::Masked(0x0000_4010)
+    );
     assert_eq!(filter.decide(0x28, 4, 0, 0), WriteDecision::Allow);
     assert_eq!(filter.decide(0x3c, 1, 0x0b, 0), WriteDecision::Allow);
 }
@@ -925,15 +928,40 @@ fn filter_reset_and_power_state_bits() {
     // Device-specific space and other capabilities pass through.
     assert_eq!(filter.decide(0x40, 4, 0xdead_beef, 0), WriteDecision::Allow);
     assert_eq!(
-        filter.decide(0x100, 4, 0xdead_beef, 0),
-        WriteDecision::Allow
-    );
-    assert_eq!(
         filter.decide(0xfff, 2, 0xbeef, 0),
         WriteDecision::Ignore,
         "unaligned size 2"
     );
-    assert_eq!(filter.decide(0xffe, 2, 0xbeef, 0), WriteDecision::Allow);
+}
+
+#[test]
+fn filter_extended_space_bist_and_advanced_features_reset_are_ignored() {
+    let (_, mut nic, filter) = nic_filter();
+    // Extended configuration space: SR-IOV, resizable BAR, ATS, ACS ... never written.
+    for offset in [0x100u16, 0x104, 0x160, 0xffc] {
+        assert_eq!(
+            filter.decide(offset, 4, 0xdead_beef, 0),
+            WriteDecision::Ignore,
+            "{offset:#x}"
+        );
+    }
+    assert_eq!(filter.decide(0xffe, 2, 0xbeef, 0), WriteDecision::Ignore);
+    // BIST (0x0f) is kept; cache line size and latency timer (0x0c, 0x0d) pass.
+    assert_eq!(filter.decide(0x0f, 1, 0x40, 0), WriteDecision::Ignore);
+    assert_eq!(
+        filter.decide(0x0c, 4, 0x4000_2010, 0x0000_0000),
+        WriteDecision::Masked(0x0000_2010)
+    );
+    assert_eq!(filter.decide(0x0c, 2, 0x2010, 0), WriteDecision::Allow);
+    // An Advanced Features capability at 0x44: its control byte (0x48, FLR) is kept.
+    nic.af_cap = Some(0x44);
+    let filter = ConfigFilter::new(&nic);
+    assert_eq!(filter.decide(0x48, 1, 0x01, 0), WriteDecision::Ignore);
+    assert_eq!(
+        filter.decide(0x48, 4, 0x0000_0101, 0x0000_0000),
+        WriteDecision::Masked(0x0000_0100)
+    );
+    assert_eq!(filter.decide(0x49, 1, 0x01, 0), WriteDecision::Allow);
 }
 
 #[test]
@@ -1119,7 +1147,7 @@ proptest! {
     #[test]
     fn filter_never_changes_protected_bits(offset in 0u16..0x1000, size in 0u8..6, value: u32, current: u32) {
         let (_, nic, filter) = nic_filter();
-        let protected: &[Range<u16>] = &[0x10..0x28, 0x30..0x34, 0xa0..0xac, 0xd0..0xe8];
+        let protected: &[Range<u16>] = &[0x0f..0x10, 0x10..0x28, 0x30..0x34, 0xa0..0xac, 0xd0..0xe8, 0x100..0x1000];
         let decision = filter.decide(offset, size, value, current);
         let aligned = offset & !3;
         match decision {
