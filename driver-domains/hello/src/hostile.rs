@@ -1,7 +1,10 @@
 //! Modes that misbehave on purpose: `rogue`, `fuzz`, `crash`, `triplefault`.
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use driver_domains::abi::sched::SHUTDOWN_CRASH;
-use driver_domains::{cmdline, hypercall, println, testing, BootInfo};
+use driver_domains::fuzz_policy::FuzzStats;
+use driver_domains::{boot, cmdline, hypercall, println, smp, testing, time, BootInfo};
 
 const ROGUE_VALUE: u64 = 0x0bad_c0de_0bad_c0de;
 
@@ -18,11 +21,111 @@ pub fn rogue(info: &BootInfo) {
     println!("rogue: write did not fault");
 }
 
-/// `mode=fuzz calls=N seed=S`.
+/// The calls and seed of `mode=fuzz`, for the other vCPUs.
+static FUZZ_CALLS: AtomicU64 = AtomicU64::new(0);
+static FUZZ_SEED: AtomicU64 = AtomicU64::new(0);
+/// The other vCPUs' results, summed, and how many of them finished.
+static OTHERS: spin_free::Totals = spin_free::Totals::new();
+static FINISHED: AtomicU32 = AtomicU32::new(0);
+
+/// Lock-free sums of [`FuzzStats`] fields.
+mod spin_free {
+    use super::*;
+
+    pub struct Totals([AtomicU64; 9]);
+
+    impl Totals {
+        pub const fn new() -> Self {
+            Totals([const { AtomicU64::new(0) }; 9])
+        }
+
+        pub fn add(&self, s: &FuzzStats) {
+            let fields = [
+                s.calls,
+                s.zero,
+                s.positive,
+                s.efault,
+                s.einval,
+                s.enosys,
+                s.eperm,
+                s.other_negative,
+                s.replaced,
+            ];
+            for (total, value) in self.0.iter().zip(fields) {
+                total.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+
+        pub fn get(&self) -> FuzzStats {
+            let v: [u64; 9] = core::array::from_fn(|i| self.0[i].load(Ordering::Relaxed));
+            FuzzStats {
+                calls: v[0],
+                zero: v[1],
+                positive: v[2],
+                efault: v[3],
+                einval: v[4],
+                enosys: v[5],
+                eperm: v[6],
+                other_negative: v[7],
+                replaced: v[8],
+            }
+        }
+    }
+}
+
+fn fuzz_on(info: &BootInfo, id: u32) -> FuzzStats {
+    let calls = FUZZ_CALLS.load(Ordering::Acquire);
+    let seed = FUZZ_SEED
+        .load(Ordering::Acquire)
+        .wrapping_add(u64::from(id).wrapping_mul(0x9e37_79b9));
+    let stats = testing::fuzz_hypercalls(info, calls, seed).unwrap_or_else(|e| panic!("fuzz: {e}"));
+    print_stats(&format_args!("vcpu {id}"), &stats);
+    stats
+}
+
+fn other_vcpu(id: u32) -> ! {
+    let Some(info) = boot::boot_info() else {
+        panic!("fuzz: vcpu {id} has no boot info");
+    };
+    OTHERS.add(&fuzz_on(info, id));
+    FINISHED.fetch_add(1, Ordering::Release);
+    smp::park()
+}
+
+fn print_stats(who: &dyn core::fmt::Display, stats: &FuzzStats) {
+    println!(
+        "fuzz: {who}: {} calls: ok={} efault={} einval={} enosys={} other={}",
+        stats.calls,
+        stats.ok(),
+        stats.efault,
+        stats.einval,
+        stats.enosys,
+        stats.other()
+    );
+}
+
+/// `mode=fuzz calls=N seed=S`: N random hypercalls on every vCPU of the domain at once
+/// (vCPU `i` with seed `S + i * 0x9e3779b9`), sharing one scratch area whose words they
+/// keep rewriting, so arguments change under each other's calls.
 pub fn fuzz(info: &BootInfo) {
     let calls = crate::arg(info, "calls", 20_000);
     let seed = crate::arg(info, "seed", 1);
-    let stats = testing::fuzz_hypercalls(info, calls, seed).unwrap_or_else(|e| panic!("fuzz: {e}"));
+    FUZZ_CALLS.store(calls, Ordering::Release);
+    FUZZ_SEED.store(seed, Ordering::Release);
+    let mut started = 0;
+    for id in 1..info.domain.vcpus {
+        match smp::start_vcpu(id, other_vcpu) {
+            Ok(()) => started += 1,
+            Err(e) => println!("fuzz: vcpu {id} did not start: {e}"),
+        }
+    }
+    let start = time::now_ns();
+    let mut stats = fuzz_on(info, 0);
+    while FINISHED.load(Ordering::Acquire) < started {
+        hypercall::sched_yield();
+    }
+    let ms = (time::now_ns() - start) / 1_000_000;
+    stats += OTHERS.get();
     println!(
         "fuzz: {} calls: ok={} efault={} einval={} enosys={} other={}",
         stats.calls,
@@ -33,8 +136,8 @@ pub fn fuzz(info: &BootInfo) {
         stats.other()
     );
     println!(
-        "fuzz: detail zero={} positive={} eperm={} other_negative={} replaced_by_yield={}",
-        stats.zero, stats.positive, stats.eperm, stats.other_negative, stats.replaced
+        "fuzz: detail zero={} positive={} eperm={} other_negative={} replaced_by_yield={} vcpus={} ms={ms}",
+        stats.zero, stats.positive, stats.eperm, stats.other_negative, stats.replaced, started + 1
     );
     println!("fuzz: done");
 }

@@ -160,6 +160,20 @@ pub struct FuzzStats {
     pub replaced: u64,
 }
 
+impl core::ops::AddAssign for FuzzStats {
+    fn add_assign(&mut self, more: Self) {
+        self.calls += more.calls;
+        self.zero += more.zero;
+        self.positive += more.positive;
+        self.efault += more.efault;
+        self.einval += more.einval;
+        self.enosys += more.enosys;
+        self.eperm += more.eperm;
+        self.other_negative += more.other_negative;
+        self.replaced += more.replaced;
+    }
+}
+
 impl FuzzStats {
     pub fn count(&mut self, result: i64) {
         self.calls += 1;

@@ -87,8 +87,14 @@ mod tests {
 
     #[test]
     fn states_parse_and_round_trip() {
-        assert_eq!(XenbusState::from_decimal(b"4"), Some(XenbusState::Connected));
-        assert_eq!(XenbusState::from_decimal(b" 6\n\0"), Some(XenbusState::Closed));
+        assert_eq!(
+            XenbusState::from_decimal(b"4"),
+            Some(XenbusState::Connected)
+        );
+        assert_eq!(
+            XenbusState::from_decimal(b" 6\n\0"),
+            Some(XenbusState::Closed)
+        );
         assert_eq!(XenbusState::from_decimal(b"9"), None);
         assert_eq!(XenbusState::from_decimal(b"-1"), None);
         assert_eq!(XenbusState::from_decimal(b""), None);
