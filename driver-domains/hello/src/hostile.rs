@@ -1,10 +1,10 @@
-//! Modes that misbehave on purpose: `rogue`, `fuzz`, `crash`, `triplefault`.
+//! Modes that misbehave on purpose: `rogue`, `fuzz`, `evtchn-storm`, `crash`, `triplefault`.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use driver_domains::abi::sched::SHUTDOWN_CRASH;
 use driver_domains::fuzz_policy::FuzzStats;
-use driver_domains::{boot, cmdline, hypercall, println, smp, testing, time, BootInfo};
+use driver_domains::{boot, cmdline, events, hypercall, println, smp, testing, time, BootInfo};
 
 const ROGUE_VALUE: u64 = 0x0bad_c0de_0bad_c0de;
 
@@ -151,4 +151,100 @@ pub fn crash() -> ! {
 pub fn triplefault() -> ! {
     println!("triplefault: loading an empty IDT and raising #UD");
     testing::triple_fault()
+}
+
+/// IPI bind, send and close cycles per round of `mode=evtchn-storm`.
+const IPI_CYCLES: u32 = 200;
+static STORM_ROUNDS: AtomicU64 = AtomicU64::new(0);
+static STORM_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static STORM_IPIS: AtomicU64 = AtomicU64::new(0);
+static STORM_LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Allocates unbound ports (for this domain itself) until refused; returns them and the
+/// refusal.
+fn exhaust_ports(me: u16) -> (alloc::vec::Vec<events::Port>, i64) {
+    let mut ports = alloc::vec::Vec::new();
+    loop {
+        match events::alloc_unbound(me) {
+            Ok(port) => ports.push(port),
+            Err(e) => return (ports, e),
+        }
+    }
+}
+
+fn storm_rounds(id: u32) {
+    let Some(info) = boot::boot_info() else {
+        panic!("evtchn-storm: vcpu {id} has no boot info");
+    };
+    let me = info.domain.domid;
+    for _ in 0..STORM_ROUNDS.load(Ordering::Acquire) {
+        let (ports, limit) = exhaust_ports(me);
+        STORM_ALLOCS.fetch_add(ports.len() as u64, Ordering::Relaxed);
+        STORM_LIMIT.store(limit as u64, Ordering::Relaxed);
+        for &port in &ports {
+            if let Err(e) = events::close(port) {
+                panic!("evtchn-storm: closing port {} failed: {e}", port.0);
+            }
+        }
+        for _ in 0..IPI_CYCLES {
+            if let Ok(port) = events::bind_ipi(id) {
+                let _ = events::send(port);
+                let _ = events::close(port);
+                // A closed port is refused, never a fault.
+                let _ = events::send(port);
+                STORM_IPIS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn storm_vcpu(id: u32) -> ! {
+    storm_rounds(id);
+    FINISHED.fetch_add(1, Ordering::Release);
+    smp::park()
+}
+
+/// `mode=evtchn-storm rounds=N`: every vCPU at once, N times: allocates event-channel ports
+/// until the microvisor refuses one, closes them all, then binds, raises and closes IPI
+/// ports; before and after, vCPU 0 alone counts the ports it can get, which must not have
+/// fallen (nothing leaked).
+pub fn evtchn_storm(info: &BootInfo) {
+    let rounds = crate::arg(info, "rounds", 20);
+    let me = info.domain.domid;
+    let (ports, limit) = exhaust_ports(me);
+    let before = ports.len();
+    for port in ports {
+        let _ = events::close(port);
+    }
+    println!("evtchn-storm: {before} ports free (the next refused with {limit})");
+    STORM_ROUNDS.store(rounds, Ordering::Release);
+    let mut started = 0;
+    for id in 1..info.domain.vcpus {
+        match smp::start_vcpu(id, storm_vcpu) {
+            Ok(()) => started += 1,
+            Err(e) => println!("evtchn-storm: vcpu {id} did not start: {e}"),
+        }
+    }
+    storm_rounds(0);
+    while FINISHED.load(Ordering::Acquire) < started {
+        hypercall::sched_yield();
+    }
+    let (ports, _) = exhaust_ports(me);
+    let after = ports.len();
+    for port in ports {
+        let _ = events::close(port);
+    }
+    println!(
+        "evtchn-storm: {rounds} rounds on {} vcpus: {} ports allocated and closed, {} ipi cycles, refusal {}",
+        started + 1,
+        STORM_ALLOCS.load(Ordering::Relaxed),
+        STORM_IPIS.load(Ordering::Relaxed),
+        STORM_LIMIT.load(Ordering::Relaxed) as i64
+    );
+    if after == before {
+        println!("evtchn-storm: {after} ports free after: nothing leaked");
+    } else {
+        println!("evtchn-storm: {after} ports free after, {before} before: LEAKED");
+    }
+    println!("evtchn-storm: done");
 }

@@ -9,7 +9,8 @@
 //! | `spin` | | `spin: vcpu <id> spinning` (every vCPU), then spins forever |
 //! | `victim` | `seconds` (2) | `victim: checksum <16 hex digits>`, `victim: memory intact` or `victim: MEMORY CHANGED` |
 //! | `rogue` | `target` (required) | `rogue: writing to 0x<addr>`, `rogue: write did not fault` |
-//! | `fuzz` | `calls` (20000), `seed` (1) | `fuzz: <N> calls: ok=<a> efault=<b> einval=<c> enosys=<d> other=<e>`, `fuzz: detail ...`, `fuzz: done` |
+//! | `fuzz` | `calls` (20000 per vCPU), `seed` (1) | per vCPU `fuzz: vcpu <i>: <n> calls: ...`, then `fuzz: <N> calls: ok=<a> efault=<b> einval=<c> enosys=<d> other=<e>`, `fuzz: detail ...`, `fuzz: done` |
+//! | `evtchn-storm` | `rounds` (20) | on every vCPU at once: ports allocated until refused and closed, IPI ports bound, raised and closed; `evtchn-storm: <n> ports free ...`, `evtchn-storm: <n> ports free after: nothing leaked` (or `LEAKED`), `evtchn-storm: done` |
 //! | `dirty` | | `dirty: filled <n> pages` |
 //! | `scrubcheck` | `wait_ms` (100) | first boot: `scrubcheck: first boot, waiting` (then reboots); later: `scrubcheck: scanned <n> pages, <z> nonzero bytes` |
 //! | `crash` | | `panic: deliberate crash at <file>:<line>` (crashes) |
@@ -59,6 +60,7 @@ fn main(info: &'static BootInfo) {
         "victim" => memory::victim(info),
         "rogue" => hostile::rogue(info),
         "fuzz" => hostile::fuzz(info),
+        "evtchn-storm" => hostile::evtchn_storm(info),
         "dirty" => memory::dirty(info),
         "scrubcheck" => memory::scrubcheck(info),
         "crash" => hostile::crash(),
