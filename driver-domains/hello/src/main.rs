@@ -11,6 +11,7 @@
 //! | `rogue` | `target` (required) | `rogue: writing to 0x<addr>`, `rogue: write did not fault` |
 //! | `fuzz` | `calls` (20000 per vCPU), `seed` (1) | per vCPU `fuzz: vcpu <i>: <n> calls: ...`, then `fuzz: <N> calls: ok=<a> efault=<b> einval=<c> enosys=<d> other=<e>`, `fuzz: detail ...`, `fuzz: done` |
 //! | `evtchn-storm` | `rounds` (20) | on every vCPU at once: ports allocated until refused and closed, IPI ports bound, raised and closed; `evtchn-storm: <n> ports free ...`, `evtchn-storm: <n> ports free after: nothing leaked` (or `LEAKED`), `evtchn-storm: done` |
+//! | `grant-storm` | `role` (`granter` or `mapper`), `peer`, `seconds` | see [`grantstorm`] |
 //! | `dirty` | | `dirty: filled <n> pages` |
 //! | `scrubcheck` | `wait_ms` (100) | first boot: `scrubcheck: first boot, waiting` (then reboots); later: `scrubcheck: scanned <n> pages, <z> nonzero bytes` |
 //! | `crash` | | `panic: deliberate crash at <file>:<line>` (crashes) |
@@ -39,6 +40,7 @@ extern crate alloc;
 
 mod blkfront;
 mod compute;
+mod grantstorm;
 mod hostile;
 mod memory;
 mod pcidev;
@@ -61,6 +63,7 @@ fn main(info: &'static BootInfo) {
         "rogue" => hostile::rogue(info),
         "fuzz" => hostile::fuzz(info),
         "evtchn-storm" => hostile::evtchn_storm(info),
+        "grant-storm" => grantstorm::grant_storm(info),
         "dirty" => memory::dirty(info),
         "scrubcheck" => memory::scrubcheck(info),
         "crash" => hostile::crash(),

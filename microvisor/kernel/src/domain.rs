@@ -415,6 +415,7 @@ fn connect_services(
     let manifest = MANIFEST.get().expect("manifest decoded");
     let spec = &manifest.domains[spec_index];
     crate::events::init_domain(slot, spec.vcpus).map_err(|_| BuildError::OutOfMemory)?;
+    crate::grants::open(slot, domid);
     crate::grants::table_frame(slot, 0).map_err(|_| BuildError::OutOfMemory)?;
     let mut ports: Vec<microvisor_abi::manifest::IoPortRange, 24> =
         spec.ioports.iter().copied().collect();

@@ -48,6 +48,23 @@ impl GrantState {
 pub static GRANTS: [Mutex<GrantState>; MAX_DOMAINS] =
     [const { Mutex::new(GrantState::empty()) }; MAX_DOMAINS];
 
+/// Whose grant table each slot holds (`domid + 1`, 0: none), from the domain's build to the
+/// end of its grant teardown. The domain table cannot tell: a domain being torn down is no
+/// longer in it, yet a mapper may still be unmapping (and must release) one of its grants.
+static OWNERS: [AtomicU32; MAX_DOMAINS] = [const { AtomicU32::new(0) }; MAX_DOMAINS];
+
+/// Records that `slot`'s grant table is `domid`'s; called when the domain is built.
+pub fn open(slot: usize, domid: u16) {
+    OWNERS[slot].store(u32::from(domid) + 1, Ordering::Release);
+}
+
+/// The slot holding `domid`'s grant table, while it has one (during its teardown too).
+pub fn granter_slot(domid: u16) -> Option<usize> {
+    OWNERS
+        .iter()
+        .position(|owner| owner.load(Ordering::Acquire) == u32::from(domid) + 1)
+}
+
 /// Grow the domain's table to include frame `idx` and return that frame.
 pub fn table_frame(slot: usize, idx: u64) -> Result<u64, i64> {
     if idx >= u64::from(MAX_GRANT_FRAMES) {
@@ -180,7 +197,7 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
     let held: heapless::Vec<Mapping, MAX_MAPPINGS> = GRANTS[slot].lock().maptrack.drain().collect();
     for mapping in held {
         unmap_from(slot, mapping.gpa);
-        if let Some(granter) = crate::domain::slot_of(mapping.granter) {
+        if let Some(granter) = granter_slot(mapping.granter) {
             release(&mut GRANTS[granter].lock(), mapping.gref, !mapping.readonly);
         }
     }
@@ -226,6 +243,7 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
         mem::free(state.stand_in);
     }
     *state = GrantState::empty();
+    OWNERS[slot].store(0, Ordering::Release);
     revoked_count
 }
 

@@ -182,7 +182,9 @@ fn unmap_one(caller: &mut Caller, at: u64) -> Result<bool, i64> {
             // The granter's flags are cleared only after every vCPU of the mapper has dropped
             // its translation: shoot down first, then release.
             crate::scheduler::shootdown(caller.slot);
-            if let Some(granter) = crate::domain::slot_of(mapping.granter) {
+            // Through the grant-table owners, not the domain table: a granter being torn
+            // down is no longer listed there, and its teardown waits for this release.
+            if let Some(granter) = grants::granter_slot(mapping.granter) {
                 grants::release(&mut GRANTS[granter].lock(), mapping.gref, !mapping.readonly);
             }
             GNTST_OKAY
