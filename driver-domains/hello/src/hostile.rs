@@ -79,7 +79,7 @@ fn fuzz_on(info: &BootInfo, id: u32) -> FuzzStats {
         .load(Ordering::Acquire)
         .wrapping_add(u64::from(id).wrapping_mul(0x9e37_79b9));
     let stats = testing::fuzz_hypercalls(info, calls, seed).unwrap_or_else(|e| panic!("fuzz: {e}"));
-    print_stats(&format_args!("vcpu {id}"), &stats);
+    print_stats(&format_args!("vcpu {id}: "), &stats);
     stats
 }
 
@@ -92,9 +92,10 @@ fn other_vcpu(id: u32) -> ! {
     smp::park()
 }
 
+/// `fuzz: <who><n> calls: ok=... other=...`.
 fn print_stats(who: &dyn core::fmt::Display, stats: &FuzzStats) {
     println!(
-        "fuzz: {who}: {} calls: ok={} efault={} einval={} enosys={} other={}",
+        "fuzz: {who}{} calls: ok={} efault={} einval={} enosys={} other={}",
         stats.calls,
         stats.ok(),
         stats.efault,
@@ -126,15 +127,7 @@ pub fn fuzz(info: &BootInfo) {
     }
     let ms = (time::now_ns() - start) / 1_000_000;
     stats += OTHERS.get();
-    println!(
-        "fuzz: {} calls: ok={} efault={} einval={} enosys={} other={}",
-        stats.calls,
-        stats.ok(),
-        stats.efault,
-        stats.einval,
-        stats.enosys,
-        stats.other()
-    );
+    print_stats(&"", &stats);
     println!(
         "fuzz: detail zero={} positive={} eperm={} other_negative={} replaced_by_yield={} vcpus={} ms={ms}",
         stats.zero, stats.positive, stats.eperm, stats.other_negative, stats.replaced, started + 1
