@@ -1,5 +1,5 @@
 //! Port I/O to COM1, which the runtime does not offer yet: the console backend's only
-//! `in`/`out` instructions.
+//! `in` instruction (output goes through the microvisor).
 //!
 //! The accesses are limited to COM1's eight registers (`uart::COM1 + 0..8`), the ports the
 //! domain's manifest opens (`ioports = ["3f8-3ff"]`). An I/O instruction touches no memory
@@ -23,14 +23,4 @@ pub fn read(register: u16) -> u8 {
         asm!("in al, dx", out("al") value, in("dx") COM1 + register, options(nomem, nostack, preserves_flags))
     };
     value
-}
-
-/// Writes COM1 register `register` (0..8).
-pub fn write(register: u16, value: u8) {
-    assert!(register < REGISTERS, "COM1 has no register {register}");
-    // SAFETY: `out` to a COM1 port (checked above), which the manifest gives this domain;
-    // it writes a device register and touches no memory or flags.
-    unsafe {
-        asm!("out dx, al", in("dx") COM1 + register, in("al") value, options(nomem, nostack, preserves_flags))
-    };
 }

@@ -143,32 +143,6 @@ fn shared() -> ForeignPage {
     unsafe { ForeignPage::new(SHARED_INFO_GPA) }
 }
 
-/// Runs `f` (which writes one line to the UART) holding the UART line lock shared with the
-/// microvisor (`shared_info::UART_LINE_LOCK`, ours), so the console domain's lines and the
-/// microvisor's own log lines never interleave. Without events (no shared_info) it just runs.
-pub fn with_uart_line_lock<R>(f: impl FnOnce() -> R) -> R {
-    if delivery() == Delivery::None {
-        return f();
-    }
-    let page = shared();
-    let lock = page.u32(shared_info::UART_LINE_LOCK);
-    let mut spins = 0u32;
-    while lock
-        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        spins += 1;
-        if spins.is_multiple_of(1024) {
-            hypercall::sched_yield();
-        } else {
-            core::hint::spin_loop();
-        }
-    }
-    let result = f();
-    let _ = lock.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed);
-    result
-}
-
 /// Sets events up (see the module documentation); called once at boot on vCPU 0, with the
 /// domain's vCPU count and the end of its RAM. Returns the delivery mode, or the error of
 /// mapping `shared_info`.

@@ -64,11 +64,6 @@ pub mod shared_info {
     pub const WC_SEC: usize = 0xc04;
     pub const WC_NSEC: usize = 0xc08;
     pub const WC_SEC_HI: usize = 0xc0c;
-    /// Ours, in the part of the page Xen leaves unused: the UART line lock shared by the
-    /// microvisor and the console domain (u32: 0 free, 1 console domain, 2 microvisor).
-    /// Each takes it around one whole line, so lines from both never interleave; the
-    /// microvisor waits at most a few milliseconds for it, so its log is never held up.
-    pub const UART_LINE_LOCK: usize = 0xf00;
 }
 
 /// Layout of `struct vcpu_info` (64 bytes).

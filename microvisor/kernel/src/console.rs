@@ -1,7 +1,8 @@
 //! Domain console output (`console_io` write): bytes are collected per domain into lines and
 //! each complete line goes to the debug console labelled with the domain's name. A line
-//! longer than the buffer is split. The console backend domain takes this over for domains
-//! with a console ring; the microvisor's own log always stays here.
+//! longer than the buffer is split. The console backend domain serves the domains with a
+//! console ring and writes their lines, labelled, through here, so the microvisor stays the
+//! UART's only writer.
 //!
 //! The domain table's lock is held only to move bytes into the domain's line buffer and to
 //! take out the lines completed; the UART, which is slow (about 1 ms a line at 115200 baud),
@@ -42,11 +43,12 @@ pub fn write(slot: usize, bytes: &[u8]) {
                 }
             }
         }
-        domain.name.clone()
+        // The console domain's lines are labelled already.
+        (!crate::domain::is_console_service(domain.spec_index)).then(|| domain.name.clone())
     };
     if let Some(body) = out.strip_suffix(b"\n") {
         for line in body.split(|&b| b == b'\n') {
-            crate::serial::domain_line(&name, line);
+            crate::serial::domain_line(name.as_deref(), line);
         }
     }
 }

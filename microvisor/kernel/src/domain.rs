@@ -346,11 +346,6 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         iopm,
         dma_table,
     });
-    if manifest_console(spec_index) {
-        let shared = crate::events::EVENTS[slot].lock().shared_info_hpa;
-        let lock = shared + microvisor_abi::evtchn::shared_info::UART_LINE_LOCK as u64;
-        crate::serial::CONSOLE_LINE_LOCK_HPA.store(lock, Ordering::Release);
-    }
     crate::scheduler::add_domain(slot, spec.vcpus);
     notify_services();
     Ok(domid)
@@ -473,7 +468,8 @@ fn connect_services(
     Ok((iopm, dma_table))
 }
 
-fn manifest_console(spec_index: usize) -> bool {
+/// Whether manifest domain `spec_index` is the console service domain.
+pub fn is_console_service(spec_index: usize) -> bool {
     MANIFEST
         .get()
         .is_some_and(|m| m.console_domain.map(usize::from) == Some(spec_index))
@@ -545,9 +541,6 @@ fn tear_down(slot: usize) {
         domain.state = DomainState::Preserved;
         DOMAINS.lock()[slot] = Some(domain);
         return;
-    }
-    if manifest_console(domain.spec_index) {
-        crate::serial::CONSOLE_LINE_LOCK_HPA.store(0, Ordering::Release);
     }
     vcpu::destroy_all(slot);
     // Devices first: no DMA may reach the frames once they are scrubbed and reused.

@@ -1,7 +1,10 @@
 //! The microvisor's debug console: COM1 (16550 at 0x3f8), polled, behind one lock.
 //!
 //! Every line the microvisor prints is labelled `[microvisor]`; lines a domain writes through
-//! `console_io` are labelled with the domain's name. A panic takes the port by force
+//! `console_io` are labelled with the domain's name. The console domain's lines (the other
+//! domains' console rings, already labelled) come through `console_io` too: the microvisor
+//! is the UART's only writer, and every line goes out whole under this one lock, so lines
+//! never interleave, whichever vCPU is preempted where. A panic takes the port by force
 //! (`force_unlock`) so the epitaph is never lost.
 
 use core::fmt::{self, Write};
@@ -56,67 +59,21 @@ pub fn init() {
     SERIAL.lock().init();
 }
 
-/// Host address of the console domain's UART line lock (0: no console domain).
-pub static CONSOLE_LINE_LOCK_HPA: core::sync::atomic::AtomicU64 =
-    core::sync::atomic::AtomicU64::new(0);
-
-/// Holds the UART line lock shared with the console domain (see `shared_info::UART_LINE_LOCK`)
-/// for one line. The microvisor waits at most ~2 ms for it: its log is never held up by a
-/// console domain that is slow, preempted or dead.
-struct LineLock(Option<&'static core::sync::atomic::AtomicU32>);
-
-impl LineLock {
-    fn take() -> Self {
-        use core::sync::atomic::Ordering;
-        let hpa = CONSOLE_LINE_LOCK_HPA.load(Ordering::Acquire);
-        if hpa == 0 {
-            return Self(None);
-        }
-        // SAFETY: `hpa` is a 4-byte-aligned word in the console domain's shared_info frame,
-        // which the microvisor allocated and keeps until that domain's teardown, which clears
-        // CONSOLE_LINE_LOCK_HPA first; both sides only use atomic operations on it.
-        let lock =
-            unsafe { core::sync::atomic::AtomicU32::from_ptr(crate::mem::phys_ptr::<u32>(hpa)) };
-        for _ in 0..200 {
-            if lock
-                .compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Self(Some(lock));
-            }
-            crate::time::delay_us(10);
-        }
-        Self(None)
-    }
-}
-
-impl Drop for LineLock {
-    fn drop(&mut self) {
-        if let Some(lock) = self.0 {
-            let _ = lock.compare_exchange(
-                2,
-                0,
-                core::sync::atomic::Ordering::Release,
-                core::sync::atomic::Ordering::Relaxed,
-            );
-        }
-    }
-}
-
 pub fn log_fmt(args: fmt::Arguments) {
     let mut port = SERIAL.lock();
-    let _line = LineLock::take();
     let _ = port.write_str("[microvisor] ");
     let _ = port.write_fmt(args);
     let _ = port.write_str("\n");
 }
 
-/// Print one line of a domain's console output, labelled with its name. Bytes that are not
-/// printable ASCII are shown as `?` so a domain cannot drive the terminal.
-pub fn domain_line(name: &str, line: &[u8]) {
+/// Print one line of a domain's console output, labelled with its name (`None`: the console
+/// domain's lines, which carry their own labels). Bytes that are not printable ASCII are
+/// shown as `?` so a domain cannot drive the terminal.
+pub fn domain_line(name: Option<&str>, line: &[u8]) {
     let mut port = SERIAL.lock();
-    let _line = LineLock::take();
-    let _ = write!(port, "[{name}] ");
+    if let Some(name) = name {
+        let _ = write!(port, "[{name}] ");
+    }
     for &b in line {
         port.write_byte(if (0x20..0x7f).contains(&b) || b == b'\t' {
             b
