@@ -22,6 +22,7 @@ use crate::error::{ManifestError, Problem};
 use crate::image::{check_kernel, check_ramdisk, resolve_image};
 use crate::system::{parse_system_config, DomainRef, SystemConfig};
 use crate::vbds::attach_disks;
+use crate::vifs::attach_vifs;
 
 /// A compiled system, ready to boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,9 @@ pub fn compile_system(
     let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
     let disk_backend = service_domain(system_file, system.disk_backend.as_ref(), &configs)?;
     attach_disks(&system, xenstore_domain, &mut configs)?;
+    // Checked to be a domain of the system; the microvisor need not know it.
+    service_domain(system_file, system.net_backend.as_ref(), &configs)?;
+    attach_vifs(&system, xenstore_domain, &mut configs)?;
 
     let mut modules = Modules::default();
     let mut manifest = SystemManifest {

@@ -372,7 +372,7 @@ fn parameters(text: &str) -> Result<Given<'_>, DiskDefect> {
 }
 
 /// A domain name, as the `name` key allows it: 1 to 31 of `A-Z a-z 0-9 _ . -`.
-fn is_domain_name(name: &str) -> bool {
+pub(crate) fn is_domain_name(name: &str) -> bool {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     !name.is_empty() && name.len() <= crate::domain::MAX_NAME_LEN && name.chars().all(allowed)
 }

@@ -16,6 +16,7 @@
 //! | `ioports` | no | list of `"START-END"` or `"PORT"`, hex, at most 8, no overlaps | none |
 //! | `pci` | no | list of PCI functions `"[DDDD:]BB:DD.F"`, hex, at most 8, each once | none |
 //! | `disk` | no | list of disk specifications in xl's syntax (see `disk`), at most 8, each vdev once | none |
+//! | `vif` | no | list of network interface specifications in xl's syntax (see `vif`: `mac`, `bridge`, `backend`), at most 8 | none |
 //!
 //! Reading a domain file touches no file system: the kernel is checked when the system is
 //! compiled (see `compile`).
@@ -29,6 +30,7 @@ use microvisor_abi::manifest::{
 };
 
 use crate::disk::{self, DiskEntry};
+use crate::vif::{self, VifEntry};
 use crate::error::{ManifestError, PciPart, Problem};
 use crate::syntax::{self, ListItem, Setting};
 use crate::table::Table;
@@ -51,6 +53,7 @@ pub const DOMAIN_KEYS: &[&str] = &[
     "ioports",
     "pci",
     "disk",
+    "vif",
 ];
 
 /// The name no domain may take.
@@ -90,6 +93,9 @@ pub struct DomainConfig {
     /// The virtual disks the domain sees (`disk`), in file order. They are not part of its
     /// [`DomainSpec`]: the compiler hands them to the xenstore domain (see `vbds`).
     pub disks: Vec<DiskEntry>,
+    /// The network interfaces the domain sees (`vif`), in file order; handed to the
+    /// xenstore domain like the disks (see `vifs`).
+    pub vifs: Vec<VifEntry>,
 }
 
 /// One item of `ioports`: the range, the item as written and its line, for messages.
@@ -302,6 +308,10 @@ pub fn parse_domain_config(file: &Path, text: &str) -> Result<DomainConfig, Mani
         },
         disks: match table.take("disk") {
             Some(setting) => disk::disks(file, &setting)?,
+            None => Vec::new(),
+        },
+        vifs: match table.take("vif") {
+            Some(setting) => vif::vifs(file, &setting)?,
             None => Vec::new(),
         },
     })

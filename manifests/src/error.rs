@@ -175,6 +175,14 @@ pub enum Problem {
     TooManyPciFunctions { count: usize, max: usize },
     #[error("lists {count} disks, at most {max} are allowed")]
     TooManyDisks { count: usize, max: usize },
+    #[error("lists {count} network interfaces, at most {max} are allowed")]
+    TooManyVifs { count: usize, max: usize },
+    /// One interface of `vif` (`spec` is its specification, quoted) and what is wrong.
+    #[error("{spec}: {defect}")]
+    Vif {
+        spec: String,
+        defect: Box<VifDefect>,
+    },
     /// One disk of `disk` (`spec` is its specification, quoted) and what is wrong with it,
     /// on its own or in the system (boxed: some defects are large, errors stay small).
     #[error("{spec}: {defect}")]
@@ -201,6 +209,9 @@ pub enum Problem {
     /// `first` is the first disk line: `linux.cfg:9`.
     #[error("required when a domain has disks ({first} gives one): the xenstore domain tells the backends which disks to serve")]
     DisksNeedXenstore { first: String },
+    /// `first` is the first vif line: `linux.cfg:9`.
+    #[error("required when a domain has network interfaces ({first} gives one): the xenstore domain tells the backends which vifs to serve")]
+    VifsNeedXenstore { first: String },
 
     // Files and images.
     #[error("cannot read {}: {error}", path.display())]
@@ -345,6 +356,50 @@ pub enum DiskDefect {
     },
     /// The xenstore domain's command line with `vbds=` up to this disk is `length` bytes.
     #[error("its entry makes the command line of the xenstore domain {domain:?} ({file}) {length} bytes long, at most {max} are allowed: the xenstore domain gets the system's disks as `vbds=` on its command line")]
+    CmdlineFull {
+        domain: String,
+        file: String,
+        length: usize,
+        max: usize,
+    },
+}
+
+/// What is wrong with one network interface of `vif`. `found` fields are quoted.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum VifDefect {
+    #[error("unknown parameter `{key}=` (parameters allowed: mac, bridge, backend, type)")]
+    UnknownParameter { key: String },
+    #[error("`{parameter}` is an xl vif parameter not supported here (parameters allowed: mac, bridge, backend, type)")]
+    UnsupportedParameter { parameter: String },
+    #[error("{found} is not a parameter: write key=value, such as \"mac=00:16:3e:01:02:03\"")]
+    NotKeyValue { found: String },
+    #[error("`{parameter}=` is given twice")]
+    ParameterTwice { parameter: &'static str },
+    #[error("mac {found} is not six hex bytes separated by colons, such as \"00:16:3e:01:02:03\"")]
+    BadMac { found: String },
+    #[error("mac {found} is a group (multicast) address; a network interface needs a unicast one (bit 0 of the first byte clear)")]
+    GroupMac { found: String },
+    #[error("mac {found} is all zeroes")]
+    ZeroMac { found: String },
+    #[error("bridge {found} is not a bridge name: 1 to 15 of A-Z a-z 0-9 _ . -")]
+    BadBridge { found: String },
+    #[error("backend {found} is not a domain name")]
+    BadBackendName { found: String },
+    #[error("type ioemu is not supported: a PVH guest has no emulated NIC; its interfaces are xen-netfront vifs (type=vif)")]
+    Ioemu,
+    #[error("type {found} is not known; the type is vif")]
+    BadType { found: String },
+    // The system (checked when the system is compiled).
+    #[error("no backend: give the interface backend=<driver domain>, or set `net_backend` in the system file {}", system.display())]
+    NoBackend { system: PathBuf },
+    #[error("{backend} is not a domain of the system (the domains are: {known})")]
+    UnknownBackend { backend: String, known: String },
+    #[error("{backend} is this domain itself; a vif is served by another domain, the network driver domain")]
+    OwnBackend { backend: String },
+    /// `other` is the other vif, its domain and where.
+    #[error("mac {mac} is already the address of {other}; give each interface its own")]
+    MacTaken { mac: String, other: String },
+    #[error("its entry makes the command line of the xenstore domain {domain:?} ({file}) {length} bytes long, at most {max} are allowed: the xenstore domain gets the system's vifs as `vifs=` on its command line")]
     CmdlineFull {
         domain: String,
         file: String,

@@ -28,6 +28,8 @@ mod syntax;
 mod system;
 mod table;
 mod vbds;
+mod vif;
+mod vifs;
 mod xl_keys;
 
 pub use compile::{compile_system, referenced_images, CompiledSystem};

@@ -9,6 +9,9 @@
 //! `disk_backend`, optional: the name of the listed driver domain that serves the disks
 //! (`disk`) that do not name their own `backend=`.
 //!
+//! `net_backend`, optional: the same for the network interfaces (`vif`): the listed driver
+//! domain that bridges those that do not name their own `backend=`.
+//!
 //! The names are checked against the domain files when the system is compiled.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ pub const SYSTEM_KEYS: &[&str] = &[
     "xenstore_domain",
     "console_domain",
     "disk_backend",
+    "net_backend",
 ];
 
 /// A system file, validated.
@@ -38,6 +42,8 @@ pub struct SystemConfig {
     pub console_domain: Option<DomainRef>,
     /// The driver domain that serves the disks that name no backend (`disk_backend`), if any.
     pub disk_backend: Option<DomainRef>,
+    /// The driver domain that serves the vifs that name no backend (`net_backend`), if any.
+    pub net_backend: Option<DomainRef>,
 }
 
 /// A domain named by a system file key (`xenstore_domain`, `console_domain`,
@@ -106,6 +112,7 @@ pub fn parse_system_config(file: &Path, text: &str) -> Result<SystemConfig, Mani
         xenstore_domain: domain_ref(file, table.take("xenstore_domain"), "xenstore_domain")?,
         console_domain: domain_ref(file, table.take("console_domain"), "console_domain")?,
         disk_backend: domain_ref(file, table.take("disk_backend"), "disk_backend")?,
+        net_backend: domain_ref(file, table.take("net_backend"), "net_backend")?,
     })
 }
 

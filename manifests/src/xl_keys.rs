@@ -14,7 +14,7 @@ const UNSUPPORTED_XL_KEYS: &[&str] = &[
     "pvshim_path", "pvshim_cmdline", "pvshim_extra", "bios_override", "firmware_override",
     "smbios_firmware", "acpi_firmware", "device_tree",
     // Devices.
-    "vif", "vtpm", "p9", "pvcalls", "vfb", "vkb", "channel", "rdm", "usbctrl",
+    "vtpm", "p9", "pvcalls", "vfb", "vkb", "channel", "rdm", "usbctrl",
     "usbdev", "pci_permissive", "pci_msitranslate", "pci_seize", "pci_power_mgmt",
     "gfx_passthru", "iomem", "irqs", "max_event_channels", "vdispl", "vsnd", "tee",
     "dtdev", "vuart", "e820_host", "serial", "usb", "usbdevice", "usbversion",
@@ -47,7 +47,7 @@ mod tests {
     #[test]
     fn knows_xl_keys_and_families() {
         for key in [
-            "vif",
+            "vtpm",
             "pci_permissive",
             "maxmem",
             "maxvcpus",
@@ -65,6 +65,7 @@ mod tests {
         assert!(!is_unsupported_xl_key("ioports"));
         assert!(!is_unsupported_xl_key("pci"));
         assert!(!is_unsupported_xl_key("disk"));
+        assert!(!is_unsupported_xl_key("vif"));
         assert!(!is_unsupported_xl_key("ramdisk"));
         assert!(!is_unsupported_xl_key("root"));
     }

@@ -997,3 +997,27 @@ fn a_domain_may_have_the_most_disks() {
             && vbd.start == 2097152 * disk as u64
             && vbd.sectors == 2097152));
 }
+
+#[test]
+fn vifs_follow_the_disks_on_the_xenstore_command_line_with_their_macs() {
+    let system = disk_system(
+        "loglevel=1",
+        "net_backend = 'blk'\n",
+        &[
+            (
+                "g",
+                "disk = [ 'vdev=xvda,backend=blk,target=00:03.0' ]\nvif = [ 'mac=00:16:3E:00:00:15', 'bridge=dmz' ]\n",
+            ),
+            ("h", "vif = [ '' ]\n"),
+        ],
+    );
+    let compiled = compile_system(&system.path("system.cfg"), &[]).expect("compiles");
+    let g1 = service_common::mac::Mac::for_domain("g", 1);
+    let h0 = service_common::mac::Mac::for_domain("h", 0);
+    assert_eq!(
+        xenstore_cmdline(&compiled),
+        format!(
+            "loglevel=1 vbds=g/51712/blk/w/0000:00:03.0/0/0 vifs=g/0/blk/00:16:3e:00:00:15/xenbr0;g/1/blk/{g1}/dmz;h/0/blk/{h0}/xenbr0"
+        )
+    );
+}

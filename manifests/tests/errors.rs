@@ -40,8 +40,8 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("syntax-list-separator.cfg", System, "tests/bad/syntax-list-separator.cfg:4: key `domains`: expected `,` or `]` after a list item, found `\"b.cfg\"`"),
     // Keys.
     ("duplicate-key.cfg", Domain, "tests/bad/duplicate-key.cfg:6: key `memory`: set twice: first on line 5, again on line 6"),
-    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, ramdisk, memory, vcpus, root, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci, disk)"),
-    ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `vif` is not supported yet"),
+    ("unknown-key.cfg", Domain, "tests/bad/unknown-key.cfg:6: unknown key `memroy` (keys allowed here: name, type, kernel, ramdisk, memory, vcpus, root, cmdline, extra, on_poweroff, on_reboot, on_crash, ioports, pci, disk, vif)"),
+    ("unsupported-key.cfg", Domain, "tests/bad/unsupported-key.cfg:6: key `vtpm` is not supported yet"),
     ("missing-name.cfg", Domain, "tests/bad/missing-name.cfg: key `name`: required key is missing"),
     ("missing-type.cfg", Domain, "tests/bad/missing-type.cfg: key `type`: required key is missing (xl's default is \"pv\", which is not supported: write type = \"pvh\")"),
     ("missing-kernel.cfg", Domain, "tests/bad/missing-kernel.cfg: key `kernel`: required key is missing"),
@@ -118,9 +118,20 @@ const BAD_FILES: &[(&str, Reader, &str)] = &[
     ("disk-vdev-partition.cfg", Domain, "tests/bad/disk-vdev-partition.cfg:6: key `disk`: \"0000:00:03.0,raw,xvda1\": vdev \"xvda1\" is a partition; give whole disks only, such as \"xvda\" (the guest partitions it, or give it a slice of the backend's disk as a disk of its own)"),
     ("disk-vdev-sd.cfg", Domain, "tests/bad/disk-vdev-sd.cfg:6: key `disk`: \"0000:00:03.0,raw,sda\": vdev \"sda\": use xvd names (\"xvda\"): a Linux PVH guest sees its disks as /dev/xvd*"),
     ("disk-vdev-twice.cfg", Domain, "tests/bad/disk-vdev-twice.cfg:9: key `disk`: \"0000:00:03.0@2G+1G,raw,51712\": vdev \"51712\" is already the vdev of \"0000:00:03.0@0+1G,raw,xvda\" (line 7); give each disk its own"),
+    ("vif-group-mac.cfg", Domain, "tests/bad/vif-group-mac.cfg:6: key `vif`: \"mac=01:00:5e:00:00:01\": mac \"01:00:5e:00:00:01\" is a group (multicast) address; a network interface needs a unicast one (bit 0 of the first byte clear)"),
+    ("vif-bad-mac.cfg", Domain, "tests/bad/vif-bad-mac.cfg:6: key `vif`: \"mac=00:16:3e:00:00\": mac \"00:16:3e:00:00\" is not six hex bytes separated by colons, such as \"00:16:3e:01:02:03\""),
+    ("vif-ioemu.cfg", Domain, "tests/bad/vif-ioemu.cfg:6: key `vif`: \"type=ioemu, bridge=xenbr0\": type ioemu is not supported: a PVH guest has no emulated NIC; its interfaces are xen-netfront vifs (type=vif)"),
+    ("vif-unsupported-parameter.cfg", Domain, "tests/bad/vif-unsupported-parameter.cfg:6: key `vif`: \"bridge=xenbr0, ip=10.0.0.2\": `ip=` is an xl vif parameter not supported here (parameters allowed: mac, bridge, backend, type)"),
+    ("vif-unknown-parameter.cfg", Domain, "tests/bad/vif-unknown-parameter.cfg:6: key `vif`: \"brigde=xenbr0\": unknown parameter `brigde=` (parameters allowed: mac, bridge, backend, type)"),
+    ("vif-bad-bridge.cfg", Domain, "tests/bad/vif-bad-bridge.cfg:6: key `vif`: \"bridge=the-bridge-of-the-dmz\": bridge \"the-bridge-of-the-dmz\" is not a bridge name: 1 to 15 of A-Z a-z 0-9 _ . -"),
+    ("vif-too-many.cfg", Domain, "tests/bad/vif-too-many.cfg:6: key `vif`: lists 9 network interfaces, at most 8 are allowed"),
+    ("system-vif-no-backend.cfg", System, "tests/bad/support/vif-guest.cfg:6: key `vif`: \"mac=00:16:3e:00:00:01\": no backend: give the interface backend=<driver domain>, or set `net_backend` in the system file tests/bad/system-vif-no-backend.cfg"),
+    ("system-vif-same-mac.cfg", System, "tests/bad/support/vif-guest-same-mac.cfg:6: key `vif`: \"mac=00:16:3e:00:00:01\": mac 00:16:3e:00:00:01 is already the address of vif 0 of domain \"guest\" (tests/bad/support/vif-guest.cfg:6); give each interface its own"),
+    ("system-vif-needs-xenstore.cfg", System, "tests/bad/system-vif-needs-xenstore.cfg: key `xenstore_domain`: required when a domain has network interfaces (tests/bad/support/vif-guest.cfg:6 gives one): the xenstore domain tells the backends which vifs to serve"),
+    ("system-vif-unknown-backend.cfg", System, "tests/bad/system-vif-unknown-backend.cfg:7: key `net_backend`: no domain listed in `domains` is named \"netback\" (the domains are: store, guest)"),
     // System files.
     ("system-missing-domains.cfg", System, "tests/bad/system-missing-domains.cfg: key `domains`: required key is missing (write domains = [] for a system of no domains)"),
-    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains, xenstore_domain, console_domain, disk_backend)"),
+    ("system-unknown-key.cfg", System, "tests/bad/system-unknown-key.cfg:2: unknown key `domain` (keys allowed here: domains, xenstore_domain, console_domain, disk_backend, net_backend)"),
     ("system-domains-not-list.cfg", System, "tests/bad/system-domains-not-list.cfg:2: key `domains`: expected a list of domain files, found \"support/good.cfg\""),
     ("system-empty-entry.cfg", System, "tests/bad/system-empty-entry.cfg:4: key `domains`: expected a domain file, found \"\""),
     ("system-too-many-domains.cfg", System, "tests/bad/system-too-many-domains.cfg:2: key `domains`: lists 17 domains, at most 16 are allowed"),
@@ -225,6 +236,9 @@ fn the_support_files_are_valid_on_their_own() {
         "disk-guest-blk.cfg",
         "disk-guest-far.cfg",
         "disk-self.cfg",
+        "netback.cfg",
+        "vif-guest.cfg",
+        "vif-guest-same-mac.cfg",
     ];
     let on_disk: BTreeSet<String> = fs::read_dir("tests/bad/support")
         .expect("tests/bad/support")

@@ -11,9 +11,10 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "xenstore-stub",
     "console-backend",
     "blkback",
+    "netback",
 ];
 /// Features that turn on the image binary of a package whose library is a host crate.
-const IMAGE_FEATURES: &[&str] = &["blkback/domain"];
+const IMAGE_FEATURES: &[&str] = &["blkback/domain", "netback/domain"];
 
 /// `cargo build --release -p microvisor -p hello ... --features blkback/domain`, output streamed to the terminal.
 pub fn build(workspace: &Workspace) -> Result<()> {

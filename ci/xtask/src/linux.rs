@@ -37,7 +37,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 4;
+pub const RECIPE_VERSION: u32 = 5;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -137,6 +137,43 @@ if ! has_option guest.modules=0; then
         [ "$(cat /sys/block/$disk/ro)" = 1 ] && mode=read-only
         echo "guest: disk $disk: $(cat /sys/block/$disk/size) sectors, $mode"
     done
+    # Each network interface the toolstack gave this guest (xen-netfront's eth0, ...).
+    for vif in /sys/bus/xen/devices/vif-*; do
+        [ -e "$vif" ] || continue
+        dev=$(ls "$vif/net" 2>/dev/null)
+        if [ -z "$dev" ]; then
+            echo "guest: ${vif##*/} has no network interface"
+            continue
+        fi
+        echo "guest: network $dev: mac $(cat /sys/class/net/$dev/address)"
+    done
+fi
+
+# `guest.ip=<address>/<prefix>[,<gateway>]`: eth0 up with that address (and a default route).
+for word in $cmdline; do
+    case "$word" in
+    guest.ip=*)
+        spec="${word#guest.ip=}"
+        address="${spec%%,*}"
+        gateway=""
+        [ "$address" != "$spec" ] && gateway="${spec#*,}"
+        if ip link set eth0 up && ip addr add "$address" dev eth0; then
+            [ -n "$gateway" ] && ip route add default via "$gateway"
+            echo "guest: eth0 up: $address${gateway:+, gateway $gateway}"
+        else
+            echo "guest: eth0 could not be given $address"
+        fi
+        ;;
+    esac
+done
+
+# `guest.serve=1`: a web page on port 80 and an echo server on port 7, for the host to reach.
+if has_option guest.serve=1; then
+    mkdir -p /srv/www
+    echo "hello from $(uname -n), Linux $(uname -r), over xen-netfront" > /srv/www/index.html
+    httpd -p 80 -h /srv/www
+    nc -ll -p 7 -e cat &
+    echo "guest: serving http on port 80 and echo on port 7"
 fi
 
 # `guest.run=<file>`: a script (added to the initramfs, as the benchmarks do) to run before

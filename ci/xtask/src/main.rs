@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod exchange;
 mod images;
 mod judge;
 mod linux;

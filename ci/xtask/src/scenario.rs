@@ -15,6 +15,12 @@
 //! max = 100
 //! pick = "every"              # which matching lines must be in range: every | any | first | last
 //! qemu_memory_mib = 2048      # the QEMU machine's memory (default 512)
+//! [disk]                      # a virtio-blk disk at PCI 00:03.0 (see `Disk`)
+//! size_mib = 64
+//! [net]                       # a virtio-net NIC at PCI 00:04.0 on QEMU's user network
+//! exchange_port = 7           # the guest's echo server (TCP), reached by a forwarded host port
+//! exchange_after = 'regex'    # once a line matches, the runner exchanges with it:
+//! exchange_mib = 16           # this much each way, checked; adds an `xtask: tcp exchange` line
 //! [[send]]                    # type into the serial console, in order:
 //! after = 'guest: shell ready'  # once the serial output since the previous send's match
 //!                             # matches this (across lines; a prompt needs no newline),
@@ -85,6 +91,8 @@ struct ScenarioToml {
     disk: Option<DiskToml>,
     /// The IOMMU device for this scenario (default `intel-iommu`; `amd-iommu` for AMD-Vi).
     qemu_iommu: Option<String>,
+    /// A virtio-net NIC for a driver domain (PCI 00:04.0, behind the IOMMU).
+    net: Option<NetToml>,
     #[serde(default)]
     expect: Vec<String>,
     #[serde(default)]
@@ -104,6 +112,26 @@ struct ScenarioToml {
 struct SendToml {
     after: String,
     text: String,
+}
+
+fn parse_net(net: NetToml) -> Result<Net> {
+    let exchange = match (net.exchange_port, net.exchange_after, net.exchange_mib) {
+        (None, None, None) => None,
+        (Some(port), Some(after), Some(mib)) => {
+            if port == 0 || mib == 0 {
+                bail!("`net.exchange_port` and `net.exchange_mib` must be at least 1");
+            }
+            Some(NetExchange {
+                port,
+                after: compile("net.exchange_after", &after)?,
+                bytes: mib << 20,
+            })
+        }
+        _ => bail!(
+            "`net.exchange_port`, `net.exchange_after` and `net.exchange_mib` go together: give all three or none"
+        ),
+    };
+    Ok(Net { exchange })
 }
 
 /// The memory a scenario may give its QEMU machine, in MiB.
@@ -145,11 +173,35 @@ pub struct Scenario {
     pub counts: Vec<CountRule>,
     pub qemu_cpu: Option<String>,
     pub disk: Option<Disk>,
+    pub net: Option<Net>,
     pub qemu_iommu: Option<String>,
     /// The QEMU machine's memory, if not the standard size.
     pub qemu_memory_mib: Option<u32>,
     /// What to type into the serial console, and when.
     pub sends: Vec<SendText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetToml {
+    exchange_port: Option<u16>,
+    exchange_after: Option<String>,
+    exchange_mib: Option<u64>,
+}
+
+/// A NIC the runner attaches as `virtio-net-pci,disable-legacy=on,iommu_platform=on` at
+/// 00:04.0 on QEMU's user network, and the TCP exchange to run with the guest through it.
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub exchange: Option<NetExchange>,
+}
+
+/// A TCP exchange with the guest's echo server on `port` (see `crate::exchange`).
+#[derive(Clone, Debug)]
+pub struct NetExchange {
+    pub port: u16,
+    pub after: Regex,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,9 +345,11 @@ impl Scenario {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let net = raw.net.map(parse_net).transpose()?;
         Ok(Self {
             name: name.to_string(),
             dir: dir.to_path_buf(),
+            net,
             description: raw.description,
             timeout: Duration::from_secs(raw.timeout_secs),
             exit: raw.exit,

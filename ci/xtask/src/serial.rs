@@ -94,12 +94,26 @@ pub struct Watch {
     pub sends: Vec<SendText>,
     /// Pass what this process reads on its stdin to the serial console.
     pub forward_stdin: bool,
+    /// A TCP exchange with the guest, started once a line matches (its result line is
+    /// added to the log).
+    pub exchange: Option<ExchangeWhen>,
+}
+
+/// When and where to run a [`crate::exchange`].
+#[derive(Clone, Debug)]
+pub struct ExchangeWhen {
+    /// Started once a line matches this.
+    pub after: Regex,
+    /// The host port (on 127.0.0.1) QEMU forwards to the guest's echo server.
+    pub port: u16,
+    pub bytes: u64,
 }
 
 /// How long to keep collecting output after QEMU was killed.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// What the reader threads report: bytes of one stream, and when they arrived.
+/// What the reader threads report: bytes of one stream, and when they arrived. Empty bytes:
+/// the stream closed (QEMU exited). The exchange's result line comes as a chunk of stderr.
 struct Chunk {
     at: Duration,
     stream: Stream,
@@ -119,10 +133,16 @@ struct Collector<'w> {
     typer: Option<mpsc::Sender<Vec<u8>>>,
     /// Set when a line matched `stop_when`.
     stop: bool,
+    /// Where the exchange reports, until it is started.
+    exchange: Option<(mpsc::Sender<Chunk>, Instant)>,
 }
 
 impl<'w> Collector<'w> {
-    fn new(watch: &'w Watch, typer: Option<mpsc::Sender<Vec<u8>>>) -> Self {
+    fn new(
+        watch: &'w Watch,
+        typer: Option<mpsc::Sender<Vec<u8>>>,
+        exchange: Option<(mpsc::Sender<Chunk>, Instant)>,
+    ) -> Self {
         Collector {
             watch,
             lines: Vec::new(),
@@ -131,6 +151,7 @@ impl<'w> Collector<'w> {
             sent: 0,
             typer,
             stop: false,
+            exchange,
         }
     }
 
@@ -179,6 +200,21 @@ impl<'w> Collector<'w> {
         {
             self.stop = true;
         }
+        if let Some(when) = &self.watch.exchange {
+            if self.exchange.is_some() && when.after.is_match(&text) {
+                let (sender, start) = self.exchange.take().expect("checked above");
+                let (port, bytes) = (when.port, when.bytes);
+                thread::spawn(move || {
+                    let mut line = crate::exchange::run(port, bytes);
+                    line.push('\n');
+                    let _ = sender.send(Chunk {
+                        at: start.elapsed(),
+                        stream: Stream::Stderr,
+                        bytes: line.into_bytes(),
+                    });
+                });
+            }
+        }
         self.lines.push(Line { at, stream, text });
     }
 
@@ -213,6 +249,8 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
     if let Some(stderr) = child.stderr.take() {
         readers.push(spawn_reader(stderr, Stream::Stderr, start, sender.clone()));
     }
+    let streams = readers.len();
+    let exchange = watch.exchange.as_ref().map(|_| (sender.clone(), start));
     drop(sender);
     let typer = child.stdin.take().map(spawn_typist);
     if watch.forward_stdin {
@@ -220,7 +258,8 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
             spawn_stdin_forwarder(typer.clone());
         }
     }
-    let mut collector = Collector::new(watch, typer);
+    let mut collector = Collector::new(watch, typer, exchange);
+    let mut closed = 0;
 
     let deadline = watch.timeout.map(|timeout| start + timeout);
     let mut ending = None;
@@ -234,6 +273,13 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
                 .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
         match received {
+            Ok(chunk) if chunk.bytes.is_empty() => {
+                closed += 1;
+                if closed == streams {
+                    // QEMU has exited (or is about to); a running exchange is not waited for.
+                    break;
+                }
+            }
             Ok(chunk) => {
                 collector.take(chunk);
                 if collector.stop {
@@ -257,6 +303,13 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
         while let Ok(chunk) =
             receiver.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
         {
+            if chunk.bytes.is_empty() {
+                closed += 1;
+                if closed == streams {
+                    break;
+                }
+                continue;
+            }
             collector.take(chunk);
         }
         let (lines, sent) = collector.finish(start.elapsed());
@@ -302,9 +355,16 @@ fn spawn_reader(
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buffer = vec![0u8; 64 * 1024];
+        let closed = |sender: &mpsc::Sender<Chunk>| {
+            let _ = sender.send(Chunk {
+                at: start.elapsed(),
+                stream: which,
+                bytes: Vec::new(),
+            });
+        };
         loop {
             match stream.read(&mut buffer) {
-                Ok(0) => return,
+                Ok(0) => return closed(&sender),
                 Ok(length) => {
                     let chunk = Chunk {
                         at: start.elapsed(),
@@ -316,7 +376,7 @@ fn spawn_reader(
                     }
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => return closed(&sender),
             }
         }
     })

@@ -60,6 +60,11 @@ pub const fn is_virtio_blk(vendor: u16, device: u16) -> bool {
     vendor == VIRTIO_VENDOR && (device == 0x1042 || device == 0x1001)
 }
 
+/// Whether `vendor:device` is a virtio network device (modern 0x1041 or transitional 0x1000).
+pub const fn is_virtio_net(vendor: u16, device: u16) -> bool {
+    vendor == VIRTIO_VENDOR && (device == 0x1041 || device == 0x1000)
+}
+
 /// Bytes of a block-device sector.
 pub const SECTOR_BYTES: usize = 512;
 
@@ -173,6 +178,10 @@ impl<B: ConfigBackend + Clone> ConfigurationAccess for PciConfigAccess<B> {
 pub enum BlkError {
     /// The function is not a virtio block device.
     NotVirtioBlock { vendor: u16, device: u16 },
+    /// The function is not a virtio network device.
+    NotVirtioNet { vendor: u16, device: u16 },
+    /// A frame longer than a network buffer holds.
+    FrameTooLong(usize),
     /// A config-space op failed (`-errno`).
     Config(i64),
     /// No usable common-configuration structure (capability missing or its BAR not mapped).
@@ -207,6 +216,10 @@ impl fmt::Display for BlkError {
             Self::NotVirtioBlock { vendor, device } => {
                 write!(f, "{vendor:04x}:{device:04x} is not a virtio block device")
             }
+            Self::NotVirtioNet { vendor, device } => {
+                write!(f, "{vendor:04x}:{device:04x} is not a virtio network device")
+            }
+            Self::FrameTooLong(n) => write!(f, "a frame of {n} bytes is too long"),
             Self::Config(e) => write!(f, "config access failed ({e})"),
             Self::NoCommonConfig => write!(f, "no usable virtio common configuration"),
             Self::Transport(e) => write!(f, "virtio PCI transport: {e}"),
@@ -234,6 +247,7 @@ mod hw {
     use core::ptr::NonNull;
 
     use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+    use virtio_drivers::device::net::VirtIONet;
     use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
     use virtio_drivers::transport::pci::PciTransport;
     use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -686,34 +700,12 @@ mod hw {
         }
 
         fn init(&mut self) -> Result<(), BlkError> {
-            let access = PciConfigAccess::new(
-                self.function.bdf.segment,
-                Microvisor,
-                core::slice::from_ref(&self.function),
-            );
-            let mut root = PciRoot::new(access);
-            let df = DeviceFunction {
-                bus: self.function.bdf.bus,
-                device: self.function.bdf.device,
-                function: self.function.bdf.function,
-            };
-            let inner = PciTransport::new::<H, _>(&mut root, df).map_err(BlkError::Transport)?;
-            if inner.device_type() != DeviceType::Block {
-                return Err(BlkError::NotVirtioBlock {
-                    vendor: self.function.vendor(),
-                    device: self.function.device(),
-                });
-            }
-            let vector = match self.interrupts {
-                Interrupts::Msix { entry, .. } => Some(entry),
-                Interrupts::Poll => None,
-            };
-            let transport = MvTransport {
-                inner,
-                common: self.common,
-                vector,
-                offered: 0,
-            };
+            let transport =
+                open_transport::<H>(&self.function, self.common, self.interrupts, DeviceType::Block)
+                    .ok_or(BlkError::NotVirtioBlock {
+                        vendor: self.function.vendor(),
+                        device: self.function.device(),
+                    })??;
             let dev = VirtIOBlk::<H, _>::new(transport).map_err(BlkError::Virtio)?;
             let status = self.common.status();
             let wanted = (DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK).bits() as u8;
@@ -887,6 +879,150 @@ mod hw {
         pub fn readonly(&self) -> bool {
             self.dev.as_ref().is_some_and(|dev| dev.readonly())
         }
+    }
+
+    /// Frames each of a [`NetDevice`]'s queues holds.
+    pub const NET_QUEUE_SIZE: usize = 64;
+    /// Bytes of each receive buffer: the virtio-net header and a whole Ethernet frame.
+    const NET_BUFFER_BYTES: usize = 2048;
+    /// The longest frame a [`NetDevice`] sends or receives (no offloads are negotiated).
+    pub const NET_MAX_FRAME: usize = 1514;
+
+    /// A virtio network device on an assigned function: [`NET_QUEUE_SIZE`] receive buffers
+    /// always posted, frames sent one at a time (the driver library waits for each), no
+    /// offloads (the backend gives it whole, checksummed frames of at most
+    /// [`NET_MAX_FRAME`] bytes).
+    pub struct NetDevice {
+        function: Function,
+        interrupts: Interrupts,
+        dev: VirtIONet<IdentityHal, MvTransport, NET_QUEUE_SIZE>,
+        mac: [u8; 6],
+        features: u64,
+        vectors: (u16, u16),
+    }
+
+    impl NetDevice {
+        /// Enables memory decoding and bus mastering on `function`, sets up the transport
+        /// (as for [`BlkDevice::open`]) and posts the receive buffers.
+        pub fn open(function: &Function, interrupts: Interrupts) -> Result<Self, BlkError> {
+            let not_net = BlkError::NotVirtioNet {
+                vendor: function.vendor(),
+                device: function.device(),
+            };
+            if !is_virtio_net(function.vendor(), function.device()) {
+                return Err(not_net);
+            }
+            function
+                .config()
+                .enable(reg::COMMAND_MEMORY | reg::COMMAND_BUS_MASTER | reg::COMMAND_INTX_DISABLE)
+                .map_err(BlkError::Config)?;
+            let common = CommonCfg::find(function)?;
+            let transport =
+                open_transport::<IdentityHal>(function, common, interrupts, DeviceType::Network)
+                .ok_or(not_net)??;
+            let dev = VirtIONet::<IdentityHal, _, NET_QUEUE_SIZE>::new(transport, NET_BUFFER_BYTES)
+                .map_err(BlkError::Virtio)?;
+            let status = common.status();
+            let wanted = (DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK).bits() as u8;
+            if status & wanted != wanted || status & (STATUS_FAILED | STATUS_NEEDS_RESET) != 0 {
+                drop(dev);
+                return Err(BlkError::Rejected { status });
+            }
+            Ok(NetDevice {
+                function: *function,
+                interrupts,
+                mac: dev.mac_address(),
+                dev,
+                features: common.driver_features(),
+                vectors: common.vectors(0),
+            })
+        }
+
+        /// The function this device is on.
+        pub fn function(&self) -> &Function {
+            &self.function
+        }
+
+        /// The device's own MAC address.
+        pub fn mac(&self) -> [u8; 6] {
+            self.mac
+        }
+
+        /// The features the driver accepted.
+        pub fn features(&self) -> u64 {
+            self.features
+        }
+
+        /// The port the device's interrupts arrive on, if it took the MSI-X entry for its
+        /// receive queue (else the caller polls).
+        pub fn port(&self) -> Option<Port> {
+            match self.interrupts {
+                Interrupts::Msix { entry, port } if self.vectors.1 == entry => Some(port),
+                _ => None,
+            }
+        }
+
+        /// Sends one frame (an Ethernet header and payload, checksums filled in); returns
+        /// once the device has taken it.
+        pub fn send(&mut self, frame: &[u8]) -> Result<(), BlkError> {
+            if frame.len() > NET_MAX_FRAME {
+                return Err(BlkError::FrameTooLong(frame.len()));
+            }
+            let mut buffer = self.dev.new_tx_buffer(frame.len());
+            buffer.packet_mut().copy_from_slice(frame);
+            self.dev.send(buffer).map_err(BlkError::Virtio)
+        }
+
+        /// Takes the next received frame, if there is one: copies it into `out` and gives
+        /// the buffer back to the device. Returns the frame's length (a frame longer than
+        /// `out` is cut to it).
+        pub fn receive(&mut self, out: &mut [u8]) -> Option<usize> {
+            let buffer = self.dev.receive().ok()?;
+            let packet = buffer.packet();
+            let len = packet.len().min(out.len());
+            out[..len].copy_from_slice(&packet[..len]);
+            // A buffer that cannot be posted again only makes the queue shorter.
+            let _ = self.dev.recycle_rx_buffer(buffer);
+            Some(len)
+        }
+    }
+
+    /// The virtio PCI transport of `function` for a device of type `expected` (`None`:
+    /// another type), with `ACCESS_PLATFORM` and the MSI-X entry of `interrupts`.
+    fn open_transport<H: Hal>(
+        function: &Function,
+        common: CommonCfg,
+        interrupts: Interrupts,
+        expected: DeviceType,
+    ) -> Option<Result<MvTransport, BlkError>> {
+        let access = PciConfigAccess::new(
+            function.bdf.segment,
+            Microvisor,
+            core::slice::from_ref(function),
+        );
+        let mut root = PciRoot::new(access);
+        let df = DeviceFunction {
+            bus: function.bdf.bus,
+            device: function.bdf.device,
+            function: function.bdf.function,
+        };
+        let inner = match PciTransport::new::<H, _>(&mut root, df) {
+            Ok(inner) => inner,
+            Err(e) => return Some(Err(BlkError::Transport(e))),
+        };
+        if inner.device_type() != expected {
+            return None;
+        }
+        let vector = match interrupts {
+            Interrupts::Msix { entry, .. } => Some(entry),
+            Interrupts::Poll => None,
+        };
+        Some(Ok(MvTransport {
+            inner,
+            common,
+            vector,
+            offered: 0,
+        }))
     }
 
     impl BlkDevice<RedirectHal> {

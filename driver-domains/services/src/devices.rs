@@ -24,10 +24,28 @@
 //! Decoding is strict: numbers are written without signs or leading zeros, so each table
 //! has one spelling, and any other form is refused with a [`DecodeError`] that names the
 //! entry (counted from 0) and what is wrong with it.
+//!
+//! The network interfaces (`vif`s) are a second table, `vifs=<table>` ([`VIFS_KEY`]), in the
+//! same form, each entry five fields:
+//!
+//! ```text
+//! frontend/handle/backend/mac/bridge
+//! linux/0/netback/00:16:3e:00:00:15/xenbr0
+//! ```
+//!
+//! | field | meaning | form |
+//! |---|---|---|
+//! | frontend | the domain that sees the interface | a domain name |
+//! | handle | the vif's number in its domain (its index in the domain's `vif` list) | decimal, fits in 32 bits |
+//! | backend | the driver domain that bridges it | a domain name |
+//! | mac | the interface's address, its only source address on the bridge | `xx:xx:xx:xx:xx:xx`, lowercase hex, not a group address |
+//! | bridge | the bridge's name | 1 to 15 of `A-Z a-z 0-9 _ . -` |
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
+
+use crate::mac::Mac;
 
 use microvisor_abi::manifest::MAX_NAME_BYTES;
 
@@ -252,6 +270,147 @@ impl fmt::Display for DecodeProblem {
                 "the slice of {sectors} sectors from sector {start} ends past the last sector a 64-bit number counts"
             ),
         }
+    }
+}
+
+/// The command-line key of the vif table: `vifs=<encode_vifs(...)>`.
+pub const VIFS_KEY: &str = "vifs";
+
+/// The longest bridge name (as Linux's interface names).
+pub const MAX_BRIDGE_LEN: usize = 15;
+
+/// One network interface: `backend` bridges interface `handle` of `frontend`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VifSpec {
+    pub frontend: String,
+    pub handle: u32,
+    pub backend: String,
+    pub mac: Mac,
+    pub bridge: String,
+}
+
+/// Whether `text` is a bridge name: 1 to [`MAX_BRIDGE_LEN`] of `A-Z a-z 0-9 _ . -`.
+pub fn is_bridge_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_BRIDGE_LEN
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+}
+
+/// Writes the vif table: the entries joined with `;`, without the `vifs=` key.
+pub fn encode_vifs(list: &[VifSpec]) -> String {
+    let mut text = String::new();
+    for (index, vif) in list.iter().enumerate() {
+        if index > 0 {
+            text.push(';');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(
+            text,
+            "{}/{}/{}/{}/{}",
+            vif.frontend, vif.handle, vif.backend, vif.mac, vif.bridge
+        );
+    }
+    text
+}
+
+/// A vif table that [`decode_vifs`] refused: which entry (counted from 0) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VifDecodeError {
+    pub index: usize,
+    pub problem: String,
+}
+
+impl fmt::Display for VifDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{VIFS_KEY} entry {}: {}", self.index, self.problem)
+    }
+}
+
+/// Reads a table written by [`encode_vifs`] (the text after `vifs=`).
+///
+/// # Errors
+///
+/// The first entry, in order, that is not five well-formed fields.
+pub fn decode_vifs(text: &str) -> Result<Vec<VifSpec>, VifDecodeError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(';')
+        .enumerate()
+        .map(|(index, entry)| {
+            decode_vif(entry).map_err(|problem| VifDecodeError { index, problem })
+        })
+        .collect()
+}
+
+fn decode_vif(entry: &str) -> Result<VifSpec, String> {
+    let fields: Vec<&str> = entry.split('/').collect();
+    let &[frontend, handle, backend, mac, bridge] = fields.as_slice() else {
+        return Err(alloc::format!(
+            "has {} fields, expected 5: frontend/handle/backend/mac/bridge",
+            fields.len()
+        ));
+    };
+    let handle = number("handle", handle)
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| alloc::format!("handle {handle:?} is not a decimal number of at most 32 bits"))?;
+    let parsed = Mac::parse(mac)
+        .filter(|parsed| !parsed.is_group() && alloc::format!("{parsed}") == mac)
+        .ok_or_else(|| alloc::format!("mac {mac:?} is not a lowercase unicast xx:xx:xx:xx:xx:xx"))?;
+    if !is_bridge_name(bridge) {
+        return Err(alloc::format!(
+            "bridge {bridge:?} is not a bridge name (1 to {MAX_BRIDGE_LEN} of A-Z a-z 0-9 _ . -)"
+        ));
+    }
+    Ok(VifSpec {
+        frontend: name("frontend", frontend).map_err(|e| alloc::format!("{e}"))?,
+        handle,
+        backend: name("backend", backend).map_err(|e| alloc::format!("{e}"))?,
+        mac: parsed,
+        bridge: bridge.into(),
+    })
+}
+
+#[cfg(test)]
+mod vif_tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn vif_tables_round_trip_and_bad_entries_are_named() {
+        let list = [
+            VifSpec {
+                frontend: "linux".into(),
+                handle: 0,
+                backend: "netback".into(),
+                mac: Mac([0, 0x16, 0x3e, 0, 0, 0x15]),
+                bridge: "xenbr0".into(),
+            },
+            VifSpec {
+                frontend: "web".into(),
+                handle: 3,
+                backend: "net2".into(),
+                mac: Mac::for_domain("web", 3),
+                bridge: "dmz".into(),
+            },
+        ];
+        let text = encode_vifs(&list);
+        assert!(text.starts_with("linux/0/netback/00:16:3e:00:00:15/xenbr0;web/3/net2/00:16:3e:"));
+        assert_eq!(decode_vifs(&text), Ok(list.to_vec()));
+        assert_eq!(decode_vifs(""), Ok(Vec::new()));
+        let refused = |text: &str| decode_vifs(text).unwrap_err().to_string();
+        assert_eq!(
+            refused("linux/0/netback/01:16:3e:00:00:15/xenbr0"),
+            "vifs entry 0: mac \"01:16:3e:00:00:15\" is not a lowercase unicast xx:xx:xx:xx:xx:xx"
+        );
+        assert!(refused("a/0/b/00:16:3e:00:00:15/xenbr0;a/01/b/00:16:3e:00:00:15/x").starts_with("vifs entry 1: handle"));
+        assert!(refused("a/0/b/00:16:3E:00:00:15/x").contains("lowercase"));
+        assert!(refused("a/0/b/00:16:3e:00:00:15/bridge-name-too-long").contains("bridge"));
+        assert!(refused("a/0/b/00:16:3e:00:00:15").contains("4 fields"));
+        assert!(refused("a b/0/b/00:16:3e:00:00:15/x").contains("frontend"));
     }
 }
 

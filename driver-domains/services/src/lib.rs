@@ -6,12 +6,15 @@
 //!   drop;
 //! - [`devices`]: the device table (the virtual disks each domain gets, and which driver
 //!   domain serves them) that the manifest compiler hands the xenstore domain on its
-//!   command line.
+//!   command line;
+//! - [`mac`]: MAC addresses, and the stable ones a `vif` gets when its manifest line names
+//!   none (the manifest compiler makes them, netback enforces them).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod devices;
+pub mod mac;
 pub mod roster;
 pub mod stream_ring;

@@ -15,9 +15,10 @@
 //! | `xenstore: domain <id> (<name>) does not read its ring, disconnected` | its reply queue overflowed |
 //! | `xenstore: cannot ...` | a map, bind or list hypercall failed |
 //! | `xenstore: vbd <vdev> of <fe> (<id>) served by <be> (<id>), ...` | a virtual block device's entries were written (both its domains are served) |
+//! | `xenstore: vif <handle> of <fe> (<id>) served by <be> (<id>), mac <mac>, bridge <name>` | a network interface's entries were written |
 //!
-//! The command line's `vbds=` (written by the manifest compiler from the guests' `disk`
-//! lines) is the device table: see [`xenstore_stub::devices`].
+//! The command line's `vbds=` and `vifs=` (written by the manifest compiler from the
+//! guests' `disk` and `vif` lines) are the device tables: see [`xenstore_stub::devices`].
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -29,7 +30,7 @@ mod platform;
 use driver_domains::events::{self, Delivery, Port};
 use driver_domains::{cmdline, println, time, BootInfo};
 use microvisor_abi::microvisor_op::VIRQ_DOMAIN_CHANGE;
-use xenstore_stub::devices::{decode_vbds, VBDS_KEY};
+use xenstore_stub::devices::{decode_vbds, decode_vifs, VBDS_KEY, VIFS_KEY};
 use xenstore_stub::server::Server;
 
 use crate::platform::RuntimePlatform;
@@ -58,20 +59,34 @@ fn main(info: &'static BootInfo) -> ! {
         }
     };
     let mut server = Server::new(&mut platform, info.domain.domid);
+    let mut vbds = alloc::vec::Vec::new();
     if let Some(text) = cmdline::get(info.cmdline, VBDS_KEY) {
         match decode_vbds(text) {
-            Ok(vbds) => {
+            Ok(list) => {
                 println!(
                     "xenstore: {} virtual block devices in the device table",
-                    vbds.len()
+                    list.len()
                 );
-                server.set_vbds(vbds);
+                vbds = list;
             }
             Err(error) => {
-                println!("xenstore: command line {VBDS_KEY}= refused, no devices: {error}")
+                println!("xenstore: command line {VBDS_KEY}= refused, no disks: {error}")
             }
         }
     }
+    let mut vifs = alloc::vec::Vec::new();
+    if let Some(text) = cmdline::get(info.cmdline, VIFS_KEY) {
+        match decode_vifs(text) {
+            Ok(list) => {
+                println!("xenstore: {} network interfaces in the device table", list.len());
+                vifs = list;
+            }
+            Err(error) => {
+                println!("xenstore: command line {VIFS_KEY}= refused, no network interfaces: {error}")
+            }
+        }
+    }
+    server.set_devices(vbds, vifs);
     server.sync(&mut platform);
     let mut next_resync = time::now_ns().saturating_add(RESYNC_PERIOD_NS);
     loop {

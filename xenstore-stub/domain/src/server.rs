@@ -41,7 +41,7 @@ use xen_ring::SharedPage;
 use xenstore_store::wire::{self, MessageType};
 use xenstore_store::{ConnId, Framer, Outgoing, OutputQueue, Quotas, Store};
 
-use crate::devices::VbdSpec;
+use crate::devices::{VbdSpec, VifSpec};
 use crate::roster::{self, Candidate};
 use crate::stream_ring::StreamError;
 use crate::xs_ring::ServerRing;
@@ -117,15 +117,106 @@ pub struct Server<P: Platform> {
     toolstack_replies: Vec<Vec<u8>>,
     /// Domains dropped for a fault: not served again while they are listed.
     banned: Vec<u16>,
-    /// The system's virtual block devices (from the command line's `vbds=`).
-    vbds: Vec<Vbd>,
+    /// The system's devices (from the command line's `vbds=` and `vifs=`).
+    devices: Vec<Device>,
 }
 
-/// A virtual block device of the device table, and the (frontend, backend) domain ids its
-/// xenstore entries were last written for.
-struct Vbd {
-    spec: VbdSpec,
+/// A device of the device tables, and the (frontend, backend) domain ids its xenstore
+/// entries were last written for.
+struct Device {
+    kind: DeviceSpec,
     written: Option<(u16, u16)>,
+}
+
+/// A virtual block device or a network interface.
+#[derive(Clone, Debug)]
+enum DeviceSpec {
+    Vbd(VbdSpec),
+    Vif(VifSpec),
+}
+
+impl DeviceSpec {
+    /// The xenbus device type: the directory under `backend/` and `device/`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Vbd(_) => "vbd",
+            Self::Vif(_) => "vif",
+        }
+    }
+
+    fn frontend(&self) -> &str {
+        match self {
+            Self::Vbd(vbd) => &vbd.frontend,
+            Self::Vif(vif) => &vif.frontend,
+        }
+    }
+
+    fn backend(&self) -> &str {
+        match self {
+            Self::Vbd(vbd) => &vbd.backend,
+            Self::Vif(vif) => &vif.backend,
+        }
+    }
+
+    /// Its id among its frontend's devices of its type.
+    fn id(&self) -> u32 {
+        match self {
+            Self::Vbd(vbd) => vbd.vdev,
+            Self::Vif(vif) => vif.handle,
+        }
+    }
+
+    /// The backend keys beyond `frontend`, `frontend-id`, `online` and `state`.
+    fn backend_keys(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Vbd(vbd) => {
+                let mode = if vbd.writable { "w" } else { "r" };
+                alloc::vec![
+                    ("mode", String::from(mode)),
+                    ("device-type", String::from("disk")),
+                    ("params", format!("{}@{}+{}", vbd.device, vbd.start, vbd.sectors)),
+                    ("device", vbd.device.clone()),
+                    ("start-sector", format!("{}", vbd.start)),
+                    ("sectors", format!("{}", vbd.sectors)),
+                ]
+            }
+            Self::Vif(vif) => alloc::vec![
+                ("handle", format!("{}", vif.handle)),
+                ("mac", format!("{}", vif.mac)),
+                ("bridge", vif.bridge.clone()),
+            ],
+        }
+    }
+
+    /// The frontend keys beyond `backend`, `backend-id` and `state`.
+    fn frontend_keys(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::Vbd(vbd) => alloc::vec![
+                ("virtual-device", format!("{}", vbd.vdev)),
+                ("device-type", String::from("disk")),
+            ],
+            Self::Vif(vif) => alloc::vec![
+                ("handle", format!("{}", vif.handle)),
+                ("mac", format!("{}", vif.mac)),
+            ],
+        }
+    }
+
+    /// The end of its log line.
+    fn summary(&self) -> String {
+        match self {
+            Self::Vbd(vbd) => format!(
+                "{} {}",
+                if vbd.writable { "read-write" } else { "read-only" },
+                if vbd.sectors == 0 {
+                    format!("{} from sector {}", vbd.device, vbd.start)
+                } else {
+                    format!("{} sectors {}+{}", vbd.device, vbd.start, vbd.sectors)
+                },
+            ),
+            Self::Vif(vif) => format!("mac {}, bridge {}", vif.mac, vif.bridge),
+        }
+    }
 }
 
 impl<P: Platform> Server<P> {
@@ -143,7 +234,7 @@ impl<P: Platform> Server<P> {
             faults: Vec::new(),
             toolstack_replies: Vec::new(),
             banned: Vec::new(),
-            vbds: Vec::new(),
+            devices: Vec::new(),
         };
         server.toolstack_request(platform, MessageType::Mkdir, &[NAMES_DIR.as_bytes()]);
         server.set_world_readable(platform, NAMES_DIR);
@@ -151,13 +242,15 @@ impl<P: Platform> Server<P> {
         server
     }
 
-    /// Sets the device table: each virtual block device's frontend and backend entries are
-    /// written once both its domains are served (see [`Server::sync`]).
-    pub fn set_vbds(&mut self, specs: Vec<VbdSpec>) {
-        self.vbds = specs
-            .into_iter()
-            .map(|spec| Vbd {
-                spec,
+    /// Sets the device tables: each device's frontend and backend entries are written once
+    /// both its domains are served (see [`Server::sync`]).
+    pub fn set_devices(&mut self, vbds: Vec<VbdSpec>, vifs: Vec<VifSpec>) {
+        let vbds = vbds.into_iter().map(DeviceSpec::Vbd);
+        let vifs = vifs.into_iter().map(DeviceSpec::Vif);
+        self.devices = vbds
+            .chain(vifs)
+            .map(|kind| Device {
+                kind,
                 written: None,
             })
             .collect();
@@ -459,68 +552,66 @@ impl<P: Platform> Server<P> {
         }
     }
 
-    /// Writes the xenstore entries of every virtual block device whose frontend and backend
-    /// are both served and that were not written for this pair yet, as Xen's toolstack
-    /// does before the guest probes (`XEN-ABI.md` §3.5, step 0):
-    /// - backend `/local/domain/<be>/backend/vbd/<fe>/<vdev>/`: `frontend`, `frontend-id`,
-    ///   `online`, `state` 1, `mode` (`r`/`w`), `device-type`, and the slice the backend
-    ///   serves: `params` (`<device>@<start>+<sectors>`), `device`, `start-sector`,
-    ///   `sectors` (0: to the end of the device); owned by the backend, readable by the
-    ///   frontend;
-    /// - frontend `/local/domain/<fe>/device/vbd/<vdev>/`: `backend`, `backend-id`,
-    ///   `state` 1, `virtual-device`, `device-type` `disk`; owned by the frontend, readable
-    ///   by the backend.
+    /// Writes the xenstore entries of every device (virtual block device or network
+    /// interface) whose frontend and backend are both served and that were not written for
+    /// this pair yet, as Xen's toolstack does before the guest probes (`XEN-ABI.md` §3.5 and
+    /// §3.6, step 0):
+    /// - vbd backend `/local/domain/<be>/backend/vbd/<fe>/<vdev>/`: `frontend`,
+    ///   `frontend-id`, `online`, `state` 1, `mode` (`r`/`w`), `device-type`, and the slice
+    ///   the backend serves: `params` (`<device>@<start>+<sectors>`), `device`,
+    ///   `start-sector`, `sectors` (0: to the end of the device); frontend
+    ///   `/local/domain/<fe>/device/vbd/<vdev>/`: `backend`, `backend-id`, `state` 1,
+    ///   `virtual-device`, `device-type` `disk`;
+    /// - vif backend `/local/domain/<be>/backend/vif/<fe>/<handle>/`: `frontend`,
+    ///   `frontend-id`, `online`, `state` 1, `handle`, `mac`, `bridge`; frontend
+    ///   `/local/domain/<fe>/device/vif/<handle>/`: `backend`, `backend-id`, `state` 1,
+    ///   `handle`, `mac`.
     ///
-    /// A device whose backend was restarted (a new id) only gets its backend entries
-    /// again and the frontend's `backend` and `backend-id` updated. A device whose
-    /// frontend is gone is forgotten (the frontend's home went with it) and its backend
-    /// directory removed, which tells the backend to let go of it.
+    /// The backend directory is owned by the backend and readable by the frontend, the
+    /// frontend's the other way round. A device whose backend was restarted (a new id) only
+    /// gets its backend entries again and the frontend's `backend` and `backend-id`
+    /// updated. A device whose frontend is gone is forgotten (the frontend's home went with
+    /// it) and its backend directory removed, which tells the backend to let go of it.
     fn write_devices(&mut self, platform: &mut P) {
-        for index in 0..self.vbds.len() {
-            let spec = self.vbds[index].spec.clone();
-            let fe = self.served_id(&spec.frontend);
-            let be = self.served_id(&spec.backend);
-            let written = self.vbds[index].written;
+        for index in 0..self.devices.len() {
+            let device = self.devices[index].kind.clone();
+            let fe = self.served_id(device.frontend());
+            let be = self.served_id(device.backend());
+            let kind = device.kind();
+            let written = self.devices[index].written;
             if let Some((old_fe, old_be)) = written {
                 if fe != Some(old_fe) {
                     if be == Some(old_be) {
-                        let dir = format!("/local/domain/{old_be}/backend/vbd/{old_fe}");
+                        let dir = format!("/local/domain/{old_be}/backend/{kind}/{old_fe}");
                         self.toolstack_request(platform, MessageType::Rm, &[dir.as_bytes()]);
                     }
-                    self.vbds[index].written = None;
+                    self.devices[index].written = None;
                 }
             }
             let (Some(fe), Some(be)) = (fe, be) else {
                 continue;
             };
-            if self.vbds[index].written == Some((fe, be)) {
+            if self.devices[index].written == Some((fe, be)) {
                 continue;
             }
-            let frontend_known = self.vbds[index].written.is_some();
-            let vdev = spec.vdev;
-            let back = format!("/local/domain/{be}/backend/vbd/{fe}/{vdev}");
-            let front = format!("/local/domain/{fe}/device/vbd/{vdev}");
+            let frontend_known = self.devices[index].written.is_some();
+            let id = device.id();
+            let back = format!("/local/domain/{be}/backend/{kind}/{fe}/{id}");
+            let front = format!("/local/domain/{fe}/device/{kind}/{id}");
             for dir in [
                 format!("/local/domain/{be}/backend"),
-                format!("/local/domain/{be}/backend/vbd"),
-                format!("/local/domain/{be}/backend/vbd/{fe}"),
+                format!("/local/domain/{be}/backend/{kind}"),
+                format!("/local/domain/{be}/backend/{kind}/{fe}"),
             ] {
                 self.toolstack_request(platform, MessageType::Mkdir, &[dir.as_bytes()]);
             }
-            let mode = if spec.writable { "w" } else { "r" };
-            let params = format!("{}@{}+{}", spec.device, spec.start, spec.sectors);
-            let back_keys = [
+            let mut back_keys = alloc::vec![
                 ("frontend", front.clone()),
                 ("frontend-id", format!("{fe}")),
                 ("online", String::from("1")),
                 ("state", String::from("1")),
-                ("mode", String::from(mode)),
-                ("device-type", String::from("disk")),
-                ("params", params),
-                ("device", spec.device.clone()),
-                ("start-sector", format!("{}", spec.start)),
-                ("sectors", format!("{}", spec.sectors)),
             ];
+            back_keys.extend(device.backend_keys());
             self.write_owned_dir(platform, &back, &back_keys, be, fe);
             if frontend_known {
                 self.toolstack_write(platform, &format!("{front}/backend"), back.as_bytes());
@@ -529,35 +620,25 @@ impl<P: Platform> Server<P> {
             } else {
                 for dir in [
                     format!("/local/domain/{fe}/device"),
-                    format!("/local/domain/{fe}/device/vbd"),
+                    format!("/local/domain/{fe}/device/{kind}"),
                 ] {
                     self.toolstack_request(platform, MessageType::Mkdir, &[dir.as_bytes()]);
                 }
-                let front_keys = [
+                let mut front_keys = alloc::vec![
                     ("backend", back.clone()),
                     ("backend-id", format!("{be}")),
                     ("state", String::from("1")),
-                    ("virtual-device", format!("{vdev}")),
-                    ("device-type", String::from("disk")),
                 ];
+                front_keys.extend(device.frontend_keys());
                 self.write_owned_dir(platform, &front, &front_keys, fe, be);
             }
             platform.log(format_args!(
-                "xenstore: vbd {vdev} of {} ({fe}) served by {} ({be}), {} {}",
-                spec.frontend,
-                spec.backend,
-                if spec.writable {
-                    "read-write"
-                } else {
-                    "read-only"
-                },
-                if spec.sectors == 0 {
-                    format!("{} from sector {}", spec.device, spec.start)
-                } else {
-                    format!("{} sectors {}+{}", spec.device, spec.start, spec.sectors)
-                },
+                "xenstore: {kind} {id} of {} ({fe}) served by {} ({be}), {}",
+                device.frontend(),
+                device.backend(),
+                device.summary()
             ));
-            self.vbds[index].written = Some((fe, be));
+            self.devices[index].written = Some((fe, be));
         }
     }
 

@@ -467,7 +467,7 @@ fn device_entries_are_written_once_both_ends_are_served() {
     let mut fake = Sim::new();
     fake.list(2, 0, 5, "linux");
     let mut server = Server::new(&mut fake, SELF);
-    server.set_vbds(alloc::vec![vbd("linux", "blkback")]);
+    server.set_devices(alloc::vec![vbd("linux", "blkback")], alloc::vec::Vec::new());
     server.sync(&mut fake);
     assert_eq!(
         server
@@ -593,7 +593,7 @@ fn a_restarted_backend_gets_new_entries_and_a_gone_frontend_loses_them() {
     fake.list(2, 0, 5, "linux");
     fake.list(3, 0, 6, "blkback");
     let mut server = Server::new(&mut fake, SELF);
-    server.set_vbds(alloc::vec![vbd("linux", "blkback")]);
+    server.set_devices(alloc::vec![vbd("linux", "blkback")], alloc::vec::Vec::new());
     server.sync(&mut fake);
     let front = "/local/domain/2/device/vbd/51712";
     // The frontend has moved on: its state must survive the backend's restart.
@@ -628,4 +628,59 @@ fn a_restarted_backend_gets_new_entries_and_a_gone_frontend_loses_them() {
         None
     );
     assert_eq!(server.store().read("/local/domain/5/backend/vbd/2"), None);
+}
+
+#[test]
+fn vif_entries_carry_the_mac_and_bridge_and_go_with_their_frontend() {
+    let mut fake = Sim::new();
+    fake.list(2, 0, 5, "linux");
+    fake.list(3, 0, 6, "netback");
+    let mut server = Server::new(&mut fake, SELF);
+    let mac = crate::devices::VifSpec {
+        frontend: "linux".into(),
+        handle: 1,
+        backend: "netback".into(),
+        mac: service_common::mac::Mac([0, 0x16, 0x3e, 0, 0, 0x15]),
+        bridge: "xenbr0".into(),
+    };
+    server.set_devices(alloc::vec![vbd("linux", "netback")], alloc::vec![mac]);
+    server.sync(&mut fake);
+    let log = fake.take_log();
+    assert!(
+        log.contains(&String::from(
+            "xenstore: vif 1 of linux (2) served by netback (3), mac 00:16:3e:00:00:15, bridge xenbr0"
+        )),
+        "{log:?}"
+    );
+    let read = |server: &Server<Sim>, path: &str| {
+        server
+            .store()
+            .read(path)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    let front = "/local/domain/2/device/vif/1";
+    let back = "/local/domain/3/backend/vif/2/1";
+    for (path, value) in [
+        (format!("{front}/backend"), back),
+        (format!("{front}/backend-id"), "3"),
+        (format!("{front}/state"), "1"),
+        (format!("{front}/handle"), "1"),
+        (format!("{front}/mac"), "00:16:3e:00:00:15"),
+        (format!("{back}/frontend"), front),
+        (format!("{back}/frontend-id"), "2"),
+        (format!("{back}/online"), "1"),
+        (format!("{back}/state"), "1"),
+        (format!("{back}/handle"), "1"),
+        (format!("{back}/mac"), "00:16:3e:00:00:15"),
+        (format!("{back}/bridge"), "xenbr0"),
+    ] {
+        assert_eq!(read(&server, &path).as_deref(), Some(value), "{path}");
+    }
+    // Both device kinds of the frontend, side by side.
+    assert!(read(&server, "/local/domain/2/device/vbd/51712/backend").is_some());
+    // The frontend goes: its backend directory goes too.
+    fake.unlist(2);
+    server.sync(&mut fake);
+    assert_eq!(read(&server, back), None);
+    assert_eq!(read(&server, "/local/domain/3/backend/vbd/2"), None);
 }

@@ -67,6 +67,70 @@ pub fn disk_args(path: &Path) -> Vec<std::ffi::OsString> {
     ]
 }
 
+/// PCI address of the NIC `cargo xtask run` and the network scenarios attach (the netback
+/// domain's `pci` in the systems that have one).
+pub const NIC_PCI_SLOT: &str = "04.0";
+/// The address QEMU's user network forwards host ports to: the first address its DHCP
+/// server hands out, which the guests of the default system take statically
+/// (`guest.ip=10.0.2.15/24,10.0.2.2`).
+pub const GUEST_ADDR: &str = "10.0.2.15";
+
+/// A host port on 127.0.0.1 that QEMU forwards to a TCP port of [`GUEST_ADDR`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub host: u16,
+    pub guest: u16,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+
+    /// `HOST:GUEST`, two port numbers.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (host, guest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("`{text}` is not HOST:GUEST (two port numbers)"))?;
+        let port = |part: &str| {
+            part.parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("`{part}` in `{text}` is not a port number (1-65535)"))
+        };
+        Ok(Forward {
+            host: port(host)?,
+            guest: port(guest)?,
+        })
+    }
+}
+
+/// QEMU arguments attaching a `virtio-net-pci` NIC at 00:04.0, behind the IOMMU, on QEMU's
+/// user network (10.0.2.0/24, gateway and DNS at 10.0.2.2/.3), with `forwards` from
+/// 127.0.0.1: the passthrough NIC the netback domain bridges its guests to.
+pub fn nic_args(forwards: &[Forward]) -> Vec<std::ffi::OsString> {
+    let mut netdev = String::from("user,id=net0,net=10.0.2.0/24");
+    for forward in forwards {
+        netdev.push_str(&format!(
+            ",hostfwd=tcp:127.0.0.1:{}-{GUEST_ADDR}:{}",
+            forward.host, forward.guest
+        ));
+    }
+    vec![
+        "-netdev".into(),
+        netdev.into(),
+        "-device".into(),
+        format!("virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=on,addr={NIC_PCI_SLOT}")
+            .into(),
+    ]
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on just now (the kernel's pick).
+pub fn free_port() -> Result<u16> {
+    use anyhow::Context;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("could not find a free TCP port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
 /// Creates a zero-filled (sparse) raw image of `size_mib` MiB at `path`, replacing any.
 pub fn create_disk(path: &Path, size_mib: u32) -> Result<()> {
     use anyhow::Context;

@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// --disk-size MiB, if it does not exist [default: target/xtask/disk.img]
     #[arg(long, value_name = "FILE")]
     pub disk: Option<PathBuf>,
+    /// Forward TCP port HOST on 127.0.0.1 to port GUEST of the guest at 10.0.2.15 on the
+    /// passthrough NIC's network (QEMU's user network, reached through netback's bridge);
+    /// repeatable
+    #[arg(long = "forward", value_name = "HOST:GUEST", default_values = ["8080:80", "8007:7"])]
+    pub forwards: Vec<commands::Forward>,
     /// Size in MiB of a disk image that --disk (or the default) creates
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_DISK_MIB, value_parser = clap::value_parser!(u32).range(1..))]
     pub disk_size: u32,
@@ -79,6 +84,16 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
             commands::DISK_PCI_SLOT
         );
     }
+    let forwards = args.forwards;
+    for forward in &forwards {
+        eprintln!(
+            "xtask: 127.0.0.1:{} forwards to port {} of {} (the passthrough NIC at PCI 00:{}, on QEMU's user network)",
+            forward.host,
+            forward.guest,
+            commands::GUEST_ADDR,
+            commands::NIC_PCI_SLOT
+        );
+    }
     // What is typed on the terminal goes to the serial console (a line at a time, as the
     // terminal sends it).
     let watch = Watch {
@@ -93,7 +108,11 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         &packed,
         commands::MachineOptions {
             cmdline: args.cmdline,
-            extra_args: commands::disk_args(&disk),
+            extra_args: {
+                let mut args = commands::disk_args(&disk);
+                args.extend(commands::nic_args(&forwards));
+                args
+            },
             ..commands::MachineOptions::standard(args.smp, args.memory)
         },
         &watch,

@@ -249,15 +249,33 @@ pub fn run_scenario(
     run: &ScenarioRun,
 ) -> Result<Outcome> {
     let packed = system::pack(workspace, &scenario.system_file(), &run.scratch)?;
+    let mut extra_args: Vec<std::ffi::OsString> = Vec::new();
+    let mut exchange = None;
+    if let Some(net) = &scenario.net {
+        let mut forwards = Vec::new();
+        if let Some(wanted) = &net.exchange {
+            let host = commands::free_port()?;
+            forwards.push(commands::Forward {
+                host,
+                guest: wanted.port,
+            });
+            exchange = Some(crate::serial::ExchangeWhen {
+                after: wanted.after.clone(),
+                port: host,
+                bytes: wanted.bytes,
+            });
+        }
+        extra_args.extend(commands::nic_args(&forwards));
+    }
     let watch = Watch {
         timeout: Some(scenario.timeout),
         stop_when: scenario.stop_when.clone(),
         echo: run.verbose,
         sends: scenario.sends.clone(),
         forward_stdin: false,
+        exchange,
     };
     let disk_path = workspace.xtask_dir().join(&run.scratch).join("disk.img");
-    let mut extra_args: Vec<std::ffi::OsString> = Vec::new();
     if let Some(disk) = &scenario.disk {
         commands::create_disk(&disk_path, disk.size_mib)?;
         extra_args.extend(commands::disk_args(&disk_path));

@@ -1,0 +1,6 @@
+//! Links `netback` as a freestanding PVH image with the runtime's link script (see the
+//! `domain-link` crate).
+
+fn main() {
+    domain_link::link_domain_binary("netback");
+}

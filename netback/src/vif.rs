@@ -1,0 +1,492 @@
+//! One connected vif: its tx and rx rings and the frames in flight, over a [`Platform`] that
+//! does the grant copies.
+//!
+//! # Tx (guest to bridge)
+//!
+//! [`Vif::take_tx`] copies every published tx slot out of the ring once into the vif's
+//! pending slots, and parses whole frames off their front ([`crate::tx::parse`]). A whole
+//! frame is copied out of the guest's grants (one grant copy per piece) into a buffer of
+//! ours, its checksum is completed if the guest left it blank ([`crate::csum`]), and its
+//! slots are answered at once: the frame is ours now, the guest may reuse its pages. A
+//! malformed frame is answered with errors and dropped; a frame of a kind the bridge does
+//! not carry (GSO, longer than [`MAX_FRAME`], a blank checksum that cannot be completed) is
+//! answered with errors too. What no correct front-end sends ([`crate::tx::Fatal`], a ring
+//! index out of range) cuts the vif off ([`Cutoff`]).
+//!
+//! # Rx (bridge to guest)
+//!
+//! [`Vif::queue_rx`] queues a frame (at most [`RX_QUEUE_FRAMES`]; the oldest is dropped
+//! beyond). [`Vif::deliver_rx`] takes one posted rx request per frame, copies the frame to
+//! offset 0 of the granted page and answers in the request's slot with the frame's length
+//! (`flags` 0: the guest checks the checksums itself).
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+use xen_ring::{BackRing, RingError, SharedPage};
+
+use crate::csum;
+use crate::handshake::MAX_FRAME;
+use crate::tx::{self, Fatal, Parsed, Piece};
+use crate::wire::{RxRequest, RxResponse, TxRequest, TxResponse, RSP_ERROR};
+
+/// Frames a vif queues for its guest while the guest posts no rx buffers.
+pub const RX_QUEUE_FRAMES: usize = 256;
+
+/// A grant copy that failed: the grant and the `GNTST_*` status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyError {
+    pub gref: u32,
+    pub status: i16,
+}
+
+/// The grant copies a vif needs.
+pub trait Platform {
+    /// Copies `pieces` of the front-end's granted pages, in order, into `out` (whose
+    /// length is their sum).
+    fn copy_from_guest(&mut self, pieces: &[Piece], out: &mut [u8]) -> Result<(), CopyError>;
+    /// Copies `frame` to offset 0 of the front-end's granted page `gref`.
+    fn copy_to_guest(&mut self, gref: u32, frame: &[u8]) -> Result<(), CopyError>;
+}
+
+/// Why a vif is cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutoff {
+    /// The tx ring's producer index is impossible.
+    TxRing(RingError),
+    /// The rx ring's producer index is impossible.
+    RxRing(RingError),
+    /// A tx frame no correct front-end sends.
+    Frame(Fatal),
+}
+
+impl fmt::Display for Cutoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TxRing(e) => write!(f, "it broke the tx ring protocol ({e:?})"),
+            Self::RxRing(e) => write!(f, "it broke the rx ring protocol ({e:?})"),
+            Self::Frame(fatal) => write!(f, "it sent {fatal}"),
+        }
+    }
+}
+
+/// What a vif did, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames answered with errors (malformed, or not carried).
+    pub tx_dropped: u64,
+    /// Grant copies that failed (their frames dropped).
+    pub tx_copy_errors: u64,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    /// Frames dropped because the guest posted no buffers in time, or a copy failed.
+    pub rx_dropped: u64,
+    /// Grant copies made (one per tx piece, one per rx frame).
+    pub grant_copies: u64,
+    /// Notifications the vif asked for (tx and rx responses).
+    pub notifications: u64,
+}
+
+/// One connected vif.
+pub struct Vif<M: SharedPage> {
+    tx: BackRing<TxRequest, TxResponse, M>,
+    rx: BackRing<RxRequest, RxResponse, M>,
+    /// Tx slots copied out of the ring that do not make a whole frame yet.
+    pending: Vec<TxRequest>,
+    rx_queue: VecDeque<Vec<u8>>,
+    counters: Counters,
+}
+
+impl<M: SharedPage> Vif<M> {
+    /// A vif over its two rings (attached at index 0, as the front-end initialised them).
+    pub fn new(tx: BackRing<TxRequest, TxResponse, M>, rx: BackRing<RxRequest, RxResponse, M>) -> Self {
+        Self {
+            tx,
+            rx,
+            pending: Vec::new(),
+            rx_queue: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Frames waiting for the guest's rx buffers.
+    pub fn queued_rx(&self) -> usize {
+        self.rx_queue.len()
+    }
+
+    /// The two rings' regions, to unmap.
+    pub fn into_pages(self) -> (M, M) {
+        (self.tx.into_page(), self.rx.into_page())
+    }
+
+    fn answer_tx(&mut self, responses: &[TxResponse]) {
+        for response in responses {
+            // Cannot fail: each response answers one slot taken from the ring.
+            let _ = self.tx.produce_response(response);
+        }
+    }
+
+    /// Takes the frames the front-end published into `frames` (each a whole Ethernet
+    /// frame, checksums complete). Returns whether the front-end is to be notified.
+    ///
+    /// # Errors
+    ///
+    /// [`Cutoff`] for a hostile front-end; the vif must not be served again.
+    pub fn take_tx(
+        &mut self,
+        platform: &mut impl Platform,
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<bool, Cutoff> {
+        loop {
+            while let Some(slot) = self.tx.next_request().map_err(Cutoff::TxRing)? {
+                self.pending.push(slot);
+            }
+            self.parse_pending(platform, frames)?;
+            if !self.tx.final_check_for_requests().map_err(Cutoff::TxRing)? {
+                break;
+            }
+        }
+        let notify = self.tx.push_responses();
+        if notify {
+            self.counters.notifications += 1;
+        }
+        Ok(notify)
+    }
+
+    fn parse_pending(
+        &mut self,
+        platform: &mut impl Platform,
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Cutoff> {
+        let mut at = 0;
+        while at < self.pending.len() {
+            match tx::parse(&self.pending[at..]).map_err(Cutoff::Frame)? {
+                Parsed::Incomplete => break,
+                Parsed::Dropped {
+                    responses, slots, ..
+                } => {
+                    self.counters.tx_dropped += 1;
+                    self.answer_tx(&responses);
+                    at += slots;
+                }
+                Parsed::Frame { frame, slots } => {
+                    at += slots;
+                    let len = usize::from(frame.len);
+                    if frame.gso.is_some() || len > MAX_FRAME {
+                        self.counters.tx_dropped += 1;
+                        self.answer_tx(&frame.refuse());
+                        continue;
+                    }
+                    let mut bytes = alloc::vec![0u8; len];
+                    self.counters.grant_copies += frame.pieces.len() as u64;
+                    if platform.copy_from_guest(&frame.pieces, &mut bytes).is_err() {
+                        self.counters.tx_copy_errors += 1;
+                        self.answer_tx(&frame.refuse());
+                        continue;
+                    }
+                    if frame.csum_blank && csum::complete(&mut bytes).is_err() {
+                        self.counters.tx_dropped += 1;
+                        self.answer_tx(&frame.refuse());
+                        continue;
+                    }
+                    self.counters.tx_frames += 1;
+                    self.counters.tx_bytes += len as u64;
+                    self.answer_tx(&frame.responses);
+                    frames.push(bytes);
+                }
+            }
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// Queues `frame` for the guest (see the module documentation).
+    pub fn queue_rx(&mut self, frame: &[u8]) {
+        if self.rx_queue.len() >= RX_QUEUE_FRAMES {
+            self.rx_queue.pop_front();
+            self.counters.rx_dropped += 1;
+        }
+        self.rx_queue.push_back(Vec::from(frame));
+    }
+
+    /// Moves queued frames into the buffers the guest posted. Returns whether the
+    /// front-end is to be notified.
+    ///
+    /// # Errors
+    ///
+    /// [`Cutoff::RxRing`] for an impossible rx producer index.
+    pub fn deliver_rx(&mut self, platform: &mut impl Platform) -> Result<bool, Cutoff> {
+        while !self.rx_queue.is_empty() {
+            let Some(request) = self.rx.next_request().map_err(Cutoff::RxRing)? else {
+                // Asks to be told of the next posted buffer; one may have come meanwhile.
+                if self.rx.final_check_for_requests().map_err(Cutoff::RxRing)? {
+                    continue;
+                }
+                break;
+            };
+            let Some(frame) = self.rx_queue.pop_front() else {
+                break;
+            };
+            self.counters.grant_copies += 1;
+            let status = match platform.copy_to_guest(request.gref, &frame) {
+                Ok(()) => {
+                    self.counters.rx_frames += 1;
+                    self.counters.rx_bytes += frame.len() as u64;
+                    frame.len() as i16
+                }
+                Err(_) => {
+                    self.counters.rx_dropped += 1;
+                    RSP_ERROR
+                }
+            };
+            let response = RxResponse {
+                id: request.id,
+                offset: 0,
+                flags: 0,
+                status,
+            };
+            // Cannot fail: the request was just taken.
+            let _ = self.rx.produce_response(&response);
+        }
+        let notify = self.rx.push_responses();
+        if notify {
+            self.counters.notifications += 1;
+        }
+        Ok(notify)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{RSP_OKAY, TXF_CSUM_BLANK, TXF_MORE_DATA};
+    use alloc::collections::BTreeMap;
+    use xen_ring::{FrontRing, LocalPage, Sring};
+
+    /// Grants as pages of bytes; `bad` grants fail to copy.
+    #[derive(Default)]
+    struct Pages {
+        pages: BTreeMap<u32, Vec<u8>>,
+        bad: Vec<u32>,
+    }
+
+    impl Platform for Pages {
+        fn copy_from_guest(&mut self, pieces: &[Piece], out: &mut [u8]) -> Result<(), CopyError> {
+            let mut at = 0;
+            for piece in pieces {
+                let fail = CopyError {
+                    gref: piece.gref,
+                    status: -1,
+                };
+                if self.bad.contains(&piece.gref) {
+                    return Err(fail);
+                }
+                let page = self.pages.get(&piece.gref).ok_or(fail)?;
+                let from = usize::from(piece.offset);
+                let len = usize::from(piece.len);
+                out[at..at + len].copy_from_slice(&page[from..from + len]);
+                at += len;
+            }
+            Ok(())
+        }
+
+        fn copy_to_guest(&mut self, gref: u32, frame: &[u8]) -> Result<(), CopyError> {
+            if self.bad.contains(&gref) {
+                return Err(CopyError { gref, status: -1 });
+            }
+            let page = self.pages.entry(gref).or_insert_with(|| alloc::vec![0; 4096]);
+            page[..frame.len()].copy_from_slice(frame);
+            Ok(())
+        }
+    }
+
+    struct Rig<'p> {
+        vif: Vif<&'p LocalPage>,
+        tx: FrontRing<TxRequest, TxResponse, &'p LocalPage>,
+        rx: FrontRing<RxRequest, RxResponse, &'p LocalPage>,
+    }
+
+    fn rig<'p>(tx_page: &'p LocalPage, rx_page: &'p LocalPage) -> Rig<'p> {
+        Sring::init(tx_page);
+        Sring::init(rx_page);
+        Rig {
+            vif: Vif::new(BackRing::new(tx_page).unwrap(), BackRing::new(rx_page).unwrap()),
+            tx: FrontRing::new(tx_page).unwrap(),
+            rx: FrontRing::new(rx_page).unwrap(),
+        }
+    }
+
+    /// An Ethernet frame of `len` bytes from `00:16:3e:00:00:01` with a recognisable body.
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        f[..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&[0x00, 0x16, 0x3e, 0, 0, 1]);
+        f
+    }
+
+    fn send(rig: &mut Rig<'_>, slots: &[TxRequest]) {
+        for slot in slots {
+            rig.tx.produce_request(slot).unwrap();
+        }
+        let _ = rig.tx.push_requests();
+    }
+
+    fn slot(gref: u32, offset: u16, size: u16, flags: u16, id: u16) -> TxRequest {
+        TxRequest {
+            gref,
+            offset,
+            flags,
+            id,
+            size,
+            raw: [0; 12],
+        }
+    }
+
+    #[test]
+    fn a_frame_in_two_pieces_is_copied_out_once_and_answered() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        let f = frame(1000);
+        let mut pages = Pages::default();
+        let mut first = alloc::vec![0u8; 4096];
+        first[4000..4096].copy_from_slice(&f[..96]);
+        let mut second = alloc::vec![0u8; 4096];
+        second[..904].copy_from_slice(&f[96..]);
+        pages.pages.insert(5, first);
+        pages.pages.insert(6, second);
+        send(
+            &mut rig,
+            &[slot(5, 4000, 1000, TXF_MORE_DATA, 1), slot(6, 0, 904, 0, 2)],
+        );
+        let mut out = Vec::new();
+        rig.vif.take_tx(&mut pages, &mut out).unwrap();
+        assert_eq!(out, [f]);
+        let responses: Vec<TxResponse> =
+            core::iter::from_fn(|| rig.tx.next_response().unwrap()).collect();
+        assert_eq!(
+            responses,
+            [
+                TxResponse { id: 1, status: RSP_OKAY },
+                TxResponse { id: 2, status: RSP_OKAY }
+            ]
+        );
+        let c = rig.vif.counters();
+        assert_eq!((c.tx_frames, c.tx_bytes, c.grant_copies), (1, 1000, 2));
+    }
+
+    #[test]
+    fn half_a_frame_waits_for_the_rest() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        let f = frame(100);
+        let mut pages = Pages::default();
+        let mut page = alloc::vec![0u8; 4096];
+        page[..100].copy_from_slice(&f);
+        pages.pages.insert(1, page);
+        send(&mut rig, &[slot(1, 0, 100, TXF_MORE_DATA, 0)]);
+        let mut out = Vec::new();
+        rig.vif.take_tx(&mut pages, &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(rig.tx.next_response().unwrap(), None);
+        send(&mut rig, &[slot(1, 100, 0, 0, 1)]);
+        rig.vif.take_tx(&mut pages, &mut out).unwrap();
+        assert_eq!(out, [f]);
+    }
+
+    #[test]
+    fn blank_checksums_are_completed_and_bad_grants_drop_only_their_frame() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        // An IPv4 UDP frame with a blank checksum.
+        let mut udp = frame(14 + 28);
+        udp[12..14].copy_from_slice(&[0x08, 0x00]);
+        udp[14..24].copy_from_slice(&[0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17]);
+        udp[38..40].copy_from_slice(&[0, 8 + 20]);
+        udp[40..42].copy_from_slice(&[0, 0]);
+        let mut pages = Pages::default();
+        let mut page = alloc::vec![0u8; 4096];
+        page[..udp.len()].copy_from_slice(&udp);
+        pages.pages.insert(1, page);
+        pages.bad.push(9);
+        send(
+            &mut rig,
+            &[
+                slot(9, 0, 60, 0, 0),
+                slot(1, 0, udp.len() as u16, TXF_CSUM_BLANK, 1),
+            ],
+        );
+        let mut out = Vec::new();
+        rig.vif.take_tx(&mut pages, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(crate::csum::verify(&out[0]), Some(true));
+        assert_ne!(out[0], udp);
+        let statuses: Vec<i16> = core::iter::from_fn(|| rig.tx.next_response().unwrap())
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(statuses, [RSP_ERROR, RSP_OKAY]);
+        assert_eq!(rig.vif.counters().tx_copy_errors, 1);
+    }
+
+    #[test]
+    fn a_piece_crossing_its_page_cuts_the_vif_off() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        send(&mut rig, &[slot(1, 4000, 200, 0, 0)]);
+        let mut out = Vec::new();
+        let result = rig.vif.take_tx(&mut Pages::default(), &mut out);
+        assert!(matches!(result, Err(Cutoff::Frame(Fatal::CrossesPage { .. }))));
+    }
+
+    #[test]
+    fn rx_frames_wait_for_posted_pages_and_land_at_offset_zero() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        let mut pages = Pages::default();
+        let f = frame(60);
+        rig.vif.queue_rx(&f);
+        assert!(!rig.vif.deliver_rx(&mut pages).unwrap());
+        assert_eq!(rig.vif.queued_rx(), 1);
+        rig.rx.produce_request(&RxRequest { id: 3, gref: 40 }).unwrap();
+        rig.rx.produce_request(&RxRequest { id: 4, gref: 41 }).unwrap();
+        let _ = rig.rx.push_requests();
+        rig.vif.deliver_rx(&mut pages).unwrap();
+        let response = rig.rx.next_response().unwrap().unwrap();
+        assert_eq!(
+            response,
+            RxResponse {
+                id: 3,
+                offset: 0,
+                flags: 0,
+                status: 60
+            }
+        );
+        assert_eq!(&pages.pages[&40][..60], &f[..]);
+        // The second page stays posted for the next frame.
+        assert_eq!(rig.rx.next_response().unwrap(), None);
+        for _ in 0..RX_QUEUE_FRAMES + 5 {
+            rig.vif.queue_rx(&f);
+        }
+        assert_eq!(rig.vif.queued_rx(), RX_QUEUE_FRAMES);
+        assert_eq!(rig.vif.counters().rx_dropped, 5);
+    }
+
+    #[test]
+    fn an_impossible_rx_producer_cuts_the_vif_off() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        rp.store_u32(0, 100_000); // req_prod far past the ring
+        rig.vif.queue_rx(&frame(60));
+        assert!(matches!(
+            rig.vif.deliver_rx(&mut Pages::default()),
+            Err(Cutoff::RxRing(_))
+        ));
+    }
+}
