@@ -58,8 +58,7 @@ pub fn compile_system(
     let console_domain = service_domain(system_file, system.console_domain.as_ref(), &configs)?;
     let disk_backend = service_domain(system_file, system.disk_backend.as_ref(), &configs)?;
     attach_disks(&system, xenstore_domain, &mut configs)?;
-    // Checked to be a domain of the system; the microvisor need not know it.
-    service_domain(system_file, system.net_backend.as_ref(), &configs)?;
+    let net_backend = service_domain(system_file, system.net_backend.as_ref(), &configs)?;
     attach_vifs(&system, xenstore_domain, &mut configs)?;
 
     let mut modules = Modules::default();
@@ -69,6 +68,7 @@ pub fn compile_system(
         xenstore_domain,
         console_domain,
         disk_backend,
+        net_backend,
     };
     for config in &configs {
         let mut kernel_module = None;

@@ -74,6 +74,7 @@ fn domains_sharing_an_image_share_a_module() {
         xenstore_domain: None,
         console_domain: None,
         disk_backend: None,
+        net_backend: None,
     };
     assert_eq!(compiled.manifest, expected);
 
@@ -127,6 +128,7 @@ fn standard_images() -> Scratch {
         "xenstore-stub",
         "console",
         "blkback",
+        "netback",
         "debian-vmlinux",
     ] {
         scratch.write(image, ElfImage::pvh(0x10_0000).bytes());
@@ -161,7 +163,7 @@ fn the_default_system_compiles_with_its_images() {
         Some(scratch.path("debian-initramfs"))
     );
     // Each image once, numbered in the order the domains name them.
-    assert_eq!(compiled.images.len(), 5);
+    assert_eq!(compiled.images.len(), 6);
     assert_eq!(
         compiled
             .manifest
@@ -169,14 +171,15 @@ fn the_default_system_compiles_with_its_images() {
             .iter()
             .map(|d| d.image_module)
             .collect::<Vec<_>>(),
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
-    assert_eq!(linux.ramdisk_module, Some(5));
+    assert_eq!(linux.ramdisk_module, Some(6));
     assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
     assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
     assert_eq!(compiled.manifest.xenstore_domain, Some(0));
     assert_eq!(compiled.manifest.console_domain, Some(1));
     assert_eq!(compiled.manifest.disk_backend, Some(2));
+    assert_eq!(compiled.manifest.net_backend, Some(3));
     assert_eq!(names[2], "blkback");
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
     assert_eq!(decoded, compiled.manifest);
@@ -462,6 +465,7 @@ fn service_domains_compile_to_their_indices_and_io_ports_to_ranges() {
         xenstore_domain: Some(1),
         console_domain: Some(2),
         disk_backend: None,
+        net_backend: None,
     };
     assert_eq!(compiled.manifest, expected);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
@@ -572,6 +576,7 @@ fn pci_functions_compile_to_addresses_and_survive_the_blob() {
         xenstore_domain: None,
         console_domain: None,
         disk_backend: None,
+        net_backend: None,
     };
     assert_eq!(compiled.manifest, expected);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");

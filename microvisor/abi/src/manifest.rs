@@ -14,7 +14,7 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_CMDLINE_BYTES: usize = 512;
 pub const MAX_VCPUS: u32 = 8;
 /// Layout version of the blob; bumped on any incompatible change.
-pub const MANIFEST_VERSION: u32 = 5;
+pub const MANIFEST_VERSION: u32 = 6;
 /// The most PCI functions one domain may be given (`pci`).
 pub const MAX_PCI_FUNCTIONS: usize = 8;
 /// The most I/O port ranges one domain may be given (`ioports`).
@@ -88,6 +88,24 @@ pub struct SystemManifest {
     /// Index of the block backend domain (the system's `disk_backend`), if any: a service
     /// domain like the two above, stopped only once every guest is gone.
     pub disk_backend: Option<u8>,
+    /// Index of the network backend domain (the system's `net_backend`), if any: a service
+    /// domain too.
+    pub net_backend: Option<u8>,
+}
+
+impl SystemManifest {
+    /// Whether the domain at `index` serves others (xenstore, console, disk or network
+    /// backend): such domains are stopped once every guest is gone.
+    pub fn is_service(&self, index: usize) -> bool {
+        [
+            self.xenstore_domain,
+            self.console_domain,
+            self.disk_backend,
+            self.net_backend,
+        ]
+        .iter()
+        .any(|service| service.map(usize::from) == Some(index))
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +137,9 @@ mod tests {
             xenstore_domain: None,
             console_domain: Some(0),
             disk_backend: None,
+            net_backend: Some(0),
         };
+        assert!(manifest.is_service(0) && !manifest.is_service(1));
         let bytes = postcard::to_allocvec(&manifest).unwrap();
         let back: SystemManifest = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, manifest);

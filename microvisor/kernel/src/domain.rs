@@ -595,22 +595,8 @@ pub static BASELINE_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// once every other domain is gone they have nobody to serve, and the machine powers off.
 pub fn check_all_gone() {
     let manifest = MANIFEST.get().expect("manifest decoded");
-    let is_service = |d: &Domain| {
-        [
-            manifest.xenstore_domain,
-            manifest.console_domain,
-            manifest.disk_backend,
-        ]
-        .contains(&Some(d.spec_index as u8))
-    };
-    let has_guests = manifest.domains.iter().enumerate().any(|(i, _)| {
-        ![
-            manifest.xenstore_domain,
-            manifest.console_domain,
-            manifest.disk_backend,
-        ]
-        .contains(&Some(i as u8))
-    });
+    let is_service = |d: &Domain| manifest.is_service(d.spec_index);
+    let has_guests = (0..manifest.domains.len()).any(|i| !manifest.is_service(i));
     let table = DOMAINS.lock();
     let running = table
         .iter()
