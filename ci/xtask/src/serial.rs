@@ -97,6 +97,28 @@ pub struct Watch {
     /// A TCP exchange with the guest, started once a line matches (its result line is
     /// added to the log).
     pub exchange: Option<ExchangeWhen>,
+    /// A host-side task (a benchmark's client), started once a line matches.
+    pub task: Option<HostTask>,
+}
+
+/// What [`HostTask::run`] is given to add lines to the log.
+pub type Emit<'a> = &'a mut dyn FnMut(String);
+
+/// A task run on a thread of its own once a line matches; each line it emits is added to
+/// the log (as a line of stderr, at the time it is emitted). The run does not wait for it:
+/// it ends when QEMU does.
+#[derive(Clone)]
+pub struct HostTask {
+    pub after: Regex,
+    pub run: std::sync::Arc<dyn Fn(Emit) + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostTask")
+            .field("after", &self.after)
+            .finish_non_exhaustive()
+    }
 }
 
 /// When and where to run a [`crate::exchange`].
@@ -135,6 +157,8 @@ struct Collector<'w> {
     stop: bool,
     /// Where the exchange reports, until it is started.
     exchange: Option<(mpsc::Sender<Chunk>, Instant)>,
+    /// Where the host task reports, until it is started.
+    task: Option<(mpsc::Sender<Chunk>, Instant)>,
 }
 
 impl<'w> Collector<'w> {
@@ -142,6 +166,7 @@ impl<'w> Collector<'w> {
         watch: &'w Watch,
         typer: Option<mpsc::Sender<Vec<u8>>>,
         exchange: Option<(mpsc::Sender<Chunk>, Instant)>,
+        task: Option<(mpsc::Sender<Chunk>, Instant)>,
     ) -> Self {
         Collector {
             watch,
@@ -152,6 +177,7 @@ impl<'w> Collector<'w> {
             typer,
             stop: false,
             exchange,
+            task,
         }
     }
 
@@ -159,7 +185,10 @@ impl<'w> Collector<'w> {
         if self.watch.echo {
             echo(chunk.stream, &chunk.bytes);
         }
-        if chunk.stream == Stream::Stdout && self.sent < self.watch.sends.len() {
+        // Sends follow the serial line (stdout) and xtask's own lines such as the exchange's
+        // result (which come as stderr chunks of their own).
+        let ours = chunk.stream == Stream::Stderr && chunk.bytes.starts_with(b"xtask: ");
+        if (chunk.stream == Stream::Stdout || ours) && self.sent < self.watch.sends.len() {
             self.unmatched.extend_from_slice(&chunk.bytes);
             self.type_matched_sends();
         }
@@ -215,6 +244,23 @@ impl<'w> Collector<'w> {
                 });
             }
         }
+        if let Some(task) = &self.watch.task {
+            if self.task.is_some() && task.after.is_match(&text) {
+                let (sender, start) = self.task.take().expect("checked above");
+                let run = task.run.clone();
+                thread::spawn(move || {
+                    let mut emit = |mut line: String| {
+                        line.push('\n');
+                        let _ = sender.send(Chunk {
+                            at: start.elapsed(),
+                            stream: Stream::Stderr,
+                            bytes: line.into_bytes(),
+                        });
+                    };
+                    run(&mut emit);
+                });
+            }
+        }
         self.lines.push(Line { at, stream, text });
     }
 
@@ -251,6 +297,7 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
     }
     let streams = readers.len();
     let exchange = watch.exchange.as_ref().map(|_| (sender.clone(), start));
+    let task = watch.task.as_ref().map(|_| (sender.clone(), start));
     drop(sender);
     let typer = child.stdin.take().map(spawn_typist);
     if watch.forward_stdin {
@@ -258,7 +305,7 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
             spawn_stdin_forwarder(typer.clone());
         }
     }
-    let mut collector = Collector::new(watch, typer, exchange);
+    let mut collector = Collector::new(watch, typer, exchange, task);
     let mut closed = 0;
 
     let deadline = watch.timeout.map(|timeout| start + timeout);
