@@ -114,7 +114,7 @@ impl fmt::Display for Fatal {
             Self::CrossesPage { offset, size } => {
                 write!(
                     f,
-                    "a piece of {size} bytes at offset {offset} crosses its page"
+                    "a piece of {size} bytes at offset {offset}, across the end of its page"
                 )
             }
             Self::UnknownExtra(kind) => write!(f, "an extra-info slot of unknown type {kind}"),

@@ -211,9 +211,10 @@ fn pattern(me: u16, index: usize) -> u8 {
     (index as u8).wrapping_mul(13) ^ (me as u8)
 }
 
-/// Waits until a line `go` arrives on the console.
-fn wait_for_go() {
-    println!("{PREFIX}: waiting for go on the console");
+/// Waits until a line `go` arrives on the console (`<prefix>: waiting for go on the
+/// console` first).
+pub(crate) fn wait_for_go(prefix: &str) {
+    println!("{prefix}: waiting for go on the console");
     let deadline = deadline_in(GO_NS);
     let mut line = Vec::new();
     loop {
@@ -231,7 +232,8 @@ fn wait_for_go() {
         }
         if n == 0 {
             if time::now_ns() >= deadline {
-                fail("no go on the console");
+                println!("{prefix}: no go on the console");
+                hypercall::shutdown(SHUTDOWN_CRASH);
             }
             time::sleep_ms(20);
         }
@@ -330,7 +332,7 @@ pub fn blk_hostile(info: &BootInfo) {
     }
 
     if cmdline::get(info.cmdline, "go") == Some("console") {
-        wait_for_go();
+        wait_for_go(PREFIX);
     }
     match how {
         How::None => {}

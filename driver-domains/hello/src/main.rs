@@ -26,12 +26,15 @@
 //! | `dma-attack` | `targets` (required, comma-separated bus addresses), `device`, `bytes` (4096), `sector` (0), `timeout_ms` (2000) | per target `dma-attack: target <addr> issued`, `dma-attack: target <addr> result <ok\|error\|timeout\|device-broken\|refused>`; then `dma-attack: done` |
 //! | `pci-snoop` | `bdf`, `bar` (both required) | `pci-snoop: sees <n> functions`, `pci-snoop: config read -> <errno>`, `pci-snoop: config write -> <errno>`, `pci-snoop: bind msix -> <errno>`, `pci-snoop: touching bar <addr>` (then the domain should be ended), `pci-snoop: bar read did not fault` |
 //! | `blk-hostile` | `how` (`none`, `ring`, `gref`, `sector`, `segments`, `id`, `storm`), `vdev` (first), `go` (`console`: wait for a line `go`) | `blk-hostile: vbd <vdev>: <n> sectors, <mode>`, `blk-hostile: io ok` (or `write refused with status -1, read ok`), `blk-hostile: <how> done`, `blk-hostile: backend closed the vbd`, `blk-hostile: done` |
+//! | `net-hostile` | `how` (`ring`, `slots`, `crosses`, `extra`, `storm`: cut off; `gref`, `size`: that frame refused), `vif` (first), `go` (`console`: wait for a line `go`) | `net-hostile: vif <handle>: mac <mac>, connected`, `net-hostile: frame ok`, `net-hostile: <how> done`, then `net-hostile: backend closed the vif` (or `net-hostile: frame refused with status -1, the next frame ok`, `net-hostile: closed cleanly (backend <state>)`), `net-hostile: done` |
 //!
 //! Every mode that finishes powers off (`SHUTDOWN_POWEROFF`). Each mode is in one of the
 //! modules below; `spin`, `victim`'s and `hello`'s other vCPUs run on [`driver_domains::smp`].
 //! The `ring-*` modes ([`ringdev`]) and `xs-*` modes ([`xs`]) talk to other domains through
 //! xenstore, grant tables and event channels. The PCI passthrough modes ([`pcidev`]) drive
 //! an assigned virtio-blk function through the runtime's `pci`, `dma` and `virtio` modules.
+//! `blk-hostile` ([`blkfront`]) and `net-hostile` ([`netfront`]) are front-ends of blkback
+//! and netback that misbehave on purpose.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -43,6 +46,7 @@ mod compute;
 mod grantstorm;
 mod hostile;
 mod memory;
+mod netfront;
 mod pcidev;
 mod ringdev;
 mod vcpus;
@@ -78,6 +82,7 @@ fn main(info: &'static BootInfo) {
         "dma-attack" => pcidev::dma_attack(info),
         "pci-snoop" => pcidev::pci_snoop(info),
         "blk-hostile" => blkfront::blk_hostile(info),
+        "net-hostile" => netfront::net_hostile(info),
         other => {
             println!("hello: unknown mode {other:?}");
             hypercall::shutdown(SHUTDOWN_CRASH);
