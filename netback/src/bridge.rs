@@ -166,6 +166,28 @@ impl Bridge {
     }
 }
 
+/// A hash of the flow `frame` belongs to, to pick one of a vif's queues: the IPv4
+/// addresses and, for TCP and UDP (not fragments), the ports; for other frames, the two
+/// MACs. The frames of one flow always hash alike, so they stay in order on one queue.
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    let mix = |hash: u32, bytes: &[u8]| {
+        bytes.iter().fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    };
+    let start = 0x811c_9dc5;
+    let is_ipv4 = frame.len() >= 34 && frame[12..14] == [0x08, 0x00] && frame[14] >> 4 == 4;
+    if !is_ipv4 {
+        return mix(start, frame.get(..12).unwrap_or(frame));
+    }
+    let header = usize::from(frame[14] & 0x0f) * 4;
+    let mut hash = mix(start, &frame[26..34]);
+    let l4 = 14 + header;
+    let not_fragment = u16::from_be_bytes([frame[20], frame[21]]) & 0x3fff == 0;
+    if matches!(frame[23], 6 | 17) && not_fragment && frame.len() >= l4 + 4 {
+        hash = mix(hash, &frame[l4..l4 + 4]);
+    }
+    hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +313,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_flow_hashes_alike_and_flows_spread() {
+        let frame = |port: u8| {
+            let mut f = alloc::vec![0u8; 60];
+            f[12] = 0x08;
+            f[14] = 0x45;
+            f[23] = 6;
+            f[26..34].copy_from_slice(&[10, 0, 2, 15, 10, 0, 2, 2]);
+            f[34..38].copy_from_slice(&[0x04, port, 0x00, 0x50]);
+            f
+        };
+        let mut same = frame(1);
+        same[40] = 0x77; // another sequence number: the same flow
+        assert_eq!(flow_hash(&frame(1)), flow_hash(&same));
+        let queues: alloc::collections::BTreeSet<u32> =
+            (0..32).map(|p| flow_hash(&frame(p)) % 4).collect();
+        assert_eq!(queues.len(), 4, "32 flows reach every one of 4 queues");
+        assert_eq!(flow_hash(&[1, 2, 3]), flow_hash(&[1, 2, 3]));
     }
 }

@@ -116,6 +116,20 @@ pub fn complete(frame: &mut [u8]) -> Result<(), Incomplete> {
     Ok(())
 }
 
+/// Writes the header checksum of the IPv4 header `header` (its length is the header's,
+/// options included).
+pub fn fill_ipv4_header(header: &mut [u8]) {
+    header[10] = 0;
+    header[11] = 0;
+    let checksum = !fold(add(0, header));
+    header[10..12].copy_from_slice(&checksum.to_be_bytes());
+}
+
+/// Whether the IPv4 header `header` carries a right header checksum.
+pub fn ipv4_header_ok(header: &[u8]) -> bool {
+    fold(add(0, header)) == 0xffff
+}
+
 /// Whether the TCP or UDP checksum of `frame` (IPv4) is right: `None` if the frame is not
 /// one [`complete`] handles. For tests and the receive path's statistics.
 pub fn verify(frame: &[u8]) -> Option<bool> {

@@ -16,7 +16,7 @@
 //! |---|---|
 //! | `nic <bdf>: mac <mac>, <interrupts>` | the NIC was opened |
 //! | `vif <fe>.<n> of <name>: mac <mac>, bridge <bridge>; waiting for the front-end` | a new entry |
-//! | `vif <fe>.<n> of <name>: connected, port <p>` | handshake done |
+//! | `vif <fe>.<n> of <name>: connected, <q> queue(s), port(s) <p>, ...` | handshake done |
 //! | `vif <fe>.<n> of <name> cut off: <reason>` | a hostile or broken front-end |
 //! | `vif <fe>.<n> of <name> closed (<why>): <counts>` | the vif was closed (by either end) |
 //! | `vif <fe>.<n> of <name>: <problem>; not served` | an entry that cannot be served |
@@ -39,11 +39,11 @@ use driver_domains::virtio::{self, NetDevice};
 use driver_domains::xenstore::{Client, Error as XsError, Tx};
 use driver_domains::{println, time, BootInfo};
 use microvisor_abi::grant::{GNTST_GENERAL_ERROR, GNTST_OKAY};
-use netback::bridge::{Bridge, Forward, PortId};
-use netback::handshake::{self, State, MAX_FRAME};
+use netback::bridge::{flow_hash, Bridge, Forward, PortId};
+use netback::handshake::{self, QueueKeys, State, MAX_FRAME};
 use netback::mac::Mac;
 use netback::tx::Piece;
-use netback::vif::{CopyError, Platform, Vif};
+use netback::vif::{CopyError, Counters, Platform, Vif};
 use netback::wire::PAGE_BYTES;
 use xen_ring::BackRing;
 
@@ -55,6 +55,8 @@ const IDLE_NS: u64 = 100_000_000;
 const TOKEN_BACKEND: &str = "vifs";
 /// Watch token of the front-ends' `state` nodes.
 const TOKEN_FRONTEND: &str = "fe";
+/// The bounce buffer of the grant copies: the largest tx frame (64 KiB with GSO).
+const BOUNCE_BYTES: usize = 64 * 1024;
 /// Frames taken from the NIC in one turn of the main loop.
 const NIC_BURST: usize = 64;
 
@@ -132,12 +134,64 @@ impl Platform for Copier<'_> {
     }
 }
 
+/// One queue of a connected vif: its tx and rx rings and its event channel.
+struct Queue {
+    vif: Vif<MappedGrant>,
+    port: Port,
+}
+
+impl Queue {
+    /// Maps the queue's rings and binds its port.
+    fn open(fe: u16, keys: &QueueKeys) -> Result<Self, String> {
+        let map = |gref: u32| {
+            grant_table::map_grant(fe, GrantRef(gref), false)
+                .map_err(|status| format!("ring grant {gref} refused (status {status})"))
+        };
+        let tx_page = map(keys.tx_ring_ref)?;
+        let rx_page = match map(keys.rx_ring_ref) {
+            Ok(page) => page,
+            Err(why) => {
+                let _ = tx_page.unmap();
+                return Err(why);
+            }
+        };
+        let rings = BackRing::new(tx_page).map(|tx| (tx, BackRing::new(rx_page)));
+        let (tx, rx) = match rings {
+            Ok((tx, Ok(rx))) => (tx, rx),
+            // The pages were dropped with the failed ring, which unmaps them.
+            _ => return Err(String::from("its ring pages do not hold a ring")),
+        };
+        let vif = Vif::new(tx, rx);
+        match events::bind_interdomain(fe, keys.event_channel) {
+            Ok(port) => {
+                let _ = events::unmask(port);
+                Ok(Self { vif, port })
+            }
+            Err(e) => {
+                let (tx_page, rx_page) = vif.into_pages();
+                let _ = tx_page.unmap();
+                let _ = rx_page.unmap();
+                Err(format!("cannot bind port {} ({e})", keys.event_channel))
+            }
+        }
+    }
+
+    /// Closes the port and unmaps the rings.
+    fn close(self) {
+        let _ = events::close(self.port);
+        let (tx_page, rx_page) = self.vif.into_pages();
+        // A front-end that died took its grants with it; nothing to undo then.
+        let _ = tx_page.unmap();
+        let _ = rx_page.unmap();
+    }
+}
+
 /// Where a vif's handshake stands.
 enum Phase {
     /// Features published (`InitWait`), waiting for the front-end's rings.
     Waiting,
-    /// Serving.
-    Connected { vif: Vif<MappedGrant>, port: Port },
+    /// Serving, on one to [`handshake::MAX_QUEUES`] queues.
+    Connected { queues: Vec<Queue> },
     /// Closed; published again if the front-end starts over.
     Closed,
     /// Cut off or unusable: never served again.
@@ -178,7 +232,7 @@ struct Backend {
 fn main(info: &'static BootInfo) -> ! {
     let domid = info.domain.domid;
     let nic = open_nic(domid);
-    let Some(bounce) = DmaRegion::new(PAGE_BYTES) else {
+    let Some(bounce) = DmaRegion::new(BOUNCE_BYTES) else {
         halt("no memory for the bounce buffer");
     };
     let mut xs = match Client::connect() {
@@ -201,6 +255,7 @@ fn main(info: &'static BootInfo) -> ! {
         entries: Vec::new(),
         nic_errors: 0,
     };
+    let mut idle_stats = IdleStats::new(info.cmdline);
     loop {
         let generation = events::generation();
         let mut changed = false;
@@ -218,6 +273,7 @@ fn main(info: &'static BootInfo) -> ! {
             backend.reconcile();
         }
         backend.serve();
+        idle_stats.report(&backend);
         events::wait_since(generation, Some(time::now_ns().saturating_add(IDLE_NS)));
     }
 }
@@ -435,41 +491,22 @@ impl Backend {
             Ok(frontend) => frontend,
             Err(e) => return self.refuse(index, &format!("{e}")),
         };
-        let map = |gref: u32| {
-            grant_table::map_grant(fe, GrantRef(gref), false)
-                .map_err(|status| format!("ring grant {gref} refused (status {status})"))
-        };
-        let tx_page = match map(frontend.tx_ring_ref) {
-            Ok(page) => page,
-            Err(why) => return self.refuse(index, &why),
-        };
-        let rx_page = match map(frontend.rx_ring_ref) {
-            Ok(page) => page,
-            Err(why) => {
-                let _ = tx_page.unmap();
-                return self.refuse(index, &why);
+        let mut queues: Vec<Queue> = Vec::new();
+        for keys in &frontend.queues {
+            match Queue::open(fe, keys) {
+                Ok(queue) => queues.push(queue),
+                Err(why) => {
+                    queues.into_iter().for_each(Queue::close);
+                    return self.refuse(index, &why);
+                }
             }
-        };
-        let rings = BackRing::new(tx_page).map(|tx| (tx, BackRing::new(rx_page)));
-        let (tx, rx) = match rings {
-            Ok((tx, Ok(rx))) => (tx, rx),
-            _ => return self.refuse(index, "its ring pages do not hold a ring"),
-        };
-        let port = match events::bind_interdomain(fe, frontend.event_channel) {
-            Ok(port) => port,
-            Err(e) => {
-                let (tx_page, rx_page) = Vif::new(tx, rx).into_pages();
-                let _ = tx_page.unmap();
-                let _ = rx_page.unmap();
-                let why = format!("cannot bind port {} ({e})", frontend.event_channel);
-                return self.refuse(index, &why);
-            }
-        };
-        let _ = events::unmask(port);
+        }
+        let ports: Vec<String> = queues.iter().map(|q| format!("{}", q.port.0)).collect();
         println!(
-            "{}: connected, port {}{}",
+            "{}: connected, {} queue(s), port(s) {}{}",
             self.entries[index].label(),
-            port.0,
+            queues.len(),
+            ports.join(", "),
             if frontend.rx_notify {
                 ""
             } else {
@@ -477,45 +514,45 @@ impl Backend {
             }
         );
         self.bridge.set_up(self.entries[index].bridge_port, true);
-        self.entries[index].phase = Phase::Connected {
-            vif: Vif::new(tx, rx),
-            port,
-        };
+        let ports: Vec<Port> = queues.iter().map(|q| q.port).collect();
+        self.entries[index].phase = Phase::Connected { queues };
         self.set_state(index, State::Connected);
         // Frames it may have queued already.
-        let _ = events::send(port);
+        for port in ports {
+            let _ = events::send(port);
+        }
     }
 
     /// Stops serving (if it was) and prints the counts.
     fn disconnect(&mut self, index: usize, why: &str) {
         let entry = &mut self.entries[index];
         let phase = core::mem::replace(&mut entry.phase, Phase::Closed);
-        let Phase::Connected { vif, port } = phase else {
+        let Phase::Connected { queues } = phase else {
             if matches!(phase, Phase::Dead) {
                 entry.phase = Phase::Dead;
             }
             return;
         };
         self.bridge.set_up(entry.bridge_port, false);
-        let c = vif.counters();
+        let c = queues
+            .iter()
+            .fold(Counters::default(), |sum, q| sum.add(&q.vif.counters()));
         println!(
-            "{} closed ({why}): tx {} frames {} B ({} dropped, {} copy errors), rx {} frames {} B ({} dropped), {} copies, {} notifications",
+            "{} closed ({why}): tx {} frames {} B ({} dropped, {} copy errors, {} GSO into {} segments), rx {} frames {} B ({} dropped), {} copies, {} notifications",
             entry.label(),
             c.tx_frames,
             c.tx_bytes,
             c.tx_dropped,
             c.tx_copy_errors,
+            c.tx_gso_frames,
+            c.tx_segments,
             c.rx_frames,
             c.rx_bytes,
             c.rx_dropped,
             c.grant_copies,
             c.notifications
         );
-        let _ = events::close(port);
-        let (tx_page, rx_page) = vif.into_pages();
-        // A front-end that died took its grants with it; nothing to undo then.
-        let _ = tx_page.unmap();
-        let _ = rx_page.unmap();
+        queues.into_iter().for_each(Queue::close);
     }
 
     fn cut_off(&mut self, index: usize, reason: &str) {
@@ -541,8 +578,10 @@ impl Backend {
                 continue;
             }
             if let Some(entry) = self.entries.iter_mut().find(|e| e.bridge_port == to) {
-                if let Phase::Connected { vif, .. } = &mut entry.phase {
-                    vif.queue_rx(frame);
+                if let Phase::Connected { queues } = &mut entry.phase {
+                    // One flow always takes the same queue, so it stays in order.
+                    let queue = flow_hash(frame) as usize % queues.len();
+                    queues[queue].vif.queue_rx(frame);
                 }
             }
         }
@@ -564,27 +603,37 @@ impl Backend {
         let mut frames = Vec::new();
         for index in 0..self.entries.len() {
             let entry = &mut self.entries[index];
-            let Phase::Connected { vif, port } = &mut entry.phase else {
+            let Phase::Connected { queues } = &mut entry.phase else {
                 continue;
             };
-            // Looked at whether or not the port fired: a ring read costs no hypercall.
-            events::take(*port);
-            let mut copier = Copier {
-                bounce: &mut self.bounce,
-                domid: entry.fe,
-            };
-            match vif.take_tx(&mut copier, &mut frames) {
-                Ok(notify) => {
-                    if notify {
-                        let _ = events::send(*port);
+            let mut cut = None;
+            for queue in queues.iter_mut() {
+                // Looked at whether or not the port fired: a ring read costs no hypercall.
+                let fired = events::take(queue.port);
+                let mut copier = Copier {
+                    bounce: &mut self.bounce,
+                    domid: entry.fe,
+                };
+                match queue.vif.take_tx(&mut copier, &mut frames) {
+                    Ok(true) => {
+                        let _ = events::send(queue.port);
+                    }
+                    Ok(false) => {}
+                    Err(reason) => {
+                        cut = Some(format!("{reason}"));
+                        break;
                     }
                 }
-                Err(reason) => {
-                    let reason = format!("{reason}");
-                    self.cut_off(index, &reason);
-                    frames.clear();
-                    continue;
+                // Notifications that keep finding nothing new: an event storm.
+                if let Some(Err(reason)) = fired.then(|| queue.vif.notified()) {
+                    cut = Some(format!("{reason}"));
+                    break;
                 }
+            }
+            if let Some(reason) = cut {
+                self.cut_off(index, &reason);
+                frames.clear();
+                continue;
             }
             let from = entry.bridge_port;
             for frame in frames.drain(..) {
@@ -593,23 +642,97 @@ impl Backend {
         }
         for index in 0..self.entries.len() {
             let entry = &mut self.entries[index];
-            let Phase::Connected { vif, port } = &mut entry.phase else {
+            let Phase::Connected { queues } = &mut entry.phase else {
                 continue;
             };
-            let mut copier = Copier {
-                bounce: &mut self.bounce,
-                domid: entry.fe,
-            };
-            match vif.deliver_rx(&mut copier) {
-                Ok(true) => {
-                    let _ = events::send(*port);
-                }
-                Ok(false) => {}
-                Err(reason) => {
-                    let reason = format!("{reason}");
-                    self.cut_off(index, &reason);
+            let mut cut = None;
+            for queue in queues.iter_mut() {
+                let mut copier = Copier {
+                    bounce: &mut self.bounce,
+                    domid: entry.fe,
+                };
+                match queue.vif.deliver_rx(&mut copier) {
+                    Ok(true) => {
+                        let _ = events::send(queue.port);
+                    }
+                    Ok(false) => {}
+                    Err(reason) => {
+                        cut = Some(format!("{reason}"));
+                        break;
+                    }
                 }
             }
+            if let Some(reason) = cut {
+                self.cut_off(index, &reason);
+            }
+        }
+    }
+}
+
+/// How long a vif must move no frame before `stats=idle` prints its counts.
+const IDLE_STATS_NS: u64 = 300_000_000;
+
+/// `stats=idle` on the command line: a connected vif's counts, printed once it has moved no
+/// frame for [`IDLE_STATS_NS`] after moving some (`cargo xtask bench --only net` takes their
+/// differences across its tests). Cumulative, as in the closing line, then netback's own.
+struct IdleStats {
+    on: bool,
+    /// Per vif label: its frames when last seen changing, when that was, and when printed.
+    seen: Vec<(String, u64, u64, u64)>,
+}
+
+impl IdleStats {
+    fn new(cmdline: &str) -> Self {
+        Self {
+            on: driver_domains::cmdline::get(cmdline, "stats") == Some("idle"),
+            seen: Vec::new(),
+        }
+    }
+
+    fn report(&mut self, backend: &Backend) {
+        if !self.on {
+            return;
+        }
+        let now = time::now_ns();
+        for entry in &backend.entries {
+            let Phase::Connected { queues } = &entry.phase else {
+                continue;
+            };
+            let c = queues
+                .iter()
+                .fold(Counters::default(), |sum, q| sum.add(&q.vif.counters()));
+            let frames = c.tx_frames + c.rx_frames;
+            let label = entry.label();
+            let at = match self.seen.iter().position(|seen| seen.0 == label) {
+                Some(at) => at,
+                None => {
+                    self.seen.push((label.clone(), 0, now, 0));
+                    self.seen.len() - 1
+                }
+            };
+            let seen = &mut self.seen[at];
+            if frames != seen.1 {
+                (seen.1, seen.2) = (frames, now);
+                continue;
+            }
+            if frames == seen.3 || now.saturating_sub(seen.2) < IDLE_STATS_NS {
+                continue;
+            }
+            seen.3 = frames;
+            let me = driver_domains::hypercall::domain_stats().unwrap_or_default();
+            // Two lines: the console domain keeps lines to 200 bytes.
+            println!(
+                "{label}: stats: tx {} frames {} B, rx {} frames {} B, {} copies, {} notifications",
+                c.tx_frames, c.tx_bytes, c.rx_frames, c.rx_bytes, c.grant_copies, c.notifications
+            );
+            println!(
+                "{label}: own: {} events, {} hypercalls, {} exits, {} KiB heap, {} KiB bounce",
+                me.events_sent,
+                me.hypercalls,
+                me.vm_exits,
+                (driver_domains::heap::size_bytes() - driver_domains::heap::free_bytes()) / 1024,
+                backend.bounce.len() / 1024,
+            );
         }
     }
 }

@@ -8,10 +8,18 @@
 //! frame is copied out of the guest's grants (one grant copy per piece) into a buffer of
 //! ours, its checksum is completed if the guest left it blank ([`crate::csum`]), and its
 //! slots are answered at once: the frame is ours now, the guest may reuse its pages. A
-//! malformed frame is answered with errors and dropped; a frame of a kind the bridge does
-//! not carry (GSO, longer than [`MAX_FRAME`], a blank checksum that cannot be completed) is
-//! answered with errors too. What no correct front-end sends ([`crate::tx::Fatal`], a ring
+//! TCP/IPv4 frame with a GSO extra (up to 64 KiB) is cut into segments ([`crate::gso`])
+//! that go on as frames of their own. A malformed frame is answered with errors and
+//! dropped; so is a frame of a kind the bridge does not carry (longer than [`MAX_FRAME`]
+//! without GSO, a blank checksum that cannot be completed, a GSO frame that cannot be
+//! segmented). What no correct front-end sends ([`crate::tx::Fatal`], a ring
 //! index out of range) cuts the vif off ([`Cutoff`]).
+//!
+//! # Event storms
+//!
+//! The back-end counts each turn on which the vif's event channel fired
+//! ([`Vif::notified`]); [`STORM_EMPTY_EVENTS`] of them in a row without a request taken off
+//! either ring cut the vif off too.
 //!
 //! # Rx (bridge to guest)
 //!
@@ -27,12 +35,22 @@ use core::fmt;
 use xen_ring::{BackRing, RingError, SharedPage};
 
 use crate::csum;
+use crate::gso;
 use crate::handshake::MAX_FRAME;
 use crate::tx::{self, Fatal, Parsed, Piece};
 use crate::wire::{RxRequest, RxResponse, TxRequest, TxResponse, RSP_ERROR};
 
 /// Frames a vif queues for its guest while the guest posts no rx buffers.
 pub const RX_QUEUE_FRAMES: usize = 256;
+
+/// Notifications in a row that found no new request on either ring before the vif is cut
+/// off as an event storm ([`Vif::notified`]). A correct front-end notifies only when the
+/// ring's `req_event` asks it to, which is when it published something: a notification
+/// finds nothing new only when that was already taken on an earlier turn, at most once per
+/// turn that took something. Turns are counted per wake-up of the back-end (events that
+/// arrive while it is busy coalesce), so the limit must be reachable at its own pace: a
+/// storm under TCG gives it a few hundred wake-ups a second.
+pub const STORM_EMPTY_EVENTS: u32 = 256;
 
 /// A grant copy that failed: the grant and the `GNTST_*` status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +77,8 @@ pub enum Cutoff {
     RxRing(RingError),
     /// A tx frame no correct front-end sends.
     Frame(Fatal),
+    /// [`STORM_EMPTY_EVENTS`] notifications in a row with nothing new on either ring.
+    EventStorm(u32),
 }
 
 impl fmt::Display for Cutoff {
@@ -67,6 +87,10 @@ impl fmt::Display for Cutoff {
             Self::TxRing(e) => write!(f, "it broke the tx ring protocol ({e:?})"),
             Self::RxRing(e) => write!(f, "it broke the rx ring protocol ({e:?})"),
             Self::Frame(fatal) => write!(f, "it sent {fatal}"),
+            Self::EventStorm(events) => write!(
+                f,
+                "event storm: {events} notifications in a row with nothing new on either ring"
+            ),
         }
     }
 }
@@ -78,6 +102,9 @@ pub struct Counters {
     pub tx_bytes: u64,
     /// Frames answered with errors (malformed, or not carried).
     pub tx_dropped: u64,
+    /// Frames that came with a GSO extra, and the segments they were cut into.
+    pub tx_gso_frames: u64,
+    pub tx_segments: u64,
     /// Grant copies that failed (their frames dropped).
     pub tx_copy_errors: u64,
     pub rx_frames: u64,
@@ -90,6 +117,25 @@ pub struct Counters {
     pub notifications: u64,
 }
 
+impl Counters {
+    /// The sum of two sets of counts (a vif's queues together).
+    pub fn add(self, other: &Counters) -> Counters {
+        Counters {
+            tx_frames: self.tx_frames + other.tx_frames,
+            tx_bytes: self.tx_bytes + other.tx_bytes,
+            tx_dropped: self.tx_dropped + other.tx_dropped,
+            tx_gso_frames: self.tx_gso_frames + other.tx_gso_frames,
+            tx_segments: self.tx_segments + other.tx_segments,
+            tx_copy_errors: self.tx_copy_errors + other.tx_copy_errors,
+            rx_frames: self.rx_frames + other.rx_frames,
+            rx_bytes: self.rx_bytes + other.rx_bytes,
+            rx_dropped: self.rx_dropped + other.rx_dropped,
+            grant_copies: self.grant_copies + other.grant_copies,
+            notifications: self.notifications + other.notifications,
+        }
+    }
+}
+
 /// One connected vif.
 pub struct Vif<M: SharedPage> {
     tx: BackRing<TxRequest, TxResponse, M>,
@@ -98,6 +144,10 @@ pub struct Vif<M: SharedPage> {
     pending: Vec<TxRequest>,
     rx_queue: VecDeque<Vec<u8>>,
     counters: Counters,
+    /// A request was taken off either ring since the last [`Vif::notified`].
+    took_requests: bool,
+    /// Notifications in a row that found nothing new.
+    empty_events: u32,
 }
 
 impl<M: SharedPage> Vif<M> {
@@ -109,7 +159,30 @@ impl<M: SharedPage> Vif<M> {
             pending: Vec::new(),
             rx_queue: VecDeque::new(),
             counters: Counters::default(),
+            took_requests: false,
+            empty_events: 0,
         }
+    }
+
+    /// Counts a notification from the front-end; call it on each turn its event channel
+    /// fired, after [`Vif::take_tx`]. It found work if a request was taken off either ring
+    /// since the previous notification (rx requests are taken by [`Vif::deliver_rx`], later
+    /// in a turn, so they count for the next one).
+    ///
+    /// # Errors
+    ///
+    /// [`Cutoff::EventStorm`] after [`STORM_EMPTY_EVENTS`] notifications in a row that
+    /// found nothing.
+    pub fn notified(&mut self) -> Result<(), Cutoff> {
+        if core::mem::take(&mut self.took_requests) {
+            self.empty_events = 0;
+            return Ok(());
+        }
+        self.empty_events += 1;
+        if self.empty_events >= STORM_EMPTY_EVENTS {
+            return Err(Cutoff::EventStorm(self.empty_events));
+        }
+        Ok(())
     }
 
     /// The counts so far.
@@ -148,6 +221,7 @@ impl<M: SharedPage> Vif<M> {
         loop {
             while let Some(slot) = self.tx.next_request().map_err(Cutoff::TxRing)? {
                 self.pending.push(slot);
+                self.took_requests = true;
             }
             self.parse_pending(platform, frames)?;
             if !self.tx.final_check_for_requests().map_err(Cutoff::TxRing)? {
@@ -180,7 +254,9 @@ impl<M: SharedPage> Vif<M> {
                 Parsed::Frame { frame, slots } => {
                     at += slots;
                     let len = usize::from(frame.len);
-                    if frame.gso.is_some() || len > MAX_FRAME {
+                    // `tx::parse` drops GSO extras of other types.
+                    let mss = frame.gso.map(|(size, _)| size);
+                    if mss.is_none() && len > MAX_FRAME {
                         self.counters.tx_dropped += 1;
                         self.answer_tx(&frame.refuse());
                         continue;
@@ -190,6 +266,22 @@ impl<M: SharedPage> Vif<M> {
                     if platform.copy_from_guest(&frame.pieces, &mut bytes).is_err() {
                         self.counters.tx_copy_errors += 1;
                         self.answer_tx(&frame.refuse());
+                        continue;
+                    }
+                    if let Some(mss) = mss {
+                        match gso::segment_tcpv4(&bytes, mss, frames) {
+                            Ok(segments) => {
+                                self.counters.tx_frames += 1;
+                                self.counters.tx_gso_frames += 1;
+                                self.counters.tx_segments += segments as u64;
+                                self.counters.tx_bytes += len as u64;
+                                self.answer_tx(&frame.responses);
+                            }
+                            Err(_) => {
+                                self.counters.tx_dropped += 1;
+                                self.answer_tx(&frame.refuse());
+                            }
+                        }
                         continue;
                     }
                     if frame.csum_blank && csum::complete(&mut bytes).is_err() {
@@ -232,6 +324,7 @@ impl<M: SharedPage> Vif<M> {
                 }
                 break;
             };
+            self.took_requests = true;
             let Some(frame) = self.rx_queue.pop_front() else {
                 break;
             };
@@ -488,5 +581,60 @@ mod tests {
             rig.vif.deliver_rx(&mut Pages::default()),
             Err(Cutoff::RxRing(_))
         ));
+    }
+
+    /// One turn of the back-end on which the vif's event channel fired.
+    fn notified_turn(rig: &mut Rig<'_>, pages: &mut Pages) -> Result<(), Cutoff> {
+        let mut out = Vec::new();
+        rig.vif.take_tx(pages, &mut out)?;
+        rig.vif.notified()?;
+        rig.vif.deliver_rx(pages)?;
+        Ok(())
+    }
+
+    #[test]
+    fn endless_notifications_with_nothing_new_are_a_storm() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        let mut pages = Pages::default();
+        let mut page = alloc::vec![0u8; 4096];
+        page[..60].copy_from_slice(&frame(60));
+        pages.pages.insert(1, page);
+        for _ in 0..STORM_EMPTY_EVENTS - 1 {
+            notified_turn(&mut rig, &mut pages).unwrap();
+        }
+        // A tx frame is work: the count starts over.
+        send(&mut rig, &[slot(1, 0, 60, 0, 0)]);
+        notified_turn(&mut rig, &mut pages).unwrap();
+        // So is an rx buffer taken for a queued frame, though on the turn after.
+        rig.vif.queue_rx(&frame(60));
+        rig.rx.produce_request(&RxRequest { id: 0, gref: 2 }).unwrap();
+        let _ = rig.rx.push_requests();
+        notified_turn(&mut rig, &mut pages).unwrap();
+        assert_eq!(rig.vif.counters().rx_frames, 1);
+        for _ in 0..STORM_EMPTY_EVENTS {
+            notified_turn(&mut rig, &mut pages).unwrap();
+        }
+        let storm = notified_turn(&mut rig, &mut pages);
+        assert_eq!(storm, Err(Cutoff::EventStorm(STORM_EMPTY_EVENTS)));
+        assert!(alloc::format!("{}", storm.unwrap_err()).starts_with("event storm: "));
+    }
+
+    #[test]
+    fn slots_taken_on_a_turn_without_an_event_count_for_the_next_notification() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        let mut pages = Pages::default();
+        pages.pages.insert(1, alloc::vec![0u8; 4096]);
+        for _ in 0..STORM_EMPTY_EVENTS - 1 {
+            rig.vif.notified().unwrap();
+        }
+        // Taken on a turn woken by something else; the front-end's event arrives after.
+        send(&mut rig, &[slot(1, 0, 60, 0, 0)]);
+        rig.vif.take_tx(&mut pages, &mut Vec::new()).unwrap();
+        for _ in 0..STORM_EMPTY_EVENTS {
+            rig.vif.notified().unwrap();
+        }
+        assert!(rig.vif.notified().is_err());
     }
 }
