@@ -86,8 +86,10 @@ impl Copier<'_> {
 impl Platform for Copier<'_> {
     fn copy_from_guest(&mut self, pieces: &[Piece], out: &mut [u8]) -> Result<(), CopyError> {
         let mut at = 0usize;
+        // An empty piece has nothing to copy (and the runtime refuses a copy of 0 bytes).
         let mut ops: Vec<BounceCopy> = pieces
             .iter()
+            .filter(|piece| piece.len > 0)
             .map(|piece| {
                 let op = BounceCopy {
                     domid: self.domid,
