@@ -44,7 +44,6 @@ use netback::handshake::{self, QueueKeys, State, MAX_FRAME};
 use netback::mac::Mac;
 use netback::tx::Piece;
 use netback::vif::{CopyError, Counters, Platform, Vif};
-use netback::wire::PAGE_BYTES;
 use xen_ring::BackRing;
 
 driver_domains::entry!(main);
@@ -115,24 +114,35 @@ impl Platform for Copier<'_> {
         Ok(())
     }
 
-    fn copy_to_guest(&mut self, gref: u32, frame: &[u8]) -> Result<(), CopyError> {
-        if frame.len() > PAGE_BYTES.min(self.bounce.len()) {
-            return Err(CopyError {
-                gref,
-                status: GNTST_GENERAL_ERROR,
+    fn copy_to_guest(&mut self, copies: &[(u32, &[u8])], done: &mut [bool]) {
+        // Each frame in a slot of its own in the bounce buffer, all copied out in one call
+        // (a hypercall per 16 copies).
+        const SLOT: usize = 2048;
+        let mut ops: Vec<BounceCopy> = Vec::with_capacity(copies.len());
+        let mut which = Vec::with_capacity(copies.len());
+        for (index, &(gref, frame)) in copies.iter().enumerate() {
+            let at = index * SLOT;
+            done[index] = false;
+            if frame.is_empty() || frame.len() > SLOT || at + SLOT > self.bounce.len() {
+                continue;
+            }
+            self.bounce.as_mut_slice()[at..at + frame.len()].copy_from_slice(frame);
+            ops.push(BounceCopy {
+                domid: self.domid,
+                gref: GrantRef(gref),
+                guest_offset: 0,
+                bounce_offset: at,
+                len: frame.len() as u16,
+                to_guest: true,
+                status: GNTST_OKAY,
             });
+            which.push(index);
         }
-        self.bounce.as_mut_slice()[..frame.len()].copy_from_slice(frame);
-        let mut ops = [BounceCopy {
-            domid: self.domid,
-            gref: GrantRef(gref),
-            guest_offset: 0,
-            bounce_offset: 0,
-            len: frame.len() as u16,
-            to_guest: true,
-            status: GNTST_OKAY,
-        }];
-        self.run(&mut ops)
+        // A failed hypercall marks its copies failed; each op's status says.
+        let _ = grant_table::copy_with_bounce(&mut ops, self.bounce);
+        for (op, index) in ops.iter().zip(which) {
+            done[index] = op.status == GNTST_OKAY;
+        }
     }
 }
 

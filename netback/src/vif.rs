@@ -40,6 +40,9 @@ use crate::handshake::MAX_FRAME;
 use crate::tx::{self, Fatal, Parsed, Piece};
 use crate::wire::{RxRequest, RxResponse, TxRequest, TxResponse, RSP_ERROR};
 
+/// Frames copied into the guest's rx buffers in one batch (a few grant-copy hypercalls).
+pub const RX_BATCH: usize = 32;
+
 /// Frames a vif queues for its guest while the guest posts no rx buffers.
 pub const RX_QUEUE_FRAMES: usize = 256;
 
@@ -64,8 +67,10 @@ pub trait Platform {
     /// Copies `pieces` of the front-end's granted pages, in order, into `out` (whose
     /// length is their sum).
     fn copy_from_guest(&mut self, pieces: &[Piece], out: &mut [u8]) -> Result<(), CopyError>;
-    /// Copies `frame` to offset 0 of the front-end's granted page `gref`.
-    fn copy_to_guest(&mut self, gref: u32, frame: &[u8]) -> Result<(), CopyError>;
+    /// Copies each `(gref, frame)` of `copies` (at most [`RX_BATCH`], each frame at most
+    /// [`MAX_FRAME`] bytes) to offset 0 of the front-end's granted page `gref`, as one batch;
+    /// `done[i]` says whether the `i`-th copy was made.
+    fn copy_to_guest(&mut self, copies: &[(u32, &[u8])], done: &mut [bool]);
 }
 
 /// Why a vif is cut off.
@@ -316,38 +321,54 @@ impl<M: SharedPage> Vif<M> {
     ///
     /// [`Cutoff::RxRing`] for an impossible rx producer index.
     pub fn deliver_rx(&mut self, platform: &mut impl Platform) -> Result<bool, Cutoff> {
-        while !self.rx_queue.is_empty() {
-            let Some(request) = self.rx.next_request().map_err(Cutoff::RxRing)? else {
-                // Asks to be told of the next posted buffer; one may have come meanwhile.
-                if self.rx.final_check_for_requests().map_err(Cutoff::RxRing)? {
-                    continue;
+        loop {
+            // Up to RX_BATCH frames, each with a posted buffer.
+            let mut batch: Vec<(RxRequest, Vec<u8>)> = Vec::new();
+            while batch.len() < RX_BATCH && !self.rx_queue.is_empty() {
+                let Some(request) = self.rx.next_request().map_err(Cutoff::RxRing)? else {
+                    // Asks to be told of the next posted buffer; one may have come meanwhile.
+                    if self.rx.final_check_for_requests().map_err(Cutoff::RxRing)? {
+                        continue;
+                    }
+                    break;
+                };
+                self.took_requests = true;
+                // Cannot be empty: checked by the loop.
+                if let Some(frame) = self.rx_queue.pop_front() {
+                    batch.push((request, frame));
                 }
+            }
+            if batch.is_empty() {
                 break;
-            };
-            self.took_requests = true;
-            let Some(frame) = self.rx_queue.pop_front() else {
-                break;
-            };
-            self.counters.grant_copies += 1;
-            let status = match platform.copy_to_guest(request.gref, &frame) {
-                Ok(()) => {
+            }
+            let copies: Vec<(u32, &[u8])> = batch
+                .iter()
+                .map(|(request, frame)| (request.gref, frame.as_slice()))
+                .collect();
+            let mut done = alloc::vec![false; batch.len()];
+            platform.copy_to_guest(&copies, &mut done);
+            self.counters.grant_copies += batch.len() as u64;
+            for ((request, frame), done) in batch.iter().zip(done) {
+                let status = if done {
                     self.counters.rx_frames += 1;
                     self.counters.rx_bytes += frame.len() as u64;
                     frame.len() as i16
-                }
-                Err(_) => {
+                } else {
                     self.counters.rx_dropped += 1;
                     RSP_ERROR
-                }
-            };
-            let response = RxResponse {
-                id: request.id,
-                offset: 0,
-                flags: 0,
-                status,
-            };
-            // Cannot fail: the request was just taken.
-            let _ = self.rx.produce_response(&response);
+                };
+                let response = RxResponse {
+                    id: request.id,
+                    offset: 0,
+                    flags: 0,
+                    status,
+                };
+                // Cannot fail: the request was just taken.
+                let _ = self.rx.produce_response(&response);
+            }
+            if batch.len() < RX_BATCH {
+                break;
+            }
         }
         let notify = self.rx.push_responses();
         if notify {
@@ -369,6 +390,8 @@ mod tests {
     struct Pages {
         pages: BTreeMap<u32, Vec<u8>>,
         bad: Vec<u32>,
+        /// Calls of `copy_to_guest`.
+        batches: usize,
     }
 
     impl Platform for Pages {
@@ -391,13 +414,16 @@ mod tests {
             Ok(())
         }
 
-        fn copy_to_guest(&mut self, gref: u32, frame: &[u8]) -> Result<(), CopyError> {
-            if self.bad.contains(&gref) {
-                return Err(CopyError { gref, status: -1 });
+        fn copy_to_guest(&mut self, copies: &[(u32, &[u8])], done: &mut [bool]) {
+            assert!(copies.len() <= RX_BATCH);
+            self.batches += 1;
+            for (&(gref, frame), done) in copies.iter().zip(done.iter_mut()) {
+                *done = !self.bad.contains(&gref);
+                if *done {
+                    let page = self.pages.entry(gref).or_insert_with(|| alloc::vec![0; 4096]);
+                    page[..frame.len()].copy_from_slice(frame);
+                }
             }
-            let page = self.pages.entry(gref).or_insert_with(|| alloc::vec![0; 4096]);
-            page[..frame.len()].copy_from_slice(frame);
-            Ok(())
         }
     }
 
@@ -569,6 +595,36 @@ mod tests {
         }
         assert_eq!(rig.vif.queued_rx(), RX_QUEUE_FRAMES);
         assert_eq!(rig.vif.counters().rx_dropped, 5);
+    }
+
+    #[test]
+    fn rx_frames_go_in_batches_and_each_answers_its_request() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        let mut rig = rig(&tp, &rp);
+        let mut pages = Pages::default();
+        pages.bad.push(1005);
+        let count = RX_BATCH + 8;
+        for n in 0..count {
+            rig.vif.queue_rx(&frame(60 + n));
+            let id = n as u16;
+            rig.rx.produce_request(&RxRequest { id, gref: 1000 + id as u32 }).unwrap();
+        }
+        let _ = rig.rx.push_requests();
+        rig.vif.deliver_rx(&mut pages).unwrap();
+        assert_eq!(pages.batches, 2);
+        for n in 0..count {
+            let response = rig.rx.next_response().unwrap().unwrap();
+            assert_eq!(response.id, n as u16);
+            if n == 5 {
+                assert_eq!(response.status, RSP_ERROR);
+            } else {
+                assert_eq!(response.status, (60 + n) as i16);
+                assert_eq!(&pages.pages[&(1000 + n as u32)][..60 + n], &frame(60 + n)[..]);
+            }
+        }
+        assert_eq!(rig.vif.queued_rx(), 0);
+        let counters = rig.vif.counters();
+        assert_eq!((counters.rx_frames, counters.rx_dropped), (count as u64 - 1, 1));
     }
 
     #[test]
