@@ -37,7 +37,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 5;
+pub const RECIPE_VERSION: u32 = 6;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -47,13 +47,15 @@ pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The kernel modules the initramfs carries, under `lib/modules/<version>/`, without the
 /// `.ko` and any compression suffix. Modules they depend on come along.
-/// The virtio ones serve the benchmarks' baseline, the same guest booted by QEMU directly on
-/// a `virtio-blk-pci` disk; under the microvisor they find no device and stay idle.
+/// The virtio ones serve the benchmarks' baselines, the same guest booted by QEMU directly on
+/// a `virtio-blk-pci` disk or a `virtio-net-pci` NIC; under the microvisor they find no
+/// device and stay idle.
 const MODULES: &[&str] = &[
     "kernel/drivers/block/xen-blkfront",
     "kernel/drivers/net/xen-netfront",
     "kernel/drivers/virtio/virtio_pci",
     "kernel/drivers/block/virtio_blk",
+    "kernel/drivers/net/virtio_net",
 ];
 /// The busybox applets `/init` runs, linked in `/bin` in the archive itself; `/init` links
 /// all the others with `busybox --install -s` for the shell.

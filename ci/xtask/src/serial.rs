@@ -1,8 +1,9 @@
 //! Runs QEMU and captures its output line by line, each line stamped with the time since
 //! QEMU was spawned. Optionally echoes the output as it arrives, types text into the serial
 //! console (QEMU's stdin, with `-serial stdio`) when the output so far matches a pattern,
-//! forwards this process's stdin to it, stops QEMU once a line matches a pattern, and kills
-//! it when a time limit runs out.
+//! forwards this process's stdin to it, starts a task on the host (a TCP exchange with the
+//! guest, a benchmark's client) once a line matches, stops QEMU once a line matches a
+//! pattern, and kills it when a time limit runs out.
 
 use std::io::{Read, Write};
 use std::process::{ChildStdin, Command, Stdio};

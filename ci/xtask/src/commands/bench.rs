@@ -1,8 +1,8 @@
-//! `cargo xtask bench`: boot times, the hypercall round trip, the Linux boot and its disk, measured
-//! from the host.
+//! `cargo xtask bench`: boot times, the hypercall round trip, the Linux boot, its disk and its
+//! network, measured from the host.
 //!
 //! Times are taken when a serial line reaches the host, relative to QEMU's spawn; each system
-//! boots several times and the median is reported. Four parts, each of which `--only` can
+//! boots several times and the median is reported. Five parts, each of which `--only` can
 //! pick:
 //! - `boot`: the demo and the empty systems, to `all <n> domains running`, `ready` and exit;
 //! - `hcbench`: the `hcbench` domain measures hypercalls from inside and prints one
@@ -15,6 +15,8 @@
 //!
 //! - `disk`: the Linux guest's disk through blkback against the same guest booted by QEMU
 //!   on its own `virtio-blk-pci` behind `intel-iommu` ([`disk`]).
+//! - `net`: the Linux guest's network through netback against the same guest booted by QEMU
+//!   on its own `virtio-net-pci` behind `intel-iommu`, both on QEMU's user network ([`net`]).
 //!
 //! Everything printed is also written to `<target>/xtask/bench.json`. No figure is asserted:
 //! the ratio's goal is printed beside it.
@@ -35,6 +37,7 @@ use crate::workspace::Workspace;
 use crate::{commands, images, linux};
 
 mod disk;
+mod net;
 
 const BENCH_CPUS: u32 = 2;
 const BENCH_MEMORY_MIB: u32 = 512;
@@ -90,6 +93,8 @@ pub enum Part {
     Linux,
     /// The Linux guest's disk through blkback against QEMU's own virtio-blk
     Disk,
+    /// The Linux guest's network through netback against QEMU's own virtio-net
+    Net,
 }
 
 impl BenchArgs {
@@ -139,6 +144,8 @@ struct Report {
     linux: Option<LinuxReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     disk: Option<disk::DiskReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    net: Option<net::NetReport>,
 }
 
 #[derive(Serialize)]
@@ -248,6 +255,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     if args.measures(Part::Disk) {
         report.disk = Some(disk::bench_disk(workspace, &qemu, &args, timeout)?);
     }
+    if args.measures(Part::Net) {
+        report.net = Some(net::bench_net(workspace, &qemu, &args, timeout)?);
+    }
 
     if let Some(rows) = &report.boot {
         println!();
@@ -277,6 +287,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(disk) = &report.disk {
         disk::print_disk(disk, args.runs);
+    }
+    if let Some(net) = &report.net {
+        net::print_net(net, args.runs);
     }
 
     let path = workspace.xtask_dir().join("bench.json");
@@ -524,7 +537,19 @@ fn boot_machine(
         timeout: Some(timeout),
         ..Watch::default()
     };
-    let capture = commands::boot(workspace, qemu, packed, options, &watch)?;
+    boot_machine_watched(workspace, qemu, packed, options, &watch)
+}
+
+/// As [`boot_machine`], watched by `watch` (which should have a timeout).
+fn boot_machine_watched(
+    workspace: &Workspace,
+    qemu: &Path,
+    packed: &PackedSystem,
+    options: commands::MachineOptions,
+    watch: &Watch,
+) -> Result<Capture> {
+    let timeout = watch.timeout.unwrap_or_default();
+    let capture = commands::boot(workspace, qemu, packed, options, watch)?;
     keep_log(workspace, &packed.name, &capture)?;
     match capture.ending {
         Ending::Exited(Exit::Code(STATUS_POWEROFF)) => Ok(capture),
@@ -555,7 +580,18 @@ fn boot_direct_as(
         timeout: Some(timeout),
         ..Watch::default()
     };
-    let capture = serial::run(direct.command(), &watch)?;
+    boot_direct_watched(workspace, direct, &watch, log)
+}
+
+/// As [`boot_direct_as`], watched by `watch` (which should have a timeout).
+fn boot_direct_watched(
+    workspace: &Workspace,
+    direct: &DirectLinux,
+    watch: &Watch,
+    log: &str,
+) -> Result<Capture> {
+    let timeout = watch.timeout.unwrap_or_default();
+    let capture = serial::run(direct.command(), watch)?;
     keep_log(workspace, log, &capture)?;
     match capture.ending {
         Ending::Exited(Exit::Code(0)) => Ok(capture),

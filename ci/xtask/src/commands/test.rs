@@ -274,6 +274,7 @@ pub fn run_scenario(
         sends: scenario.sends.clone(),
         forward_stdin: false,
         exchange,
+        task: None,
     };
     let disk_path = workspace.xtask_dir().join(&run.scratch).join("disk.img");
     if let Some(disk) = &scenario.disk {

@@ -235,7 +235,7 @@ fn per_request(before: &Stats, after: &Stats) -> PerRequest {
 
 /// Bytes an ELF64 image occupies once loaded: the sum of its `PT_LOAD` segments' sizes in
 /// memory.
-fn loaded_bytes(path: &Path) -> Result<u64> {
+pub(super) fn loaded_bytes(path: &Path) -> Result<u64> {
     let elf = std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
     let u16_at = |at: usize| {
         elf.get(at..at + 2)
@@ -266,12 +266,22 @@ fn loaded_bytes(path: &Path) -> Result<u64> {
 }
 
 /// Builds diskbench as a static program and writes the benchmark's initramfs: the guest's
-/// own, followed by a second archive with `/bin/diskbench` and `/bench-disk.sh` (Linux
-/// unpacks concatenated archives in order).
+/// own, followed by a second archive with `/bin/diskbench` and `/bench-disk.sh`.
 fn make_initramfs(
     workspace: &Workspace,
     images: &linux::LinuxImages,
 ) -> Result<std::path::PathBuf> {
+    let program = build_static(workspace, "diskbench")?;
+    let mut archive = Archive::new();
+    archive.file("bin/diskbench", 0o755, &program)?;
+    let script = SCRIPT.replace("@SECONDS@", &TEST_SECONDS.to_string());
+    archive.file("bench-disk.sh", 0o755, script.as_bytes())?;
+    append_to_initramfs(images, archive, BENCH_INITRAMFS)
+}
+
+/// Builds the workspace's binary `package` (of the package of that name) as a static Linux
+/// program, for a guest's initramfs, and returns it.
+pub(super) fn build_static(workspace: &Workspace, package: &str) -> Result<Vec<u8>> {
     let status = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
         .current_dir(&workspace.root)
         .args([
@@ -279,30 +289,36 @@ fn make_initramfs(
             "--release",
             "-q",
             "-p",
-            "diskbench",
+            package,
+            "--bin",
+            package,
             "--",
             "-C",
             "target-feature=+crt-static",
         ])
         .status()
-        .context("could not run cargo to build diskbench")?;
+        .with_context(|| format!("could not run cargo to build {package}"))?;
     if !status.success() {
-        bail!("building diskbench failed");
+        bail!("building {package} failed");
     }
-    let program = workspace.release_dir().join("diskbench");
-    let program =
-        std::fs::read(&program).with_context(|| format!("could not read {}", program.display()))?;
-    let mut archive = Archive::new();
-    archive.file("bin/diskbench", 0o755, &program)?;
-    let script = SCRIPT.replace("@SECONDS@", &TEST_SECONDS.to_string());
-    archive.file("bench-disk.sh", 0o755, script.as_bytes())?;
+    let program = workspace.release_dir().join(package);
+    std::fs::read(&program).with_context(|| format!("could not read {}", program.display()))
+}
+
+/// Writes `<images>/<name>`: the guest's own initramfs followed by `archive` (Linux unpacks
+/// concatenated archives in order, so its files are added to the guest's).
+pub(super) fn append_to_initramfs(
+    images: &linux::LinuxImages,
+    archive: Archive,
+    name: &str,
+) -> Result<std::path::PathBuf> {
     let mut initramfs = std::fs::read(&images.initramfs)
         .with_context(|| format!("could not read {}", images.initramfs.display()))?;
     while initramfs.len() % 4 != 0 {
         initramfs.push(0);
     }
     initramfs.extend(archive.finish());
-    let path = images.dir.join(BENCH_INITRAMFS);
+    let path = images.dir.join(name);
     std::fs::write(&path, initramfs)
         .with_context(|| format!("could not write {}", path.display()))?;
     Ok(path)
@@ -439,7 +455,7 @@ fn summary(boot: Option<&Boot>) -> String {
         .join(", ")
 }
 
-fn median_index_f64(values: &[f64]) -> usize {
+pub(super) fn median_index_f64(values: &[f64]) -> usize {
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
     order
