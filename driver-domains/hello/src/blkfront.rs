@@ -25,28 +25,23 @@
 
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::vec::Vec;
 use core::fmt::Display;
 
 use blkback::wire::{
     RawRequest, Response, RwRequest, Segment, OP_READ, OP_WRITE, STATUS_ERROR, STATUS_OKAY,
     VDISK_READONLY,
 };
-use driver_domains::abi::sched::SHUTDOWN_CRASH;
 use driver_domains::events::{self, Port, Wake};
-use driver_domains::grant_table::GrantRef;
 use driver_domains::ring::{FrontRing, SharedPage, Sring};
-use driver_domains::xenbus::{self, XenbusState};
-use driver_domains::xenstore::{self, Access, Client, Perm, Tx};
-use driver_domains::{cmdline, console_ring, hypercall, println, time, BootInfo, OwnedPage};
+use driver_domains::xenbus::XenbusState;
+use driver_domains::xenstore::{self, Client, Tx};
+use driver_domains::{cmdline, println, time, BootInfo, OwnedPage};
+
+use crate::xenbus_front::{self, deadline_in, wait_for_go, Front, CLOSE_NS};
 
 const PREFIX: &str = "blk-hostile";
 /// How long each handshake step and each response may take.
 const STEP_NS: u64 = 60_000_000_000;
-/// How long the back-end has to close the vbd after the misbehaviour.
-const CLOSE_NS: u64 = 30_000_000_000;
-/// How long `go=console` waits for its line.
-const GO_NS: u64 = 900_000_000_000;
 /// The `req_prod` jump of `how=ring`.
 const RING_JUMP: u32 = 100_000;
 /// The grant reference of `how=gref`: far beyond any this domain made.
@@ -95,74 +90,10 @@ impl How {
 }
 
 fn fail(what: impl Display) -> ! {
-    println!("{PREFIX}: {what}");
-    hypercall::shutdown(SHUTDOWN_CRASH)
-}
-
-fn deadline_in(ns: u64) -> u64 {
-    time::now_ns().saturating_add(ns)
+    xenbus_front::fail(PREFIX, what)
 }
 
 type Ring<'a> = FrontRing<RawRequest, Response, &'a OwnedPage>;
-
-struct Front {
-    xs: Client,
-    me: u16,
-    backend: u16,
-    fdir: String,
-    bdir: String,
-}
-
-impl Front {
-    fn read(&mut self, path: &str) -> String {
-        self.xs
-            .read_string(Tx::NONE, path)
-            .unwrap_or_else(|e| fail(format_args!("reading {path} failed: {e}")))
-    }
-
-    fn wait_backend(&mut self, pred: impl Fn(XenbusState) -> bool) -> XenbusState {
-        let bdir = self.bdir.clone();
-        xenbus::wait_for_state(&mut self.xs, &bdir, pred, Some(deadline_in(STEP_NS)))
-            .unwrap_or_else(|e| fail(format_args!("waiting for the backend failed: {e}")))
-    }
-
-    fn backend_state(&mut self) -> XenbusState {
-        let bdir = self.bdir.clone();
-        xenbus::read_state(&mut self.xs, Tx::NONE, &bdir).unwrap_or(XenbusState::Closed)
-    }
-
-    fn switch(&mut self, state: XenbusState) {
-        let fdir = self.fdir.clone();
-        xenbus::switch_state(&mut self.xs, &fdir, state)
-            .unwrap_or_else(|e| fail(format_args!("switching to {state} failed: {e}")));
-    }
-
-    /// `ring-ref`, `event-channel` and `protocol` in one transaction, owned by this domain
-    /// and readable by the back-end.
-    fn publish(&mut self, gref: GrantRef, port: Port) {
-        let perms = [
-            Perm::new(Access::None, self.me),
-            Perm::new(Access::Read, self.backend),
-        ];
-        let nodes = [
-            ("ring-ref", gref.0.to_string()),
-            ("event-channel", port.0.to_string()),
-            ("protocol", String::from("x86_64-abi")),
-        ];
-        let fdir = self.fdir.clone();
-        self.xs
-            .transaction(|xs, tx| {
-                for (key, value) in &nodes {
-                    let path = format!("{fdir}/{key}");
-                    xs.write_str(tx, &path, value)?;
-                    xs.set_perms(tx, &path, &perms)?;
-                }
-                Ok(())
-            })
-            .unwrap_or_else(|e| fail(format_args!("publishing the ring failed: {e}")));
-        self.switch(XenbusState::Initialised);
-    }
-}
 
 /// A one-segment request covering the whole page `gref`.
 fn one_page(operation: u8, id: u64, sector: u64, gref: u32) -> RawRequest {
@@ -211,35 +142,6 @@ fn pattern(me: u16, index: usize) -> u8 {
     (index as u8).wrapping_mul(13) ^ (me as u8)
 }
 
-/// Waits until a line `go` arrives on the console (`<prefix>: waiting for go on the
-/// console` first).
-pub(crate) fn wait_for_go(prefix: &str) {
-    println!("{prefix}: waiting for go on the console");
-    let deadline = deadline_in(GO_NS);
-    let mut line = Vec::new();
-    loop {
-        let mut buf = [0u8; 64];
-        let n = console_ring::read(&mut buf);
-        for &byte in &buf[..n] {
-            if byte == b'\n' || byte == b'\r' {
-                if line == b"go" {
-                    return;
-                }
-                line.clear();
-            } else if line.len() < 16 {
-                line.push(byte);
-            }
-        }
-        if n == 0 {
-            if time::now_ns() >= deadline {
-                println!("{prefix}: no go on the console");
-                hypercall::shutdown(SHUTDOWN_CRASH);
-            }
-            time::sleep_ms(20);
-        }
-    }
-}
-
 /// `mode=blk-hostile [how=...] [vdev=<n>] [go=console]`.
 pub fn blk_hostile(info: &BootInfo) {
     let Some(how) = How::parse(cmdline::get(info.cmdline, "how")) else {
@@ -257,18 +159,7 @@ pub fn blk_hostile(info: &BootInfo) {
             .unwrap_or_else(|| fail(format_args!("no virtual block device under {vbds}"))),
     };
     let fdir = format!("{vbds}/{vdev}");
-    let mut front = Front {
-        xs,
-        me,
-        backend: 0,
-        fdir: fdir.clone(),
-        bdir: String::new(),
-    };
-    front.bdir = front.read(&format!("{fdir}/backend"));
-    let backend = front.read(&format!("{fdir}/backend-id"));
-    front.backend = backend
-        .parse()
-        .unwrap_or_else(|_| fail(format_args!("bad backend-id {backend:?}")));
+    let mut front = Front::open(xs, me, fdir.clone(), PREFIX);
 
     let state = front.wait_backend(|s| s == XenbusState::InitWait || s.is_closing());
     if state != XenbusState::InitWait {
@@ -281,7 +172,14 @@ pub fn blk_hostile(info: &BootInfo) {
         .unwrap_or_else(|e| fail(format_args!("granting the ring failed: {e}")));
     let port = events::alloc_unbound(front.backend)
         .unwrap_or_else(|e| fail(format_args!("alloc_unbound failed: {e}")));
-    front.publish(ring_gref, port);
+    front.publish(
+        &[
+            ("ring-ref", ring_gref.0.to_string()),
+            ("event-channel", port.0.to_string()),
+            ("protocol", String::from("x86_64-abi")),
+        ],
+        XenbusState::Initialised,
+    );
     let state = front.wait_backend(|s| s == XenbusState::Connected || s.is_closing());
     if state != XenbusState::Connected {
         fail(format_args!("backend is {state}, not Connected"));
@@ -376,29 +274,8 @@ pub fn blk_hostile(info: &BootInfo) {
         front.switch(XenbusState::Closed);
         println!("{PREFIX}: closed cleanly (backend {state})");
     } else {
-        let deadline = deadline_in(CLOSE_NS);
-        let closed = loop {
-            let state = front.backend_state();
-            if state == XenbusState::Closed {
-                break true;
-            }
-            if time::now_ns() >= deadline {
-                break false;
-            }
-            if how == How::Storm {
-                for _ in 0..1000 {
-                    let _ = events::send(port);
-                }
-            } else {
-                time::sleep_ms(10);
-            }
-        };
-        if closed {
-            println!("{PREFIX}: backend closed the vbd");
-        } else {
-            let state = front.backend_state();
-            println!("{PREFIX}: backend still {state} after 30 s");
-        }
+        let storm = (how == How::Storm).then_some(port);
+        front.wait_closed("vbd", storm);
     }
 
     // Take the grants back once the back-end let go of the ring.

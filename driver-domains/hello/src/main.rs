@@ -50,6 +50,7 @@ mod netfront;
 mod pcidev;
 mod ringdev;
 mod vcpus;
+mod xenbus_front;
 mod xs;
 
 use driver_domains::abi::sched::SHUTDOWN_CRASH;

@@ -34,26 +34,22 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Display;
 
-use driver_domains::abi::sched::SHUTDOWN_CRASH;
 use driver_domains::events::{self, Port, Wake};
-use driver_domains::grant_table::GrantRef;
 use driver_domains::ring::{FrontRing, SharedPage, Sring};
-use driver_domains::xenbus::{self, XenbusState};
-use driver_domains::xenstore::{self, Access, Client, Perm, Tx};
-use driver_domains::{cmdline, hypercall, println, time, BootInfo, OwnedPage};
+use driver_domains::xenbus::XenbusState;
+use driver_domains::xenstore::{self, Client, Tx};
+use driver_domains::{cmdline, println, time, BootInfo, OwnedPage};
 use netback::mac::Mac;
 use netback::wire::{
     ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse, RSP_ERROR, RSP_OKAY, TXF_EXTRA_INFO,
     TXF_MORE_DATA,
 };
 
-use crate::blkfront::wait_for_go;
+use crate::xenbus_front::{self, deadline_in, wait_for_go, Front, CLOSE_NS};
 
 const PREFIX: &str = "net-hostile";
 /// How long each handshake step and each response may take.
 const STEP_NS: u64 = 60_000_000_000;
-/// How long the back-end has to close the vif after the misbehaviour.
-const CLOSE_NS: u64 = 30_000_000_000;
 /// The tx `req_prod` jump of `how=ring`.
 const RING_JUMP: u32 = 100_000;
 /// The grant reference of `how=gref`: far beyond any this domain made.
@@ -116,77 +112,10 @@ impl How {
 }
 
 fn fail(what: impl Display) -> ! {
-    println!("{PREFIX}: {what}");
-    hypercall::shutdown(SHUTDOWN_CRASH)
-}
-
-fn deadline_in(ns: u64) -> u64 {
-    time::now_ns().saturating_add(ns)
+    xenbus_front::fail(PREFIX, what)
 }
 
 type TxRing<'a> = FrontRing<TxRequest, TxResponse, &'a OwnedPage>;
-
-struct Front {
-    xs: Client,
-    me: u16,
-    backend: u16,
-    fdir: String,
-    bdir: String,
-}
-
-impl Front {
-    fn read(&mut self, path: &str) -> String {
-        self.xs
-            .read_string(Tx::NONE, path)
-            .unwrap_or_else(|e| fail(format_args!("reading {path} failed: {e}")))
-    }
-
-    fn wait_backend(&mut self, pred: impl Fn(XenbusState) -> bool) -> XenbusState {
-        let bdir = self.bdir.clone();
-        xenbus::wait_for_state(&mut self.xs, &bdir, pred, Some(deadline_in(STEP_NS)))
-            .unwrap_or_else(|e| fail(format_args!("waiting for the backend failed: {e}")))
-    }
-
-    fn backend_state(&mut self) -> XenbusState {
-        let bdir = self.bdir.clone();
-        xenbus::read_state(&mut self.xs, Tx::NONE, &bdir).unwrap_or(XenbusState::Closed)
-    }
-
-    fn switch(&mut self, state: XenbusState) {
-        let fdir = self.fdir.clone();
-        xenbus::switch_state(&mut self.xs, &fdir, state)
-            .unwrap_or_else(|e| fail(format_args!("switching to {state} failed: {e}")));
-    }
-
-    /// The ring and feature keys in one transaction, owned by this domain and readable by
-    /// the back-end, then `Connected` (xen-netfront skips `Initialised`).
-    fn publish(&mut self, tx: GrantRef, rx: GrantRef, port: Port) {
-        let perms = [
-            Perm::new(Access::None, self.me),
-            Perm::new(Access::Read, self.backend),
-        ];
-        let nodes = [
-            ("tx-ring-ref", tx.0.to_string()),
-            ("rx-ring-ref", rx.0.to_string()),
-            ("event-channel", port.0.to_string()),
-            ("request-rx-copy", String::from("1")),
-            ("feature-rx-notify", String::from("1")),
-            ("feature-sg", String::from("1")),
-        ];
-        let fdir = self.fdir.clone();
-        self.xs
-            .transaction(|xs, tx| {
-                for (key, value) in &nodes {
-                    let path = format!("{fdir}/{key}");
-                    xs.write_str(tx, &path, value)?;
-                    xs.set_perms(tx, &path, &perms)?;
-                }
-                Ok(())
-            })
-            .unwrap_or_else(|e| fail(format_args!("publishing the rings failed: {e}")));
-        self.switch(XenbusState::Connected);
-    }
-}
 
 /// A tx data slot.
 fn slot(gref: u32, offset: u16, size: u16, flags: u16, id: u16) -> TxRequest {
@@ -277,18 +206,7 @@ pub fn net_hostile(info: &BootInfo) {
     let me = info.domain.domid;
     let mut xs = Client::connect().unwrap_or_else(|e| fail(format_args!("no xenstore: {e}")));
     let fdir = find_vif(&mut xs, info, me);
-    let mut front = Front {
-        xs,
-        me,
-        backend: 0,
-        fdir: fdir.clone(),
-        bdir: String::new(),
-    };
-    front.bdir = front.read(&format!("{fdir}/backend"));
-    let backend = front.read(&format!("{fdir}/backend-id"));
-    front.backend = backend
-        .parse()
-        .unwrap_or_else(|_| fail(format_args!("bad backend-id {backend:?}")));
+    let mut front = Front::open(xs, me, fdir.clone(), PREFIX);
     let mac_text = front.read(&format!("{fdir}/mac"));
     let mac = Mac::parse(&mac_text).unwrap_or_else(|| fail(format_args!("bad mac {mac_text:?}")));
     let handle = front.read(&format!("{fdir}/handle"));
@@ -310,7 +228,18 @@ pub fn net_hostile(info: &BootInfo) {
     let rx_gref = grant(&rx_page, false, "rx ring");
     let port = events::alloc_unbound(front.backend)
         .unwrap_or_else(|e| fail(format_args!("alloc_unbound failed: {e}")));
-    front.publish(tx_gref, rx_gref, port);
+    // xen-netfront skips `Initialised`.
+    front.publish(
+        &[
+            ("tx-ring-ref", tx_gref.0.to_string()),
+            ("rx-ring-ref", rx_gref.0.to_string()),
+            ("event-channel", port.0.to_string()),
+            ("request-rx-copy", String::from("1")),
+            ("feature-rx-notify", String::from("1")),
+            ("feature-sg", String::from("1")),
+        ],
+        XenbusState::Connected,
+    );
     let state = front.wait_backend(|s| s == XenbusState::Connected || s.is_closing());
     if state != XenbusState::Connected {
         fail(format_args!("backend is {state}, not Connected"));
@@ -379,28 +308,8 @@ pub fn net_hostile(info: &BootInfo) {
     println!("{PREFIX}: {} done", how.name());
 
     if how.is_fatal() {
-        let deadline = deadline_in(CLOSE_NS);
-        let closed = loop {
-            if front.backend_state() == XenbusState::Closed {
-                break true;
-            }
-            if time::now_ns() >= deadline {
-                break false;
-            }
-            if how == How::Storm {
-                for _ in 0..1000 {
-                    let _ = events::send(port);
-                }
-            } else {
-                time::sleep_ms(10);
-            }
-        };
-        if closed {
-            println!("{PREFIX}: backend closed the vif");
-        } else {
-            let state = front.backend_state();
-            println!("{PREFIX}: backend still {state} after 30 s");
-        }
+        let storm = (how == How::Storm).then_some(port);
+        front.wait_closed("vif", storm);
     } else {
         data.write_bytes(0, &frame(mac, 2));
         let next = exchange(&mut ring, port, &[good(9)]);
