@@ -20,6 +20,7 @@
 //! | `vif <fe>.<n> of <name> cut off: <reason>` | a hostile or broken front-end |
 //! | `vif <fe>.<n> of <name> closed (<why>): <counts>` | the vif was closed (by either end) |
 //! | `vif <fe>.<n> of <name>: <problem>; not served` | an entry that cannot be served |
+//! | `vif <fe>.<n> of <name>: stats: <counts>` and `...: own: <events, hypercalls, exits, heap>` | with `stats=idle` on the command line (the benchmark's): each time a vif goes idle after moving frames |
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
