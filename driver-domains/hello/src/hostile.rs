@@ -1,10 +1,13 @@
-//! Modes that misbehave on purpose: `rogue`, `fuzz`, `evtchn-storm`, `crash`, `triplefault`.
+//! Modes that misbehave on purpose: `rogue`, `fuzz`, `double-fetch`, `evtchn-storm`, `crash`,
+//! `triplefault`.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use driver_domains::abi::sched::SHUTDOWN_CRASH;
 use driver_domains::fuzz_policy::FuzzStats;
-use driver_domains::{boot, cmdline, events, hypercall, println, smp, testing, time, BootInfo};
+use driver_domains::{
+    boot, cmdline, double_fetch, events, hypercall, println, smp, testing, time, BootInfo,
+};
 
 const ROGUE_VALUE: u64 = 0x0bad_c0de_0bad_c0de;
 
@@ -133,6 +136,32 @@ pub fn fuzz(info: &BootInfo) {
         stats.zero, stats.positive, stats.eperm, stats.other_negative, stats.replaced, started + 1
     );
     println!("fuzz: done");
+}
+
+/// `mode=double-fetch calls=N`: vCPU 1 flips fields of hypercall arguments between a valid
+/// and a hostile value while vCPU 0 makes N calls of each hypercall family with them (N/5 of
+/// grant map and unmap; see [`double_fetch`]); prints each family's counts.
+pub fn double_fetch(info: &BootInfo) {
+    let calls = crate::arg(info, "calls", 20_000);
+    if let Err(e) = smp::start_vcpu(1, double_fetch::flipper) {
+        panic!("double-fetch: vcpu 1 did not start: {e}");
+    }
+    let start = time::now_ns();
+    let report = double_fetch::run(info, calls).unwrap_or_else(|e| panic!("double-fetch: {e}"));
+    let ms = (time::now_ns() - start) / 1_000_000;
+    for f in &report.families {
+        println!(
+            "double-fetch: {}: {} calls: {} valid, {} hostile, {} inconsistent ({} ms)",
+            f.name, f.calls, f.valid, f.hostile, f.inconsistent, f.ms
+        );
+    }
+    let calls: u64 = report.families.iter().map(|f| f.calls).sum();
+    let inconsistent: u64 = report.families.iter().map(|f| f.inconsistent).sum();
+    println!(
+        "double-fetch: {calls} calls in {ms} ms, {} stores by vcpu 1, {inconsistent} inconsistent",
+        report.flips
+    );
+    println!("double-fetch: done");
 }
 
 /// `mode=crash`.

@@ -10,6 +10,7 @@
 //! | `victim` | `seconds` (2) | `victim: checksum <16 hex digits>`, `victim: memory intact` or `victim: MEMORY CHANGED` |
 //! | `rogue` | `target` (required) | `rogue: writing to 0x<addr>`, `rogue: write did not fault` |
 //! | `fuzz` | `calls` (20000 per vCPU), `seed` (1) | per vCPU `fuzz: vcpu <i>: <n> calls: ...`, then `fuzz: <N> calls: ok=<a> efault=<b> einval=<c> enosys=<d> other=<e>`, `fuzz: detail ...`, `fuzz: done` |
+//! | `double-fetch` | `calls` (20000 per family; 4000 for grant map and unmap) | vCPU 1 flips argument fields between a valid and a hostile value while vCPU 0 calls each hypercall family with them: per family `double-fetch: <family>: <n> calls: <v> valid, <h> hostile, <i> inconsistent (<ms> ms)`, then `double-fetch: <N> calls in <ms> ms, <s> stores by vcpu 1, <i> inconsistent`, `double-fetch: done` |
 //! | `evtchn-storm` | `rounds` (20) | on every vCPU at once: ports allocated until refused and closed, IPI ports bound, raised and closed; `evtchn-storm: <n> ports free ...`, `evtchn-storm: <n> ports free after: nothing leaked` (or `LEAKED`), `evtchn-storm: done` |
 //! | `grant-storm` | `role` (`granter` or `mapper`), `peer`, `seconds` | see [`grantstorm`] |
 //! | `dirty` | | `dirty: filled <n> pages` |
@@ -67,6 +68,7 @@ fn main(info: &'static BootInfo) {
         "victim" => memory::victim(info),
         "rogue" => hostile::rogue(info),
         "fuzz" => hostile::fuzz(info),
+        "double-fetch" => hostile::double_fetch(info),
         "evtchn-storm" => hostile::evtchn_storm(info),
         "grant-storm" => grantstorm::grant_storm(info),
         "dirty" => memory::dirty(info),

@@ -194,6 +194,15 @@ pub fn end_access(gref: GrantRef) -> Result<(), Busy> {
     Ok(())
 }
 
+/// The `GTF_*` flags of this domain's entry `gref` now (0 for a ref beyond the table).
+pub(crate) fn grant_flags(gref: GrantRef) -> u16 {
+    if gref.0 >= TABLE.lock().frames_mapped * ENTRIES_PER_FRAME {
+        return 0;
+    }
+    let (page, offset) = entry(gref.0);
+    page.u16(offset).load(Ordering::Acquire)
+}
+
 /// Grant refs in use by this domain now.
 pub fn refs_in_use() -> u32 {
     TABLE.lock().refs.in_use()
@@ -241,7 +250,8 @@ pub(crate) fn revoke_all(page: &OwnedPage) -> bool {
     grants.is_empty()
 }
 
-fn window_alloc() -> Option<u64> {
+/// A free page of the mapping window (outside RAM), reserved until [`window_free`].
+pub(crate) fn window_alloc() -> Option<u64> {
     let mut window = WINDOW.lock();
     let window = window.get_or_insert_with(|| {
         let mut w = PageWindow::new(MAP_WINDOW_START, WINDOW_PAGES);
@@ -251,7 +261,7 @@ fn window_alloc() -> Option<u64> {
     window.alloc()
 }
 
-fn window_free(addr: u64) {
+pub(crate) fn window_free(addr: u64) {
     if let Some(window) = WINDOW.lock().as_mut() {
         window.free(addr);
     }

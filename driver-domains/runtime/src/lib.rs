@@ -23,9 +23,9 @@
 //! Modules: [`hypercall`] (raw and typed hypercalls), [`console`] (`print!`/`println!`),
 //! [`time`] (system time, sleeping), [`smp`] (secondary vCPUs), [`memory`] (free RAM),
 //! [`layout`] (what lies where in guest-physical memory), [`cmdline`] (command-line
-//! parsing), [`testing`] (hostile operations for test domains), [`qemu_debug`] (bare-QEMU
-//! check only). The panic handler prints `panic: <message> at <file>:<line>` and crashes
-//! the domain.
+//! parsing), [`testing`] and [`double_fetch`] (hostile operations for test domains),
+//! [`qemu_debug`] (bare-QEMU check only). The panic handler prints `panic: <message> at
+//! <file>:<line>` and crashes the domain.
 //!
 //! Inter-domain communication the Xen way: [`events`] (event channels: shared info, the
 //! callback vector, port operations, waiting), [`grant_table`] (granting own pages, mapping
@@ -73,6 +73,8 @@ pub mod boot;
 pub mod console;
 #[cfg(not(test))]
 pub mod console_ring;
+#[cfg(not(test))]
+pub mod double_fetch;
 #[cfg(not(test))]
 mod entry;
 #[cfg(not(test))]

@@ -141,21 +141,22 @@ impl Status {
     /// Byte offset of the first output field (`status`) in `struct evtchn_status`.
     pub const OUT_OFFSET: usize = 8;
 
-    /// Writes the output fields (bytes 8..24: status, vcpu, union) into a copy of the
-    /// guest's `struct evtchn_status`; bytes 0..8 (the `dom`, `port` inputs) are left alone.
-    pub fn encode_into(&self, arg: &mut [u8; STATUS_SIZE]) {
-        arg[8..12].copy_from_slice(&self.status.to_le_bytes());
-        arg[12..16].copy_from_slice(&self.vcpu.to_le_bytes());
-        arg[16..24].fill(0);
+    /// The output fields (bytes 8..24 of `struct evtchn_status`: status, vcpu, union),
+    /// written at [`Self::OUT_OFFSET`]; the `dom` and `port` inputs are not written back.
+    pub fn encode_out(&self) -> [u8; STATUS_SIZE - Self::OUT_OFFSET] {
+        let mut out = [0u8; STATUS_SIZE - Self::OUT_OFFSET];
+        out[0..4].copy_from_slice(&self.status.to_le_bytes());
+        out[4..8].copy_from_slice(&self.vcpu.to_le_bytes());
         match self.detail {
             StatusDetail::None => {}
-            StatusDetail::Unbound { dom } => arg[16..18].copy_from_slice(&dom.to_le_bytes()),
+            StatusDetail::Unbound { dom } => out[8..10].copy_from_slice(&dom.to_le_bytes()),
             StatusDetail::Interdomain { dom, port } => {
-                arg[16..18].copy_from_slice(&dom.to_le_bytes());
-                arg[20..24].copy_from_slice(&port.to_le_bytes());
+                out[8..10].copy_from_slice(&dom.to_le_bytes());
+                out[12..16].copy_from_slice(&port.to_le_bytes());
             }
-            StatusDetail::Virq { virq } => arg[16..20].copy_from_slice(&virq.to_le_bytes()),
+            StatusDetail::Virq { virq } => out[8..12].copy_from_slice(&virq.to_le_bytes()),
         }
+        out
     }
 }
 

@@ -5,10 +5,13 @@
 //!
 //! An entry (`struct grant_entry_v1`, 8 bytes: flags u16, domid u16, frame u32) lives in
 //! the granter's memory; the granter may rewrite it at any time. The microvisor therefore
-//! reads it once ([`GrantEntry::decode`]), checks the copy, and publishes its use with a
-//! compare-and-swap on the entry's first 32 bits (flags + domid, [`GrantEntry::header`]),
-//! so a concurrent change of either makes the swap fail. Xen retries a failed swap a few
-//! times ([`ACQUIRE_ATTEMPTS`]) and then answers `GNTST_general_error`.
+//! reads the entry's first 32 bits (flags + domid) once, with one atomic load
+//! ([`GrantEntry::from_header`]), checks that copy, and publishes its use with a
+//! compare-and-swap of those 32 bits against the value it checked
+//! ([`GrantEntry::header`]), so a concurrent change of either makes the swap fail. Xen
+//! retries a failed swap a few times ([`ACQUIRE_ATTEMPTS`]) and then answers
+//! `GNTST_general_error`. Only then is the frame read, once: from then on the busy flags
+//! forbid the granter to change it, and the value read is the one pinned and used.
 //!
 //! Per-entry statuses are Xen's `GNTST_*` (`i16`):
 //!
@@ -28,10 +31,10 @@
 //!
 //! Map (`GNTTABOP_map_grant_ref`) by domain `M` of ref `r` of granter `G`, under `G`'s
 //! grant lock: [`MapGrantRef::check_flags`] → [`ref_location`] with `G`'s frame count →
-//! read the 8 bytes once → [`acquire_for_map`] → [`ActiveGrants::pin`] with the entry's
-//! frame → if [`ActiveGrants::needs_flag_update`] said so before the pin, swap the header
-//! to the new flags (on failure unpin and answer `GNTST_general_error`) → map the frame at
-//! `host_addr` in `M`'s nested page table (read-only unless writable) →
+//! read the header once → [`acquire_for_map`] → swap in the busy flags (retried on a
+//! change) → read the frame once → [`ActiveGrants::pin`] with that frame (on failure clear
+//! the busy flags no other holder needs) → map the frame at `host_addr` in `M`'s nested
+//! page table (read-only unless writable) →
 //! [`MapTrack::insert`] in `M`'s maptrack (on failure undo the pin, see unmap).
 //! Unmap: [`MapTrack::remove_checked`] → remove the NPT entry (and flush) →
 //! [`ActiveGrants::unpin`] → atomically clear [`release_clear_bits`] from the entry's flags.
@@ -41,6 +44,7 @@
 //! (ballooning, physmap removal, domain destruction keep it alive).
 
 use crate::evtchn::DomId;
+use crate::guest_arg::{put, u16_at, u32_at, u64_at, GuestArg};
 use microvisor_abi::evtchn::DOMID_SELF;
 use microvisor_abi::grant::{
     COPY_SIZE, ENTRIES_PER_FRAME, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTMAP_DEVICE_MAP,
@@ -72,38 +76,6 @@ pub const GNTMAP_APPLICATION_MAP: u32 = 8;
 /// `GNTMAP_contains_pte`.
 pub const GNTMAP_CONTAINS_PTE: u32 = 0x10;
 
-/// Reads a little-endian field; 0 if it would not fit (never with the constant offsets
-/// used here).
-fn le_bytes<const W: usize>(b: &[u8], off: usize) -> [u8; W] {
-    let mut out = [0; W];
-    if let Some(src) = off.checked_add(W).and_then(|end| b.get(off..end)) {
-        out.copy_from_slice(src);
-    }
-    out
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(le_bytes(b, off))
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(le_bytes(b, off))
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(le_bytes(b, off))
-}
-
-/// Writes `bytes` at `off`, if they fit.
-fn put(b: &mut [u8], off: usize, bytes: &[u8]) {
-    if let Some(dst) = off
-        .checked_add(bytes.len())
-        .and_then(|end| b.get_mut(off..end))
-    {
-        dst.copy_from_slice(bytes);
-    }
-}
-
 /// A decoded `grant_entry_v1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GrantEntry {
@@ -122,6 +94,16 @@ impl GrantEntry {
             flags: u16_at(&bytes, 0),
             domid: u16_at(&bytes, 2),
             frame: u32_at(&bytes, 4),
+        }
+    }
+
+    /// The flags and grantee in an entry's header word (as [`Self::header`] makes it), read
+    /// with one atomic load. `frame` is 0: the frame is read once, after the header swap.
+    pub fn from_header(word: u32) -> Self {
+        GrantEntry {
+            flags: word as u16,
+            domid: (word >> 16) as u16,
+            frame: 0,
         }
     }
 
@@ -489,15 +471,6 @@ impl MapGrantRef {
     pub const HANDLE_OFFSET: usize = 20;
     pub const DEV_BUS_ADDR_OFFSET: usize = 24;
 
-    pub fn decode(b: &[u8; MAP_GRANT_REF_SIZE]) -> Self {
-        MapGrantRef {
-            host_addr: u64_at(b, 0),
-            flags: u32_at(b, 8),
-            gref: u32_at(b, 12),
-            dom: u16_at(b, 16),
-        }
-    }
-
     /// The struct with these inputs and zero outputs.
     pub fn encode(&self) -> [u8; MAP_GRANT_REF_SIZE] {
         let mut b = [0; MAP_GRANT_REF_SIZE];
@@ -539,6 +512,18 @@ impl MapGrantRef {
     }
 }
 
+impl GuestArg for MapGrantRef {
+    const SIZE: usize = MAP_GRANT_REF_SIZE;
+    fn decode(b: &[u8]) -> Self {
+        MapGrantRef {
+            host_addr: u64_at(b, 0),
+            flags: u32_at(b, 8),
+            gref: u32_at(b, 12),
+            dom: u16_at(b, 16),
+        }
+    }
+}
+
 /// `struct gnttab_unmap_grant_ref`, the inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnmapGrantRef {
@@ -549,14 +534,6 @@ pub struct UnmapGrantRef {
 
 impl UnmapGrantRef {
     pub const STATUS_OFFSET: usize = 20;
-
-    pub fn decode(b: &[u8; UNMAP_GRANT_REF_SIZE]) -> Self {
-        UnmapGrantRef {
-            host_addr: u64_at(b, 0),
-            dev_bus_addr: u64_at(b, 8),
-            handle: u32_at(b, 16),
-        }
-    }
 
     /// The struct with these inputs and a zero status.
     pub fn encode(&self) -> [u8; UNMAP_GRANT_REF_SIZE] {
@@ -569,6 +546,17 @@ impl UnmapGrantRef {
 
     pub fn encode_status(b: &mut [u8; UNMAP_GRANT_REF_SIZE], status: i16) {
         put(b, Self::STATUS_OFFSET, &status.to_le_bytes());
+    }
+}
+
+impl GuestArg for UnmapGrantRef {
+    const SIZE: usize = UNMAP_GRANT_REF_SIZE;
+    fn decode(b: &[u8]) -> Self {
+        UnmapGrantRef {
+            host_addr: u64_at(b, 0),
+            dev_bus_addr: u64_at(b, 8),
+            handle: u32_at(b, 16),
+        }
     }
 }
 
@@ -636,16 +624,6 @@ pub struct GnttabCopy {
 impl GnttabCopy {
     pub const STATUS_OFFSET: usize = 36;
 
-    pub fn decode(b: &[u8; COPY_SIZE]) -> Self {
-        let flags = u16_at(b, 34);
-        GnttabCopy {
-            source: CopySide::decode(b, 0, flags & GNTCOPY_SOURCE_GREF != 0),
-            dest: CopySide::decode(b, 16, flags & GNTCOPY_DEST_GREF != 0),
-            len: u16_at(b, 32),
-            flags,
-        }
-    }
-
     /// The struct with these inputs and a zero status. `flags` is written as stored; the
     /// sides are written as their targets say.
     pub fn encode(&self) -> [u8; COPY_SIZE] {
@@ -671,6 +649,19 @@ impl GnttabCopy {
 
     pub fn encode_status(b: &mut [u8; COPY_SIZE], status: i16) {
         put(b, Self::STATUS_OFFSET, &status.to_le_bytes());
+    }
+}
+
+impl GuestArg for GnttabCopy {
+    const SIZE: usize = COPY_SIZE;
+    fn decode(b: &[u8]) -> Self {
+        let flags = u16_at(b, 34);
+        GnttabCopy {
+            source: CopySide::decode(b, 0, flags & GNTCOPY_SOURCE_GREF != 0),
+            dest: CopySide::decode(b, 16, flags & GNTCOPY_DEST_GREF != 0),
+            len: u16_at(b, 32),
+            flags,
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! | [`ioexit`] | I/O-instruction intercepts: decoding, the answer for unclaimed ports |
 //! | [`start_info`] | the `hvm_start_info` page: start info, memory map, command line |
 //! | [`pagewalk`] | guest-virtual to guest-physical walks and copies for hypercall pointers |
+//! | [`guest_arg`] | hypercall argument structs: read from guest memory once, decoded, checked |
 //! | [`sched`] | scheduling policy: vCPU states and a FIFO run queue |
 //! | [`ratelimit`] | a log-line rate limit (IOMMU fault lines) |
 //! | [`acpi`] | host ACPI tables: CPUs, IO-APIC, MCFG, DMAR/IVRS, table ranges |
@@ -32,6 +33,7 @@ pub mod evtchn;
 pub mod frames;
 pub mod grant;
 pub mod guest_acpi;
+pub mod guest_arg;
 pub mod image;
 pub mod ioexit;
 pub mod multiboot;

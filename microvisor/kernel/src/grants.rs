@@ -93,21 +93,19 @@ fn flags_atomic(hpa: u64) -> &'static AtomicU16 {
     unsafe { AtomicU16::from_ptr(mem::phys_ptr::<u16>(hpa)) }
 }
 
-/// The entry's first 32 bits (flags and grantee domid), swapped as one so a concurrent change
-/// of either by the granter makes the swap fail.
-fn header_atomic(hpa: u64) -> &'static AtomicU32 {
-    // SAFETY: as for `flags_atomic`; the header is the 4-byte-aligned first half of the entry.
+/// One 32-bit half of an entry: the header (flags and grantee domid, at +0), swapped as one
+/// so a concurrent change of either by the granter makes the swap fail, or the frame (+4).
+fn word_atomic(hpa: u64) -> &'static AtomicU32 {
+    // SAFETY: as for `flags_atomic`; both halves of the 8-byte-aligned entry are 4-byte
+    // aligned and inside it.
     unsafe { AtomicU32::from_ptr(mem::phys_ptr::<u32>(hpa)) }
-}
-
-fn read_entry(hpa: u64) -> GrantEntry {
-    let mut bytes = [0u8; 8];
-    mem::read_phys(hpa, &mut bytes);
-    GrantEntry::decode(bytes)
 }
 
 /// Take hold of a grant: check it permits `grantee` (for writing if asked), set
 /// GTF_reading/GTF_writing atomically, and pin it. Returns the granted guest frame number.
+/// The granter may rewrite the entry at any time, so each half is read once: the header
+/// (one atomic load, checked, then swapped only if still the value checked), then, with the
+/// busy flags set, the frame (one atomic load: the value pinned and used).
 pub fn acquire(
     state: &mut GrantState,
     gref: u32,
@@ -119,10 +117,11 @@ pub fn acquire(
         return Err(GNTST_BAD_DOMAIN);
     }
     let hpa = entry_hpa(state, gref).ok_or(GNTST_BAD_GNTREF)?;
-    let header = header_atomic(hpa);
+    let header = word_atomic(hpa);
     let mut attempts = 0;
-    let entry = loop {
-        let entry = read_entry(hpa);
+    loop {
+        let seen = header.load(Ordering::SeqCst);
+        let entry = GrantEntry::from_header(seen);
         let new_flags = if for_map {
             rules::acquire_for_map(entry, grantee, write)?
         } else {
@@ -130,24 +129,19 @@ pub fn acquire(
         };
         let new_header = rules::header_word(new_flags, entry.domid);
         if header
-            .compare_exchange(
-                entry.header(),
-                new_header,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
+            .compare_exchange(seen, new_header, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            // Read the frame after the busy flags are set: from now on the granter cannot
-            // change the entry without seeing GTF_reading/GTF_writing.
-            break read_entry(hpa);
+            break;
         }
         attempts += 1;
         if attempts >= rules::ACQUIRE_ATTEMPTS {
             return Err(GNTST_GENERAL_ERROR);
         }
-    };
-    let gfn = u64::from(entry.frame);
+    }
+    // The frame, read after the busy flags are set: from now on the granter cannot change
+    // the entry without seeing GTF_reading/GTF_writing.
+    let gfn = u64::from(word_atomic(hpa + 4).load(Ordering::SeqCst));
     if let Err(status) = state.active.pin(gref, gfn, write) {
         // Nothing was pinned: take back only the busy flags no other holder needs (an unpin
         // here would drop another holder's pin of the same ref).

@@ -1,7 +1,9 @@
 //! A domain's guest-physical memory as the microvisor reaches it: through the domain's own
 //! nested page table, so a guest pointer can only ever name that domain's frames. Bytes are
-//! copied, never borrowed (the guest may change them concurrently).
+//! copied, never borrowed (the guest may change them concurrently), and fetched once
+//! ([`mem::read_phys_once`]); hypercall arguments are read through [`GuestAccess::read_arg`].
 
+use microvisor_core::guest_arg::{self, GuestArg};
 use microvisor_core::pagewalk::{self, Access, GuestPhysMemory, PagingMode, WalkError};
 
 use crate::mem::{self, PAGE_SIZE};
@@ -56,7 +58,7 @@ impl GuestPhysMemory for GuestMemory {
             return false;
         }
         self.for_each_page(gpa, buf.len(), false, |hpa, off, len| {
-            mem::read_phys(hpa, &mut buf[off..off + len])
+            mem::read_phys_once(hpa, &mut buf[off..off + len])
         })
     }
 
@@ -95,6 +97,11 @@ pub struct GuestAccess {
 }
 
 impl GuestAccess {
+    /// Copies the argument struct at `gva` out of the guest once and decodes the copy.
+    pub fn read_arg<T: GuestArg>(&self, gva: u64) -> Result<T, WalkError> {
+        guest_arg::read(&self.memory, &self.mode, gva)
+    }
+
     pub fn read(&self, gva: u64, buf: &mut [u8]) -> Result<(), WalkError> {
         pagewalk::copy_from_guest(&self.memory, &self.mode, gva, buf)
     }

@@ -2,22 +2,23 @@
 //! ABI and the HVM parameters. See `microvisor/HYPERCALLS.md`.
 //!
 //! Every port, vCPU and domain id is checked by the port-table policy in `microvisor-core`;
-//! interdomain operations lock the two domains' tables in slot order.
+//! interdomain operations lock the two domains' tables in slot order. Each argument struct is
+//! read once ([`Caller::read_arg`]) and only its output field is written back.
 
 use microvisor_abi::errno::{EINVAL, ENOSYS, EPERM, ESRCH};
 use microvisor_abi::evtchn::*;
 use microvisor_abi::hvm::*;
-use microvisor_core::evtchn::{self as policy, CloseEffect, SendTarget};
+use microvisor_core::evtchn::{self as policy, CloseEffect, SendTarget, Status};
+use microvisor_core::guest_arg::{
+    self, AllocUnbound, BindInterdomain, BindIpi, BindVcpu, BindVirq, HvmParam, PortArg,
+    StatusQuery,
+};
 
 use crate::events::{self, GuestEventBits, EVENTS};
-use crate::hypercall::{u16_at, u32_at, u64_at, Caller};
+use crate::hypercall::Caller;
 
 fn resolve_domid(caller: &Caller, domid: u16) -> u16 {
-    if domid == DOMID_SELF {
-        caller.domain.domid
-    } else {
-        domid
-    }
+    guest_arg::resolve_domid(domid, caller.domain.domid)
 }
 
 pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> {
@@ -25,56 +26,53 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
     let nr_vcpus = caller.domain.vcpus;
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {
-            let mut bytes: [u8; ALLOC_UNBOUND_SIZE] = caller.read_struct(arg)?;
-            if resolve_domid(caller, u16_at(&bytes, 0)) != caller.domain.domid {
+            let request: AllocUnbound = caller.read_arg(arg)?;
+            if resolve_domid(caller, request.dom) != caller.domain.domid {
                 return Err(EPERM);
             }
-            let remote = resolve_domid(caller, u16_at(&bytes, 2));
+            let remote = resolve_domid(caller, request.remote_dom);
             let port = EVENTS[slot].lock().ports.alloc_unbound(remote)?;
-            bytes[4..8].copy_from_slice(&port.to_le_bytes());
-            caller.write_bytes(arg, &bytes).map(|()| 0)
+            caller
+                .write_field(arg, AllocUnbound::PORT_OFFSET, &port.to_le_bytes())
+                .map(|()| 0)
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
-            let mut bytes: [u8; BIND_INTERDOMAIN_SIZE] = caller.read_struct(arg)?;
-            let remote_domid = resolve_domid(caller, u16_at(&bytes, 0));
-            let remote_port = u32_at(&bytes, 4);
-            let local_port = bind_interdomain(caller, remote_domid, remote_port)?;
-            bytes[8..12].copy_from_slice(&local_port.to_le_bytes());
-            caller.write_bytes(arg, &bytes)?;
+            let request: BindInterdomain = caller.read_arg(arg)?;
+            let remote_domid = resolve_domid(caller, request.remote_dom);
+            let local_port = bind_interdomain(caller, remote_domid, request.remote_port)?;
+            caller.write_field(arg, BindInterdomain::PORT_OFFSET, &local_port.to_le_bytes())?;
             // Xen marks the new local port pending so a notification sent before the bind is not lost.
             events::raise(slot, local_port);
             Ok(0)
         }
         EVTCHNOP_BIND_VIRQ => {
-            let mut bytes: [u8; BIND_VIRQ_SIZE] = caller.read_struct(arg)?;
-            let port = EVENTS[slot].lock().ports.bind_virq(
-                u32_at(&bytes, 0),
-                u32_at(&bytes, 4),
-                nr_vcpus,
-            )?;
-            bytes[8..12].copy_from_slice(&port.to_le_bytes());
-            caller.write_bytes(arg, &bytes).map(|()| 0)
-        }
-        EVTCHNOP_BIND_IPI => {
-            let mut bytes: [u8; BIND_IPI_SIZE] = caller.read_struct(arg)?;
+            let request: BindVirq = caller.read_arg(arg)?;
             let port = EVENTS[slot]
                 .lock()
                 .ports
-                .bind_ipi(u32_at(&bytes, 0), nr_vcpus)?;
-            bytes[4..8].copy_from_slice(&port.to_le_bytes());
-            caller.write_bytes(arg, &bytes).map(|()| 0)
+                .bind_virq(request.virq, request.vcpu, nr_vcpus)?;
+            caller
+                .write_field(arg, BindVirq::PORT_OFFSET, &port.to_le_bytes())
+                .map(|()| 0)
+        }
+        EVTCHNOP_BIND_IPI => {
+            let request: BindIpi = caller.read_arg(arg)?;
+            let port = EVENTS[slot].lock().ports.bind_ipi(request.vcpu, nr_vcpus)?;
+            caller
+                .write_field(arg, BindIpi::PORT_OFFSET, &port.to_le_bytes())
+                .map(|()| 0)
         }
         EVTCHNOP_BIND_VCPU => {
-            let bytes: [u8; BIND_VCPU_SIZE] = caller.read_struct(arg)?;
+            let request: BindVcpu = caller.read_arg(arg)?;
             EVENTS[slot]
                 .lock()
                 .ports
-                .bind_vcpu(u32_at(&bytes, 0), u32_at(&bytes, 4), nr_vcpus)?;
+                .bind_vcpu(request.port, request.vcpu, nr_vcpus)?;
             Ok(0)
         }
         EVTCHNOP_CLOSE => {
-            let bytes: [u8; PORT_ARG_SIZE] = caller.read_struct(arg)?;
-            let effect = EVENTS[slot].lock().ports.close(u32_at(&bytes, 0))?;
+            let request: PortArg = caller.read_arg(arg)?;
+            let effect = EVENTS[slot].lock().ports.close(request.port)?;
             if let CloseEffect::RevertRemote { domid, port } = effect {
                 if let Some(peer) = crate::domain::slot_of(domid) {
                     EVENTS[peer]
@@ -86,12 +84,12 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
             Ok(0)
         }
         EVTCHNOP_SEND => {
-            let bytes: [u8; PORT_ARG_SIZE] = caller.read_struct(arg)?;
+            let request: PortArg = caller.read_arg(arg)?;
             crate::stats::EVENTS_SENT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             crate::stats::PER_DOMAIN[slot]
                 .events_sent
                 .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            let target = EVENTS[slot].lock().ports.send_target(u32_at(&bytes, 0))?;
+            let target = EVENTS[slot].lock().ports.send_target(request.port)?;
             match target {
                 SendTarget::Remote { domid, port } => {
                     if let Some(peer) = crate::domain::slot_of(domid) {
@@ -104,8 +102,7 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
             Ok(0)
         }
         EVTCHNOP_UNMASK => {
-            let bytes: [u8; PORT_ARG_SIZE] = caller.read_struct(arg)?;
-            let port = u32_at(&bytes, 0);
+            let port = caller.read_arg::<PortArg>(arg)?.port;
             let kick = {
                 let events = EVENTS[slot].lock();
                 if events.ports.state(port).is_none() {
@@ -121,13 +118,14 @@ pub fn event_channel_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result
             Ok(0)
         }
         EVTCHNOP_STATUS => {
-            let mut bytes: [u8; STATUS_SIZE] = caller.read_struct(arg)?;
-            if resolve_domid(caller, u16_at(&bytes, 0)) != caller.domain.domid {
+            let query: StatusQuery = caller.read_arg(arg)?;
+            if resolve_domid(caller, query.dom) != caller.domain.domid {
                 return Err(EPERM);
             }
-            let status = EVENTS[slot].lock().ports.status(u32_at(&bytes, 4))?;
-            status.encode_into(&mut bytes);
-            caller.write_bytes(arg, &bytes).map(|()| 0)
+            let status = EVENTS[slot].lock().ports.status(query.port)?;
+            caller
+                .write_field(arg, Status::OUT_OFFSET, &status.encode_out())
+                .map(|()| 0)
         }
         // The FIFO ABI is not offered: guests stay on the 2-level ABI.
         _ => Err(ENOSYS),
@@ -166,11 +164,11 @@ fn bind_interdomain(caller: &Caller, remote_domid: u16, remote_port: u32) -> Res
 pub fn hvm_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> {
     match cmd {
         HVMOP_SET_PARAM | HVMOP_GET_PARAM => {
-            let mut bytes: [u8; HVM_PARAM_SIZE] = caller.read_struct(arg)?;
-            if resolve_domid(caller, u16_at(&bytes, 0)) != caller.domain.domid {
+            let param: HvmParam = caller.read_arg(arg)?;
+            if resolve_domid(caller, param.domid) != caller.domain.domid {
                 return Err(EPERM);
             }
-            let index = u32_at(&bytes, 4);
+            let index = param.index;
             if index >= HVM_NR_PARAMS {
                 return Err(EINVAL);
             }
@@ -178,22 +176,14 @@ pub fn hvm_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64>
                 let value = crate::domain::DOMAINS.lock()[caller.slot]
                     .as_ref()
                     .map_or(0, |d| d.hvm_params[index as usize]);
-                bytes[8..16].copy_from_slice(&value.to_le_bytes());
-                return caller.write_bytes(arg, &bytes).map(|()| 0);
+                return caller
+                    .write_field(arg, HvmParam::VALUE_OFFSET, &value.to_le_bytes())
+                    .map(|()| 0);
             }
-            let value = u64_at(&bytes, 8);
+            let value = param.value;
             match index {
                 HVM_PARAM_CALLBACK_IRQ => {
-                    let vector = match value >> 56 {
-                        0 if value == 0 => 0,
-                        CALLBACK_TYPE_VECTOR
-                            if (0x20..=0xff).contains(&(value & 0xff))
-                                && value & 0x00ff_ffff_ffff_ff00 == 0 =>
-                        {
-                            (value & 0xff) as u8
-                        }
-                        _ => return Err(EINVAL),
-                    };
+                    let vector = guest_arg::callback_vector(value)?;
                     EVENTS[caller.slot].lock().callback_vector = vector;
                 }
                 // The store and console parameters are set by the builder, not the guest.

@@ -5,14 +5,20 @@
 //! A mapping lands at the guest-physical address the mapper names (`host_addr`), which must
 //! lie outside its RAM, page-aligned, below 64 GiB, and not already mapped. A read-only grant
 //! (or a `GNTMAP_readonly` request) is mapped read-only in the mapper's nested page table.
+//!
+//! Each element of an operation array is read once ([`Caller::read_arg`]) and decoded by
+//! `microvisor_core::grant`; only that copy is checked and used, and only the element's
+//! output fields (status, and a map's handle) are written back.
 
 use microvisor_abi::errno::{EINVAL, ENOSYS};
-use microvisor_abi::evtchn::DOMID_SELF;
 use microvisor_abi::grant::*;
-use microvisor_core::grant::{self as rules, Mapping, MAX_GRANT_FRAMES};
+use microvisor_core::grant::{
+    CopySide, CopyTarget, GnttabCopy, MapGrantRef, Mapping, UnmapGrantRef, MAX_GRANT_FRAMES,
+};
+use microvisor_core::guest_arg::{resolve_domid, QuerySize, SetVersion, GET_VERSION_OFFSET};
 
 use crate::grants::{self, GRANTS};
-use crate::hypercall::{u16_at, u32_at, u64_at, Caller};
+use crate::hypercall::Caller;
 use crate::npt::NptView;
 
 const MAX_OPS_PER_CALL: u64 = 512;
@@ -21,31 +27,25 @@ const MAP_WINDOW_END: u64 = 64 << 30;
 pub fn grant_table_op(caller: &mut Caller, [cmd, uop, count, ..]: [u64; 5]) -> Result<i64, i64> {
     match cmd {
         GNTTABOP_QUERY_SIZE => {
-            let mut bytes: [u8; QUERY_SIZE_SIZE] = caller.read_struct(uop)?;
-            let dom = u16_at(&bytes, 0);
-            let (nr, status) = if dom == DOMID_SELF || dom == caller.domain.domid {
-                (GRANTS[caller.slot].lock().nr_frames, GNTST_OKAY)
-            } else {
-                (0, GNTST_PERMISSION_DENIED)
-            };
-            bytes[4..8].copy_from_slice(&nr.to_le_bytes());
-            bytes[8..12].copy_from_slice(&MAX_GRANT_FRAMES.to_le_bytes());
-            bytes[12..14].copy_from_slice(&status.to_le_bytes());
-            caller.write_bytes(uop, &bytes).map(|()| 0)
+            let query: QuerySize = caller.read_arg(uop)?;
+            let (nr, status) =
+                if resolve_domid(query.dom, caller.domain.domid) == caller.domain.domid {
+                    (GRANTS[caller.slot].lock().nr_frames, GNTST_OKAY)
+                } else {
+                    (0, GNTST_PERMISSION_DENIED)
+                };
+            let out = QuerySize::encode_out(nr, MAX_GRANT_FRAMES, status);
+            caller
+                .write_field(uop, QuerySize::OUT_OFFSET, &out)
+                .map(|()| 0)
         }
-        GNTTABOP_SET_VERSION => {
-            let bytes: [u8; 4] = caller.read_struct(uop)?;
-            if u32_at(&bytes, 0) == 1 {
-                Ok(0)
-            } else {
-                Err(EINVAL)
-            }
-        }
-        GNTTABOP_GET_VERSION => {
-            let mut bytes: [u8; 8] = caller.read_struct(uop)?;
-            bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
-            caller.write_bytes(uop, &bytes).map(|()| 0)
-        }
+        GNTTABOP_SET_VERSION => match caller.read_arg::<SetVersion>(uop)?.version {
+            1 => Ok(0),
+            _ => Err(EINVAL),
+        },
+        GNTTABOP_GET_VERSION => caller
+            .write_field(uop, GET_VERSION_OFFSET, &1u32.to_le_bytes())
+            .map(|()| 0),
         GNTTABOP_MAP_GRANT_REF | GNTTABOP_UNMAP_GRANT_REF | GNTTABOP_COPY => {
             if count > MAX_OPS_PER_CALL {
                 return Err(EINVAL);
@@ -75,26 +75,29 @@ pub fn grant_table_op(caller: &mut Caller, [cmd, uop, count, ..]: [u64; 5]) -> R
 }
 
 fn map_one(caller: &mut Caller, at: u64) -> Result<(), i64> {
-    let mut bytes: [u8; MAP_GRANT_REF_SIZE] = caller.read_struct(at)?;
-    let result = map_checked(caller, &bytes);
-    let (status, handle) = match result {
-        Ok(handle) => (GNTST_OKAY, handle),
-        Err(status) => (status, 0),
+    let request: MapGrantRef = caller.read_arg(at)?;
+    // A success writes status, handle and dev_bus_addr; a failure only the status.
+    let mut out = [0u8; MAP_GRANT_REF_SIZE];
+    let end = match map_checked(caller, &request) {
+        Ok(handle) => {
+            MapGrantRef::encode_result(&mut out, handle, 0);
+            MAP_GRANT_REF_SIZE
+        }
+        Err(status) => {
+            MapGrantRef::encode_status(&mut out, status);
+            MapGrantRef::HANDLE_OFFSET
+        }
     };
-    bytes[18..20].copy_from_slice(&status.to_le_bytes());
-    bytes[20..24].copy_from_slice(&handle.to_le_bytes());
-    bytes[24..32].copy_from_slice(&0u64.to_le_bytes());
-    caller.write_bytes(at, &bytes)
+    caller.write_field(
+        at,
+        MapGrantRef::STATUS_OFFSET,
+        &out[MapGrantRef::STATUS_OFFSET..end],
+    )
 }
 
-fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32, i16> {
-    let host_addr = u64_at(bytes, 0);
-    let flags = u32_at(bytes, 8);
-    let gref = u32_at(bytes, 12);
-    let dom = u16_at(bytes, 16);
-    if flags & GNTMAP_HOST_MAP == 0 {
-        return Err(GNTST_GENERAL_ERROR);
-    }
+fn map_checked(caller: &Caller, request: &MapGrantRef) -> Result<u32, i16> {
+    request.check_flags()?;
+    let (host_addr, gref) = (request.host_addr, request.gref);
     if !host_addr.is_multiple_of(4096)
         || host_addr < caller.domain.ram_bytes
         || host_addr >= MAP_WINDOW_END
@@ -105,16 +108,12 @@ fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32,
     if mapper.translate(host_addr).is_some() {
         return Err(GNTST_BAD_VIRT_ADDR);
     }
-    let granter_domid = if dom == DOMID_SELF {
-        caller.domain.domid
-    } else {
-        dom
-    };
+    let granter_domid = resolve_domid(request.dom, caller.domain.domid);
     let granter = crate::domain::slot_of(granter_domid).ok_or(GNTST_BAD_DOMAIN)?;
     let granter_npt = crate::domain::view(granter)
         .ok_or(GNTST_BAD_DOMAIN)?
         .npt_root;
-    let readonly_wanted = flags & GNTMAP_READONLY != 0;
+    let readonly_wanted = request.readonly();
 
     let (hpa, gfn) = {
         let mut state = GRANTS[granter].lock();
@@ -169,15 +168,13 @@ fn map_checked(caller: &Caller, bytes: &[u8; MAP_GRANT_REF_SIZE]) -> Result<u32,
 
 /// Returns whether a mapping was removed (so the caller shoots down stale translations).
 fn unmap_one(caller: &mut Caller, at: u64) -> Result<bool, i64> {
-    let mut bytes: [u8; UNMAP_GRANT_REF_SIZE] = caller.read_struct(at)?;
-    let host_addr = u64_at(&bytes, 0);
-    let handle = u32_at(&bytes, 16);
-    let removed = {
-        let mut state = GRANTS[caller.slot].lock();
-        state.maptrack.remove_checked(handle, host_addr).ok()
-    };
+    let request: UnmapGrantRef = caller.read_arg(at)?;
+    let removed = GRANTS[caller.slot]
+        .lock()
+        .maptrack
+        .remove_checked(request.handle, request.host_addr);
     let status = match removed {
-        Some(mapping) => {
+        Ok(mapping) => {
             grants::unmap_from(caller.slot, mapping.gpa);
             // The granter's flags are cleared only after every vCPU of the mapper has dropped
             // its translation: shoot down first, then release.
@@ -189,10 +186,9 @@ fn unmap_one(caller: &mut Caller, at: u64) -> Result<bool, i64> {
             }
             GNTST_OKAY
         }
-        None => GNTST_BAD_HANDLE,
+        Err(status) => status,
     };
-    bytes[20..22].copy_from_slice(&status.to_le_bytes());
-    caller.write_bytes(at, &bytes)?;
+    caller.write_field(at, UnmapGrantRef::STATUS_OFFSET, &status.to_le_bytes())?;
     Ok(false)
 }
 
@@ -202,52 +198,39 @@ struct Side {
     granter: Option<(usize, u32, bool)>,
 }
 
-fn copy_side(
-    caller: &Caller,
-    bytes: &[u8],
-    base: usize,
-    is_gref: bool,
-    write: bool,
-) -> Result<Side, i16> {
-    let domid = u16_at(bytes, base + 8);
-    let offset = u16_at(bytes, base + 10);
-    let domid = if domid == DOMID_SELF {
-        caller.domain.domid
-    } else {
-        domid
-    };
-    let slot = crate::domain::slot_of(domid).ok_or(GNTST_BAD_DOMAIN)?;
-    let npt = crate::domain::view(slot).ok_or(GNTST_BAD_DOMAIN)?.npt_root;
-    if is_gref {
-        let gref = u32_at(bytes, base);
-        let mut state = GRANTS[slot].lock();
-        let gfn = grants::acquire(&mut state, gref, caller.domain.domid, write, false)?;
-        match NptView::from_root(npt).translate_owned(gfn.wrapping_mul(4096)) {
-            Some(hpa) => Ok(Side {
-                hpa: hpa + u64::from(offset),
-                granter: Some((slot, gref, write)),
-            }),
-            None => {
-                grants::release(&mut state, gref, write);
-                Err(GNTST_BAD_PAGE)
+fn copy_side(caller: &Caller, side: &CopySide, write: bool) -> Result<Side, i16> {
+    let domid = resolve_domid(side.domid, caller.domain.domid);
+    let offset = u64::from(side.offset);
+    match side.target {
+        CopyTarget::Gref(gref) => {
+            let slot = crate::domain::slot_of(domid).ok_or(GNTST_BAD_DOMAIN)?;
+            let npt = crate::domain::view(slot).ok_or(GNTST_BAD_DOMAIN)?.npt_root;
+            let mut state = GRANTS[slot].lock();
+            let gfn = grants::acquire(&mut state, gref, caller.domain.domid, write, false)?;
+            match NptView::from_root(npt).translate_owned(gfn.wrapping_mul(4096)) {
+                Some(hpa) => Ok(Side {
+                    hpa: hpa + offset,
+                    granter: Some((slot, gref, write)),
+                }),
+                None => {
+                    grants::release(&mut state, gref, write);
+                    Err(GNTST_BAD_PAGE)
+                }
             }
         }
-    } else {
-        // A plain frame number is only allowed for the caller's own memory.
-        if domid != caller.domain.domid {
-            return Err(GNTST_PERMISSION_DENIED);
+        // A plain frame number names the caller's own memory only (GnttabCopy::check).
+        CopyTarget::Gmfn(gfn) => {
+            let view = NptView::from_root(caller.domain.npt_root);
+            let gpa = gfn.checked_mul(4096).ok_or(GNTST_BAD_PAGE)?;
+            if gpa >= caller.domain.ram_bytes || (write && !view.is_writable(gpa)) {
+                return Err(GNTST_BAD_PAGE);
+            }
+            let hpa = view.translate_owned(gpa).ok_or(GNTST_BAD_PAGE)?;
+            Ok(Side {
+                hpa: hpa + offset,
+                granter: None,
+            })
         }
-        let gfn = u64_at(bytes, base);
-        let view = NptView::from_root(npt);
-        let gpa = gfn.checked_mul(4096).ok_or(GNTST_BAD_PAGE)?;
-        if gpa >= caller.domain.ram_bytes || (write && !view.is_writable(gpa)) {
-            return Err(GNTST_BAD_PAGE);
-        }
-        let hpa = view.translate_owned(gpa).ok_or(GNTST_BAD_PAGE)?;
-        Ok(Side {
-            hpa: hpa + u64::from(offset),
-            granter: None,
-        })
     }
 }
 
@@ -258,30 +241,26 @@ fn release_side(side: &Side) {
 }
 
 fn copy_one(caller: &mut Caller, at: u64) -> Result<(), i64> {
-    let mut bytes: [u8; COPY_SIZE] = caller.read_struct(at)?;
-    let len = u16_at(&bytes, 32);
-    let flags = u16_at(&bytes, 34);
-    let status = (|| {
-        rules::check_copy_extent(u16_at(&bytes, 10), len)?;
-        rules::check_copy_extent(u16_at(&bytes, 26), len)?;
-        let source = copy_side(caller, &bytes, 0, flags & GNTCOPY_SOURCE_GREF != 0, false)?;
-        let dest = match copy_side(caller, &bytes, 16, flags & GNTCOPY_DEST_GREF != 0, true) {
-            Ok(dest) => dest,
-            Err(status) => {
-                release_side(&source);
-                return Err(status);
-            }
-        };
-        let mut buffer = [0u8; 4096];
-        let buffer = &mut buffer[..usize::from(len)];
-        crate::mem::read_phys(source.hpa, buffer);
-        crate::mem::write_phys(dest.hpa, buffer);
-        release_side(&source);
-        release_side(&dest);
-        Ok(())
-    })()
-    .err()
-    .unwrap_or(GNTST_OKAY);
-    bytes[36..38].copy_from_slice(&status.to_le_bytes());
-    caller.write_bytes(at, &bytes)
+    let request: GnttabCopy = caller.read_arg(at)?;
+    let status = copy_checked(caller, &request).err().unwrap_or(GNTST_OKAY);
+    caller.write_field(at, GnttabCopy::STATUS_OFFSET, &status.to_le_bytes())
+}
+
+fn copy_checked(caller: &Caller, request: &GnttabCopy) -> Result<(), i16> {
+    request.check(caller.domain.domid)?;
+    let source = copy_side(caller, &request.source, false)?;
+    let dest = match copy_side(caller, &request.dest, true) {
+        Ok(dest) => dest,
+        Err(status) => {
+            release_side(&source);
+            return Err(status);
+        }
+    };
+    let mut buffer = [0u8; 4096];
+    let buffer = &mut buffer[..usize::from(request.len)];
+    crate::mem::read_phys(source.hpa, buffer);
+    crate::mem::write_phys(dest.hpa, buffer);
+    release_side(&source);
+    release_side(&dest);
+    Ok(())
 }

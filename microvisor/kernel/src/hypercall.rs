@@ -5,6 +5,11 @@
 //! and then its nested page table, and copied in or out; a pointer that does not translate
 //! gives `-EFAULT`. Unknown hypercalls and sub-ops give `-ENOSYS`. Nothing here can fault the
 //! microvisor: all guest memory access is bounds-checked copies.
+//!
+//! An argument struct is read once, whole, with [`Caller::read_arg`] and decoded by
+//! `microvisor_core::guest_arg`; only that copy is checked and used, and only output fields
+//! are written back ([`Caller::write_field`]), so another vCPU rewriting the struct during
+//! the call changes nothing (no double fetch).
 
 use core::sync::atomic::Ordering;
 
@@ -14,6 +19,7 @@ use microvisor_abi::microvisor_op::{DomainInfo, MVOP_DOMAIN_INFO};
 use microvisor_abi::sched::*;
 use microvisor_abi::vcpu::*;
 use microvisor_abi::version::*;
+use microvisor_core::guest_arg::{self, GuestArg};
 
 use crate::domain::{DomainView, ShutdownReason};
 use crate::guestmem::{GuestAccess, GuestMemory};
@@ -49,27 +55,25 @@ impl Caller<'_> {
         }
     }
 
-    pub fn read_struct<const N: usize>(&self, gva: u64) -> Result<[u8; N], i64> {
-        let mut bytes = [0u8; N];
-        self.access().read(gva, &mut bytes).map_err(|_| EFAULT)?;
-        Ok(bytes)
+    /// Copies the argument struct at `gva` out of the guest, once, and decodes the copy.
+    pub fn read_arg<T: GuestArg>(&self, gva: u64) -> Result<T, i64> {
+        self.access().read_arg(gva).map_err(|_| EFAULT)
+    }
+
+    /// Copies `buf.len()` bytes at `gva` out of the guest, once.
+    pub fn read_bytes(&self, gva: u64, buf: &mut [u8]) -> Result<(), i64> {
+        self.access().read(gva, buf).map_err(|_| EFAULT)
     }
 
     pub fn write_bytes(&self, gva: u64, bytes: &[u8]) -> Result<(), i64> {
         self.access().write(gva, bytes).map_err(|_| EFAULT)
     }
-}
 
-pub fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-pub fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    /// Writes one output field, at `offset` in the struct at `gva` (the inputs are left as
+    /// the guest has them now).
+    pub fn write_field(&self, gva: u64, offset: usize, bytes: &[u8]) -> Result<(), i64> {
+        self.write_bytes(gva.checked_add(offset as u64).ok_or(EFAULT)?, bytes)
+    }
 }
 
 pub fn dispatch(caller: &mut Caller, number: u64, args: [u64; 5]) -> Action {
@@ -97,7 +101,7 @@ fn console_io(caller: &mut Caller, [cmd, count, buf, ..]: [u64; 5]) -> Result<i6
             }
             let mut bytes = [0u8; nr::CONSOLEIO_MAX_BYTES as usize];
             let bytes = &mut bytes[..count as usize];
-            caller.access().read(buf, bytes).map_err(|_| EFAULT)?;
+            caller.read_bytes(buf, bytes)?;
             crate::console::write(caller.slot, bytes);
             Ok(0)
         }
@@ -115,14 +119,14 @@ fn xen_version(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64
             caller.write_bytes(arg, &text).map(|()| 0)
         }
         XENVER_GET_FEATURES => {
-            let bytes: [u8; 8] = caller.read_struct(arg)?;
-            let submap = if u32_at(&bytes, 0) == 0 {
+            let info: XenFeatureInfo = caller.read_arg(arg)?;
+            let submap = if info.submap_idx == 0 {
                 FEATURES_SUBMAP0
             } else {
                 0
             };
             caller
-                .write_bytes(arg.checked_add(4).ok_or(EFAULT)?, &submap.to_le_bytes())
+                .write_field(arg, guest_arg::FEATURE_SUBMAP_OFFSET, &submap.to_le_bytes())
                 .map(|()| 0)
         }
         XENVER_PAGESIZE => Ok(4096),
@@ -140,11 +144,11 @@ fn sched_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Action {
         },
         SCHEDOP_BLOCK => Action::Block,
         SCHEDOP_SHUTDOWN => {
-            let bytes: [u8; 4] = match caller.read_struct(arg) {
-                Ok(bytes) => bytes,
+            let request: SchedShutdown = match caller.read_arg(arg) {
+                Ok(request) => request,
                 Err(e) => return Action::Return(e),
             };
-            match u32_at(&bytes, 0) {
+            match request.reason {
                 SHUTDOWN_POWEROFF => Action::Shutdown(ShutdownReason::Poweroff),
                 SHUTDOWN_REBOOT => Action::Shutdown(ShutdownReason::Reboot),
                 SHUTDOWN_CRASH | SHUTDOWN_WATCHDOG => Action::Shutdown(ShutdownReason::Crash),
@@ -159,24 +163,19 @@ fn sched_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Action {
 /// is, the vCPU yields and the call returns 0, a wake-up the caller must tolerate (Xen's
 /// poll may also return early; Linux's PV spinlocks re-check their lock).
 fn poll(caller: &mut Caller, arg: u64) -> Result<bool, i64> {
-    let bytes: [u8; SCHED_POLL_SIZE] = caller.read_struct(arg)?;
-    let ports = u64_at(&bytes, 0);
-    let count = u32_at(&bytes, 8);
-    if count > SCHED_POLL_MAX_PORTS {
-        return Err(EINVAL);
-    }
+    let request: guest_arg::SchedPoll = caller.read_arg(arg)?;
+    let mut ports = [0u8; guest_arg::POLL_PORTS_MAX_BYTES];
+    let ports = &mut ports[..request.ports_bytes()?];
+    caller.read_bytes(request.ports_gva, ports)?;
     let shared = crate::events::EVENTS[caller.slot].lock().shared_info_hpa;
-    for i in 0..u64::from(count) {
-        let at = ports.checked_add(i * 4).ok_or(EFAULT)?;
-        let port: [u8; 4] = caller.read_struct(at)?;
-        let port = u32_at(&port, 0);
+    for port in guest_arg::poll_ports(ports) {
         if port as usize >= microvisor_core::evtchn::MAX_PORTS {
             return Err(EINVAL);
         }
         let mut byte = [0u8];
         let offset =
             microvisor_abi::evtchn::shared_info::EVTCHN_PENDING as u64 + u64::from(port / 8);
-        crate::mem::read_phys(shared + offset, &mut byte);
+        crate::mem::read_phys_once(shared + offset, &mut byte);
         if byte[0] & (1 << (port % 8)) != 0 {
             return Ok(true);
         }
@@ -229,8 +228,9 @@ fn vcpu_op(caller: &mut Caller, [cmd, target, arg, ..]: [u64; 5]) -> Action {
 /// The area's address must translate (for writing) now; it is accepted but not kept up to
 /// date, which Linux reads as "no steal time".
 fn register_runstate(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
-    let bytes: [u8; 8] = caller.read_struct(arg)?;
-    let gva = u64_at(&bytes, 0);
+    let gva = caller
+        .read_arg::<guest_arg::RegisterRunstateArea>(arg)?
+        .addr_gva;
     if gva != 0 {
         caller
             .access()
@@ -244,26 +244,7 @@ fn initialise(caller: &mut Caller, target: usize, arg: u64) -> Result<i64, i64> 
     if target == caller.vcpu_id || crate::scheduler::vcpu_is_up(caller.slot, target) {
         return Err(EEXIST);
     }
-    let bytes: [u8; core::mem::size_of::<VcpuHvmContext>()] = caller.read_struct(arg)?;
-    let r = |i: usize| u64_at(&bytes, 8 + i * 8);
-    let ctx = VcpuHvmContext {
-        mode: u32_at(&bytes, 0),
-        _pad: 0,
-        rax: r(0),
-        rcx: r(1),
-        rdx: r(2),
-        rbx: r(3),
-        rsp: r(4),
-        rbp: r(5),
-        rsi: r(6),
-        rdi: r(7),
-        rip: r(8),
-        rflags: r(9),
-        cr0: r(10),
-        cr3: r(11),
-        cr4: r(12),
-        efer: r(13),
-    };
+    let ctx: VcpuHvmContext = caller.read_arg(arg)?;
     if ctx.mode != VCPU_HVM_MODE_64B {
         return Err(EINVAL);
     }
@@ -276,10 +257,9 @@ fn initialise(caller: &mut Caller, target: usize, arg: u64) -> Result<i64, i64> 
 }
 
 fn set_singleshot(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
-    let bytes: [u8; 16] = caller.read_struct(arg)?;
-    let deadline = u64_at(&bytes, 0);
-    let flags = u32_at(&bytes, 8);
-    if flags & VCPU_SSHOTTMR_FUTURE != 0 && deadline <= crate::time::now_ns() {
+    let timer: VcpuSetSingleshotTimer = caller.read_arg(arg)?;
+    let deadline = timer.timeout_abs_ns;
+    if timer.flags & VCPU_SSHOTTMR_FUTURE != 0 && deadline <= crate::time::now_ns() {
         return Err(ETIME);
     }
     crate::vcpu::timer(caller.slot, caller.vcpu_id).store(deadline.max(1), Ordering::Relaxed);
@@ -287,12 +267,8 @@ fn set_singleshot(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
 }
 
 fn register_time_area(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
-    let bytes: [u8; 8] = caller.read_struct(arg)?;
-    let gva = u64_at(&bytes, 0);
-    let size = core::mem::size_of::<VcpuTimeInfo>() as u64;
-    if !gva.is_multiple_of(8) || gva % 4096 + size > 4096 {
-        return Err(EINVAL);
-    }
+    let gva = caller.read_arg::<VcpuRegisterTimeMemoryArea>(arg)?.addr_gva;
+    guest_arg::check_time_area(gva)?;
     let access = caller.access();
     let gpa = access
         .translate(gva, microvisor_core::pagewalk::Access::Write)
@@ -307,13 +283,7 @@ fn register_time_area(caller: &mut Caller, arg: u64) -> Result<i64, i64> {
 /// a rescan is forced (`pending_sel` all ones, `upcall_pending` set).
 fn register_vcpu_info(caller: &mut Caller, target: usize, arg: u64) -> Result<i64, i64> {
     use microvisor_abi::evtchn::{shared_info, vcpu_info};
-    let bytes: [u8; 16] = caller.read_struct(arg)?;
-    let gfn = u64_at(&bytes, 0);
-    let offset = u64::from(u32_at(&bytes, 8));
-    if offset % 8 != 0 || offset + vcpu_info::SIZE as u64 > 4096 {
-        return Err(microvisor_abi::errno::EINVAL);
-    }
-    let gpa = gfn.checked_mul(4096).ok_or(EINVAL)? + offset;
+    let gpa = caller.read_arg::<guest_arg::RegisterVcpuInfo>(arg)?.gpa()?;
     let view = crate::npt::NptView::from_root(caller.domain.npt_root);
     // Only the domain's own RAM may hold it: not a shared-info or grant-table frame (the
     // microvisor's, freed at teardown before the event state is reset) placed over RAM with
@@ -352,26 +322,16 @@ fn memory_op(caller: &mut Caller, [cmd, arg, ..]: [u64; 5]) -> Result<i64, i64> 
     if cmd != XENMEM_ADD_TO_PHYSMAP {
         return Err(ENOSYS);
     }
-    let bytes: [u8; ADD_TO_PHYSMAP_SIZE] = caller.read_struct(arg)?;
-    let domid = u16_at(&bytes, 0);
-    if domid != microvisor_abi::evtchn::DOMID_SELF && domid != caller.domain.domid {
-        return Err(EPERM);
-    }
-    let space = u32_at(&bytes, 4);
-    let idx = u64_at(&bytes, 8);
-    let gpfn = u64_at(&bytes, 16);
-    // Keep mapped pages inside the guest-physical range the domain could have RAM in.
-    if gpfn >= (1 << 24) {
-        return Err(EINVAL);
-    }
-    let frame = match space {
-        XENMAPSPACE_SHARED_INFO if idx == 0 => {
+    let request: guest_arg::AddToPhysmap = caller.read_arg(arg)?;
+    request.check(caller.domain.domid)?;
+    let frame = match request.space {
+        XENMAPSPACE_SHARED_INFO if request.idx == 0 => {
             crate::events::EVENTS[caller.slot].lock().shared_info_hpa
         }
-        XENMAPSPACE_GRANT_TABLE => crate::grants::table_frame(caller.slot, idx)?,
+        XENMAPSPACE_GRANT_TABLE => crate::grants::table_frame(caller.slot, request.idx)?,
         _ => return Err(EINVAL),
     };
-    crate::domain::map_special_frame(caller.slot, gpfn * 4096, frame)?;
+    crate::domain::map_special_frame(caller.slot, request.gpfn * 4096, frame)?;
     Ok(0)
 }
 

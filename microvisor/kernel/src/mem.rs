@@ -133,6 +133,35 @@ pub fn write_phys(pa: u64, bytes: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_ptr::<u8>(pa), bytes.len()) };
 }
 
+/// Copy guest memory at host-physical `pa` into `buf`, fetching each byte exactly once:
+/// volatile loads (8 bytes at a time where aligned), so the compiler can neither fetch a
+/// byte again later in place of the copy nor merge this copy with a later one. Every
+/// hypercall argument is read through here (`guestmem`), and only the copy is used.
+pub fn read_phys_once(pa: u64, buf: &mut [u8]) {
+    assert!(pa
+        .checked_add(buf.len() as u64)
+        .is_some_and(|end| end <= MAX_PHYS));
+    let mut done = 0;
+    while done < buf.len() {
+        let at = pa + done as u64;
+        let (len, bytes) = if at.is_multiple_of(8) && buf.len() - done >= 8 {
+            // SAFETY: `at..at + 8` lies below 4 GiB (checked above) in the identity map and
+            // is 8-byte aligned; a volatile load of plain bytes is valid whatever a guest
+            // writes there concurrently.
+            (
+                8,
+                unsafe { core::ptr::read_volatile(phys_ptr::<u64>(at)) }.to_le_bytes(),
+            )
+        } else {
+            // SAFETY: as above, one byte.
+            let byte = unsafe { core::ptr::read_volatile(phys_ptr::<u8>(at)) };
+            (1, [byte, 0, 0, 0, 0, 0, 0, 0])
+        };
+        buf[done..done + len].copy_from_slice(&bytes[..len]);
+        done += len;
+    }
+}
+
 /// Copy host-physical memory at `pa` into `buf`.
 pub fn read_phys(pa: u64, buf: &mut [u8]) {
     assert!(pa
