@@ -198,7 +198,7 @@ extern "C" fn exception_rust(frame: &ExceptionFrame) -> ! {
         frame.error_code,
         frame.rip,
         frame.rsp,
-        crate::arch::read_cr2()
+        x86_64::registers::control::Cr2::read_raw()
     ));
     crate::arch::machine_exit(crate::arch::ExitCode::Panic)
 }

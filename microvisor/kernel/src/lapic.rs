@@ -40,8 +40,8 @@ pub fn mask_legacy_pic() {
     // SAFETY: ports 0x21/0xa1 are the PICs' mask registers; the microvisor owns them and
     // uses only the LAPIC, so masking every legacy line breaks nothing.
     unsafe {
-        crate::arch::outb(0x21, 0xff);
-        crate::arch::outb(0xa1, 0xff);
+        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xff);
+        x86_64::instructions::port::Port::<u8>::new(0xa1).write(0xff);
     }
 }
 

@@ -9,6 +9,7 @@
 
 use core::fmt::{self, Write};
 use spin::Mutex;
+use x86_64::instructions::port::Port;
 
 const COM1: u16 = 0x3f8;
 
@@ -16,16 +17,18 @@ pub struct Serial;
 
 impl Serial {
     fn init(&mut self) {
-        // SAFETY: COM1 belongs to the microvisor; this is the standard 16550 set-up
-        // (no interrupts, 115200 8N1, FIFO on).
-        unsafe {
-            crate::arch::outb(COM1 + 1, 0x00);
-            crate::arch::outb(COM1 + 3, 0x80);
-            crate::arch::outb(COM1, 0x01);
-            crate::arch::outb(COM1 + 1, 0x00);
-            crate::arch::outb(COM1 + 3, 0x03);
-            crate::arch::outb(COM1 + 2, 0xC7);
-            crate::arch::outb(COM1 + 4, 0x03);
+        // (register, value): the standard 16550 set-up (no interrupts, 115200 8N1, FIFO on).
+        for (offset, value) in [
+            (1, 0x00),
+            (3, 0x80),
+            (0, 0x01),
+            (1, 0x00),
+            (3, 0x03),
+            (2, 0xC7),
+            (4, 0x03),
+        ] {
+            // SAFETY: COM1 belongs to the microvisor; these writes only configure it.
+            unsafe { Port::<u8>::new(COM1 + offset).write(value) };
         }
     }
 
@@ -33,10 +36,10 @@ impl Serial {
         // SAFETY: polling the line status register and writing the data register of our own UART.
         unsafe {
             let mut spins = 0u32;
-            while crate::arch::inb(COM1 + 5) & 0x20 == 0 && spins < 100_000 {
+            while Port::<u8>::new(COM1 + 5).read() & 0x20 == 0 && spins < 100_000 {
                 spins += 1;
             }
-            crate::arch::outb(COM1, byte);
+            Port::new(COM1).write(byte);
         }
     }
 }

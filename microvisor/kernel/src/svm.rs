@@ -12,9 +12,9 @@
 //! `stgi` lets the pending interrupt be taken on its IST stack (it only acknowledges the LAPIC),
 //! then `cli`. TCG does not provide `nrip-save`, so the exit handlers advance RIP themselves.
 
-use crate::arch::{cpuid, rdmsr, wrmsr};
+use crate::arch::cpuid;
+use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
-const MSR_EFER: u32 = 0xc000_0080;
 const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 pub const EFER_SVME: u64 = 1 << 12;
@@ -109,7 +109,7 @@ pub fn check_features() -> Result<(), &'static str> {
         return Err("the CPU does not support AMD SVM (CPUID 0x80000001 ECX bit 2); QEMU needs -cpu ...,+svm");
     }
     // SAFETY: VM_CR exists on every CPU that reports SVM (checked just above).
-    if unsafe { rdmsr(MSR_VM_CR) } & (1 << 4) != 0 {
+    if unsafe { Msr::new(MSR_VM_CR).read() } & (1 << 4) != 0 {
         return Err("SVM is disabled by firmware (VM_CR.SVMDIS)");
     }
     let features = cpuid(0x8000_000a, 0);
@@ -143,8 +143,8 @@ pub fn enable(hsave_pa: u64) {
     // SAFETY: SVM presence was checked by `check_features`; setting EFER.SVME and VM_HSAVE_PA
     // (a frame owned by this CPU for good) changes nothing else of the host's state.
     unsafe {
-        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
-        wrmsr(MSR_VM_HSAVE_PA, hsave_pa);
+        Efer::update(|flags| flags.insert(EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE));
+        Msr::new(MSR_VM_HSAVE_PA).write(hsave_pa);
     }
 }
 

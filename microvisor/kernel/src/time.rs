@@ -3,6 +3,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use microvisor_core::time::TscScale;
+use x86_64::instructions::port::Port;
 
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(1_000_000_000);
@@ -11,17 +12,18 @@ static SCALE: spin::Once<TscScale> = spin::Once::new();
 /// Calibrate the TSC with PIT channel 2 over ~10 ms (bootstrap CPU, before anything else times).
 pub fn calibrate() {
     const PIT_TICKS: u16 = 11_932; // ~10 ms
-                                   // SAFETY: ports 0x42/0x43/0x61 are the PIT channel 2 and its gate, used only here, at
-                                   // boot, by the bootstrap CPU; the speaker output stays disabled (bit 1 clear).
+    let (mut gate, mut mode, mut channel2) =
+        (Port::<u8>::new(0x61), Port::new(0x43), Port::new(0x42));
+    // SAFETY: ports 0x42/0x43/0x61 are the PIT channel 2 and its gate, used only here, at
+    // boot, by the bootstrap CPU; the speaker output stays disabled (bit 1 clear).
     let tsc_delta = unsafe {
-        use crate::arch::{inb, outb};
-        let gate = inb(0x61);
-        outb(0x61, (gate & !0x02) | 0x01);
-        outb(0x43, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-        outb(0x42, PIT_TICKS as u8);
-        outb(0x42, (PIT_TICKS >> 8) as u8);
+        let gate_bits = gate.read();
+        gate.write((gate_bits & !0x02) | 0x01);
+        mode.write(0b1011_0000u8); // channel 2, lobyte/hibyte, mode 0, binary
+        channel2.write(PIT_TICKS as u8);
+        channel2.write((PIT_TICKS >> 8) as u8);
         let start = crate::arch::rdtsc();
-        while inb(0x61) & 0x20 == 0 {
+        while gate.read() & 0x20 == 0 {
             core::hint::spin_loop();
         }
         crate::arch::rdtsc() - start
