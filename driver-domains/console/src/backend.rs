@@ -32,7 +32,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use microvisor_abi::microvisor_op::DomainEntry;
+use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_DYING};
 use xen_ring::SharedPage;
 
 use crate::cons_ring::BackendRing;
@@ -306,6 +306,19 @@ impl<P: Platform> Backend<P> {
         let Some(connection) = self.conns.iter().find(|c| c.domid == domid) else {
             return;
         };
+        // A domain that is being torn down loses its ring page under us (its grant is
+        // revoked), so its indices stop making sense: that is a departure, not a broken
+        // protocol.
+        let mut entries = [DomainEntry::default(); MAX_LISTED_DOMAINS];
+        if let Ok(count) = platform.list_domains(&mut entries) {
+            let alive = entries[..count.min(MAX_LISTED_DOMAINS)]
+                .iter()
+                .any(|entry| entry.domid == domid && entry.flags & DOMAIN_FLAG_DYING == 0);
+            if !alive {
+                self.drop_domain(platform, domid);
+                return;
+            }
+        }
         let line = format!(
             "[console] domain {domid} ({}) broke the ring protocol, disconnected",
             connection.name

@@ -232,6 +232,32 @@ fn a_hostile_output_index_disconnects_the_domain() {
 }
 
 #[test]
+fn a_dying_domain_whose_ring_goes_bad_is_dropped_without_blame() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "guest");
+    let mut backend = started(&mut sim);
+    backend.uart_input(&mut sim, b"attach guest\r");
+    sim.take_lines();
+    // The domain is being torn down: its revoked ring page reads as something else.
+    sim.unlist(3);
+    sim.list(3, DOMAIN_FLAG_DYING, 8, "guest");
+    sim.pages[&3].store_u32(OUTPUT.prod_offset, 2049 + 11);
+    poke(&mut backend, &mut sim, 3);
+    assert_eq!(sim.take_lines(), ["[console] guest went away; detached"]);
+    assert_eq!(backend.served(), 0);
+    // Gone from the list altogether: the same.
+    sim.unlist(3);
+    sim.list(4, 0, 9, "other");
+    backend.sync(&mut sim);
+    sim.take_lines();
+    sim.unlist(4);
+    sim.pages[&4].store_u32(OUTPUT.prod_offset, 9000);
+    poke(&mut backend, &mut sim, 4);
+    assert!(sim.take_lines().iter().all(|line| !line.contains("broke")));
+    assert_eq!(backend.served(), 0);
+}
+
+#[test]
 fn a_hostile_input_index_disconnects_the_domain() {
     let mut sim = Sim::new();
     sim.list(3, 0, 8, "rogue");
