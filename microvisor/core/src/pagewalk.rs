@@ -23,6 +23,10 @@
 //!
 //! Levels in errors: 4 = PML4E, 3 = PDPTE, 2 = PDE, 1 = PTE.
 
+use x86_64::registers::control::{Cr0Flags as Cr0, Cr4Flags as Cr4};
+use x86_64::registers::model_specific::EferFlags as Efer;
+use x86_64::structures::paging::PageTableFlags as Pte;
+
 /// The guest-physical memory of one domain, as the microvisor may access it.
 pub trait GuestPhysMemory {
     /// Reads the little-endian `u64` at `gpa`; `None` if any byte is not guest RAM.
@@ -86,18 +90,6 @@ impl core::fmt::Display for WalkError {
     }
 }
 
-const CR0_WP: u64 = 1 << 16;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
-const EFER_NXE: u64 = 1 << 11;
-
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const PAGE_SIZE_BIT: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
 /// Physical-address bits 51:12 of a PAE or long-mode entry.
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// Bits 62:52, reserved in PAE entries.
@@ -116,20 +108,20 @@ pub fn translate<M: GuestPhysMemory + ?Sized>(
     gva: u64,
     access: Access,
 ) -> Result<u64, WalkError> {
-    if mode.cr0 & CR0_PG == 0 {
+    if mode.cr0 & Cr0::PAGING.bits() == 0 {
         return Ok(gva & 0xffff_ffff);
     }
-    let check_write = access == Access::Write && mode.cr0 & CR0_WP != 0;
-    let nx_reserved = mode.efer & EFER_NXE == 0;
-    let walk = if mode.efer & EFER_LMA != 0 {
-        if mode.cr4 & CR4_LA57 != 0 {
+    let check_write = access == Access::Write && mode.cr0 & Cr0::WRITE_PROTECT.bits() != 0;
+    let nx_reserved = mode.efer & Efer::NO_EXECUTE_ENABLE.bits() == 0;
+    let walk = if mode.efer & Efer::LONG_MODE_ACTIVE.bits() != 0 {
+        if mode.cr4 & Cr4::L5_PAGING.bits() != 0 {
             return Err(WalkError::FiveLevelPaging);
         }
         walk_long(mem, mode.cr3, gva, nx_reserved)?
-    } else if mode.cr4 & CR4_PAE != 0 {
+    } else if mode.cr4 & Cr4::PHYSICAL_ADDRESS_EXTENSION.bits() != 0 {
         walk_pae(mem, mode.cr3, gva & 0xffff_ffff, nx_reserved)?
     } else {
-        walk_32(mem, mode.cr3, gva & 0xffff_ffff, mode.cr4 & CR4_PSE != 0)?
+        walk_32(mem, mode.cr3, gva & 0xffff_ffff, mode.cr4)?
     };
     match walk.first_read_only_level {
         Some(level) if check_write => Err(WalkError::WriteProtected { level }),
@@ -215,7 +207,7 @@ struct Walk {
 
 impl Walk {
     fn note_writable(first_read_only_level: &mut Option<u8>, entry: u64, level: u8) {
-        if entry & WRITABLE == 0 && first_read_only_level.is_none() {
+        if entry & Pte::WRITABLE.bits() == 0 && first_read_only_level.is_none() {
             *first_read_only_level = Some(level);
         }
     }
@@ -242,14 +234,14 @@ fn walk_long<M: GuestPhysMemory + ?Sized>(
         let shift = 12 + 9 * u32::from(level - 1);
         let entry_gpa = table + ((gva >> shift) & 0x1ff) * 8;
         let entry = read_entry(mem, entry_gpa)?;
-        if entry & PRESENT == 0 {
+        if entry & Pte::PRESENT.bits() == 0 {
             return Err(WalkError::NotPresent { level });
         }
-        if nx_reserved && entry & NO_EXECUTE != 0 {
+        if nx_reserved && entry & Pte::NO_EXECUTE.bits() != 0 {
             return Err(WalkError::ReservedBit { level });
         }
         Walk::note_writable(&mut read_only, entry, level);
-        let large = entry & PAGE_SIZE_BIT != 0;
+        let large = entry & Pte::HUGE_PAGE.bits() != 0;
         if level == 4 && large {
             return Err(WalkError::ReservedBit { level });
         }
@@ -280,7 +272,7 @@ fn walk_pae<M: GuestPhysMemory + ?Sized>(
 ) -> Result<Walk, WalkError> {
     let pdpte_gpa = (cr3 & 0xffff_ffe0) + ((gva >> 30) & 3) * 8;
     let pdpte = read_entry(mem, pdpte_gpa)?;
-    if pdpte & PRESENT == 0 {
+    if pdpte & Pte::PRESENT.bits() == 0 {
         return Err(WalkError::NotPresent { level: 3 });
     }
     if pdpte & PAE_PDPTE_RESERVED != 0 {
@@ -291,14 +283,14 @@ fn walk_pae<M: GuestPhysMemory + ?Sized>(
     for level in (1..=2u8).rev() {
         let shift = 12 + 9 * u32::from(level - 1);
         let entry = read_entry(mem, table + ((gva >> shift) & 0x1ff) * 8)?;
-        if entry & PRESENT == 0 {
+        if entry & Pte::PRESENT.bits() == 0 {
             return Err(WalkError::NotPresent { level });
         }
-        if entry & PAE_HIGH_RESERVED != 0 || (nx_reserved && entry & NO_EXECUTE != 0) {
+        if entry & PAE_HIGH_RESERVED != 0 || (nx_reserved && entry & Pte::NO_EXECUTE.bits() != 0) {
             return Err(WalkError::ReservedBit { level });
         }
         Walk::note_writable(&mut read_only, entry, level);
-        if level == 1 || entry & PAGE_SIZE_BIT != 0 {
+        if level == 1 || entry & Pte::HUGE_PAGE.bits() != 0 {
             let page_mask = (1u64 << shift) - 1;
             if level > 1 && entry & page_mask & !0x1fff != 0 {
                 return Err(WalkError::ReservedBit { level });
@@ -319,15 +311,15 @@ fn walk_32<M: GuestPhysMemory + ?Sized>(
     mem: &M,
     cr3: u64,
     gva: u64,
-    pse: bool,
+    cr4: u64,
 ) -> Result<Walk, WalkError> {
     let mut read_only = None;
     let pde = read_entry_32(mem, (cr3 & 0xffff_f000) + (gva >> 22) * 4)?;
-    if pde & PRESENT as u32 == 0 {
+    if pde & Pte::PRESENT.bits() as u32 == 0 {
         return Err(WalkError::NotPresent { level: 2 });
     }
     Walk::note_writable(&mut read_only, u64::from(pde), 2);
-    if pse && pde & PAGE_SIZE_BIT as u32 != 0 {
+    if cr4 & Cr4::PAGE_SIZE_EXTENSION.bits() != 0 && pde & Pte::HUGE_PAGE.bits() as u32 != 0 {
         if pde & PSE_RESERVED != 0 {
             return Err(WalkError::ReservedBit { level: 2 });
         }
@@ -343,7 +335,7 @@ fn walk_32<M: GuestPhysMemory + ?Sized>(
         mem,
         u64::from(pde & 0xffff_f000) + ((gva >> 12) & 0x3ff) * 4,
     )?;
-    if pte & PRESENT as u32 == 0 {
+    if pte & Pte::PRESENT.bits() as u32 == 0 {
         return Err(WalkError::NotPresent { level: 1 });
     }
     Walk::note_writable(&mut read_only, u64::from(pte), 1);

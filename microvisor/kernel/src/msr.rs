@@ -11,6 +11,7 @@
 //! | anything else | #GP, as Xen does for MSRs it does not emulate |
 
 use microvisor_core::vlapic::{Destination, IpiKind, LapicEffect, VirtualLapic};
+use x86_64::registers::model_specific::EferFlags as Efer;
 
 use crate::exits::{inject_exception, Step};
 use crate::svm::{control, save};
@@ -19,6 +20,7 @@ use crate::vcpu::{self, Vcpu};
 const MSR_EFER: u32 = 0xc000_0080;
 const MSR_PAT: u32 = 0x277;
 const MSR_K8_INT_PENDING_MSG: u32 = 0xc001_0055;
+const SVME: Efer = Efer::SECURE_VIRTUAL_MACHINE_ENABLE;
 
 pub fn access(slot: usize, id: usize, v: &mut Vcpu) -> Step {
     let vmcb = v.vmcb;
@@ -45,7 +47,7 @@ struct Gp;
 
 fn read_msr(v: &Vcpu, msr: u32) -> Result<u64, Gp> {
     match msr {
-        MSR_EFER => Ok(v.vmcb.read64(save::EFER) & !crate::svm::EFER_SVME),
+        MSR_EFER => Ok(v.vmcb.read64(save::EFER) & !SVME.bits()),
         MSR_PAT => Ok(v.vmcb.read64(save::G_PAT)),
         _ if VirtualLapic::handles(msr) => v.lapic.read_msr(msr).map_err(|_| Gp),
         microvisor_core::cpuid::HYPERCALL_PAGE_MSR | MSR_K8_INT_PENDING_MSG => Ok(0),
@@ -58,14 +60,13 @@ fn write_msr(slot: usize, id: usize, v: &mut Vcpu, msr: u32, value: u64) -> Resu
     match msr {
         MSR_EFER => {
             // SCE, LME, LMA (read-only, kept), NXE; everything else is reserved to the guest.
-            if value & !(1 | 1 << 8 | 1 << 10 | 1 << 11) != 0 {
+            let writable =
+                Efer::SYSTEM_CALL_EXTENSIONS | Efer::LONG_MODE_ENABLE | Efer::NO_EXECUTE_ENABLE;
+            if value & !(writable | Efer::LONG_MODE_ACTIVE).bits() != 0 {
                 return Err(Gp);
             }
-            let lma = vmcb.read64(save::EFER) & (1 << 10);
-            vmcb.write64(
-                save::EFER,
-                (value & !(1 << 10)) | lma | crate::svm::EFER_SVME,
-            );
+            let lma = vmcb.read64(save::EFER) & Efer::LONG_MODE_ACTIVE.bits();
+            vmcb.write64(save::EFER, (value & writable.bits()) | lma | SVME.bits());
             Ok(())
         }
         MSR_PAT => {

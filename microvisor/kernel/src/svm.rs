@@ -17,7 +17,6 @@ use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 const MSR_VM_CR: u32 = 0xc001_0114;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
-pub const EFER_SVME: u64 = 1 << 12;
 
 /// VMCB control-area offsets.
 pub mod control {

@@ -8,6 +8,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use microvisor_abi::vcpu::VcpuHvmContext;
 use microvisor_core::vlapic::VirtualLapic;
 use spin::Mutex;
+use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+use x86_64::registers::model_specific::EferFlags;
 
 use crate::domain::MAX_DOMAINS;
 use crate::svm::{self, control, save, FxArea, GuestRegs, Vmcb};
@@ -223,7 +225,7 @@ fn set_unpaged_state(vmcb: Vmcb, cr0: u64, rip: u64) {
     vmcb.write64(save::CR0, cr0);
     vmcb.write64(save::CR3, 0);
     vmcb.write64(save::CR4, 0);
-    vmcb.write64(save::EFER, svm::EFER_SVME);
+    vmcb.write64(save::EFER, EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits());
     vmcb.write64(save::RFLAGS, 0x2);
     vmcb.write64(save::RIP, rip);
     vmcb.write64(save::RSP, 0);
@@ -283,14 +285,10 @@ pub enum InitError {
 /// The control registers are checked enough that VMRUN cannot refuse them; whatever else is
 /// wrong crashes only the guest.
 pub fn set_hvm64_state(v: &mut Vcpu, ctx: &VcpuHvmContext) -> Result<(), InitError> {
-    const CR0_PE: u64 = 1;
-    const CR0_PG: u64 = 1 << 31;
-    const CR4_PAE: u64 = 1 << 5;
-    const EFER_LME: u64 = 1 << 8;
-    const EFER_LMA: u64 = 1 << 10;
-    let long_mode = ctx.cr0 & (CR0_PE | CR0_PG) == CR0_PE | CR0_PG
-        && ctx.cr4 & CR4_PAE != 0
-        && ctx.efer & EFER_LME != 0;
+    let long_mode = Cr0Flags::from_bits_retain(ctx.cr0)
+        .contains(Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::PAGING)
+        && ctx.cr4 & Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits() != 0
+        && ctx.efer & EferFlags::LONG_MODE_ENABLE.bits() != 0;
     if !long_mode || ctx.cr0 >> 32 != 0 || ctx.cr4 >> 32 != 0 || ctx.efer & !0xd01 != 0 {
         return Err(InitError::Invalid);
     }
@@ -310,7 +308,10 @@ pub fn set_hvm64_state(v: &mut Vcpu, ctx: &VcpuHvmContext) -> Result<(), InitErr
     vmcb.write64(save::CR0, ctx.cr0 | 0x10);
     vmcb.write64(save::CR3, ctx.cr3 & 0x000f_ffff_ffff_f000);
     vmcb.write64(save::CR4, ctx.cr4);
-    vmcb.write64(save::EFER, ctx.efer | EFER_LMA | svm::EFER_SVME);
+    vmcb.write64(
+        save::EFER,
+        ctx.efer | (EferFlags::LONG_MODE_ACTIVE | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE).bits(),
+    );
     vmcb.write64(save::RFLAGS, (ctx.rflags & 0x0024_0ed5) | 0x2);
     vmcb.write64(save::RIP, ctx.rip);
     vmcb.write64(save::RSP, ctx.rsp);

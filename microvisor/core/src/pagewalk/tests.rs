@@ -3,6 +3,15 @@
 use super::*;
 use proptest::prelude::*;
 
+const CR0_WP: u64 = Cr0::WRITE_PROTECT.bits();
+const CR0_PG: u64 = Cr0::PAGING.bits();
+const CR4_PSE: u64 = Cr4::PAGE_SIZE_EXTENSION.bits();
+const CR4_PAE: u64 = Cr4::PHYSICAL_ADDRESS_EXTENSION.bits();
+const CR4_LA57: u64 = Cr4::L5_PAGING.bits();
+const EFER_LMA: u64 = Efer::LONG_MODE_ACTIVE.bits();
+const EFER_NXE: u64 = Efer::NO_EXECUTE_ENABLE.bits();
+const NO_EXECUTE: u64 = Pte::NO_EXECUTE.bits();
+
 /// Guest RAM `[0, len)` as a byte vector.
 struct FakeRam {
     bytes: Vec<u8>,
