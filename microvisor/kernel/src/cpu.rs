@@ -7,6 +7,11 @@
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::{lidt, load_tss};
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::{tss::TaskStateSegment, DescriptorTablePointer};
+use x86_64::VirtAddr;
 
 pub const MAX_CPUS: usize = 16;
 const IST_STACK_BYTES: usize = 16 * 1024;
@@ -20,13 +25,12 @@ pub const KICK_VECTOR: u8 = 0xf1;
 /// Vector of the LAPIC spurious interrupt.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
+/// The code selector of the IDT's gates: the first descriptor `init_this_cpu` appends.
 const KERNEL_CS: u16 = 0x08;
-const TSS_SELECTOR: u16 = 0x18;
 
-#[repr(C, align(16))]
 struct CpuTables {
-    gdt: [u64; 5],
-    tss: [u8; 104],
+    gdt: GlobalDescriptorTable,
+    tss: TaskStateSegment,
 }
 
 #[repr(C, align(16))]
@@ -40,8 +44,8 @@ unsafe impl<T> Sync for PerCpu<T> {}
 static TABLES: PerCpu<CpuTables> = PerCpu(UnsafeCell::new(
     [const {
         CpuTables {
-            gdt: [0; 5],
-            tss: [0; 104],
+            gdt: GlobalDescriptorTable::new(),
+            tss: TaskStateSegment::new(),
         }
     }; MAX_CPUS],
 ));
@@ -114,66 +118,42 @@ pub fn build_idt() {
     IDT_BUILT.store(true, Ordering::Release);
 }
 
-/// Load this CPU's GDT, TSS (with its IST1 stack) and the shared IDT.
+/// Load this CPU's GDT, TSS (with its IST1 and IST2 stacks) and the shared IDT. Runs once
+/// per CPU.
 pub fn init_this_cpu(cpu: usize) {
     assert!(cpu < MAX_CPUS && IDT_BUILT.load(Ordering::Acquire));
-    // SAFETY: (1) CPU `cpu` is the only one touching element `cpu` of TABLES, IST_STACKS and IST2_STACKS;
-    // (2) the descriptors written are valid 64-bit code/data/TSS descriptors and the tables
-    // are static, so they outlive their use; (3) reloading CS via far return keeps executing
-    // the same code with an equivalent selector.
+    // SAFETY: CPU `cpu` is the only one touching element `cpu` of TABLES, IST_STACKS and
+    // IST2_STACKS, and only here, once; the statics live for ever.
+    let (tables, ist1_top, ist2_top): (&'static mut CpuTables, u64, u64) = unsafe {
+        (
+            &mut (*TABLES.0.get())[cpu],
+            (*IST_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64,
+            (*IST2_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64,
+        )
+    };
+    let CpuTables { gdt, tss } = tables;
+    tss.interrupt_stack_table[0] = VirtAddr::new(ist1_top);
+    tss.interrupt_stack_table[1] = VirtAddr::new(ist2_top);
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    assert_eq!(code.0, KERNEL_CS);
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = gdt;
+    gdt.load();
+    let idt = DescriptorTablePointer {
+        limit: 4095,
+        base: VirtAddr::from_ptr(IDT.0.get()),
+    };
+    // SAFETY: (1) the GDT just loaded holds valid 64-bit code, data and TSS descriptors and
+    // lives for ever; (2) reloading CS via far return keeps executing the same code with an
+    // equivalent selector; (3) the IDT is built (IDT_BUILT) and static, its gates use `code`.
     unsafe {
-        let tables = &mut (*TABLES.0.get())[cpu];
-        let ist_top = (*IST_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64;
-        tables.tss = [0; 104];
-        tables.tss[36..44].copy_from_slice(&ist_top.to_le_bytes()); // IST1
-        let ist2_top = (*IST2_STACKS.0.get()).as_ptr().add(cpu) as u64 + IST_STACK_BYTES as u64;
-        tables.tss[44..52].copy_from_slice(&ist2_top.to_le_bytes()); // IST2
-        tables.tss[102..104].copy_from_slice(&104u16.to_le_bytes()); // no I/O bitmap
-        let tss = core::ptr::addr_of!(tables.tss) as u64;
-        tables.gdt[0] = 0;
-        tables.gdt[1] = 0x00AF_9A00_0000_FFFF;
-        tables.gdt[2] = 0x00CF_9200_0000_FFFF;
-        tables.gdt[3] =
-            103 | ((tss & 0xff_ffff) << 16) | (0x89u64 << 40) | ((tss >> 24) & 0xff) << 56;
-        tables.gdt[4] = tss >> 32;
-
-        let gdt_ptr: [u16; 5] = {
-            let base = core::ptr::addr_of!(tables.gdt) as u64;
-            [
-                39,
-                base as u16,
-                (base >> 16) as u16,
-                (base >> 32) as u16,
-                (base >> 48) as u16,
-            ]
-        };
-        let idt_base = IDT.0.get() as u64;
-        let idt_ptr: [u16; 5] = [
-            4095,
-            idt_base as u16,
-            (idt_base >> 16) as u16,
-            (idt_base >> 32) as u16,
-            (idt_base >> 48) as u16,
-        ];
-        core::arch::asm!(
-            "lgdt [{gdt}]",
-            "push {cs}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov {tmp:e}, 0x10",
-            "mov ds, {tmp:e}",
-            "mov es, {tmp:e}",
-            "mov ss, {tmp:e}",
-            "ltr {tss:x}",
-            "lidt [{idt}]",
-            gdt = in(reg) gdt_ptr.as_ptr(),
-            idt = in(reg) idt_ptr.as_ptr(),
-            cs = const KERNEL_CS as u64,
-            tss = in(reg) TSS_SELECTOR,
-            tmp = out(reg) _,
-        );
+        CS::set_reg(code);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        SS::set_reg(data);
+        load_tss(tss);
+        lidt(&idt);
     }
 }
 
