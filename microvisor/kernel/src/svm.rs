@@ -81,19 +81,23 @@ pub mod exit {
     pub const INVALID: u64 = u64::MAX;
 }
 
-/// Intercept bits in INTERCEPT_MISC1.
-pub const INTERCEPT_INTR: u32 = 1 << 0;
-pub const INTERCEPT_NMI: u32 = 1 << 1;
-pub const INTERCEPT_SMI: u32 = 1 << 2;
-pub const INTERCEPT_INIT: u32 = 1 << 3;
-pub const INTERCEPT_RDPMC: u32 = 1 << 15;
-pub const INTERCEPT_CPUID: u32 = 1 << 18;
-pub const INTERCEPT_INVD: u32 = 1 << 22;
-pub const INTERCEPT_HLT: u32 = 1 << 24;
-pub const INTERCEPT_IOIO: u32 = 1 << 27;
-pub const INTERCEPT_MSR: u32 = 1 << 28;
-pub const INTERCEPT_TASK_SWITCH: u32 = 1 << 29;
-pub const INTERCEPT_SHUTDOWN: u32 = 1 << 31;
+bitflags::bitflags! {
+    /// Intercept bits in INTERCEPT_MISC1: every vCPU runs with all of them set.
+    pub struct InterceptMisc1: u32 {
+        const INTR = 1 << 0;
+        const NMI = 1 << 1;
+        const SMI = 1 << 2;
+        const INIT = 1 << 3;
+        const RDPMC = 1 << 15;
+        const CPUID = 1 << 18;
+        const INVD = 1 << 22;
+        const HLT = 1 << 24;
+        const IOIO = 1 << 27;
+        const MSR = 1 << 28;
+        const TASK_SWITCH = 1 << 29;
+        const SHUTDOWN = 1 << 31;
+    }
+}
 /// Intercept bits in INTERCEPT_MISC2: VMRUN (required), VMMCALL, VMLOAD, VMSAVE, STGI, CLGI,
 /// SKINIT, WBINVD (a domain must not flush every cache of a shared CPU), MONITOR, MWAIT,
 /// XSETBV; not ICEBP.

@@ -176,21 +176,7 @@ pub fn create(
     // (XSA-156); intercepted, each delivery is a #VMEXIT the host reinjects, so the CPU
     // stays preemptible.
     vmcb.write32(control::INTERCEPT_EXCEPTIONS, (1 << 1) | (1 << 17));
-    vmcb.write32(
-        control::INTERCEPT_MISC1,
-        svm::INTERCEPT_INTR
-            | svm::INTERCEPT_NMI
-            | svm::INTERCEPT_SMI
-            | svm::INTERCEPT_INIT
-            | svm::INTERCEPT_RDPMC
-            | svm::INTERCEPT_CPUID
-            | svm::INTERCEPT_INVD
-            | svm::INTERCEPT_HLT
-            | svm::INTERCEPT_IOIO
-            | svm::INTERCEPT_MSR
-            | svm::INTERCEPT_TASK_SWITCH
-            | svm::INTERCEPT_SHUTDOWN,
-    );
+    vmcb.write32(control::INTERCEPT_MISC1, svm::InterceptMisc1::all().bits());
     vmcb.write32(control::INTERCEPT_MISC2, svm::INTERCEPT_SVM_INSNS);
     vmcb.write64(
         control::IOPM_BASE_PA,
