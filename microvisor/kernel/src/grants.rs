@@ -203,6 +203,7 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
     // has either put its mapping in the mapper's table (and the next pass revokes it) or let
     // go, so no mapping or copy outlives the frames.
     let deadline = crate::time::now_ns() + 1_000_000_000;
+    let backoff = crossbeam_utils::Backoff::new();
     loop {
         let mut revoked_now = 0;
         #[allow(clippy::needless_range_loop)] // slots index several tables
@@ -227,7 +228,7 @@ pub fn destroy_domain(slot: usize, domid: u16) -> usize {
             );
             break;
         }
-        core::hint::spin_loop();
+        backoff.snooze();
     }
     let mut state = GRANTS[slot].lock();
     for &frame in &state.frames[..state.nr_frames as usize] {

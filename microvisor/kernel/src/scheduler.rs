@@ -7,6 +7,7 @@
 //! whose vCPU is the last to leave tears the domain down (`domain::finish_shutdown`).
 
 use core::sync::atomic::{AtomicBool, Ordering};
+use crossbeam_utils::{Backoff, CachePadded};
 
 use microvisor_core::sched::{Scheduler, VcpuRef, VcpuState};
 use spin::Mutex;
@@ -17,9 +18,10 @@ use crate::vcpu::MAX_VCPUS;
 
 static SCHED: Mutex<Scheduler<MAX_VCPUS>> = Mutex::new(Scheduler::new());
 static DYING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
-/// CPUs sleeping in the idle loop; a vCPU made runnable interrupts one of them.
-static IDLE: [AtomicBool; crate::cpu::MAX_CPUS] =
-    [const { AtomicBool::new(false) }; crate::cpu::MAX_CPUS];
+/// CPUs sleeping in the idle loop; a vCPU made runnable interrupts one of them. One cache
+/// line per CPU: each CPU writes its own flag every time it idles.
+static IDLE: [CachePadded<AtomicBool>; crate::cpu::MAX_CPUS] =
+    [const { CachePadded::new(AtomicBool::new(false)) }; crate::cpu::MAX_CPUS];
 
 /// The longest an idle CPU sleeps before it looks at the run queue again.
 const IDLE_POLL_NS: u64 = 5_000_000;
@@ -109,12 +111,13 @@ pub fn shootdown(slot: usize) {
         }
         crate::lapic::send_fixed_ipi(crate::smp::apic_id_of(cpu), crate::cpu::KICK_VECTOR);
         let deadline = crate::time::now_ns() + 1_000_000_000;
+        let backoff = Backoff::new();
         while crate::stats::EXITS_ON_CPU[cpu].load(Ordering::Acquire) == seen
             && crate::stats::IN_GUEST[cpu].load(Ordering::Acquire)
             && cpus_running(slot, me).contains(&cpu)
             && crate::time::now_ns() < deadline
         {
-            core::hint::spin_loop();
+            backoff.snooze();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Counters the microvisor keeps about itself, printed at power-off and used by benchmarks.
 
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicBool, AtomicU64};
+use crossbeam_utils::CachePadded;
 
 pub static VM_EXITS: AtomicU64 = AtomicU64::new(0);
 pub static HYPERCALLS: AtomicU64 = AtomicU64::new(0);
@@ -120,11 +121,13 @@ pub fn log_domain(slot: usize, domid: u16, name: &str) {
     );
 }
 
-/// VM exits per CPU, so a TLB shootdown can tell a CPU has left its guest.
-pub static EXITS_ON_CPU: [AtomicU64; crate::cpu::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; crate::cpu::MAX_CPUS];
+/// VM exits per CPU, so a TLB shootdown can tell a CPU has left its guest. Each CPU's
+/// counter has a cache line of its own: it is written at every #VMEXIT.
+pub static EXITS_ON_CPU: [CachePadded<AtomicU64>; crate::cpu::MAX_CPUS] =
+    [const { CachePadded::new(AtomicU64::new(0)) }; crate::cpu::MAX_CPUS];
 
 /// Whether each CPU is (about to be) inside a guest: set before VMRUN, cleared after the
 /// #VMEXIT. A CPU outside its guest needs no shootdown: its next VMRUN flushes the TLB.
-pub static IN_GUEST: [core::sync::atomic::AtomicBool; crate::cpu::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; crate::cpu::MAX_CPUS];
+/// One cache line per CPU, as for `EXITS_ON_CPU`.
+pub static IN_GUEST: [CachePadded<AtomicBool>; crate::cpu::MAX_CPUS] =
+    [const { CachePadded::new(AtomicBool::new(false)) }; crate::cpu::MAX_CPUS];
