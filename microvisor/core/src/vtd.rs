@@ -132,16 +132,6 @@ pub const IOTLB_DR: u64 = 1 << 49;
 /// IOTLB: drain writes before completing.
 pub const IOTLB_DW: u64 = 1 << 48;
 
-/// FSTS: primary fault overflow (write 1 to clear).
-pub const FSTS_PFO: u32 = 1 << 0;
-/// FSTS: primary pending fault (some fault record has F set; read-only).
-pub const FSTS_PPF: u32 = 1 << 1;
-/// FSTS: invalidation queue error (write 1 to clear).
-pub const FSTS_IQE: u32 = 1 << 4;
-/// FSTS: invalidation completion error.
-pub const FSTS_ICE: u32 = 1 << 5;
-/// FSTS: invalidation time-out error.
-pub const FSTS_ITE: u32 = 1 << 6;
 /// FECTL: interrupt mask (set at reset).
 pub const FECTL_IM: u32 = 1 << 31;
 /// FECTL: interrupt pending.
@@ -593,31 +583,23 @@ pub const fn fault_event_setup(dest_apic_id: u8, vector: u8) -> [RegOp; 4] {
     ]
 }
 
-/// The fault status register, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FaultStatus {
-    /// PFO: a fault was lost because the recording registers were full.
-    pub overflow: bool,
-    /// PPF: some fault recording register holds a fault.
-    pub pending: bool,
-    /// IQE / ICE / ITE: queued invalidation errors.
-    pub invalidation_queue_error: bool,
-    pub invalidation_completion_error: bool,
-    pub invalidation_timeout_error: bool,
-    /// FRI: the recording register to read first.
-    pub first_record: u8,
-}
-
-impl FaultStatus {
-    pub const fn decode(fsts: u32) -> Self {
-        FaultStatus {
-            overflow: fsts & FSTS_PFO != 0,
-            pending: fsts & FSTS_PPF != 0,
-            invalidation_queue_error: fsts & FSTS_IQE != 0,
-            invalidation_completion_error: fsts & FSTS_ICE != 0,
-            invalidation_timeout_error: fsts & FSTS_ITE != 0,
-            first_record: (fsts >> 8) as u8,
-        }
+bitflags::bitflags! {
+    /// The flags of the fault status register, FSTS (its FRI field, bits 15:8, is read by
+    /// [`fault_record_indices`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct FaultStatus: u32 {
+        /// PFO: a fault was lost because the recording registers were full (write 1 to clear).
+        const OVERFLOW = 1 << 0;
+        /// PPF: some fault recording register holds a fault (F set; read-only).
+        const PENDING = 1 << 1;
+        /// IQE: invalidation queue error (write 1 to clear).
+        const QUEUE_ERROR = 1 << 4;
+        /// ICE: invalidation completion error.
+        const COMPLETION_ERROR = 1 << 5;
+        /// ITE: invalidation time-out error.
+        const TIMEOUT_ERROR = 1 << 6;
+        /// IQE or ITE: the invalidation queue stopped.
+        const QUEUE_STOPPED = Self::QUEUE_ERROR.bits() | Self::TIMEOUT_ERROR.bits();
     }
 }
 
@@ -625,7 +607,7 @@ impl FaultStatus {
 /// once. Stop at the first whose F bit is clear.
 pub fn fault_record_indices(caps: &Capabilities, fsts: u32) -> impl Iterator<Item = u16> {
     let count = caps.fault_recording_count.max(1);
-    let first = u16::from(FaultStatus::decode(fsts).first_record) % count;
+    let first = u16::from((fsts >> 8) as u8) % count;
     (0..count).map(move |k| (first + k) % count)
 }
 
@@ -644,7 +626,7 @@ pub fn clear_fault_record(caps: &Capabilities, index: u16) -> Option<RegOp> {
 pub const fn clear_fault_overflow() -> RegOp {
     RegOp::Write32 {
         offset: REG_FSTS,
-        value: FSTS_PFO | FSTS_IQE | FSTS_ICE | FSTS_ITE,
+        value: FaultStatus::all().difference(FaultStatus::PENDING).bits(),
     }
 }
 

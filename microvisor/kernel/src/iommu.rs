@@ -133,7 +133,7 @@ impl Unit {
             if unsafe { core::ptr::read_volatile(status) } == sequence {
                 return Ok(());
             }
-            if read32(base, vtd::REG_FSTS) & (vtd::FSTS_IQE | vtd::FSTS_ITE) != 0 {
+            if read32(base, vtd::REG_FSTS) & FaultStatus::QUEUE_STOPPED.bits() != 0 {
                 return Err("the invalidation queue reported an error");
             }
             spins += 1;
@@ -483,15 +483,15 @@ pub fn poll_faults() {
         };
         let Some(unit) = guard.as_mut() else { return };
         let fsts = read32(unit.base, vtd::REG_FSTS);
-        let status = FaultStatus::decode(fsts);
-        if status.invalidation_queue_error || status.invalidation_timeout_error {
+        let status = FaultStatus::from_bits_retain(fsts);
+        if status.intersects(FaultStatus::QUEUE_STOPPED) {
             crate::log!(
                 "VT-d: invalidation queue error (FSTS {fsts:#x}, IQH {:#x})",
                 read64(unit.base, vtd::REG_IQH)
             );
         }
-        if !status.pending && !status.overflow {
-            if status.invalidation_queue_error || status.invalidation_timeout_error {
+        if !status.intersects(FaultStatus::PENDING | FaultStatus::OVERFLOW) {
+            if status.intersects(FaultStatus::QUEUE_STOPPED) {
                 exec(unit.base, &[vtd::clear_fault_overflow()]);
             }
             return;

@@ -407,15 +407,17 @@ fn fault_reasons_follow_the_specification() {
 
 #[test]
 fn fault_status_and_scan() {
-    let s = FaultStatus::decode(0x0000_0203);
-    assert!(s.overflow && s.pending);
-    assert!(!s.invalidation_queue_error);
-    assert_eq!(s.first_record, 2);
-    let e = FaultStatus::decode(0x70);
-    assert!(
-        e.invalidation_queue_error
-            && e.invalidation_completion_error
-            && e.invalidation_timeout_error
+    let s = FaultStatus::from_bits_retain(0x0000_0203);
+    assert!(s.contains(FaultStatus::OVERFLOW | FaultStatus::PENDING));
+    assert!(!s.intersects(FaultStatus::QUEUE_STOPPED));
+    let e = FaultStatus::from_bits_retain(0x70);
+    assert!(e.contains(FaultStatus::QUEUE_STOPPED | FaultStatus::COMPLETION_ERROR));
+    assert_eq!(
+        clear_fault_overflow(),
+        RegOp::Write32 {
+            offset: REG_FSTS,
+            value: 0x71
+        }
     );
     let caps = Capabilities::decode(QEMU_CAP_AW39, QEMU_ECAP);
     assert_eq!(
