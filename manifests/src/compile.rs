@@ -60,6 +60,7 @@ pub fn compile_system(
     attach_disks(&system, xenstore_domain, &mut configs)?;
     let net_backend = service_domain(system_file, system.net_backend.as_ref(), &configs)?;
     attach_vifs(&system, xenstore_domain, &mut configs)?;
+    let control_domain = service_domain(system_file, system.control_domain.as_ref(), &configs)?;
 
     let mut modules = Modules::default();
     let mut manifest = SystemManifest {
@@ -69,6 +70,7 @@ pub fn compile_system(
         console_domain,
         disk_backend,
         net_backend,
+        control_domain,
     };
     for config in &configs {
         let mut kernel_module = None;

@@ -138,3 +138,30 @@ pub(crate) fn check_kernel(config: &DomainConfig, path: &Path) -> Result<(), Man
         })
     })
 }
+
+/// Finds a domain's kernel and ramdisk (as [`crate::compile_system`] does for the domains of
+/// a system) and checks that the kernel is a PVH image: for `xl create`, which sends them
+/// to the control domain.
+///
+/// # Errors
+///
+/// An image not found, not readable, or a kernel that is not a PVH image, with the domain
+/// file, line and key.
+pub fn domain_images(
+    config: &DomainConfig,
+    image_dirs: &[PathBuf],
+) -> Result<(PathBuf, Option<PathBuf>), ManifestError> {
+    let mut kernel = None;
+    let mut ramdisk = None;
+    for image in config.images() {
+        let path = resolve_image(&image, image_dirs)?;
+        if image.key == "kernel" {
+            check_kernel(config, &path)?;
+            kernel = Some(path);
+        } else {
+            ramdisk = Some(path);
+        }
+    }
+    // `images()` always lists the kernel.
+    Ok((kernel.unwrap_or_default(), ramdisk))
+}

@@ -39,5 +39,5 @@ pub use domain::{
     MAX_CMDLINE_LEN, MAX_NAME_LEN, MEMORY_MIB_RANGE, RESERVED_NAME,
 };
 pub use error::{DiskDefect, ImageDefect, Location, ManifestError, PciPart, Problem};
-pub use image::pvh_entry_point;
+pub use image::{domain_images, pvh_entry_point};
 pub use system::{parse_system_config, DomainEntry, DomainRef, SystemConfig, SYSTEM_KEYS};

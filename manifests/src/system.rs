@@ -12,6 +12,10 @@
 //! `net_backend`, optional: the same for the network interfaces (`vif`): the listed driver
 //! domain that bridges those that do not name their own `backend=`.
 //!
+//! `control_domain`, optional: the name of the listed domain that runs the toolstack (the
+//! control domain `xl` talks to). The microvisor gives it, and only it, the domain-control
+//! operations; a system with one stays up once its guests are gone (more can be created).
+//!
 //! The names are checked against the domain files when the system is compiled.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +33,7 @@ pub const SYSTEM_KEYS: &[&str] = &[
     "console_domain",
     "disk_backend",
     "net_backend",
+    "control_domain",
 ];
 
 /// A system file, validated.
@@ -44,6 +49,8 @@ pub struct SystemConfig {
     pub disk_backend: Option<DomainRef>,
     /// The driver domain that serves the vifs that name no backend (`net_backend`), if any.
     pub net_backend: Option<DomainRef>,
+    /// The control domain (`control_domain`), if any.
+    pub control_domain: Option<DomainRef>,
 }
 
 /// A domain named by a system file key (`xenstore_domain`, `console_domain`,
@@ -113,6 +120,7 @@ pub fn parse_system_config(file: &Path, text: &str) -> Result<SystemConfig, Mani
         console_domain: domain_ref(file, table.take("console_domain"), "console_domain")?,
         disk_backend: domain_ref(file, table.take("disk_backend"), "disk_backend")?,
         net_backend: domain_ref(file, table.take("net_backend"), "net_backend")?,
+        control_domain: domain_ref(file, table.take("control_domain"), "control_domain")?,
     })
 }
 

@@ -75,6 +75,7 @@ fn domains_sharing_an_image_share_a_module() {
         console_domain: None,
         disk_backend: None,
         net_backend: None,
+        control_domain: None,
     };
     assert_eq!(compiled.manifest, expected);
 
@@ -466,6 +467,7 @@ fn service_domains_compile_to_their_indices_and_io_ports_to_ranges() {
         console_domain: Some(2),
         disk_backend: None,
         net_backend: None,
+        control_domain: None,
     };
     assert_eq!(compiled.manifest, expected);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");
@@ -577,6 +579,7 @@ fn pci_functions_compile_to_addresses_and_survive_the_blob() {
         console_domain: None,
         disk_backend: None,
         net_backend: None,
+        control_domain: None,
     };
     assert_eq!(compiled.manifest, expected);
     let decoded: SystemManifest = postcard::from_bytes(&compiled.blob).expect("blob decodes");

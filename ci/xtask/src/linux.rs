@@ -37,7 +37,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 6;
+pub const RECIPE_VERSION: u32 = 7;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -203,6 +203,9 @@ cd /root
 # A session of its own with the console as its controlling terminal, for job control.
 exec setsid cttyhack sh
 "#;
+
+/// `/sbin/poweroff`, the kernel's `poweroff_cmd`.
+const POWEROFF_SCRIPT: &str = "#!/bin/busybox sh\necho \"guest: powering off (asked by the toolstack)\" > /dev/console\n/bin/busybox sync\nexec /bin/busybox poweroff -f\n";
 
 /// The images, ready to be named by a domain file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -732,6 +735,11 @@ fn build_initramfs(version: &str, busybox: &[u8], modules: &[Module]) -> Result<
         )?;
     }
     archive.file("init", 0o755, init_script(modules).as_bytes())?;
+    // What the kernel runs when the toolstack asks for a power-off (Xen's
+    // `control/shutdown` = "poweroff", from `xl shutdown`): with no init daemon to signal,
+    // sync and power off.
+    archive.directory("sbin", 0o755)?;
+    archive.file("sbin/poweroff", 0o755, POWEROFF_SCRIPT.as_bytes())?;
     Ok(archive.finish())
 }
 

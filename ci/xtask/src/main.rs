@@ -14,6 +14,7 @@ mod scenario;
 mod serial;
 mod system;
 mod workspace;
+mod xl_steps;
 
 use std::process::ExitCode;
 

@@ -105,6 +105,27 @@ struct ScenarioToml {
     qemu_memory_mib: Option<u32>,
     #[serde(default)]
     send: Vec<SendToml>,
+    /// Commands run on the host against the control domain's management channel.
+    xl: Option<XlToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XlToml {
+    after: String,
+    steps: Vec<String>,
+}
+
+/// Steps run on the host, in order, once a line matches `after` (the system must have a
+/// control domain): `xl ARGS` runs the workspace's `xl` with the scenario's management
+/// socket (in the scenario's directory, so a `create` names its files relative to it);
+/// `sleep SECS`; `garble` sends noise, a corrupted frame and an oversized length on the
+/// channel, then a `list`, and reports what came back. Each step's output is added to the
+/// log: `xl$ ARGS`, each line of output as `xl: <line>`, then `xl: exit <status>`.
+#[derive(Clone, Debug)]
+pub struct XlSteps {
+    pub after: Regex,
+    pub steps: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +200,8 @@ pub struct Scenario {
     pub qemu_memory_mib: Option<u32>,
     /// What to type into the serial console, and when.
     pub sends: Vec<SendText>,
+    /// Host commands against the control domain, and when.
+    pub xl: Option<XlSteps>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,7 +369,33 @@ impl Scenario {
             })
             .collect::<Result<Vec<_>>>()?;
         let net = raw.net.map(parse_net).transpose()?;
+        let xl = raw
+            .xl
+            .map(|xl| -> Result<XlSteps> {
+                let steps: Vec<Vec<String>> = xl
+                    .steps
+                    .iter()
+                    .map(|step| step.split_whitespace().map(str::to_string).collect())
+                    .collect();
+                for (index, step) in steps.iter().enumerate() {
+                    match step.first().map(String::as_str) {
+                        Some("xl") if step.len() > 1 => {}
+                        Some("garble") if step.len() == 1 => {}
+                        Some("sleep") if step.len() == 2 && step[1].parse::<f64>().is_ok() => {}
+                        _ => bail!(
+                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `sleep SECS` or `garble`",
+                            xl.steps[index]
+                        ),
+                    }
+                }
+                Ok(XlSteps {
+                    after: compile("xl.after", &xl.after)?,
+                    steps,
+                })
+            })
+            .transpose()?;
         Ok(Self {
+            xl,
             name: name.to_string(),
             dir: dir.to_path_buf(),
             net,

@@ -38,6 +38,9 @@ pub struct PackedSystem {
     pub name: String,
     /// How many domains the manifest describes.
     pub domain_count: usize,
+    /// Whether it has a control domain (`control_domain`): the machine then gets the
+    /// management channel `xl` talks to ([`crate::commands::mgmt_args`]).
+    pub control: bool,
     /// The boot modules in order: the manifest blob, then the domain images.
     pub modules: Vec<PathBuf>,
 }
@@ -76,6 +79,7 @@ pub fn pack(workspace: &Workspace, system_file: &Path, name: &str) -> Result<Pac
     Ok(PackedSystem {
         name: name.to_string(),
         domain_count: compiled.manifest.domains.len(),
+        control: compiled.manifest.control_domain.is_some(),
         modules,
     })
 }

@@ -55,6 +55,12 @@ impl Workspace {
         self.target_dir.join("xtask")
     }
 
+    /// The unix socket `cargo xtask run` gives the control domain's management channel, and
+    /// where `xl` looks for it by default.
+    pub fn mgmt_socket(&self) -> PathBuf {
+        self.xtask_dir().join("mgmt.sock")
+    }
+
     /// Where `cargo xtask linux` keeps Debian's kernel and the initramfs built for it.
     pub fn linux_dir(&self) -> PathBuf {
         self.target_dir.join("linux")

@@ -333,6 +333,7 @@ impl<P: Platform> Backend<P> {
             domid,
             name,
             port: remote_port,
+            ..
         } = candidate;
         let page = match platform.map_ring(domid) {
             Ok(page) => page,

@@ -1,5 +1,5 @@
 //! Modes that misbehave on purpose: `rogue`, `fuzz`, `double-fetch`, `evtchn-storm`, `crash`,
-//! `triplefault`.
+//! `triplefault`, `domctl-eperm`.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -269,4 +269,45 @@ pub fn evtchn_storm(info: &BootInfo) {
         println!("evtchn-storm: {after} ports free after, {before} before: LEAKED");
     }
     println!("evtchn-storm: done");
+}
+
+/// `mode=domctl-eperm`: a domain that is not the control domain calls every domain-control
+/// operation, aimed at domain `target` (default 1); each must be refused with `-EPERM`.
+pub fn domctl_eperm(info: &BootInfo) {
+    use driver_domains::abi::domctl::{CreateArgs, DomctlEntry};
+    use driver_domains::abi::errno::EPERM;
+    use driver_domains::domctl;
+    let target = cmdline::get(info.cmdline, "target")
+        .and_then(cmdline::parse_u64)
+        .unwrap_or(1) as u16;
+    let mut name = [0u8; 32];
+    name[..5].copy_from_slice(b"rogue");
+    let args = CreateArgs {
+        name,
+        memory_mib: 16,
+        vcpus: 1,
+    };
+    let mut entries = [DomctlEntry::default(); 4];
+    let page = [0x90u8; 64];
+    let results: [(&str, i64); 8] = [
+        ("list", domctl::list(&mut entries).map(|n| n as i64).unwrap_or_else(|e| e)),
+        ("physinfo", domctl::physinfo().map(|_| 0).unwrap_or_else(|e| e)),
+        ("create", domctl::create(&args).map(i64::from).unwrap_or_else(|e| e)),
+        ("load", domctl::load(target, 0x10_0000, &page).map(|()| 0).unwrap_or_else(|e| e)),
+        ("set-entry", domctl::set_entry(target, 0x10_0000, 0x1000).map(|()| 0).unwrap_or_else(|e| e)),
+        ("pause", domctl::pause(target).map(|()| 0).unwrap_or_else(|e| e)),
+        ("unpause", domctl::unpause(target).map(|()| 0).unwrap_or_else(|e| e)),
+        ("destroy", domctl::destroy(target).map(|()| 0).unwrap_or_else(|e| e)),
+    ];
+    let mut refused = 0;
+    for (op, ret) in results {
+        println!("domctl-eperm: {op} on domain {target} -> {ret}");
+        if ret == EPERM {
+            refused += 1;
+        }
+    }
+    println!(
+        "domctl-eperm: {refused} of {} operations refused with EPERM",
+        results.len()
+    );
 }

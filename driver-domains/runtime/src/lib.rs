@@ -74,6 +74,8 @@ pub mod console;
 #[cfg(not(test))]
 pub mod console_ring;
 #[cfg(not(test))]
+pub mod domctl;
+#[cfg(not(test))]
 pub mod double_fetch;
 #[cfg(not(test))]
 mod entry;

@@ -65,6 +65,11 @@ pub const fn is_virtio_net(vendor: u16, device: u16) -> bool {
     vendor == VIRTIO_VENDOR && (device == 0x1041 || device == 0x1000)
 }
 
+/// Whether `vendor:device` is a virtio console (modern 0x1043 or transitional 0x1003).
+pub const fn is_virtio_console(vendor: u16, device: u16) -> bool {
+    vendor == VIRTIO_VENDOR && (device == 0x1043 || device == 0x1003)
+}
+
 /// Bytes of a block-device sector.
 pub const SECTOR_BYTES: usize = 512;
 
@@ -180,6 +185,8 @@ pub enum BlkError {
     NotVirtioBlock { vendor: u16, device: u16 },
     /// The function is not a virtio network device.
     NotVirtioNet { vendor: u16, device: u16 },
+    /// The function is not a virtio console.
+    NotVirtioConsole { vendor: u16, device: u16 },
     /// A frame longer than a network buffer holds.
     FrameTooLong(usize),
     /// A config-space op failed (`-errno`).
@@ -219,6 +226,9 @@ impl fmt::Display for BlkError {
             Self::NotVirtioNet { vendor, device } => {
                 write!(f, "{vendor:04x}:{device:04x} is not a virtio network device")
             }
+            Self::NotVirtioConsole { vendor, device } => {
+                write!(f, "{vendor:04x}:{device:04x} is not a virtio console")
+            }
             Self::FrameTooLong(n) => write!(f, "a frame of {n} bytes is too long"),
             Self::Config(e) => write!(f, "config access failed ({e})"),
             Self::NoCommonConfig => write!(f, "no usable virtio common configuration"),
@@ -247,6 +257,7 @@ mod hw {
     use core::ptr::NonNull;
 
     use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+    use virtio_drivers::device::console::VirtIOConsole;
     use virtio_drivers::device::net::VirtIONet;
     use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
     use virtio_drivers::transport::pci::PciTransport;
@@ -984,6 +995,63 @@ mod hw {
             // A buffer that cannot be posted again only makes the queue shorter.
             let _ = self.dev.recycle_rx_buffer(buffer);
             Some(len)
+        }
+    }
+
+    /// A virtio console device on an assigned function, port 0 only (no multiport), polled:
+    /// a byte stream to the host (the control domain's management channel).
+    pub struct ConsoleDevice {
+        dev: VirtIOConsole<IdentityHal, MvTransport>,
+    }
+
+    impl ConsoleDevice {
+        /// Enables memory decoding and bus mastering on `function` and sets up the
+        /// transport (as for [`BlkDevice::open`]) without interrupts.
+        pub fn open(function: &Function) -> Result<Self, BlkError> {
+            let not_console = BlkError::NotVirtioConsole {
+                vendor: function.vendor(),
+                device: function.device(),
+            };
+            if !is_virtio_console(function.vendor(), function.device()) {
+                return Err(not_console);
+            }
+            function
+                .config()
+                .enable(reg::COMMAND_MEMORY | reg::COMMAND_BUS_MASTER | reg::COMMAND_INTX_DISABLE)
+                .map_err(BlkError::Config)?;
+            let common = CommonCfg::find(function)?;
+            let transport = open_transport::<IdentityHal>(
+                function,
+                common,
+                Interrupts::Poll,
+                DeviceType::Console,
+            )
+            .ok_or(not_console)??;
+            let dev = VirtIOConsole::new(transport).map_err(BlkError::Virtio)?;
+            Ok(ConsoleDevice { dev })
+        }
+
+        /// Moves the bytes received so far into `out`, up to its length; returns how many.
+        pub fn receive(&mut self, out: &mut [u8]) -> Result<usize, BlkError> {
+            let mut n = 0;
+            while n < out.len() {
+                match self.dev.recv(true).map_err(BlkError::Virtio)? {
+                    Some(byte) => {
+                        out[n] = byte;
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            Ok(n)
+        }
+
+        /// Sends `bytes`; returns once the device has taken them.
+        pub fn send(&mut self, bytes: &[u8]) -> Result<(), BlkError> {
+            for piece in bytes.chunks(4096) {
+                self.dev.send_bytes(piece).map_err(BlkError::Virtio)?;
+            }
+            Ok(())
         }
     }
 

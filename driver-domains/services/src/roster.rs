@@ -10,7 +10,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_DYING, DOMAIN_FLAG_SELF};
+use microvisor_abi::microvisor_op::{
+    DomainEntry, DOMAIN_FLAG_CONTROL, DOMAIN_FLAG_DYING, DOMAIN_FLAG_SELF,
+};
 
 /// A domain to connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub struct Candidate {
     pub name: String,
     /// Its unbound port for this service, to bind with `bind_interdomain`.
     pub port: u32,
+    /// It is the system's control domain (`DOMAIN_FLAG_CONTROL`).
+    pub control: bool,
 }
 
 /// What one sync does.
@@ -86,6 +90,7 @@ pub fn plan(served: &[u16], listed: &[DomainEntry], port_of: impl Fn(&DomainEntr
             domid: entry.domid,
             name: entry_name(entry),
             port,
+            control: entry.flags & DOMAIN_FLAG_CONTROL != 0,
         });
     }
     Plan { drop, connect }
@@ -127,15 +132,24 @@ mod tests {
                 Candidate {
                     domid: 2,
                     name: "console".into(),
-                    port: 5
+                    port: 5,
+                    control: false
                 },
                 Candidate {
                     domid: 5,
                     name: "guest".into(),
-                    port: 7
+                    port: 7,
+                    control: false
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_control_domain_is_marked() {
+        let listed = [entry(4, DOMAIN_FLAG_CONTROL, 6, "control")];
+        let plan = plan(&[], &listed, store_port);
+        assert!(plan.connect[0].control);
     }
 
     #[test]
@@ -162,7 +176,8 @@ mod tests {
             [Candidate {
                 domid: 7,
                 name: "guest".into(),
-                port: 9
+                port: 9,
+                control: false
             }]
         );
     }
@@ -177,7 +192,8 @@ mod tests {
             [Candidate {
                 domid: 2,
                 name: "guest".into(),
-                port: 8
+                port: 8,
+                control: false
             }]
         );
         assert!(super::plan(&[], &[with_console], store_port)

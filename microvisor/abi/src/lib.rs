@@ -10,6 +10,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod domctl;
 pub mod errno;
 pub mod evtchn;
 pub mod grant;

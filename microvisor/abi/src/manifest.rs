@@ -14,7 +14,7 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_CMDLINE_BYTES: usize = 512;
 pub const MAX_VCPUS: u32 = 8;
 /// Layout version of the blob; bumped on any incompatible change.
-pub const MANIFEST_VERSION: u32 = 6;
+pub const MANIFEST_VERSION: u32 = 7;
 /// The most PCI functions one domain may be given (`pci`).
 pub const MAX_PCI_FUNCTIONS: usize = 8;
 /// The most I/O port ranges one domain may be given (`ioports`).
@@ -91,11 +91,16 @@ pub struct SystemManifest {
     /// Index of the network backend domain (the system's `net_backend`), if any: a service
     /// domain too.
     pub net_backend: Option<u8>,
+    /// Index of the control domain (the system's `control_domain`), if any: the one domain
+    /// the domain-control operations (`MVOP_DOMCTL_*`) answer. A system with one is not
+    /// powered off when its guests are gone: the control domain may create more.
+    pub control_domain: Option<u8>,
 }
 
 impl SystemManifest {
     /// Whether the domain at `index` serves others (xenstore, console, disk or network
-    /// backend): such domains are stopped once every guest is gone.
+    /// backend): such domains are stopped once every guest is gone. The control domain is
+    /// not one: like a guest, it keeps the system up.
     pub fn is_service(&self, index: usize) -> bool {
         [
             self.xenstore_domain,
@@ -138,6 +143,7 @@ mod tests {
             console_domain: Some(0),
             disk_backend: None,
             net_backend: Some(0),
+            control_domain: None,
         };
         assert!(manifest.is_service(0) && !manifest.is_service(1));
         let bytes = postcard::to_allocvec(&manifest).unwrap();

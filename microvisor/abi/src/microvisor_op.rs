@@ -67,6 +67,9 @@ pub const DOMAIN_ENTRY_SIZE: usize = 48;
 pub const DOMAIN_FLAG_DYING: u16 = 1;
 /// The entry is the caller itself.
 pub const DOMAIN_FLAG_SELF: u16 = 2;
+/// The entry is the system's control domain (the toolstack): the xenstore domain gives its
+/// connection the toolstack's privileges.
+pub const DOMAIN_FLAG_CONTROL: u16 = 4;
 
 /// Global VIRQ raised in the xenstore and console domains whenever a domain is built or
 /// destroyed (Xen's `VIRQ_DOM_EXC`, 3): re-read the list.

@@ -40,6 +40,7 @@ pub mod multiboot;
 pub mod pagewalk;
 pub mod pci;
 pub mod phys;
+pub mod pvh_boot;
 pub mod ratelimit;
 pub mod sched;
 pub mod start_info;

@@ -26,10 +26,9 @@ use spin::Mutex;
 use crate::mem::{self, PAGE_SIZE};
 use crate::npt::NestedPageTable;
 use crate::vcpu::{self, MAX_VCPUS_PER_DOMAIN};
-use microvisor_core::MemoryRange;
 
 pub const MAX_DOMAINS: usize = microvisor_abi::manifest::MAX_DOMAINS;
-pub const START_INFO_GPA: u64 = 0x1000;
+pub use microvisor_abi::domctl::{ACPI_GPA, CONSOLE_RING_GPA, START_INFO_GPA, STORE_RING_GPA};
 const CONSOLE_LINE_BYTES: usize = 240;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -40,7 +39,8 @@ pub enum DomainState {
         reason: ShutdownReason,
         action: LifecycleAction,
     },
-    /// Stopped and kept for inspection (`preserve`).
+    /// Stopped and kept: `preserve`, or a domain the control domain created, waiting for it
+    /// to apply its lifecycle action.
     Preserved,
 }
 
@@ -72,7 +72,15 @@ pub fn action_name(action: LifecycleAction) -> &'static str {
 pub struct Domain {
     pub domid: u16,
     pub name: String<32>,
-    pub spec_index: usize,
+    /// Its entry in the boot manifest; `None` for a domain the control domain created.
+    pub spec_index: Option<usize>,
+    /// Why it shut down, once it has (kept while [`DomainState::Preserved`]).
+    pub shutdown: Option<ShutdownReason>,
+    /// A created domain: false while the control domain builds it (it may load its memory
+    /// and set its entry), true from its first unpause on.
+    pub sealed: bool,
+    /// A created domain: vCPU 0's entry was set.
+    pub has_entry: bool,
     pub restarts: u32,
     pub vcpus: u32,
     pub ram_bytes: u64,
@@ -164,32 +172,18 @@ pub fn name_of(slot: usize) -> String<32> {
 #[derive(Debug)]
 pub enum BuildError {
     OutOfMemory,
-    Image(microvisor_core::image::ImageError),
-    StartInfo,
+    Layout(microvisor_core::pvh_boot::PvhBootError),
     BadModule,
     Pci(crate::pci::AssignError),
-    RamdiskTooBig { bytes: u64, room: u64 },
-    TooMuchRam,
-    Acpi,
 }
 
 impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::OutOfMemory => write!(f, "out of memory"),
-            Self::Image(e) => write!(f, "bad image: {e:?}"),
-            Self::StartInfo => write!(f, "command line does not fit the start-info page"),
+            Self::Layout(e) => write!(f, "{e}"),
             Self::BadModule => write!(f, "the manifest names a boot module that does not exist"),
             Self::Pci(e) => write!(f, "{e}"),
-            Self::RamdiskTooBig { bytes, room } => {
-                write!(f, "the ramdisk ({bytes} bytes) does not fit the {room} bytes of RAM above the kernel: give the domain more memory")
-            }
-            Self::TooMuchRam => write!(
-                f,
-                "memory reaches the ACPI area at {ACPI_GPA:#x}: at most {} MiB",
-                ACPI_GPA >> 20
-            ),
-            Self::Acpi => write!(f, "its ACPI tables do not fit one page (too many vCPUs)"),
         }
     }
 }
@@ -209,110 +203,44 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     let spec: &DomainSpec = &MANIFEST.get().expect("manifest decoded").domains[spec_index];
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let image_bytes = module_bytes(spec.image_module)?;
-    let image = microvisor_core::image::parse_pvh_image(image_bytes, ram_bytes)
-        .map_err(BuildError::Image)?;
+    let ramdisk = spec.ramdisk_module.map(module_bytes).transpose()?;
+    let boot = microvisor_core::pvh_boot::plan(
+        image_bytes,
+        ram_bytes,
+        spec.vcpus,
+        spec.cmdline.as_bytes(),
+        ramdisk.map(|bytes| bytes.len() as u64),
+    )
+    .map_err(BuildError::Layout)?;
+    let image = &boot.image;
 
-    let mut npt = NestedPageTable::new().map_err(|_| BuildError::OutOfMemory)?;
-    let mut reused = 0u64;
-    let mut frames = 0u64;
-    let (mut lowest, mut highest) = (u64::MAX, 0u64);
-    let mut gpa = 0;
-    while gpa < ram_bytes {
-        let Some((hpa, was_reused)) = mem::alloc() else {
-            npt.destroy();
-            return Err(BuildError::OutOfMemory);
-        };
-        frames += 1;
-        reused += u64::from(was_reused);
-        lowest = lowest.min(hpa);
-        highest = highest.max(hpa + PAGE_SIZE);
-        if npt.map(gpa, hpa, true, true).is_err() {
-            mem::free(hpa);
-            npt.destroy();
-            return Err(BuildError::OutOfMemory);
-        }
-        gpa += PAGE_SIZE;
-    }
-
+    let Ram {
+        mut npt,
+        frames,
+        reused,
+        lowest,
+        highest,
+    } = alloc_ram(ram_bytes)?;
     for segment in &image.segments {
         let file = &image_bytes[segment.file_offset as usize..][..segment.file_bytes as usize];
         copy_into_guest(&npt, segment.paddr, file);
         // The rest up to mem_bytes is already zero (fresh frames are zeroed).
     }
-
-    let image_end = image
-        .segments
-        .iter()
-        .map(|s| s.paddr + s.mem_bytes)
-        .max()
-        .unwrap_or(MIN_RAMDISK_GPA);
-    let ramdisk = match spec.ramdisk_module {
-        None => None,
-        Some(index) => {
-            let bytes = match module_bytes(index) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    npt.destroy();
-                    return Err(e);
-                }
-            };
-            // Right above the image, 2 MiB aligned, as a boot loader would put it.
-            let gpa = image_end
-                .max(MIN_RAMDISK_GPA)
-                .next_multiple_of(RAMDISK_ALIGN);
-            if gpa + bytes.len() as u64 > ram_bytes {
-                npt.destroy();
-                return Err(BuildError::RamdiskTooBig {
-                    bytes: bytes.len() as u64,
-                    room: ram_bytes.saturating_sub(gpa),
-                });
-            }
-            copy_into_guest(&npt, gpa, bytes);
-            Some((gpa, bytes.len() as u64))
-        }
-    };
-    let rsdp_gpa = match build_acpi(&mut npt, spec.vcpus, ram_bytes) {
-        Ok(gpa) => gpa,
-        Err(e) => {
-            npt.destroy();
-            return Err(e);
-        }
-    };
-    let extra_ranges = [
-        MemoryRange {
-            addr: ACPI_GPA,
-            size: PAGE_SIZE,
-            kind: microvisor_abi::pvh::MEMMAP_TYPE_ACPI_NVS,
-        },
-        MemoryRange {
-            addr: SPECIAL_PAGES_GPA,
-            size: SPECIAL_PAGES_BYTES,
-            kind: microvisor_abi::pvh::MEMMAP_TYPE_RESERVED,
-        },
-    ];
-    let layout = microvisor_core::BootLayout {
-        ram_bytes,
-        cmdline: spec.cmdline.as_bytes(),
-        ramdisk,
-        rsdp_gpa,
-        extra_ranges: &extra_ranges,
-    };
-    let mut page = [0u8; PAGE_SIZE as usize];
-    let start_info =
-        match microvisor_core::start_info::write_start_info(&mut page, START_INFO_GPA, &layout) {
-            Ok(gpa) => gpa,
-            Err(_) => {
-                npt.destroy();
-                return Err(BuildError::StartInfo);
-            }
-        };
-    copy_into_guest(&npt, START_INFO_GPA, &page);
+    if let (Some(bytes), Some(gpa)) = (ramdisk, boot.ramdisk_gpa) {
+        copy_into_guest(&npt, gpa, bytes);
+    }
+    if let Err(e) = map_acpi_page(&mut npt, &boot.acpi_page) {
+        npt.destroy();
+        return Err(e);
+    }
+    copy_into_guest(&npt, START_INFO_GPA, &boot.start_info_page);
+    let start_info = boot.start_info_gpa;
 
     let domid = next_domid();
     crate::stats::reset_domain(slot);
     let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
     let (iopm, dma_table) =
-        match connect_services(slot, domid, spec_index, &mut npt, &mut hvm_params) {
+        match connect_services(slot, domid, Some(spec_index), spec.vcpus, &mut npt, &mut hvm_params) {
             Ok(done) => done,
             Err(e) => {
                 crate::pci::release(slot);
@@ -334,7 +262,10 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     DOMAINS.lock()[slot] = Some(Domain {
         domid,
         name: spec.name.clone(),
-        spec_index,
+        spec_index: Some(spec_index),
+        shutdown: None,
+        sealed: true,
+        has_entry: true,
         restarts,
         vcpus: spec.vcpus,
         ram_bytes,
@@ -346,42 +277,234 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         iopm,
         dma_table,
     });
-    crate::scheduler::add_domain(slot, spec.vcpus);
+    crate::scheduler::add_domain(slot, spec.vcpus, false);
     notify_services();
     Ok(domid)
 }
 
-/// Where a domain's ACPI tables lie (one page, outside RAM; Xen's `ACPI_INFO_PHYSICAL_ADDRESS`).
-pub const ACPI_GPA: u64 = 0xfc00_0000;
-/// Xen's special-page region (xenstore and console rings among them), reserved in the memory map.
-pub const SPECIAL_PAGES_GPA: u64 = 0xfeff_8000;
-const SPECIAL_PAGES_BYTES: u64 = 0x8000;
-/// The initramfs goes right after the image, on a 2 MiB boundary, never below 16 MiB.
-const MIN_RAMDISK_GPA: u64 = 16 << 20;
-const RAMDISK_ALIGN: u64 = 2 << 20;
+/// A fresh nested page table with RAM at guest-physical `0..ram_bytes` (zeroed frames).
+struct Ram {
+    npt: NestedPageTable,
+    frames: u64,
+    reused: u64,
+    lowest: u64,
+    highest: u64,
+}
 
-/// Build the domain's ACPI tables (RSDP, XSDT, FADT, MADT with one entry per vCPU, DSDT)
-/// into a frame of its own mapped at [`ACPI_GPA`]; returns the RSDP's address.
-fn build_acpi(npt: &mut NestedPageTable, vcpus: u32, ram_bytes: u64) -> Result<u64, BuildError> {
-    if ram_bytes > ACPI_GPA {
-        return Err(BuildError::TooMuchRam);
+fn alloc_ram(ram_bytes: u64) -> Result<Ram, BuildError> {
+    let mut npt = NestedPageTable::new().map_err(|_| BuildError::OutOfMemory)?;
+    let (mut frames, mut reused) = (0u64, 0u64);
+    let (mut lowest, mut highest) = (u64::MAX, 0u64);
+    let mut gpa = 0;
+    while gpa < ram_bytes {
+        let Some((hpa, was_reused)) = mem::alloc() else {
+            npt.destroy();
+            return Err(BuildError::OutOfMemory);
+        };
+        frames += 1;
+        reused += u64::from(was_reused);
+        lowest = lowest.min(hpa);
+        highest = highest.max(hpa + PAGE_SIZE);
+        if npt.map(gpa, hpa, true, true).is_err() {
+            mem::free(hpa);
+            npt.destroy();
+            return Err(BuildError::OutOfMemory);
+        }
+        gpa += PAGE_SIZE;
     }
-    let mut page = [0u8; PAGE_SIZE as usize];
-    let rsdp = microvisor_core::guest_acpi::build_guest_acpi(&mut page, ACPI_GPA, vcpus)
-        .map_err(|_| BuildError::Acpi)?;
+    Ok(Ram {
+        npt,
+        frames,
+        reused,
+        lowest,
+        highest,
+    })
+}
+
+/// Serializes the control domain's creations (name check and slot choice).
+static CREATING: Mutex<()> = Mutex::new(());
+/// Per slot: held while the control domain loads a domain it builds, sets its entry, or
+/// first unpauses it, so none of those interleave.
+static BUILDING: [Mutex<()>; MAX_DOMAINS] = [const { Mutex::new(()) }; MAX_DOMAINS];
+
+/// `MVOP_DOMCTL_CREATE`: an empty, paused domain for the control domain to build: zeroed
+/// RAM, an empty ACPI page, its vCPUs (down), and its xenstore and console rings. Created
+/// domains take the table slots after the boot manifest's (those stay for the manifest's
+/// own restarts).
+pub fn create(args: &microvisor_abi::domctl::CreateArgs) -> Result<u16, i64> {
+    use microvisor_abi::errno::{EEXIST, EINVAL, ENOMEM, ENOSPC};
+    let name = args.name_str().ok_or(EINVAL)?;
+    let ram_bytes = u64::from(args.memory_mib) << 20;
+    if args.vcpus == 0
+        || args.vcpus > MAX_VCPUS_PER_DOMAIN as u32
+        || args.memory_mib < 2
+        || ram_bytes > ACPI_GPA
+    {
+        return Err(EINVAL);
+    }
+    let _creating = CREATING.lock();
+    let first = MANIFEST.get().map_or(0, |m| m.domains.len());
+    let slot = {
+        let table = DOMAINS.lock();
+        if table.iter().flatten().any(|d| d.name.as_str() == name) {
+            return Err(EEXIST);
+        }
+        (first..MAX_DOMAINS)
+            .find(|&slot| table[slot].is_none() && !crate::scheduler::is_dying(slot))
+            .ok_or(ENOSPC)?
+    };
+    let Ram {
+        mut npt,
+        frames,
+        lowest,
+        highest,
+        ..
+    } = alloc_ram(ram_bytes).map_err(|_| ENOMEM)?;
+    if map_acpi_page(&mut npt, &[0; PAGE_SIZE as usize]).is_err() {
+        npt.destroy();
+        return Err(ENOMEM);
+    }
+    let domid = next_domid();
+    crate::stats::reset_domain(slot);
+    let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
+    match connect_services(slot, domid, None, args.vcpus, &mut npt, &mut hvm_params) {
+        Ok(_) => {}
+        Err(_) => {
+            vcpu::destroy_all(slot);
+            let _ = crate::grants::destroy_domain(slot, domid);
+            crate::events::destroy_domain(slot, domid);
+            npt.destroy();
+            return Err(ENOMEM);
+        }
+    }
+    crate::log!(
+        "domain {domid} ({name}) created paused by the control domain: {frames} frames, {} vcpus, RAM in host memory {lowest:#x}..{highest:#x}",
+        args.vcpus
+    );
+    DOMAINS.lock()[slot] = Some(Domain {
+        domid,
+        name: String::try_from(name).map_err(|_| EINVAL)?,
+        spec_index: None,
+        shutdown: None,
+        sealed: false,
+        has_entry: false,
+        restarts: 0,
+        vcpus: args.vcpus,
+        ram_bytes,
+        npt,
+        state: DomainState::Running,
+        console: Vec::new(),
+        hvm_params,
+        displaced: Vec::new(),
+        iopm: None,
+        dma_table: None,
+    });
+    crate::scheduler::add_domain(slot, args.vcpus, true);
+    notify_services();
+    Ok(domid)
+}
+
+/// `MVOP_DOMCTL_LOAD`, one piece within a page: writes `bytes` at `gpa` of a created domain
+/// that was never unpaused, into its RAM or its ACPI page.
+pub fn load(slot: usize, gpa: u64, bytes: &[u8]) -> Result<(), i64> {
+    use microvisor_abi::errno::{EFAULT, EPERM, ESRCH};
+    let _building = BUILDING[slot].lock();
+    let table = DOMAINS.lock();
+    let d = table[slot].as_ref().ok_or(ESRCH)?;
+    if d.sealed || d.spec_index.is_some() {
+        return Err(EPERM);
+    }
+    let end = gpa.checked_add(bytes.len() as u64).ok_or(EFAULT)?;
+    let in_ram = end <= d.ram_bytes;
+    let in_acpi = gpa >= ACPI_GPA && end <= ACPI_GPA + PAGE_SIZE;
+    if !(in_ram || in_acpi) || gpa / PAGE_SIZE != (end - 1) / PAGE_SIZE {
+        return Err(EFAULT);
+    }
+    let hpa = d.npt.translate(gpa).ok_or(EFAULT)?;
+    mem::write_phys(hpa, bytes);
+    Ok(())
+}
+
+/// `MVOP_DOMCTL_SET_ENTRY`: vCPU 0 of a created domain, never unpaused, starts at the PVH
+/// `entry` with EBX = `start_info`.
+pub fn set_entry(slot: usize, entry: u64, start_info: u64) -> Result<(), i64> {
+    use microvisor_abi::errno::{EINVAL, EPERM, ESRCH};
+    let entry = u32::try_from(entry).map_err(|_| EINVAL)?;
+    let start_info = u32::try_from(start_info).map_err(|_| EINVAL)?;
+    let _building = BUILDING[slot].lock();
+    {
+        let table = DOMAINS.lock();
+        let d = table[slot].as_ref().ok_or(ESRCH)?;
+        if d.sealed || d.spec_index.is_some() {
+            return Err(EPERM);
+        }
+    }
+    vcpu::set_pvh_boot_state(slot, 0, u64::from(entry), u64::from(start_info));
+    if let Some(d) = DOMAINS.lock()[slot].as_mut() {
+        d.has_entry = true;
+    }
+    Ok(())
+}
+
+/// `MVOP_DOMCTL_UNPAUSE`: the first one ends a created domain's building stage.
+pub fn unpause(slot: usize) -> Result<(), i64> {
+    use microvisor_abi::errno::{EINVAL, ESRCH};
+    let _building = BUILDING[slot].lock();
+    {
+        let mut table = DOMAINS.lock();
+        let d = table[slot].as_mut().ok_or(ESRCH)?;
+        if d.state != DomainState::Running || !d.has_entry {
+            return Err(EINVAL);
+        }
+        d.sealed = true;
+    }
+    crate::scheduler::unpause(slot);
+    Ok(())
+}
+
+/// `MVOP_DOMCTL_DESTROY`: tear a domain down now, whatever its state.
+pub fn destroy(slot: usize) -> Result<(), i64> {
+    use microvisor_abi::errno::ESRCH;
+    let preserved = {
+        let mut table = DOMAINS.lock();
+        let d = table[slot].as_mut().ok_or(ESRCH)?;
+        match d.state {
+            DomainState::Running => false,
+            DomainState::Dying { reason, .. } => {
+                d.state = DomainState::Dying {
+                    reason,
+                    action: LifecycleAction::Destroy,
+                };
+                return Ok(());
+            }
+            DomainState::Preserved => {
+                d.state = DomainState::Dying {
+                    reason: d.shutdown.unwrap_or(ShutdownReason::Poweroff),
+                    action: LifecycleAction::Destroy,
+                };
+                true
+            }
+        }
+    };
+    if preserved {
+        finish_shutdown(slot);
+    } else {
+        crate::scheduler::begin_shutdown(slot, ShutdownReason::Poweroff, Some(LifecycleAction::Destroy));
+    }
+    Ok(())
+}
+
+/// Map a frame of the domain's own at [`ACPI_GPA`] holding `page` (its ACPI tables, or
+/// zeros for the control domain to fill).
+fn map_acpi_page(npt: &mut NestedPageTable, page: &[u8; PAGE_SIZE as usize]) -> Result<(), BuildError> {
     let frame = mem::alloc_zeroed().ok_or(BuildError::OutOfMemory)?;
-    mem::write_phys(frame, &page);
+    mem::write_phys(frame, page);
     if npt.map(ACPI_GPA, frame, true, true).is_err() {
         mem::free(frame);
         return Err(BuildError::OutOfMemory);
     }
-    Ok(rsdp)
+    Ok(())
 }
-
-/// Guest-physical pages (outside RAM, below 4 GiB, as Xen places them) of the rings the
-/// builder gives a domain.
-pub const STORE_RING_GPA: u64 = 0xfeff_c000;
-pub const CONSOLE_RING_GPA: u64 = 0xfeff_b000;
 
 /// The live domain built from manifest entry `index`, if any: (slot, domid).
 fn service(index: Option<u8>) -> Option<(usize, u16)> {
@@ -389,7 +512,7 @@ fn service(index: Option<u8>) -> Option<(usize, u16)> {
     let table = DOMAINS.lock();
     table.iter().enumerate().find_map(|(slot, d)| {
         d.as_ref()
-            .filter(|d| d.spec_index == index && d.state == DomainState::Running)
+            .filter(|d| d.spec_index == Some(index) && d.state == DomainState::Running)
             .map(|d| (slot, d.domid))
     })
 }
@@ -401,26 +524,29 @@ fn service(index: Option<u8>) -> Option<(usize, u16)> {
 fn connect_services(
     slot: usize,
     domid: u16,
-    spec_index: usize,
+    spec_index: Option<usize>,
+    vcpus: u32,
     npt: &mut NestedPageTable,
     params: &mut [u64; microvisor_abi::hvm::HVM_NR_PARAMS as usize],
 ) -> Result<(Option<u64>, Option<u64>), BuildError> {
     use microvisor_abi::grant::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
     use microvisor_abi::hvm::*;
     let manifest = MANIFEST.get().expect("manifest decoded");
-    let spec = &manifest.domains[spec_index];
-    crate::events::init_domain(slot, spec.vcpus).map_err(|_| BuildError::OutOfMemory)?;
+    let spec = spec_index.map(|i| &manifest.domains[i]);
+    crate::events::init_domain(slot, vcpus).map_err(|_| BuildError::OutOfMemory)?;
     crate::grants::open(slot, domid);
     crate::grants::table_frame(slot, 0).map_err(|_| BuildError::OutOfMemory)?;
-    let mut ports: Vec<microvisor_abi::manifest::IoPortRange, 24> =
-        spec.ioports.iter().copied().collect();
-    ports.extend(crate::pci::io_ranges(&spec.pci));
+    let mut ports: Vec<microvisor_abi::manifest::IoPortRange, 24> = Vec::new();
+    if let Some(spec) = spec {
+        ports.extend(spec.ioports.iter().copied());
+        ports.extend(crate::pci::io_ranges(&spec.pci));
+    }
     let iopm = if ports.is_empty() {
         None
     } else {
         Some(vcpu::domain_permission_map(&ports).ok_or(BuildError::OutOfMemory)?)
     };
-    for id in 0..spec.vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
+    for id in 0..vcpus.min(MAX_VCPUS_PER_DOMAIN as u32) {
         vcpu::create(slot, id as usize, npt.root_pa(), iopm)
             .map_err(|_| BuildError::OutOfMemory)?;
     }
@@ -441,7 +567,7 @@ fn connect_services(
         ),
     ];
     for (role, gpa, gref, pfn_param, port_param) in rings {
-        if role.map(usize::from) == Some(spec_index) {
+        if role.map(usize::from) == spec_index && spec_index.is_some() {
             continue;
         }
         let Some((_, server)) = service(role) else {
@@ -462,23 +588,39 @@ fn connect_services(
         params[pfn_param as usize] = gpa / PAGE_SIZE;
         params[port_param as usize] = u64::from(port);
     }
-    let _ = domid;
-    let ram_bytes = u64::from(spec.memory_mib) << 20;
-    let dma_table = crate::pci::assign(slot, &spec.pci, npt, ram_bytes).map_err(BuildError::Pci)?;
+    let dma_table = match spec {
+        Some(spec) => {
+            let ram_bytes = u64::from(spec.memory_mib) << 20;
+            crate::pci::assign(slot, &spec.pci, npt, ram_bytes).map_err(BuildError::Pci)?
+        }
+        None => None,
+    };
     Ok((iopm, dma_table))
 }
 
 /// Whether manifest domain `spec_index` is the console service domain.
-pub fn is_console_service(spec_index: usize) -> bool {
-    MANIFEST
-        .get()
-        .is_some_and(|m| m.console_domain.map(usize::from) == Some(spec_index))
+pub fn is_console_service(spec_index: Option<usize>) -> bool {
+    MANIFEST.get().is_some_and(|m| {
+        spec_index.is_some() && m.console_domain.map(usize::from) == spec_index
+    })
 }
 
-/// Tell the service domains the set of domains changed (VIRQ_DOMAIN_CHANGE).
+/// Whether the domain in `slot` is the control domain.
+pub fn is_control(slot: usize) -> bool {
+    let manifest = MANIFEST.get().expect("manifest decoded");
+    let index = DOMAINS.lock()[slot].as_ref().and_then(|d| d.spec_index);
+    index.is_some() && manifest.control_domain.map(usize::from) == index
+}
+
+/// Tell the service domains and the control domain the set of domains changed
+/// (VIRQ_DOMAIN_CHANGE).
 pub fn notify_services() {
     let manifest = MANIFEST.get().expect("manifest decoded");
-    for role in [manifest.xenstore_domain, manifest.console_domain] {
+    for role in [
+        manifest.xenstore_domain,
+        manifest.console_domain,
+        manifest.control_domain,
+    ] {
         if let Some((slot, _)) = service(role) {
             crate::events::raise_virq(slot, microvisor_abi::microvisor_op::VIRQ_DOMAIN_CHANGE, 0);
         }
@@ -488,7 +630,7 @@ pub fn notify_services() {
 /// Whether the domain in `slot` serves xenstore and/or consoles: (store, console).
 pub fn roles_of(slot: usize) -> (bool, bool) {
     let manifest = MANIFEST.get().expect("manifest decoded");
-    let Some(index) = DOMAINS.lock()[slot].as_ref().map(|d| d.spec_index) else {
+    let Some(index) = DOMAINS.lock()[slot].as_ref().and_then(|d| d.spec_index) else {
         return (false, false);
     };
     (
@@ -537,9 +679,11 @@ fn tear_down(slot: usize) {
         reason.name(),
         action_name(action)
     );
+    domain.shutdown = Some(reason);
     if action == LifecycleAction::Preserve {
         domain.state = DomainState::Preserved;
         DOMAINS.lock()[slot] = Some(domain);
+        notify_services();
         return;
     }
     vcpu::destroy_all(slot);
@@ -565,8 +709,8 @@ fn tear_down(slot: usize) {
         domain.domid,
         domain.name
     );
-    if action == LifecycleAction::Restart {
-        match build(slot, domain.spec_index, domain.restarts + 1) {
+    if let (LifecycleAction::Restart, Some(spec_index)) = (action, domain.spec_index) {
+        match build(slot, spec_index, domain.restarts + 1) {
             Ok(new_domid) => {
                 crate::log!(
                     "domain {} ({}) restarted as domain {new_domid}",
@@ -595,7 +739,7 @@ pub static BASELINE_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// once every other domain is gone they have nobody to serve, and the machine powers off.
 pub fn check_all_gone() {
     let manifest = MANIFEST.get().expect("manifest decoded");
-    let is_service = |d: &Domain| manifest.is_service(d.spec_index);
+    let is_service = |d: &Domain| d.spec_index.is_some_and(|i| manifest.is_service(i));
     let has_guests = (0..manifest.domains.len()).any(|i| !manifest.is_service(i));
     let table = DOMAINS.lock();
     let running = table
@@ -652,7 +796,11 @@ pub fn check_all_gone() {
 }
 
 /// Called when a domain's vCPU 0 enters the guest for the first time.
-pub fn first_entry() {
+pub fn first_entry(slot: usize) {
+    let boot_domain = DOMAINS.lock()[slot].as_ref().is_some_and(|d| d.spec_index.is_some());
+    if !boot_domain {
+        return;
+    }
     let before =
         NOT_YET_RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     if before == Ok(1) {

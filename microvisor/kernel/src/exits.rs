@@ -47,10 +47,13 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
     let Some(domain) = domain::view(slot) else {
         return Outcome::Dead;
     };
+    if crate::scheduler::is_paused(slot) {
+        return Outcome::Blocked { wake_at_ns: None };
+    }
     if !v.has_run {
         v.has_run = true;
         if id == 0 {
-            domain::first_entry();
+            domain::first_entry(slot);
         }
     }
     // SAFETY: element `cpu` of HOST_FX is used only by this CPU (see HostFx).
@@ -60,6 +63,10 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         if crate::scheduler::is_dying(slot) {
             crate::lapic::disarm_timer();
             return Outcome::Dead;
+        }
+        if crate::scheduler::is_paused(slot) {
+            crate::lapic::disarm_timer();
+            return Outcome::Blocked { wake_at_ns: None };
         }
         crate::pci::dispatch_interrupts();
         let now = crate::time::now_ns();

@@ -354,6 +354,13 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
         if d.domid == caller.domain.domid {
             flags |= DOMAIN_FLAG_SELF;
         }
+        let control = crate::domain::MANIFEST
+            .get()
+            .and_then(|m| m.control_domain)
+            .map(usize::from);
+        if d.spec_index.is_some() && d.spec_index == control {
+            flags |= DOMAIN_FLAG_CONTROL;
+        }
         e[0..2].copy_from_slice(&d.domid.to_le_bytes());
         e[2..4].copy_from_slice(&flags.to_le_bytes());
         let store_port = if store {
@@ -385,6 +392,9 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
 }
 
 fn microvisor_op(caller: &mut Caller, [cmd, arg, count, extra @ ..]: [u64; 5]) -> Result<i64, i64> {
+    if crate::hc_domctl::is_domctl(cmd) {
+        return crate::hc_domctl::domctl(caller, cmd, [arg, count, extra[0], extra[1]]);
+    }
     match cmd {
         microvisor_abi::microvisor_op::MVOP_LIST_DOMAINS => list_domains(caller, arg, count),
         microvisor_abi::microvisor_op::MVOP_PCI_LIST => {

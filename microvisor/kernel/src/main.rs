@@ -18,6 +18,7 @@ mod events;
 mod exits;
 mod grants;
 mod guestmem;
+mod hc_domctl;
 mod hc_events;
 mod hc_grants;
 mod hypercall;

@@ -9,6 +9,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
+use microvisor_abi::manifest::LifecycleAction;
 use microvisor_core::sched::{Scheduler, VcpuRef, VcpuState};
 use spin::Mutex;
 
@@ -18,6 +19,9 @@ use crate::vcpu::MAX_VCPUS;
 
 static SCHED: Mutex<Scheduler<MAX_VCPUS>> = Mutex::new(Scheduler::new());
 static DYING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+/// Paused by the control domain (or created and not yet started): its vCPUs do not enter
+/// the guest; one picked from the run queue blocks again at once.
+static PAUSED: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
 /// CPUs sleeping in the idle loop; a vCPU made runnable interrupts one of them. One cache
 /// line per CPU: each CPU writes its own flag every time it idles.
 static IDLE: [CachePadded<AtomicBool>; crate::cpu::MAX_CPUS] =
@@ -33,8 +37,9 @@ fn vref(slot: usize, vcpu: usize) -> VcpuRef {
     }
 }
 
-pub fn add_domain(slot: usize, vcpus: u32) {
+pub fn add_domain(slot: usize, vcpus: u32, paused: bool) {
     DYING[slot].store(false, Ordering::Release);
+    PAUSED[slot].store(paused, Ordering::Release);
     let mut sched = SCHED.lock();
     for id in 0..vcpus as usize {
         sched
@@ -45,6 +50,25 @@ pub fn add_domain(slot: usize, vcpus: u32) {
 
 pub fn is_dying(slot: usize) -> bool {
     DYING[slot].load(Ordering::Acquire)
+}
+
+pub fn is_paused(slot: usize) -> bool {
+    PAUSED[slot].load(Ordering::Acquire)
+}
+
+/// Stop a domain's vCPUs: each leaves its CPU at its next exit (other CPUs running one are
+/// interrupted now) and stays blocked until [`unpause`].
+pub fn pause(slot: usize) {
+    PAUSED[slot].store(true, Ordering::SeqCst);
+    shootdown(slot);
+}
+
+/// Let a paused domain's vCPUs run again: every one that is not down is woken.
+pub fn unpause(slot: usize) {
+    PAUSED[slot].store(false, Ordering::SeqCst);
+    for id in 0..crate::vcpu::MAX_VCPUS_PER_DOMAIN {
+        kick(slot, id);
+    }
 }
 
 pub fn vcpu_is_up(slot: usize, vcpu: usize) -> bool {
@@ -124,6 +148,12 @@ pub fn shootdown(slot: usize) {
 
 /// Start shutting a domain down; the first reason wins.
 pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
+    begin_shutdown(slot, reason, None);
+}
+
+/// Start shutting a domain down with `action` (`None`: its manifest's action for `reason`;
+/// a domain the control domain created is kept for it to decide). The first call wins.
+pub fn begin_shutdown(slot: usize, reason: ShutdownReason, action: Option<LifecycleAction>) {
     {
         let mut table = domain::DOMAINS.lock();
         let Some(d) = table[slot].as_mut() else {
@@ -132,11 +162,18 @@ pub fn shutdown_domain(slot: usize, reason: ShutdownReason) {
         if d.state != DomainState::Running {
             return;
         }
-        let spec = &domain::MANIFEST.get().expect("manifest decoded").domains[d.spec_index];
-        let action = match reason {
-            ShutdownReason::Poweroff => spec.on_poweroff,
-            ShutdownReason::Reboot => spec.on_reboot,
-            ShutdownReason::Crash => spec.on_crash,
+        let manifest = domain::MANIFEST.get().expect("manifest decoded");
+        let action = match (action, d.spec_index) {
+            (Some(action), _) => action,
+            (None, Some(index)) => {
+                let spec = &manifest.domains[index];
+                match reason {
+                    ShutdownReason::Poweroff => spec.on_poweroff,
+                    ShutdownReason::Reboot => spec.on_reboot,
+                    ShutdownReason::Crash => spec.on_crash,
+                }
+            }
+            (None, None) => LifecycleAction::Preserve,
         };
         d.state = DomainState::Dying { reason, action };
     }
@@ -183,7 +220,11 @@ pub fn cpu_loop(cpu: usize) -> ! {
 
 fn run(cpu: usize, v: VcpuRef) {
     let slot = usize::from(v.domain);
+    let started = crate::time::now_ns();
     let outcome = exits::run_vcpu(cpu, slot, usize::from(v.vcpu));
+    crate::stats::PER_DOMAIN[slot]
+        .cpu_ns
+        .fetch_add(crate::time::now_ns().saturating_sub(started), Ordering::Relaxed);
     let finish = {
         let mut sched = SCHED.lock();
         if sched.is_dead(v) {

@@ -22,6 +22,8 @@ pub struct DomainCounters {
     pub hypercalls: AtomicU64,
     pub events_sent: AtomicU64,
     pub vm_exits: AtomicU64,
+    /// Time its vCPUs held a CPU, in ns.
+    pub cpu_ns: AtomicU64,
     pub unclaimed_ports: AtomicU64,
     pub exits_by_kind: [AtomicU64; EXIT_KIND_NAMES.len()],
     /// By hypercall number; the last slot counts every number at or above it.
@@ -33,6 +35,7 @@ pub static PER_DOMAIN: [DomainCounters; crate::domain::MAX_DOMAINS] = [const {
         hypercalls: AtomicU64::new(0),
         events_sent: AtomicU64::new(0),
         vm_exits: AtomicU64::new(0),
+        cpu_ns: AtomicU64::new(0),
         unclaimed_ports: AtomicU64::new(0),
         exits_by_kind: [const { AtomicU64::new(0) }; EXIT_KIND_NAMES.len()],
         hypercalls_by_number: [const { AtomicU64::new(0) }; COUNTED_HYPERCALLS + 1],
@@ -76,6 +79,7 @@ pub fn reset_domain(slot: usize) {
     c.hypercalls.store(0, Relaxed);
     c.events_sent.store(0, Relaxed);
     c.vm_exits.store(0, Relaxed);
+    c.cpu_ns.store(0, Relaxed);
     c.unclaimed_ports.store(0, Relaxed);
     c.exits_by_kind
         .iter()

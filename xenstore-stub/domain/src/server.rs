@@ -469,6 +469,7 @@ impl<P: Platform> Server<P> {
             domid,
             name,
             port: remote_port,
+            control,
         } = candidate;
         let page = match platform.map_ring(domid) {
             Ok(page) => page,
@@ -498,7 +499,8 @@ impl<P: Platform> Server<P> {
             }
         };
         let introduced = self.store.introduce_domain(domid, &name);
-        let conn = self.store.add_connection(domid, false);
+        // The control domain is the toolstack: its connection is privileged.
+        let conn = self.store.add_connection(domid, control);
         self.conns.push(Connection {
             domid,
             name: name.clone(),

@@ -123,6 +123,29 @@ pub fn nic_args(forwards: &[Forward]) -> Vec<std::ffi::OsString> {
     ]
 }
 
+/// PCI address of the management channel's virtio console (the control domain's `pci` in
+/// the systems that have one).
+pub const MGMT_PCI_SLOT: &str = "05.0";
+
+/// QEMU arguments attaching a virtio console at 00:05.0, behind the IOMMU, whose port 0 is
+/// a unix socket at `socket` (QEMU listens; `xl` connects): the management channel the
+/// control domain serves.
+pub fn mgmt_args(socket: &Path) -> Vec<std::ffi::OsString> {
+    // A stale socket of an earlier run would make QEMU's listen fail.
+    let _ = std::fs::remove_file(socket);
+    let mut chardev = std::ffi::OsString::from("socket,id=mgmt,server=on,wait=off,path=");
+    chardev.push(socket);
+    vec![
+        "-chardev".into(),
+        chardev,
+        "-device".into(),
+        format!("virtio-serial-pci,disable-legacy=on,iommu_platform=on,addr={MGMT_PCI_SLOT}")
+            .into(),
+        "-device".into(),
+        "virtconsole,chardev=mgmt".into(),
+    ]
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on just now (the kernel's pick).
 pub fn free_port() -> Result<u16> {
     use anyhow::Context;

@@ -94,6 +94,13 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
             commands::NIC_PCI_SLOT
         );
     }
+    if packed.control {
+        eprintln!(
+            "xtask: the control domain's management channel is {} (PCI 00:{}): in another terminal, `cargo run -q -p xl -- list`",
+            workspace.mgmt_socket().display(),
+            commands::MGMT_PCI_SLOT
+        );
+    }
     // What is typed on the terminal goes to the serial console (a line at a time, as the
     // terminal sends it).
     let watch = Watch {
@@ -111,6 +118,9 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
             extra_args: {
                 let mut args = commands::disk_args(&disk);
                 args.extend(commands::nic_args(&forwards));
+                if packed.control {
+                    args.extend(commands::mgmt_args(&workspace.mgmt_socket()));
+                }
                 args
             },
             ..commands::MachineOptions::standard(args.smp, args.memory)

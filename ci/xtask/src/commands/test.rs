@@ -267,6 +267,28 @@ pub fn run_scenario(
         }
         extra_args.extend(commands::nic_args(&forwards));
     }
+    let mut task = None;
+    if let Some(xl) = &scenario.xl {
+        if !packed.control {
+            anyhow::bail!(
+                "scenario {}: `[xl]` steps need a system with a control domain (`control_domain`)",
+                scenario.name
+            );
+        }
+        // A `create` of the Debian guest needs its images at hand.
+        crate::linux::ensure(workspace)?;
+        let socket = workspace.xtask_dir().join(&run.scratch).join("mgmt.sock");
+        extra_args.extend(commands::mgmt_args(&socket));
+        let steps = xl.steps.clone();
+        let binary = crate::xl_steps::binary(&workspace.release_dir());
+        let dir = scenario.dir.clone();
+        task = Some(crate::serial::HostTask {
+            after: xl.after.clone(),
+            run: std::sync::Arc::new(move |emit| {
+                crate::xl_steps::run(&steps, &binary, &socket, &dir, emit)
+            }),
+        });
+    }
     let watch = Watch {
         timeout: Some(scenario.timeout),
         stop_when: scenario.stop_when.clone(),
@@ -274,7 +296,7 @@ pub fn run_scenario(
         sends: scenario.sends.clone(),
         forward_stdin: false,
         exchange,
-        task: None,
+        task,
     };
     let disk_path = workspace.xtask_dir().join(&run.scratch).join("disk.img");
     if let Some(disk) = &scenario.disk {

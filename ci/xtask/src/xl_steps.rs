@@ -1,0 +1,126 @@
+//! A scenario's `[xl]` steps: the host's `xl` run against the control domain of the booted
+//! system, each line of its output added to the scenario's log (see
+//! [`crate::scenario::XlSteps`]).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use control::mgmt::{self, Deframer, Request, Response};
+
+use crate::serial::Emit;
+
+/// Runs the steps in order; `xl` is the binary, `socket` the management channel, `dir` the
+/// scenario's directory (where `xl` runs).
+pub fn run(steps: &[Vec<String>], xl: &Path, socket: &Path, dir: &Path, emit: Emit) {
+    for step in steps {
+        match step[0].as_str() {
+            "sleep" => {
+                let secs: f64 = step[1].parse().unwrap_or(0.0);
+                std::thread::sleep(Duration::from_secs_f64(secs));
+            }
+            "garble" => garble(socket, emit),
+            _ => run_xl(&step[1..], xl, socket, dir, emit),
+        }
+    }
+    emit("xl: steps done".to_string());
+}
+
+fn run_xl(args: &[String], xl: &Path, socket: &Path, dir: &Path, emit: Emit) {
+    emit(format!("xl$ {}", args.join(" ")));
+    let started = Instant::now();
+    let output = std::process::Command::new(xl)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .current_dir(dir)
+        .output();
+    match output {
+        Ok(output) => {
+            for line in String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&output.stderr).lines())
+            {
+                emit(format!("xl: {line}"));
+            }
+            emit(format!(
+                "xl: exit {} after {:.2} s",
+                output.status.code().unwrap_or(-1),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        Err(e) => emit(format!("xl: cannot run {}: {e}", xl.display())),
+    }
+}
+
+/// Sends what no `xl` sends: noise, a frame whose checksum is wrong, a length over the
+/// limit followed by a quiet second, then a good `list`; reports the answers.
+fn garble(socket: &Path, emit: Emit) {
+    let result = (|| -> std::io::Result<String> {
+        let mut stream = UnixStream::connect(socket)?;
+        let mut bad = mgmt::frame(&Request::List);
+        let last = bad.len() - 1;
+        bad[last] ^= 0x5a;
+        stream.write_all(b"\x00\x01 not a frame \xff\xfe")?;
+        stream.write_all(&bad)?;
+        let mut huge = mgmt::MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        stream.write_all(&huge)?;
+        // A frame that claims a valid length and never completes: dropped after a quiet
+        // second.
+        let mut stalled = mgmt::MAGIC.to_vec();
+        stalled.extend_from_slice(&1000u32.to_le_bytes());
+        stalled.extend_from_slice(b"only a few bytes");
+        stream.write_all(&stalled)?;
+        std::thread::sleep(Duration::from_millis(2500));
+        stream.write_all(&mgmt::frame(&Request::List))?;
+        let mut deframer = Deframer::new();
+        let mut errors = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 65536];
+        loop {
+            while let Some(frame) = deframer.next_frame() {
+                let Ok(payload) = frame else { continue };
+                match mgmt::decode::<Response>(&payload) {
+                    Ok(Response::Error(why)) => errors.push(why),
+                    Ok(Response::Domains(rows)) => {
+                        return Ok(format!(
+                            "{} refusals ({}), then list answered with {} domains",
+                            errors.len(),
+                            errors.join("; "),
+                            rows.len()
+                        ))
+                    }
+                    Ok(other) => errors.push(format!("unexpected {other:?}")),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(format!(
+                    "no answer to list after {} refusals ({})",
+                    errors.len(),
+                    errors.join("; ")
+                ));
+            }
+            stream.set_read_timeout(Some(left))?;
+            match stream.read(&mut buf) {
+                Ok(0) => return Ok("the channel closed".into()),
+                Ok(n) => deframer.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })();
+    match result {
+        Ok(line) => emit(format!("xl: garble: {line}")),
+        Err(e) => emit(format!("xl: garble: {e}")),
+    }
+}
+
+/// The `xl` binary `cargo xtask build` makes.
+pub fn binary(release_dir: &Path) -> PathBuf {
+    release_dir.join("xl")
+}

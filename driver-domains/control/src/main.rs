@@ -1,0 +1,394 @@
+//! The control domain: serves `xl` on the management channel (the virtio console passed
+//! through to it; `cargo xtask run` puts the host end on a unix socket) and keeps the
+//! lifecycle of the domains it created.
+//!
+//! Each request frame gets one response frame (`control::mgmt`). A garbled frame is
+//! answered with an error and counted; a partial frame the host stops sending is dropped
+//! after a quiet second. Domains are built here, not in the microvisor: the image is parsed
+//! and laid out with `microvisor_core::pvh_boot` (the same plan the boot builder uses), the
+//! microvisor makes an empty paused domain, and this domain loads its memory, sets its entry
+//! and unpauses it. After that it can neither read nor write that domain's memory.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use control::{resolve, rows, shutdown_word, Images, Lifecycle, Step, Upload};
+use driver_domains::abi::domctl::{self as abi, CreateArgs, DomctlEntry};
+use driver_domains::abi::microvisor_op::VIRQ_DOMAIN_CHANGE;
+use driver_domains::events;
+use driver_domains::virtio::{self, ConsoleDevice};
+use driver_domains::xenstore::{self, Tx};
+use driver_domains::{domctl, heap, pci, println, time, BootInfo};
+use control::mgmt::{self, Deframer, HostInfo, Request, Response};
+
+// A heap for the images of one create (Debian's kernel and initramfs are about 56 MiB) and
+// of the created domains it may have to restart; the manifest gives it 192 MiB.
+driver_domains::entry!(main, heap_bytes = 176 << 20);
+
+/// A partial frame is dropped after this long without a byte.
+const QUIET_NS: u64 = 1_000_000_000;
+/// How long the loop sleeps when nothing happens.
+const IDLE_NS: u64 = 2_000_000;
+
+struct Control {
+    channel: Option<ConsoleDevice>,
+    deframer: Deframer,
+    upload: Option<Upload>,
+    lifecycle: Lifecycle,
+    store: Option<xenstore::Client>,
+    bad_frames: u64,
+    requests: u64,
+}
+
+fn main(info: &'static BootInfo) -> ! {
+    let channel = open_channel();
+    let virq = events::bind_virq(VIRQ_DOMAIN_CHANGE, 0).ok();
+    let store = match xenstore::Client::connect() {
+        Ok(mut client) => {
+            client.set_timeout_ns(5_000_000_000);
+            Some(client)
+        }
+        Err(e) => {
+            println!("control: no xenstore ({e:?}): xl shutdown and reboot are unavailable");
+            None
+        }
+    };
+    println!(
+        "control: domain {} serving xl{}, {} MiB for images",
+        info.domain.domid,
+        if channel.is_some() { "" } else { " (no channel)" },
+        image_room() >> 20
+    );
+    let mut control = Control {
+        channel,
+        deframer: Deframer::new(),
+        upload: None,
+        lifecycle: Lifecycle::new(),
+        store,
+        bad_frames: 0,
+        requests: 0,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_byte = time::now_ns();
+    loop {
+        let mut got = 0;
+        if let Some(channel) = control.channel.as_mut() {
+            match channel.receive(&mut buf) {
+                Ok(n) => got = n,
+                Err(e) => {
+                    println!("control: the management channel failed ({e}); closing it");
+                    control.channel = None;
+                }
+            }
+        }
+        if got > 0 {
+            last_byte = time::now_ns();
+            control.deframer.push(&buf[..got]);
+            while let Some(frame) = control.deframer.next_frame() {
+                let response = match frame {
+                    Ok(payload) => match mgmt::decode::<Request>(&payload) {
+                        Ok(request) => control.handle(request),
+                        Err(e) => control.refuse(e),
+                    },
+                    Err(e) => control.refuse(e),
+                };
+                control.send(&response);
+            }
+        } else if control.deframer.pending() > 0
+            && time::now_ns().saturating_sub(last_byte) > QUIET_NS
+        {
+            let dropped = control.deframer.discard();
+            control.bad_frames += 1;
+            println!("control: dropped {dropped} bytes of a frame that never completed");
+            control.send(&Response::Error(format!(
+                "{dropped} bytes of an incomplete frame were dropped"
+            )));
+        }
+        if virq.is_some_and(events::take) {
+            control.apply_lifecycle();
+        }
+        if got == 0 {
+            time::sleep_ns(IDLE_NS);
+        }
+    }
+}
+
+/// The first virtio console passed through to this domain.
+fn open_channel() -> Option<ConsoleDevice> {
+    let functions = pci::list().ok()?;
+    let function = functions
+        .iter()
+        .find(|f| virtio::is_virtio_console(f.vendor(), f.device()))?;
+    match ConsoleDevice::open(function) {
+        Ok(device) => Some(device),
+        Err(e) => {
+            println!("control: management channel {}: cannot open ({e})", function.bdf);
+            None
+        }
+    }
+}
+
+/// Bytes of images one upload may hold: the heap's free room less 4 MiB for the rest.
+fn image_room() -> u64 {
+    (heap::free_bytes() as u64).saturating_sub(4 << 20)
+}
+
+fn list() -> Result<Vec<DomctlEntry>, String> {
+    let mut entries = vec![DomctlEntry::default(); abi_max_domains()];
+    let n = domctl::list(&mut entries)
+        .map_err(|e| format!("the microvisor refused to list the domains (error {e})"))?;
+    entries.truncate(n);
+    Ok(entries)
+}
+
+fn abi_max_domains() -> usize {
+    driver_domains::abi::manifest::MAX_DOMAINS
+}
+
+impl Control {
+    fn send(&mut self, response: &Response) {
+        if let Some(channel) = self.channel.as_mut() {
+            if let Err(e) = channel.send(&mgmt::frame(response)) {
+                println!("control: cannot answer on the management channel ({e})");
+            }
+        }
+    }
+
+    fn refuse(&mut self, error: mgmt::FrameError) -> Response {
+        self.bad_frames += 1;
+        println!("control: refused {error} on the management channel");
+        Response::Error(format!("the control domain refused {error}"))
+    }
+
+    fn handle(&mut self, request: Request) -> Response {
+        self.requests += 1;
+        let result = match request {
+            Request::List => list().map(|entries| Response::Domains(rows(&entries))),
+            Request::Info => self.info(),
+            Request::Pause(name) => self.on_target(&name, "paused", domctl::pause),
+            Request::Unpause(name) => self.on_target(&name, "unpaused", domctl::unpause),
+            Request::Destroy(name) => self.destroy(&name),
+            Request::Shutdown { domain, reboot } => self.shutdown(&domain, reboot),
+            Request::CreateBegin(plan) => {
+                if let Some(old) = self.upload.take() {
+                    drop(old);
+                    println!("control: an unfinished create was dropped for a new one");
+                }
+                Upload::begin(plan, image_room()).map(|upload| {
+                    self.upload = Some(upload);
+                    Response::Done("send the images".into())
+                })
+            }
+            Request::CreateData { offset, bytes } => match self.upload.as_mut() {
+                None => Err("image data without a create under way".into()),
+                Some(upload) => upload.data(offset, &bytes).map(|()| Response::Done(String::new())),
+            },
+            Request::CreateAbort => {
+                self.upload = None;
+                Ok(Response::Done("create abandoned".into()))
+            }
+            Request::CreateEnd => match self.upload.take() {
+                None => Err("no create under way".into()),
+                Some(upload) => upload
+                    .finish()
+                    .and_then(|images| self.build(images))
+                    .map(|domid| Response::Created { domid }),
+            },
+        };
+        result.unwrap_or_else(Response::Error)
+    }
+
+    fn info(&self) -> Result<Response, String> {
+        let p = domctl::physinfo().map_err(|e| format!("physinfo refused (error {e})"))?;
+        Ok(Response::Info(HostInfo {
+            cpus: p.cpus,
+            total_mib: p.total_frames >> 8,
+            free_mib: p.free_frames >> 8,
+            uptime_ns: p.uptime_ns,
+            max_domains: p.max_domains,
+            vm_exits: p.vm_exits,
+            hypercalls: p.hypercalls,
+            bad_frames: self.bad_frames,
+        }))
+    }
+
+    fn on_target(
+        &mut self,
+        name: &str,
+        done: &str,
+        op: fn(u16) -> Result<(), i64>,
+    ) -> Result<Response, String> {
+        let entries = list()?;
+        let target = resolve(&entries, name)?;
+        op(target.domid).map_err(|e| refusal(target, e))?;
+        println!("control: domain {} ({}) {done}", target.domid, target.name_str());
+        Ok(Response::Done(format!(
+            "domain {} ({}) {done}",
+            target.domid,
+            target.name_str()
+        )))
+    }
+
+    fn destroy(&mut self, name: &str) -> Result<Response, String> {
+        let entries = list()?;
+        let target = resolve(&entries, name)?;
+        domctl::destroy(target.domid).map_err(|e| refusal(target, e))?;
+        self.lifecycle.remove(target.domid);
+        println!(
+            "control: domain {} ({}) destroyed",
+            target.domid,
+            target.name_str()
+        );
+        Ok(Response::Done(format!(
+            "domain {} ({}) destroyed",
+            target.domid,
+            target.name_str()
+        )))
+    }
+
+    /// Asks the guest to shut down as Xen's toolstack does: `control/shutdown` in xenstore.
+    fn shutdown(&mut self, name: &str, reboot: bool) -> Result<Response, String> {
+        let entries = list()?;
+        let target = resolve(&entries, name)?;
+        let store = self
+            .store
+            .as_mut()
+            .ok_or("the control domain has no xenstore connection")?;
+        let path = format!("{}/control/shutdown", xenstore::domain_path(target.domid));
+        store
+            .write_str(Tx::NONE, &path, shutdown_word(reboot))
+            .map_err(|e| format!("cannot write {path}: {e:?}"))?;
+        println!(
+            "control: asked domain {} ({}) to {}",
+            target.domid,
+            target.name_str(),
+            shutdown_word(reboot)
+        );
+        Ok(Response::Done(format!(
+            "asked domain {} ({}) to {}",
+            target.domid,
+            target.name_str(),
+            shutdown_word(reboot)
+        )))
+    }
+
+    /// Builds a domain from its images and starts it; keeps the images for its lifecycle.
+    fn build(&mut self, images: Images) -> Result<u16, String> {
+        let domid = build_domain(&images)?;
+        self.lifecycle.add(domid, images);
+        Ok(domid)
+    }
+
+    /// Applies `on_poweroff`/`on_reboot`/`on_crash` to the created domains that shut down.
+    fn apply_lifecycle(&mut self) {
+        let Ok(entries) = list() else { return };
+        for (domid, name, reason, step) in self.lifecycle.due(&entries) {
+            let word = match step {
+                Step::Destroy => "destroy",
+                Step::Restart => "restart",
+                Step::Keep => "preserve",
+            };
+            println!("control: domain {domid} ({name}) shut down: {reason} -> {word}");
+            if step == Step::Keep {
+                continue;
+            }
+            let images = self.lifecycle.remove(domid);
+            if let Err(e) = domctl::destroy(domid) {
+                println!("control: cannot destroy domain {domid} ({name}): error {e}");
+                continue;
+            }
+            if let (Step::Restart, Some(images)) = (step, images) {
+                // The old instance must be gone before its name can be reused.
+                let deadline = time::now_ns() + 5_000_000_000;
+                while list().is_ok_and(|l| l.iter().any(|e| e.domid == domid))
+                    && time::now_ns() < deadline
+                {
+                    time::sleep_ms(5);
+                }
+                match self.build(images) {
+                    Ok(new) => println!("control: domain {domid} ({name}) restarted as domain {new}"),
+                    Err(e) => println!("control: domain {domid} ({name}) cannot restart: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn refusal(target: &DomctlEntry, error: i64) -> String {
+    let why = match error {
+        -1 => "not permitted",
+        -3 => "it is gone",
+        -22 => "not valid for it (the control domain itself, or its state)",
+        _ => "refused",
+    };
+    format!(
+        "domain {} ({}): {why} (error {error})",
+        target.domid,
+        target.name_str()
+    )
+}
+
+/// Lays the domain out, has the microvisor create it, loads it and starts it. On any
+/// failure after the create, the half-built domain is destroyed.
+fn build_domain(images: &Images) -> Result<u16, String> {
+    let plan = &images.plan;
+    let ram_bytes = u64::from(plan.memory_mib) << 20;
+    let boot = microvisor_core::pvh_boot::plan(
+        images.kernel(),
+        ram_bytes,
+        plan.vcpus,
+        plan.cmdline.as_bytes(),
+        images.ramdisk().map(|r| r.len() as u64),
+    )
+    .map_err(|e| format!("{}: {e}", plan.name))?;
+    let mut name = [0u8; 32];
+    let bytes = plan.name.as_bytes();
+    if bytes.is_empty() || bytes.len() > 31 {
+        return Err(format!("`{}`: a name is 1 to 31 bytes", plan.name));
+    }
+    name[..bytes.len()].copy_from_slice(bytes);
+    let args = CreateArgs {
+        name,
+        memory_mib: plan.memory_mib,
+        vcpus: plan.vcpus,
+    };
+    let domid = domctl::create(&args).map_err(|e| {
+        let why = match e {
+            -17 => "a domain of that name exists".to_string(),
+            -28 => "the domain table is full".to_string(),
+            -12 => format!("not enough free memory for {} MiB", plan.memory_mib),
+            -22 => "its memory or vCPU count is out of range".to_string(),
+            _ => format!("error {e}"),
+        };
+        format!("cannot create {}: {why}", plan.name)
+    })?;
+    let load = || -> Result<(), i64> {
+        for segment in &boot.image.segments {
+            let file = &images.kernel()[segment.file_offset as usize..][..segment.file_bytes as usize];
+            domctl::load(domid, segment.paddr, file)?;
+        }
+        if let (Some(ramdisk), Some(gpa)) = (images.ramdisk(), boot.ramdisk_gpa) {
+            domctl::load(domid, gpa, ramdisk)?;
+        }
+        domctl::load(domid, abi::ACPI_GPA, &boot.acpi_page)?;
+        domctl::load(domid, abi::START_INFO_GPA, &boot.start_info_page)?;
+        domctl::set_entry(domid, boot.image.entry, boot.start_info_gpa)?;
+        domctl::unpause(domid)
+    };
+    if let Err(e) = load() {
+        let _ = domctl::destroy(domid);
+        return Err(format!("cannot load {} (error {e}); destroyed it", plan.name));
+    }
+    println!(
+        "control: domain {domid} ({}) built and started: {} MiB, {} vcpus, entry {:#x}",
+        plan.name, plan.memory_mib, plan.vcpus, boot.image.entry
+    );
+    Ok(domid)
+}
