@@ -8,7 +8,12 @@
 //! xl info                      xl shutdown [-w] DOMAIN     xl reboot DOMAIN
 //! xl uptime                    xl destroy DOMAIN
 //! xl top [-d SECS] [-i N]      xl pause DOMAIN             xl unpause DOMAIN
+//! xl console DOMAIN
 //! ```
+//!
+//! `xl console` shares the serial line `cargo xtask run` watches (its second socket,
+//! `target/xtask/console.sock`): it types `attach DOMAIN` to the console domain, which then
+//! sends that domain what is typed, and shows what that domain prints.
 //!
 //! DOMAIN is a name or a domain id. The socket is `target/xtask/mgmt.sock` of this
 //! workspace unless `--socket` or `XL_SOCKET` names another.
@@ -30,6 +35,10 @@ struct Cli {
     /// The management channel's socket (default: target/xtask/mgmt.sock of this workspace).
     #[arg(long, env = "XL_SOCKET")]
     socket: Option<PathBuf>,
+    /// The shared serial console's socket, for `xl console` (default:
+    /// target/xtask/console.sock of this workspace).
+    #[arg(long, env = "XL_CONSOLE_SOCKET")]
+    console_socket: Option<PathBuf>,
     /// How long to wait for each answer, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -71,6 +80,9 @@ enum Command {
     Pause { domain: String },
     /// Let a paused domain run again.
     Unpause { domain: String },
+    /// Type into a domain's console and see what it prints; Ctrl-] and Enter leaves (end of
+    /// input too, after a few quiet seconds).
+    Console { domain: String },
 }
 
 /// A connection to the control domain.
@@ -158,6 +170,10 @@ fn default_socket() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/mgmt.sock")
 }
 
+fn default_console_socket() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/console.sock")
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -209,7 +225,71 @@ fn run(cli: Cli) -> Result<()> {
         Command::Destroy { domain } => done(channel.expect(&Request::Destroy(domain))?),
         Command::Pause { domain } => done(channel.expect(&Request::Pause(domain))?),
         Command::Unpause { domain } => done(channel.expect(&Request::Unpause(domain))?),
+        Command::Console { domain } => {
+            // The name must exist: the console domain would only say it knows no such domain.
+            let rows = channel.domains()?;
+            let Some(row) = rows
+                .iter()
+                .find(|r| r.name == domain || r.domid.to_string() == domain)
+            else {
+                bail!("no domain is named or numbered `{domain}` (`xl list` shows the domains)");
+            };
+            let socket = cli.console_socket.unwrap_or_else(default_console_socket);
+            console(&socket, &row.name)?;
+        }
     }
+    Ok(())
+}
+
+/// `xl console`: the console domain's `attach NAME` on the shared serial line (it sends that
+/// domain the keyboard); shows that domain's lines without their `[NAME] ` label, and the
+/// console domain's own lines about it.
+fn console(socket: &Path, name: &str) -> Result<()> {
+    const DETACH: u8 = 0x1d;
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach the serial console at {}: start the system with `cargo xtask run`, or give --console-socket",
+            socket.display()
+        )
+    })?;
+    stream.write_all(format!("attach {name}\n").as_bytes())?;
+    let reader = stream.try_clone()?;
+    let label = format!("[{name}] ");
+    let name_owned = name.to_string();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(reader);
+        let mut line = Vec::new();
+        while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if let Some(rest) = text.strip_prefix(&label) {
+                println!("{rest}");
+            } else if text.starts_with("[console] ") && text.contains(&name_owned) {
+                println!("{text}");
+            }
+            line.clear();
+        }
+    });
+    let stdin = std::io::stdin();
+    let mut input = Vec::new();
+    loop {
+        input.clear();
+        use std::io::BufRead;
+        let n = stdin.lock().read_until(b'\n', &mut input)?;
+        if n == 0 {
+            // End of input: give the domain a moment to answer, then leave.
+            std::thread::sleep(Duration::from_secs(4));
+            break;
+        }
+        if let Some(at) = input.iter().position(|&b| b == DETACH) {
+            stream.write_all(&input[..at])?;
+            break;
+        }
+        stream.write_all(&input)?;
+    }
+    stream.write_all(&[DETACH])?;
+    std::thread::sleep(Duration::from_millis(200));
     Ok(())
 }
 

@@ -119,7 +119,9 @@ struct XlToml {
 /// Steps run on the host, in order, once a line matches `after` (the system must have a
 /// control domain): `xl ARGS` runs the workspace's `xl` with the scenario's management
 /// socket (in the scenario's directory, so a `create` names its files relative to it);
-/// `sleep SECS`; `garble` sends noise, a corrupted frame and an oversized length on the
+/// `console NAME TEXT` runs `xl console NAME` typing TEXT (and Enter) into it, then ending
+/// its input (`xl console` then detaches after a few quiet seconds); `sleep SECS`; `garble`
+/// sends noise, a corrupted frame and an oversized length on the
 /// channel, then a `list`, and reports what came back. Each step's output is added to the
 /// log: `xl$ ARGS`, each line of output as `xl: <line>`, then `xl: exit <status>`.
 #[derive(Clone, Debug)]
@@ -382,8 +384,9 @@ impl Scenario {
                         Some("xl") if step.len() > 1 => {}
                         Some("garble") if step.len() == 1 => {}
                         Some("sleep") if step.len() == 2 && step[1].parse::<f64>().is_ok() => {}
+                        Some("console") if step.len() > 2 => {}
                         _ => bail!(
-                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `sleep SECS` or `garble`",
+                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `sleep SECS` or `garble`",
                             xl.steps[index]
                         ),
                     }

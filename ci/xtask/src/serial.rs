@@ -100,6 +100,46 @@ pub struct Watch {
     pub exchange: Option<ExchangeWhen>,
     /// A host-side task (a benchmark's client), started once a line matches.
     pub task: Option<HostTask>,
+    /// A unix socket where one client at a time (`xl console`) shares the serial line:
+    /// what it sends is typed, and it gets a copy of the serial output. When it leaves,
+    /// Ctrl-] is typed (the console domain gives the keyboard back).
+    pub console_socket: Option<std::path::PathBuf>,
+}
+
+/// The client of [`Watch::console_socket`], if one is connected.
+type ConsoleClient = std::sync::Arc<std::sync::Mutex<Option<std::os::unix::net::UnixStream>>>;
+
+/// Serves [`Watch::console_socket`]: one client at a time, its bytes typed, and Ctrl-] typed
+/// when it goes.
+fn spawn_console_server(
+    path: &std::path::Path,
+    typer: mpsc::Sender<Vec<u8>>,
+    client: ConsoleClient,
+) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("could not listen on {}", path.display()))?;
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(copy) = stream.try_clone() else { continue };
+            *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy);
+            let mut buffer = [0u8; 4096];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(length) => {
+                        if typer.send(buffer[..length].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            *client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let _ = typer.send(vec![0x1d]);
+        }
+    });
+    Ok(())
 }
 
 /// What [`HostTask::run`] is given to add lines to the log.
@@ -160,6 +200,8 @@ struct Collector<'w> {
     exchange: Option<(mpsc::Sender<Chunk>, Instant)>,
     /// Where the host task reports, until it is started.
     task: Option<(mpsc::Sender<Chunk>, Instant)>,
+    /// Gets a copy of the serial output.
+    console: ConsoleClient,
 }
 
 impl<'w> Collector<'w> {
@@ -179,12 +221,21 @@ impl<'w> Collector<'w> {
             stop: false,
             exchange,
             task,
+            console: ConsoleClient::default(),
         }
     }
 
     fn take(&mut self, chunk: Chunk) {
         if self.watch.echo {
             echo(chunk.stream, &chunk.bytes);
+        }
+        if chunk.stream == Stream::Stdout {
+            let mut client = self.console.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(stream) = client.as_mut() {
+                if stream.write_all(&chunk.bytes).is_err() {
+                    *client = None;
+                }
+            }
         }
         // Sends follow the serial line (stdout) and xtask's own lines such as the exchange's
         // result (which come as stderr chunks of their own).
@@ -279,7 +330,7 @@ impl<'w> Collector<'w> {
 /// Spawns `command` (stdout and stderr captured; stdin closed unless there is something to
 /// type into it) and watches it to the end.
 pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
-    let types = !watch.sends.is_empty() || watch.forward_stdin;
+    let types = !watch.sends.is_empty() || watch.forward_stdin || watch.console_socket.is_some();
     command
         .stdin(if types { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -306,7 +357,12 @@ pub fn run(mut command: Command, watch: &Watch) -> Result<Capture> {
             spawn_stdin_forwarder(typer.clone());
         }
     }
+    let console = ConsoleClient::default();
+    if let (Some(path), Some(typer)) = (&watch.console_socket, &typer) {
+        spawn_console_server(path, typer.clone(), console.clone())?;
+    }
     let mut collector = Collector::new(watch, typer, exchange, task);
+    collector.console = console;
     let mut closed = 0;
 
     let deadline = watch.timeout.map(|timeout| start + timeout);

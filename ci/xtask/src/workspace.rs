@@ -61,6 +61,11 @@ impl Workspace {
         self.xtask_dir().join("mgmt.sock")
     }
 
+    /// The unix socket where `cargo xtask run` shares the serial console with `xl console`.
+    pub fn console_socket(&self) -> PathBuf {
+        self.xtask_dir().join("console.sock")
+    }
+
     /// Where `cargo xtask linux` keeps Debian's kernel and the initramfs built for it.
     pub fn linux_dir(&self) -> PathBuf {
         self.target_dir.join("linux")

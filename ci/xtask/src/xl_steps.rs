@@ -11,31 +11,63 @@ use control::mgmt::{self, Deframer, Request, Response};
 
 use crate::serial::Emit;
 
-/// Runs the steps in order; `xl` is the binary, `socket` the management channel, `dir` the
-/// scenario's directory (where `xl` runs).
-pub fn run(steps: &[Vec<String>], xl: &Path, socket: &Path, dir: &Path, emit: Emit) {
+/// The scenario's sockets: the management channel and the shared serial console.
+#[derive(Clone, Copy)]
+pub struct Sockets<'a> {
+    pub mgmt: &'a Path,
+    pub console: &'a Path,
+}
+
+/// Runs the steps in order; `xl` is the binary, `dir` the scenario's directory (where `xl`
+/// runs).
+pub fn run(steps: &[Vec<String>], xl: &Path, sockets: Sockets, dir: &Path, emit: Emit) {
     for step in steps {
         match step[0].as_str() {
             "sleep" => {
                 let secs: f64 = step[1].parse().unwrap_or(0.0);
                 std::thread::sleep(Duration::from_secs_f64(secs));
             }
-            "garble" => garble(socket, emit),
-            _ => run_xl(&step[1..], xl, socket, dir, emit),
+            "garble" => garble(sockets.mgmt, emit),
+            // `console NAME TEXT...`: `xl console NAME` typing TEXT and a newline.
+            "console" => {
+                let input = format!("{}\n", step[2..].join(" "));
+                run_xl(&["console".into(), step[1].clone()], Some(&input), xl, sockets, dir, emit)
+            }
+            _ => run_xl(&step[1..], None, xl, sockets, dir, emit),
         }
     }
     emit("xl: steps done".to_string());
 }
 
-fn run_xl(args: &[String], xl: &Path, socket: &Path, dir: &Path, emit: Emit) {
+fn run_xl(
+    args: &[String],
+    input: Option<&str>,
+    xl: &Path,
+    sockets: Sockets,
+    dir: &Path,
+    emit: Emit,
+) {
     emit(format!("xl$ {}", args.join(" ")));
     let started = Instant::now();
-    let output = std::process::Command::new(xl)
+    let child = std::process::Command::new(xl)
         .arg("--socket")
-        .arg(socket)
+        .arg(sockets.mgmt)
+        .arg("--console-socket")
+        .arg(sockets.console)
         .args(args)
         .current_dir(dir)
-        .output();
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let output = child.and_then(|mut child| {
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Some(input) = input {
+                stdin.write_all(input.as_bytes())?;
+            }
+        }
+        child.wait_with_output()
+    });
     match output {
         Ok(output) => {
             for line in String::from_utf8_lossy(&output.stdout)

@@ -34,7 +34,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub smp: u32,
     /// Memory of the emulated machine, in MiB
-    #[arg(long, value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..))]
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..))]
     pub memory: u32,
     /// The microvisor's command line
     #[arg(long, value_name = "TEXT")]
@@ -96,9 +96,10 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
     }
     if packed.control {
         eprintln!(
-            "xtask: the control domain's management channel is {} (PCI 00:{}): in another terminal, `cargo run -q -p xl -- list`",
+            "xtask: the control domain's management channel is {} (PCI 00:{}), the serial console is shared on {}: in another terminal, `cargo run -q -p xl -- list`",
             workspace.mgmt_socket().display(),
-            commands::MGMT_PCI_SLOT
+            commands::MGMT_PCI_SLOT,
+            workspace.console_socket().display()
         );
     }
     // What is typed on the terminal goes to the serial console (a line at a time, as the
@@ -107,6 +108,7 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         timeout: args.timeout.map(Duration::from_secs),
         echo: true,
         forward_stdin: true,
+        console_socket: packed.control.then(|| workspace.console_socket()),
         ..Watch::default()
     };
     let capture = commands::boot(

@@ -268,6 +268,7 @@ pub fn run_scenario(
         extra_args.extend(commands::nic_args(&forwards));
     }
     let mut task = None;
+    let mut console_socket = None;
     if let Some(xl) = &scenario.xl {
         if !packed.control {
             anyhow::bail!(
@@ -277,15 +278,23 @@ pub fn run_scenario(
         }
         // A `create` of the Debian guest needs its images at hand.
         crate::linux::ensure(workspace)?;
-        let socket = workspace.xtask_dir().join(&run.scratch).join("mgmt.sock");
+        let scratch = workspace.xtask_dir().join(&run.scratch);
+        std::fs::create_dir_all(&scratch)?;
+        let socket = scratch.join("mgmt.sock");
+        let console = scratch.join("console.sock");
         extra_args.extend(commands::mgmt_args(&socket));
+        console_socket = Some(console.clone());
         let steps = xl.steps.clone();
         let binary = crate::xl_steps::binary(&workspace.release_dir());
         let dir = scenario.dir.clone();
         task = Some(crate::serial::HostTask {
             after: xl.after.clone(),
             run: std::sync::Arc::new(move |emit| {
-                crate::xl_steps::run(&steps, &binary, &socket, &dir, emit)
+                let sockets = crate::xl_steps::Sockets {
+                    mgmt: &socket,
+                    console: &console,
+                };
+                crate::xl_steps::run(&steps, &binary, sockets, &dir, emit)
             }),
         });
     }
@@ -297,6 +306,7 @@ pub fn run_scenario(
         forward_stdin: false,
         exchange,
         task,
+        console_socket,
     };
     let disk_path = workspace.xtask_dir().join(&run.scratch).join("disk.img");
     if let Some(disk) = &scenario.disk {
