@@ -99,7 +99,7 @@ mod tests {
         let Task::Run(args) = cli.task else {
             panic!("not run")
         };
-        assert_eq!((args.smp, args.memory, args.timeout), (2, 512, None));
+        assert_eq!((args.smp, args.memory, args.timeout), (2, 1024, None));
         assert!(args.system_file.is_none());
         let cli = Cli::try_parse_from([
             "xtask",
