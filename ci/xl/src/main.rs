@@ -49,7 +49,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The domains: Name, ID, Mem, VCPUs, State, Time(s).
-    List,
+    List {
+        /// Also each domain's VM exits and hypercalls so far.
+        #[arg(long)]
+        stats: bool,
+    },
     /// The machine: CPUs, memory, uptime, counters.
     Info,
     /// How long the system has been up.
@@ -186,7 +190,7 @@ fn run(cli: Cli) -> Result<()> {
     let path = cli.socket.clone().unwrap_or_else(default_socket);
     let mut channel = Channel::open(&path, Duration::from_secs(cli.timeout))?;
     match cli.command {
-        Command::List => print_list(&channel.domains()?),
+        Command::List { stats } => print_list(&channel.domains()?, stats),
         Command::Info => {
             let Response::Info(info) = channel.expect(&Request::Info)? else {
                 bail!("unexpected answer to info");
@@ -301,13 +305,17 @@ fn done(response: Response) {
     }
 }
 
-fn print_list(rows: &[DomainRow]) {
-    println!(
+fn print_list(rows: &[DomainRow], stats: bool) {
+    print!(
         "{:<40}{:>5}{:>6}{:>6}     {:<8}{:>9}",
         "Name", "ID", "Mem", "VCPUs", "State", "Time(s)"
     );
+    if stats {
+        print!("{:>12}{:>12}", "VMExits", "Hypercalls");
+    }
+    println!();
     for r in rows {
-        println!(
+        print!(
             "{:<40}{:>5}{:>6}{:>6}     {:<8}{:>9.1}",
             r.name,
             r.domid,
@@ -316,6 +324,10 @@ fn print_list(rows: &[DomainRow]) {
             r.state,
             r.cpu_ns as f64 / 1e9
         );
+        if stats {
+            print!("{:>12}{:>12}", r.vm_exits, r.hypercalls);
+        }
+        println!();
     }
 }
 

@@ -49,7 +49,30 @@ fn run_xl(
 ) {
     emit(format!("xl$ {}", args.join(" ")));
     let started = Instant::now();
-    let child = std::process::Command::new(xl)
+    match output(xl, sockets, dir, args, input) {
+        Ok((status, lines)) => {
+            for line in lines {
+                emit(format!("xl: {line}"));
+            }
+            emit(format!(
+                "xl: exit {status} after {:.2} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        Err(e) => emit(format!("xl: cannot run {}: {e}", xl.display())),
+    }
+}
+
+/// Runs `xl ARGS` in `dir` with the scenario's sockets, typing `input`: its exit status and
+/// its output lines (stdout, then stderr).
+pub fn output(
+    xl: &Path,
+    sockets: Sockets,
+    dir: &Path,
+    args: &[String],
+    input: Option<&str>,
+) -> std::io::Result<(i32, Vec<String>)> {
+    let mut child = std::process::Command::new(xl)
         .arg("--socket")
         .arg(sockets.mgmt)
         .arg("--console-socket")
@@ -59,31 +82,19 @@ fn run_xl(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn();
-    let output = child.and_then(|mut child| {
-        if let Some(mut stdin) = child.stdin.take() {
-            if let Some(input) = input {
-                stdin.write_all(input.as_bytes())?;
-            }
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Some(input) = input {
+            stdin.write_all(input.as_bytes())?;
         }
-        child.wait_with_output()
-    });
-    match output {
-        Ok(output) => {
-            for line in String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .chain(String::from_utf8_lossy(&output.stderr).lines())
-            {
-                emit(format!("xl: {line}"));
-            }
-            emit(format!(
-                "xl: exit {} after {:.2} s",
-                output.status.code().unwrap_or(-1),
-                started.elapsed().as_secs_f64()
-            ));
-        }
-        Err(e) => emit(format!("xl: cannot run {}: {e}", xl.display())),
     }
+    let output = child.wait_with_output()?;
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stderr).lines())
+        .map(str::to_string)
+        .collect();
+    Ok((output.status.code().unwrap_or(-1), lines))
 }
 
 /// Sends what no `xl` sends: noise, a frame whose checksum is wrong, a length over the

@@ -17,6 +17,9 @@
 //!   on its own `virtio-blk-pci` behind `intel-iommu` ([`disk`]).
 //! - `net`: the Linux guest's network through netback against the same guest booted by QEMU
 //!   on its own `virtio-net-pci` behind `intel-iommu`, both on QEMU's user network ([`net`]).
+//! - `create`: `xl create` of a small Rust domain and of Linux against the microvisor's
+//!   boot-time build of the same domains, the control domain's cost per create, and how many
+//!   small domains can be alive at once ([`create`]).
 //!
 //! Everything printed is also written to `<target>/xtask/bench.json`. No figure is asserted:
 //! the ratio's goal is printed beside it.
@@ -36,6 +39,7 @@ use crate::system::{self, PackedSystem};
 use crate::workspace::Workspace;
 use crate::{commands, images, linux};
 
+mod create;
 mod disk;
 mod net;
 
@@ -95,6 +99,8 @@ pub enum Part {
     Disk,
     /// The Linux guest's network through netback against QEMU's own virtio-net
     Net,
+    /// `xl create` of a small domain and of Linux against boot-time builds; domains alive
+    Create,
 }
 
 impl BenchArgs {
@@ -146,6 +152,8 @@ struct Report {
     disk: Option<disk::DiskReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     net: Option<net::NetReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create: Option<create::CreateReport>,
 }
 
 #[derive(Serialize)]
@@ -258,6 +266,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     if args.measures(Part::Net) {
         report.net = Some(net::bench_net(workspace, &qemu, &args, timeout)?);
     }
+    if args.measures(Part::Create) {
+        report.create = Some(create::bench_create(workspace, &qemu, &args, timeout)?);
+    }
 
     if let Some(rows) = &report.boot {
         println!();
@@ -290,6 +301,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(net) = &report.net {
         net::print_net(net, args.runs);
+    }
+    if let Some(create) = &report.create {
+        create::print_create(create, args.runs);
     }
 
     let path = workspace.xtask_dir().join("bench.json");
