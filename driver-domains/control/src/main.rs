@@ -36,6 +36,8 @@ driver_domains::entry!(main, heap_bytes = 176 << 20);
 const QUIET_NS: u64 = 1_000_000_000;
 /// How long the loop sleeps when nothing happens.
 const IDLE_NS: u64 = 2_000_000;
+/// After the last byte, the loop polls without sleeping this long.
+const BUSY_NS: u64 = 20_000_000;
 
 struct Control {
     channel: Option<ConsoleDevice>,
@@ -114,7 +116,9 @@ fn main(info: &'static BootInfo) -> ! {
         if virq.is_some_and(events::take) {
             control.apply_lifecycle();
         }
-        if got == 0 {
+        // While bytes flow (an image upload), the next buffer follows at once: look again
+        // without sleeping; once the channel is quiet, sleep between looks.
+        if got == 0 && time::now_ns().saturating_sub(last_byte) > BUSY_NS {
             time::sleep_ns(IDLE_NS);
         }
     }
