@@ -309,3 +309,53 @@ fn read_text(path: &Path, named_by: Option<(&Path, usize)>) -> Result<String, Ma
         }
     })
 }
+
+/// The device-table entries of `config`, a domain `xl create` makes on a running system
+/// booted from `system_file`, checked as the compiler checks a system's disks and vifs (each
+/// has a backend of the system that passes its target through; no writable slice overlaps
+/// another disk of the system; MACs are unique), with `config` in place of a boot domain of
+/// the same name. Returned in the device table's encoding, `vbds=<table> vifs=<table>`
+/// (either part absent when empty), for the xenstore domain's run-time table.
+///
+/// Domains created earlier by `xl create` are not in the system file and are not checked
+/// against.
+///
+/// # Errors
+///
+/// The first problem, with its file, line and key.
+pub fn created_devices(system_file: &Path, config: DomainConfig) -> Result<String, ManifestError> {
+    use service_common::devices::{decode_vbds, decode_vifs, VBDS_KEY, VIFS_KEY};
+    let (system, mut configs) = read_domains(system_file)?;
+    configs.retain(|other| other.name != config.name);
+    let name = config.name.clone();
+    configs.push(config);
+    let xenstore_domain = service_domain(system_file, system.xenstore_domain.as_ref(), &configs)?;
+    attach_disks(&system, xenstore_domain, &mut configs)?;
+    attach_vifs(&system, xenstore_domain, &mut configs)?;
+    let Some(store) = xenstore_domain.and_then(|index| configs.get(usize::from(index))) else {
+        return Ok(String::new());
+    };
+    let mut words = Vec::new();
+    for word in store.cmdline.split_whitespace() {
+        if let Some(table) = word.strip_prefix(&format!("{VBDS_KEY}=")) {
+            let mine: Vec<_> = decode_vbds(table)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|vbd| vbd.frontend == name)
+                .collect();
+            if !mine.is_empty() {
+                words.push(format!("{VBDS_KEY}={}", service_common::devices::encode_vbds(&mine)));
+            }
+        } else if let Some(table) = word.strip_prefix(&format!("{VIFS_KEY}=")) {
+            let mine: Vec<_> = decode_vifs(table)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|vif| vif.frontend == name)
+                .collect();
+            if !mine.is_empty() {
+                words.push(format!("{VIFS_KEY}={}", service_common::devices::encode_vifs(&mine)));
+            }
+        }
+    }
+    Ok(words.join(" "))
+}

@@ -32,7 +32,7 @@ mod vif;
 mod vifs;
 mod xl_keys;
 
-pub use compile::{compile_system, referenced_images, CompiledSystem};
+pub use compile::{compile_system, created_devices, referenced_images, CompiledSystem};
 pub use disk::{DiskEntry, DiskSlice, MAX_DISKS, SECTOR_BYTES};
 pub use domain::{
     parse_domain_config, DomainConfig, ImageRef, IoPortEntry, PciEntry, DOMAIN_KEYS,

@@ -569,6 +569,16 @@ impl Backend {
     }
 
     fn cut_off(&mut self, index: usize, reason: &str) {
+        // A front-end destroyed under us (`xl destroy`) has its ring grants revoked: its ring
+        // reads as garbage before its entries go. If its entries are gone already, it left;
+        // it did not misbehave.
+        let (back, front) = (self.entries[index].back.clone(), self.entries[index].front.clone());
+        let mut gone = |path: &str| self.xs.read(Tx::NONE, &format!("{path}/state")).is_err();
+        if gone(&back) || gone(&front) {
+            self.disconnect(index, "its front-end went away");
+            self.entries[index].phase = Phase::Dead;
+            return;
+        }
         println!("{} cut off: {reason}", self.entries[index].label());
         self.disconnect(index, "cut off");
         self.entries[index].phase = Phase::Dead;

@@ -39,6 +39,10 @@ struct Cli {
     /// target/xtask/console.sock of this workspace).
     #[arg(long, env = "XL_CONSOLE_SOCKET")]
     console_socket: Option<PathBuf>,
+    /// The system file the running system booted from, for `create`'s disks and vifs
+    /// (default: the one `cargo xtask run` recorded in target/xtask/system).
+    #[arg(long, env = "XL_SYSTEM")]
+    system: Option<PathBuf>,
     /// How long to wait for each answer, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -212,7 +216,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("up {}", uptime(info.uptime_ns));
         }
         Command::Top { delay, iterations } => top(&mut channel, delay, iterations)?,
-        Command::Create { config } => create(&mut channel, &config)?,
+        Command::Create { config } => create(&mut channel, &config, cli.system.as_deref())?,
         Command::Shutdown { wait, domain } => {
             done(channel.expect(&Request::Shutdown {
                 domain: domain.clone(),
@@ -415,23 +419,42 @@ fn action(a: microvisor_abi::manifest::LifecycleAction) -> Action {
 
 /// `xl create`: checks the file as the boot manifests are checked, sends the plan and the
 /// images, and has the control domain build and start the domain.
-fn create(channel: &mut Channel, file: &Path) -> Result<()> {
+fn create(channel: &mut Channel, file: &Path, system: Option<&Path>) -> Result<()> {
     println!("Parsing config from {}", file.display());
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {}", file.display()))?;
     let config = manifests::parse_domain_config(file, &text)?;
     let unsupported = [
-        ("disk", !config.disks.is_empty()),
-        ("vif", !config.vifs.is_empty()),
         ("pci", !config.pci.is_empty()),
         ("ioports", !config.ioports.is_empty()),
     ];
     if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
         bail!(
-            "{}: {key}: `xl create` does not attach devices yet; put this domain in the system file instead",
+            "{}: {key}: `xl create` does not pass devices through; put this domain in the system file instead",
             file.display()
         );
     }
+    // Disks and vifs are checked against the running system's manifest, as at boot.
+    let devices = if config.disks.is_empty() && config.vifs.is_empty() {
+        String::new()
+    } else {
+        let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/system");
+        let system = match system {
+            Some(path) => path.to_owned(),
+            None => PathBuf::from(
+                std::fs::read_to_string(&recorded)
+                    .with_context(|| {
+                        format!(
+                            "{} has disks or vifs: give the running system's file with --system (none recorded in {})",
+                            file.display(),
+                            recorded.display()
+                        )
+                    })?
+                    .trim(),
+            ),
+        };
+        manifests::created_devices(&system, config.clone())?
+    };
     let (kernel_path, ramdisk_path) = manifests::domain_images(&config, &image_dirs())?;
     let kernel = std::fs::read(&kernel_path)
         .with_context(|| format!("cannot read {}", kernel_path.display()))?;
@@ -451,6 +474,7 @@ fn create(channel: &mut Channel, file: &Path) -> Result<()> {
         on_poweroff: action(config.on_poweroff),
         on_reboot: action(config.on_reboot),
         on_crash: action(config.on_crash),
+        devices,
     };
     channel.expect(&Request::CreateBegin(plan))?;
     let images = kernel.iter().chain(ramdisk.iter().flatten()).copied();

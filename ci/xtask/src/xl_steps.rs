@@ -11,11 +11,13 @@ use control::mgmt::{self, Deframer, Request, Response};
 
 use crate::serial::Emit;
 
-/// The scenario's sockets: the management channel and the shared serial console.
+/// The scenario's sockets (the management channel and the shared serial console) and the
+/// system file it booted (for `xl create`'s disks and vifs).
 #[derive(Clone, Copy)]
 pub struct Sockets<'a> {
     pub mgmt: &'a Path,
     pub console: &'a Path,
+    pub system: &'a Path,
 }
 
 /// Runs the steps in order; `xl` is the binary, `dir` the scenario's directory (where `xl`
@@ -77,6 +79,8 @@ pub fn output(
         .arg(sockets.mgmt)
         .arg("--console-socket")
         .arg(sockets.console)
+        .arg("--system")
+        .arg(sockets.system)
         .args(args)
         .current_dir(dir)
         .stdin(std::process::Stdio::piped())

@@ -208,6 +208,12 @@ impl Lifecycle {
     }
 }
 
+/// The xenstore node where the control domain gives the xenstore domain a created domain's
+/// devices (the xenstore domain's run-time device table).
+pub fn devices_path(name: &str) -> String {
+    format!("/tool/devices/{name}")
+}
+
 /// The xenstore value `xl shutdown`/`xl reboot` writes to the guest's `control/shutdown`.
 pub fn shutdown_word(reboot: bool) -> &'static str {
     if reboot {
@@ -246,6 +252,7 @@ mod tests {
             on_poweroff: Action::Destroy,
             on_reboot: Action::Restart,
             on_crash: Action::Preserve,
+            devices: String::new(),
         }
     }
 

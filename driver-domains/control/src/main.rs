@@ -19,7 +19,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use control::{resolve, rows, shutdown_word, Images, Lifecycle, Step, Upload};
+use control::{devices_path, resolve, rows, shutdown_word, Images, Lifecycle, Step, Upload};
 use driver_domains::abi::domctl::{self as abi, CreateArgs, DomctlEntry};
 use driver_domains::abi::microvisor_op::VIRQ_DOMAIN_CHANGE;
 use driver_domains::events;
@@ -244,7 +244,9 @@ impl Control {
         let entries = list()?;
         let target = resolve(&entries, name)?;
         domctl::destroy(target.domid).map_err(|e| refusal(target, e))?;
-        self.lifecycle.remove(target.domid);
+        if self.lifecycle.remove(target.domid).is_some() {
+            self.forget_devices(target.name_str());
+        }
         println!(
             "control: domain {} ({}) destroyed",
             target.domid,
@@ -284,10 +286,31 @@ impl Control {
     }
 
     /// Builds a domain from its images and starts it; keeps the images for its lifecycle.
+    /// Its devices go to the xenstore domain before it starts.
     fn build(&mut self, images: Images) -> Result<u16, String> {
-        let domid = build_domain(&images)?;
+        let store = &mut self.store;
+        let domid = build_domain(&images, |_| {
+            let path = devices_path(&images.plan.name);
+            match store.as_mut() {
+                Some(store) => store
+                    .write_str(Tx::NONE, &path, &images.plan.devices)
+                    .map_err(|e| format!("cannot write {path}: {e:?}")),
+                None if images.plan.devices.is_empty() => Ok(()),
+                None => Err("the control domain has no xenstore connection for its devices".into()),
+            }
+        })?;
         self.lifecycle.add(domid, images);
         Ok(domid)
+    }
+
+    /// Takes a destroyed domain's devices out of the xenstore domain's table.
+    fn forget_devices(&mut self, name: &str) {
+        if let Some(store) = self.store.as_mut() {
+            let path = devices_path(name);
+            if let Err(e) = store.rm(Tx::NONE, &path) {
+                println!("control: cannot remove {path}: {e:?}");
+            }
+        }
     }
 
     /// Applies `on_poweroff`/`on_reboot`/`on_crash` to the created domains that shut down.
@@ -307,6 +330,9 @@ impl Control {
             if let Err(e) = domctl::destroy(domid) {
                 println!("control: cannot destroy domain {domid} ({name}): error {e}");
                 continue;
+            }
+            if step == Step::Destroy {
+                self.forget_devices(&name);
             }
             if let (Step::Restart, Some(images)) = (step, images) {
                 // The old instance must be gone before its name can be reused.
@@ -341,7 +367,10 @@ fn refusal(target: &DomctlEntry, error: i64) -> String {
 
 /// Lays the domain out, has the microvisor create it, loads it and starts it. On any
 /// failure after the create, the half-built domain is destroyed.
-fn build_domain(images: &Images) -> Result<u16, String> {
+fn build_domain(
+    images: &Images,
+    before_start: impl FnOnce(u16) -> Result<(), String>,
+) -> Result<u16, String> {
     let plan = &images.plan;
     let ram_bytes = u64::from(plan.memory_mib) << 20;
     let boot = microvisor_core::pvh_boot::plan(
@@ -383,12 +412,19 @@ fn build_domain(images: &Images) -> Result<u16, String> {
         }
         domctl::load(domid, abi::ACPI_GPA, &boot.acpi_page)?;
         domctl::load(domid, abi::START_INFO_GPA, &boot.start_info_page)?;
-        domctl::set_entry(domid, boot.image.entry, boot.start_info_gpa)?;
-        domctl::unpause(domid)
+        domctl::set_entry(domid, boot.image.entry, boot.start_info_gpa)
     };
     if let Err(e) = load() {
         let _ = domctl::destroy(domid);
         return Err(format!("cannot load {} (error {e}); destroyed it", plan.name));
+    }
+    if let Err(e) = before_start(domid) {
+        let _ = domctl::destroy(domid);
+        return Err(format!("{}: {e}; destroyed it", plan.name));
+    }
+    if let Err(e) = domctl::unpause(domid) {
+        let _ = domctl::destroy(domid);
+        return Err(format!("cannot start {} (error {e}); destroyed it", plan.name));
     }
     println!(
         "control: domain {domid} ({}) built and started: {} MiB, {} vcpus, entry {:#x}",

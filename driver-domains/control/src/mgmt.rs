@@ -61,6 +61,10 @@ pub struct CreatePlan {
     pub on_poweroff: Action,
     pub on_reboot: Action,
     pub on_crash: Action,
+    /// Its disks and network interfaces in the device table's encoding,
+    /// `vbds=<table> vifs=<table>` (checked on the host against the running system's
+    /// manifest; empty for none). The control domain hands them to the xenstore domain.
+    pub devices: String,
 }
 
 /// What the control domain does when a domain it created shuts down for a reason.

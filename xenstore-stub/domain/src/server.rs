@@ -55,6 +55,14 @@ pub const MESSAGES_PER_TURN: usize = 16;
 /// The directory of name index nodes.
 pub const NAMES_DIR: &str = "/local/names";
 
+/// Where the toolstack (the control domain) adds devices at run time: one node per frontend
+/// domain name, `/tool/devices/<name>`, whose value is `vbds=<table> vifs=<table>` in the
+/// device table's encoding (either part may be absent). The server merges these entries into
+/// its device table after each request of a privileged connection, and writes and removes
+/// their frontend and backend entries like those of the boot manifest. A name there (even
+/// with an empty value) replaces the boot manifest's devices of a domain of that name.
+pub const TOOL_DEVICES_DIR: &str = "/tool/devices";
+
 /// What the server needs from the machine (the runtime in the domain, fakes in tests).
 pub trait Platform {
     /// A mapped ring page.
@@ -117,8 +125,15 @@ pub struct Server<P: Platform> {
     toolstack_replies: Vec<Vec<u8>>,
     /// Domains dropped for a fault: not served again while they are listed.
     banned: Vec<u16>,
-    /// The system's devices (from the command line's `vbds=` and `vifs=`).
+    /// The system's devices (from the command line's `vbds=` and `vifs=`), then those the
+    /// toolstack added under [`TOOL_DEVICES_DIR`].
     devices: Vec<Device>,
+    /// How many of `devices` came from the command line.
+    boot_devices: usize,
+    /// A privileged connection made a request: look at [`TOOL_DEVICES_DIR`] again.
+    tool_devices_dirty: bool,
+    /// The frontend names under [`TOOL_DEVICES_DIR`]: their boot devices are not written.
+    tool_names: Vec<String>,
 }
 
 /// A device of the device tables, and the (frontend, backend) domain ids its xenstore
@@ -137,6 +152,15 @@ enum DeviceSpec {
 
 impl DeviceSpec {
     /// The xenbus device type: the directory under `backend/` and `device/`.
+    /// Whether both describe the same device with the same settings.
+    fn same_as(&self, other: &DeviceSpec) -> bool {
+        match (self, other) {
+            (Self::Vbd(a), Self::Vbd(b)) => a == b,
+            (Self::Vif(a), Self::Vif(b)) => a == b,
+            _ => false,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Vbd(_) => "vbd",
@@ -235,6 +259,9 @@ impl<P: Platform> Server<P> {
             toolstack_replies: Vec::new(),
             banned: Vec::new(),
             devices: Vec::new(),
+            boot_devices: 0,
+            tool_devices_dirty: false,
+            tool_names: Vec::new(),
         };
         server.toolstack_request(platform, MessageType::Mkdir, &[NAMES_DIR.as_bytes()]);
         server.set_world_readable(platform, NAMES_DIR);
@@ -254,6 +281,90 @@ impl<P: Platform> Server<P> {
                 written: None,
             })
             .collect();
+        self.boot_devices = self.devices.len();
+    }
+
+    /// The devices the toolstack added under [`TOOL_DEVICES_DIR`], in the store's order.
+    /// A node that does not decode, or whose entries name another frontend, is skipped with a
+    /// log line.
+    fn tool_devices(&self, platform: &mut P) -> (Vec<String>, Vec<DeviceSpec>) {
+        let prefix = format!("{TOOL_DEVICES_DIR}/");
+        let mut out = Vec::new();
+        let mut names = Vec::new();
+        for (path, node) in self.store.tree().iter() {
+            let Some(name) = path.strip_prefix(&prefix) else { continue };
+            if name.contains('/') {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&node.value);
+            let mut found = Vec::new();
+            let mut bad = None;
+            for word in text.split_whitespace() {
+                if let Some(table) = word.strip_prefix("vbds=") {
+                    match crate::devices::decode_vbds(table) {
+                        Ok(list) => found.extend(list.into_iter().map(DeviceSpec::Vbd)),
+                        Err(e) => bad = Some(format!("{e}")),
+                    }
+                } else if let Some(table) = word.strip_prefix("vifs=") {
+                    match crate::devices::decode_vifs(table) {
+                        Ok(list) => found.extend(list.into_iter().map(DeviceSpec::Vif)),
+                        Err(e) => bad = Some(format!("{e}")),
+                    }
+                } else {
+                    bad = Some(format!("`{word}` is neither vbds= nor vifs="));
+                }
+            }
+            if found.iter().any(|d| d.frontend() != name) {
+                bad = Some(format!("an entry is for another domain than {name}"));
+            }
+            match bad {
+                Some(why) => platform.log(format_args!(
+                    "xenstore: {path} refused: {why}"
+                )),
+                None => {
+                    names.push(String::from(name));
+                    out.extend(found);
+                }
+            }
+        }
+        (names, out)
+    }
+
+    /// Rebuilds the run-time part of the device table from [`TOOL_DEVICES_DIR`], keeping
+    /// what was written for devices that stay, and removing the entries of those that went.
+    fn sync_tool_devices(&mut self, platform: &mut P) {
+        let (names, wanted) = self.tool_devices(platform);
+        self.tool_names = names;
+        let old: Vec<Device> = self.devices.drain(self.boot_devices..).collect();
+        let mut kept: Vec<Device> = Vec::new();
+        for kind in wanted {
+            let written = old
+                .iter()
+                .find(|d| d.kind.same_as(&kind))
+                .and_then(|d| d.written);
+            kept.push(Device { kind, written });
+        }
+        for gone in old.iter().filter(|d| !kept.iter().any(|k| k.kind.same_as(&d.kind))) {
+            if let Some((fe, be)) = gone.written {
+                let (kind, id) = (gone.kind.kind(), gone.kind.id());
+                for dir in [
+                    format!("/local/domain/{be}/backend/{kind}/{fe}/{id}"),
+                    format!("/local/domain/{fe}/device/{kind}/{id}"),
+                ] {
+                    self.toolstack_request(platform, MessageType::Rm, &[dir.as_bytes()]);
+                }
+            }
+        }
+        let added = kept.iter().filter(|k| k.written.is_none()).count();
+        if added > 0 || kept.len() != old.len() {
+            platform.log(format_args!(
+                "xenstore: {} devices added by the toolstack ({} new)",
+                kept.len(),
+                added
+            ));
+        }
+        self.devices.extend(kept);
+        self.write_devices(platform);
     }
 
     /// The store (for tests and diagnostics).
@@ -332,6 +443,9 @@ impl<P: Platform> Server<P> {
                 self.turn(index);
             }
         }
+        if core::mem::take(&mut self.tool_devices_dirty) {
+            self.sync_tool_devices(platform);
+        }
         self.settle(platform);
     }
 
@@ -383,6 +497,9 @@ impl<P: Platform> Server<P> {
             let Some(message) = message else { continue };
             let conn = connection.conn;
             handled += 1;
+            if self.store.connection_info(conn).is_some_and(|(_, privileged)| privileged) {
+                self.tool_devices_dirty = true;
+            }
             match self.store.handle(conn, &message) {
                 Ok(outgoing) => self.deliver(outgoing),
                 Err(_) => {
@@ -577,7 +694,16 @@ impl<P: Platform> Server<P> {
     fn write_devices(&mut self, platform: &mut P) {
         for index in 0..self.devices.len() {
             let device = self.devices[index].kind.clone();
-            let fe = self.served_id(device.frontend());
+            // A boot device whose frontend name the toolstack gave devices of its own (a
+            // domain created under a boot domain's name) is not written: the toolstack's
+            // devices replace the boot ones for that name.
+            let shadowed = index < self.boot_devices
+                && self.tool_names.iter().any(|name| name == device.frontend());
+            let fe = if shadowed {
+                None
+            } else {
+                self.served_id(device.frontend())
+            };
             let be = self.served_id(device.backend());
             let kind = device.kind();
             let written = self.devices[index].written;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::qemu::{self, Exit, STATUS_POWEROFF, STATUS_REFUSED};
@@ -95,6 +95,11 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         );
     }
     if packed.control {
+        // `xl create` checks a domain's disks and vifs against the system that runs.
+        let recorded = workspace.xtask_dir().join("system");
+        let absolute = system_file.canonicalize().unwrap_or_else(|_| system_file.clone());
+        std::fs::write(&recorded, absolute.display().to_string())
+            .with_context(|| format!("could not write {}", recorded.display()))?;
         eprintln!(
             "xtask: the control domain's management channel is {} (PCI 00:{}), the serial console is shared on {}: in another terminal, `cargo run -q -p xl -- list`",
             workspace.mgmt_socket().display(),

@@ -287,12 +287,14 @@ pub fn run_scenario(
         let steps = xl.steps.clone();
         let binary = crate::xl_steps::binary(&workspace.release_dir());
         let dir = scenario.dir.clone();
+        let system_file = scenario.system_file();
         task = Some(crate::serial::HostTask {
             after: xl.after.clone(),
             run: std::sync::Arc::new(move |emit| {
                 let sockets = crate::xl_steps::Sockets {
                     mgmt: &socket,
                     console: &console,
+                    system: &system_file,
                 };
                 crate::xl_steps::run(&steps, &binary, sockets, &dir, emit)
             }),

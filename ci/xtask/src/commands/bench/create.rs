@@ -69,12 +69,14 @@ pub struct CreateReport {
 
 /// The host task: creates, destroys and counters, then the fill (see the module's text).
 fn boot_task(xl: PathBuf, sockets: (PathBuf, PathBuf), dir: PathBuf) -> HostTask {
+    let system = dir.join("system.cfg");
     HostTask {
         after: Regex::new(r"domain \d+ \(linux-boot\) destroyed").expect("a valid regex"),
         run: Arc::new(move |emit| {
             let sockets = xl_steps::Sockets {
                 mgmt: &sockets.0,
                 console: &sockets.1,
+                system: &system,
             };
             let xl = |args: &[&str], emit: &mut dyn FnMut(String)| {
                 let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
