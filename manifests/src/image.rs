@@ -140,13 +140,12 @@ pub(crate) fn check_kernel(config: &DomainConfig, path: &Path) -> Result<(), Man
 }
 
 /// Finds a domain's kernel and ramdisk (as [`crate::compile_system`] does for the domains of
-/// a system) and checks that the kernel is a PVH image: for `xl create`, which sends them
-/// to the control domain.
+/// a system): for `xl create`, which sends them to the control domain. The kernel is not
+/// read here (`xl` also takes a bzImage); [`pvh_entry_point`] checks an ELF one.
 ///
 /// # Errors
 ///
-/// An image not found, not readable, or a kernel that is not a PVH image, with the domain
-/// file, line and key.
+/// An image not found, with the domain file, line and key.
 pub fn domain_images(
     config: &DomainConfig,
     image_dirs: &[PathBuf],
@@ -156,7 +155,6 @@ pub fn domain_images(
     for image in config.images() {
         let path = resolve_image(&image, image_dirs)?;
         if image.key == "kernel" {
-            check_kernel(config, &path)?;
             kernel = Some(path);
         } else {
             ramdisk = Some(path);

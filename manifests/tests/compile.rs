@@ -130,6 +130,7 @@ fn standard_images() -> Scratch {
         "console",
         "blkback",
         "netback",
+        "control",
         "debian-vmlinux",
     ] {
         scratch.write(image, ElfImage::pvh(0x10_0000).bytes());
@@ -164,7 +165,7 @@ fn the_default_system_compiles_with_its_images() {
         Some(scratch.path("debian-initramfs"))
     );
     // Each image once, numbered in the order the domains name them.
-    assert_eq!(compiled.images.len(), 6);
+    assert_eq!(compiled.images.len(), 7);
     assert_eq!(
         compiled
             .manifest
@@ -172,9 +173,9 @@ fn the_default_system_compiles_with_its_images() {
             .iter()
             .map(|d| d.image_module)
             .collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6]
     );
-    assert_eq!(linux.ramdisk_module, Some(6));
+    assert_eq!(linux.ramdisk_module, Some(7));
     assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
     assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
     assert_eq!(compiled.manifest.xenstore_domain, Some(0));
@@ -1028,4 +1029,36 @@ fn vifs_follow_the_disks_on_the_xenstore_command_line_with_their_macs() {
             "loglevel=1 vbds=g/51712/blk/w/0000:00:03.0/0/0 vifs=g/0/blk/00:16:3e:00:00:15/xenbr0;g/1/blk/{g1}/dmz;h/0/blk/{h0}/xenbr0"
         )
     );
+}
+
+/// `xl create`'s disks and vifs: checked against the running system, the new domain's own
+/// entries returned; a domain of a boot domain's name replaces it.
+#[test]
+fn created_domains_devices_are_checked_against_the_system() {
+    let system = crate_dir().join("default/system.cfg");
+    let file = std::path::PathBuf::from("created.cfg");
+    let config = |name: &str, disk: &str| {
+        let text = format!(
+            "name = \"{name}\"\ntype = \"pvh\"\nkernel = \"k\"\nmemory = 64\ndisk = [ '{disk}' ]\nvif = [ 'mac=00:16:3e:00:00:99' ]\n"
+        );
+        manifests::parse_domain_config(&file, &text).expect("a valid domain file")
+    };
+    // In place of the boot domain `linux`, whose xvda is the whole disk.
+    let table = manifests::created_devices(
+        &system,
+        config("linux", "vdev=xvda, access=rw, target=0000:00:03.0@0+16M"),
+    )
+    .expect("fits");
+    assert_eq!(
+        table,
+        "vbds=linux/51712/blkback/w/0000:00:03.0/0/32768 vifs=linux/0/netback/00:16:3e:00:00:99/xenbr0"
+    );
+    // Beside it, a writable slice overlaps its whole-disk xvda: refused on the disk's line.
+    let error = manifests::created_devices(
+        &system,
+        config("other", "vdev=xvda, access=rw, target=0000:00:03.0@0+16M"),
+    )
+    .expect_err("overlaps linux's xvda");
+    let text = error.to_string();
+    assert!(text.starts_with("created.cfg:5: key `disk`"), "{text}");
 }

@@ -458,6 +458,29 @@ fn create(channel: &mut Channel, file: &Path, system: Option<&Path>) -> Result<(
     let (kernel_path, ramdisk_path) = manifests::domain_images(&config, &image_dirs())?;
     let kernel = std::fs::read(&kernel_path)
         .with_context(|| format!("cannot read {}", kernel_path.display()))?;
+    // A bzImage (Debian's /boot/vmlinuz-*) is taken as it is: its ELF vmlinux is sent.
+    let at = |why: String| {
+        anyhow::anyhow!(
+            "{}:{}: key `kernel`: {}: {why}",
+            file.display(),
+            config.kernel_line,
+            kernel_path.display()
+        )
+    };
+    let kernel = if bzimage::is_bzimage(&kernel) {
+        let vmlinux = bzimage::extract_vmlinux(&kernel).map_err(|e| at(format!("{e:#}")))?;
+        println!(
+            "Using the ELF vmlinux of bzImage {} ({}, {} bytes)",
+            kernel_path.display(),
+            vmlinux.compression,
+            vmlinux.elf.len()
+        );
+        vmlinux.elf
+    } else {
+        manifests::pvh_entry_point(&kernel)
+            .map_err(|defect| at(format!("not a PVH ELF image nor a bzImage: {defect}")))?;
+        kernel
+    };
     let ramdisk = match &ramdisk_path {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)

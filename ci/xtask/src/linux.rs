@@ -14,7 +14,7 @@
 //! `busybox-static`, into a scratch directory; `dpkg-deb -x` unpacks them. The package lists
 //! are updated (`apt-get update`) only when they do not know the packages.
 
-mod bzimage;
+
 pub mod cpio;
 
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +30,9 @@ use crate::workspace::Workspace;
 
 /// The kernel image's name, for `kernel = "debian-vmlinux"`.
 pub const VMLINUX: &str = "debian-vmlinux";
+/// Debian's bzImage as the package ships it (`/boot/vmlinuz-*`), for `xl create`, which
+/// takes a bzImage as it is (the boot manifests take the ELF, `debian-vmlinux`).
+pub const VMLINUZ: &str = "debian-vmlinuz";
 /// The initramfs's name, for `ramdisk = "debian-initramfs"`.
 pub const INITRAMFS: &str = "debian-initramfs";
 /// The image names this module provides.
@@ -37,7 +40,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 7;
+pub const RECIPE_VERSION: u32 = 8;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -280,7 +283,8 @@ pub fn fetch(dir: &Path) -> Result<LinuxImages> {
     let config = kernel_tree.join(format!("boot/config-{version}"));
     check_config(&config, &read_text(&config)?)?;
     let vmlinuz = kernel_tree.join(format!("boot/vmlinuz-{version}"));
-    let vmlinux = bzimage::extract_vmlinux(&read(&vmlinuz)?).with_context(|| {
+    let bzimage_bytes = read(&vmlinuz)?;
+    let vmlinux = bzimage::extract_vmlinux(&bzimage_bytes).with_context(|| {
         format!(
             "could not take the vmlinux out of {} (package {package})",
             vmlinuz.display()
@@ -292,6 +296,7 @@ pub fn fetch(dir: &Path) -> Result<LinuxImages> {
 
     let images = LinuxImages::in_dir(dir, version.clone());
     write_file(&images.vmlinux, &vmlinux.elf)?;
+    write_file(&dir.join(VMLINUZ), &bzimage_bytes)?;
     write_file(&images.initramfs, &initramfs)?;
     write_file(&dir.join(STAMP), stamp_text(&version, &package).as_bytes())?;
     remove_dir(&scratch)?;

@@ -63,6 +63,11 @@ pub struct Vmlinux {
     pub pvh_entry: u64,
 }
 
+/// Whether `bytes` start like a bzImage (the boot protocol's `HdrS` signature in place).
+pub fn is_bzimage(bytes: &[u8]) -> bool {
+    bytes.get(HEADER_MAGIC_AT..HEADER_MAGIC_AT + 4) == Some(&HEADER_MAGIC[..])
+}
+
 /// Decompresses the payload of `bzimage` and checks that it is a PVH ELF image.
 pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vmlinux> {
     let payload = payload(bzimage)?;
