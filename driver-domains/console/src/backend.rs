@@ -42,7 +42,7 @@ use crate::roster::{self, Candidate};
 use crate::stream_ring::StreamError;
 
 /// Room for the domain list the microvisor returns.
-pub const MAX_LISTED_DOMAINS: usize = 64;
+pub const MAX_LISTED_DOMAINS: usize = 256;
 
 /// Input bytes queued for the attached domain while its `in[]` ring is full.
 pub const INPUT_QUEUE_MAX: usize = 4096;
@@ -138,7 +138,7 @@ impl<P: Platform> Backend<P> {
     /// Re-reads the domain list, connects and drops domains to match, and prints
     /// `[console] serving <n> domains`.
     pub fn sync(&mut self, platform: &mut P) {
-        let mut entries = [DomainEntry::default(); MAX_LISTED_DOMAINS];
+        let mut entries = alloc::vec![DomainEntry::default(); MAX_LISTED_DOMAINS];
         let count = match platform.list_domains(&mut entries) {
             Ok(count) => count.min(MAX_LISTED_DOMAINS),
             Err(error) => {
@@ -309,7 +309,7 @@ impl<P: Platform> Backend<P> {
         // A domain that is being torn down loses its ring page under us (its grant is
         // revoked), so its indices stop making sense: that is a departure, not a broken
         // protocol.
-        let mut entries = [DomainEntry::default(); MAX_LISTED_DOMAINS];
+        let mut entries = alloc::vec![DomainEntry::default(); MAX_LISTED_DOMAINS];
         if let Ok(count) = platform.list_domains(&mut entries) {
             let alive = entries[..count.min(MAX_LISTED_DOMAINS)]
                 .iter()

@@ -152,8 +152,9 @@ fn list() -> Result<Vec<DomctlEntry>, String> {
     Ok(entries)
 }
 
+/// Room for the microvisor's domain table (its size is in `physinfo`).
 fn abi_max_domains() -> usize {
-    driver_domains::abi::manifest::MAX_DOMAINS
+    domctl::physinfo().map_or(256, |p| p.max_domains as usize)
 }
 
 impl Control {

@@ -81,6 +81,9 @@ pub struct Scheduler<const N: usize> {
     entries: [Option<Entry>; N],
     /// Exactly the `Runnable` vCPUs, oldest first.
     run_queue: Deque<VcpuRef, N>,
+    /// At most the earliest `wake_at_ns` of the `Blocked` vCPUs (`None`: none has one), so
+    /// [`pick_next`](Self::pick_next) looks at every entry only once a timer may be due.
+    earliest: Option<u64>,
 }
 
 impl<const N: usize> Default for Scheduler<N> {
@@ -95,6 +98,7 @@ impl<const N: usize> Scheduler<N> {
         Scheduler {
             entries: [None; N],
             run_queue: Deque::new(),
+            earliest: None,
         }
     }
 
@@ -173,18 +177,24 @@ impl<const N: usize> Scheduler<N> {
     /// Chooses what `cpu` runs next: wakes the `Blocked` vCPUs whose deadline is
     /// `<= now_ns`, then takes the queue head and marks it `Running { cpu }`.
     pub fn pick_next(&mut self, cpu: u16, now_ns: u64) -> Option<VcpuRef> {
-        for i in 0..N {
-            let Some(entry) = self.entries[i] else {
-                continue;
-            };
-            if let VcpuState::Blocked {
-                wake_at_ns: Some(t),
-            } = entry.state
-            {
-                if t <= now_ns {
-                    self.make_runnable(i);
+        if self.earliest.is_some_and(|t| t <= now_ns) {
+            let mut earliest = None;
+            for i in 0..N {
+                let Some(entry) = self.entries[i] else {
+                    continue;
+                };
+                if let VcpuState::Blocked {
+                    wake_at_ns: Some(t),
+                } = entry.state
+                {
+                    if t <= now_ns {
+                        self.make_runnable(i);
+                    } else {
+                        earliest = Some(earliest.map_or(t, |e: u64| e.min(t)));
+                    }
                 }
             }
+            self.earliest = earliest;
         }
         let v = self.run_queue.pop_front()?;
         // The queue holds only known, runnable vCPUs.
@@ -225,6 +235,9 @@ impl<const N: usize> Scheduler<N> {
             return Ok(false);
         }
         self.set_state(i, VcpuState::Blocked { wake_at_ns });
+        if let Some(t) = wake_at_ns {
+            self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
+        }
         Ok(true)
     }
 
@@ -276,14 +289,14 @@ impl<const N: usize> Scheduler<N> {
 
     /// The earliest `wake_at_ns` of the `Blocked` vCPUs: when an idle CPU must look again.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.entries
-            .iter()
-            .flatten()
-            .filter_map(|e| match e.state {
-                VcpuState::Blocked { wake_at_ns } => wake_at_ns,
-                _ => None,
-            })
-            .min()
+        // May be earlier than the true one (a timed vCPU woken by an event meanwhile): the
+        // idle CPU then looks once more, and the next pick corrects it.
+        self.earliest
+    }
+
+    /// How many more vCPUs [`add`](Self::add) would take.
+    pub fn free_slots(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_none()).count()
     }
 
     /// Number of vCPUs waiting in the run queue.

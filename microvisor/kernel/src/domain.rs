@@ -27,7 +27,10 @@ use crate::mem::{self, PAGE_SIZE};
 use crate::npt::NestedPageTable;
 use crate::vcpu::{self, MAX_VCPUS_PER_DOMAIN};
 
-pub const MAX_DOMAINS: usize = microvisor_abi::manifest::MAX_DOMAINS;
+/// The domain table's size: the boot manifest's domains (at most
+/// `microvisor_abi::manifest::MAX_DOMAINS`) take its first slots, and the control domain's
+/// creations the rest.
+pub const MAX_DOMAINS: usize = 256;
 pub use microvisor_abi::domctl::{ACPI_GPA, CONSOLE_RING_GPA, START_INFO_GPA, STORE_RING_GPA};
 const CONSOLE_LINE_BYTES: usize = 240;
 
@@ -277,7 +280,11 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         iopm,
         dma_table,
     });
-    crate::scheduler::add_domain(slot, spec.vcpus, false);
+    if let Err(e) = crate::scheduler::add_domain(slot, spec.vcpus, false) {
+        crate::log!("domain {domid} ({}): no room in the scheduler ({e}); destroying it", spec.name);
+        crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, Some(LifecycleAction::Destroy));
+        return Err(BuildError::OutOfMemory);
+    }
     notify_services();
     Ok(domid)
 }
@@ -399,7 +406,11 @@ pub fn create(args: &microvisor_abi::domctl::CreateArgs) -> Result<u16, i64> {
         iopm: None,
         dma_table: None,
     });
-    crate::scheduler::add_domain(slot, args.vcpus, true);
+    if crate::scheduler::add_domain(slot, args.vcpus, true).is_err() {
+        crate::log!("domain {domid} ({name}): no room in the scheduler for {} vcpus; destroying it", args.vcpus);
+        crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, Some(LifecycleAction::Destroy));
+        return Err(ENOSPC);
+    }
     notify_services();
     Ok(domid)
 }

@@ -10,14 +10,14 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_utils::{Backoff, CachePadded};
 
 use microvisor_abi::manifest::LifecycleAction;
-use microvisor_core::sched::{Scheduler, VcpuRef, VcpuState};
+use microvisor_core::sched::{SchedError, Scheduler, VcpuRef, VcpuState};
 use spin::Mutex;
 
 use crate::domain::{self, DomainState, ShutdownReason, MAX_DOMAINS};
 use crate::exits::{self, Outcome};
-use crate::vcpu::MAX_VCPUS;
+use crate::vcpu::MAX_LIVE_VCPUS;
 
-static SCHED: Mutex<Scheduler<MAX_VCPUS>> = Mutex::new(Scheduler::new());
+static SCHED: Mutex<Scheduler<MAX_LIVE_VCPUS>> = Mutex::new(Scheduler::new());
 static DYING: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
 /// Paused by the control domain (or created and not yet started): its vCPUs do not enter
 /// the guest; one picked from the run queue blocks again at once.
@@ -37,15 +37,19 @@ fn vref(slot: usize, vcpu: usize) -> VcpuRef {
     }
 }
 
-pub fn add_domain(slot: usize, vcpus: u32, paused: bool) {
+/// Adds a domain's vCPUs (vCPU 0 runnable). Refused (nothing added) when the scheduler has
+/// no room for all of them.
+pub fn add_domain(slot: usize, vcpus: u32, paused: bool) -> Result<(), SchedError> {
     DYING[slot].store(false, Ordering::Release);
     PAUSED[slot].store(paused, Ordering::Release);
     let mut sched = SCHED.lock();
-    for id in 0..vcpus as usize {
-        sched
-            .add(vref(slot, id), id == 0)
-            .expect("the scheduler has a slot for every vCPU of the table");
+    if sched.free_slots() < vcpus as usize {
+        return Err(SchedError::Full);
     }
+    for id in 0..vcpus as usize {
+        sched.add(vref(slot, id), id == 0)?;
+    }
+    Ok(())
 }
 
 pub fn is_dying(slot: usize) -> bool {

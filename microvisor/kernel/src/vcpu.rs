@@ -16,6 +16,9 @@ use crate::svm::{self, control, save, FxArea, GuestRegs, Vmcb};
 
 pub const MAX_VCPUS_PER_DOMAIN: usize = microvisor_abi::manifest::MAX_VCPUS as usize;
 pub const MAX_VCPUS: usize = MAX_DOMAINS * MAX_VCPUS_PER_DOMAIN;
+/// The most vCPUs that exist at once (the scheduler's capacity): a create beyond it is
+/// refused.
+pub const MAX_LIVE_VCPUS: usize = 512;
 
 pub struct Vcpu {
     pub vmcb: Vmcb,

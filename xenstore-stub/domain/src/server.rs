@@ -47,7 +47,7 @@ use crate::stream_ring::StreamError;
 use crate::xs_ring::ServerRing;
 
 /// Room for the domain list the microvisor returns.
-pub const MAX_LISTED_DOMAINS: usize = 64;
+pub const MAX_LISTED_DOMAINS: usize = 256;
 
 /// Most requests handled for one connection per turn before the others get theirs.
 pub const MESSAGES_PER_TURN: usize = 16;
@@ -395,7 +395,7 @@ impl<P: Platform> Server<P> {
     /// Re-reads the domain list and connects and drops domains to match; prints
     /// `xenstore: serving <n> domains`.
     pub fn sync(&mut self, platform: &mut P) {
-        let mut entries = [DomainEntry::default(); MAX_LISTED_DOMAINS];
+        let mut entries = alloc::vec![DomainEntry::default(); MAX_LISTED_DOMAINS];
         let count = match platform.list_domains(&mut entries) {
             Ok(count) => count.min(MAX_LISTED_DOMAINS),
             Err(error) => {

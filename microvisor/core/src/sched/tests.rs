@@ -328,3 +328,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_cached_deadline_is_never_late_and_is_corrected() {
+    let mut s: Scheduler<4> = Scheduler::new();
+    s.add(v(1, 0), true).unwrap();
+    s.add(v(1, 1), true).unwrap();
+    assert_eq!(s.free_slots(), 2);
+    let a = s.pick_next(0, 0).unwrap();
+    let b = s.pick_next(1, 0).unwrap();
+    assert!(s.block(a, Some(100), 10).unwrap());
+    assert!(s.block(b, Some(300), 10).unwrap());
+    assert_eq!(s.next_deadline(), Some(100));
+    // An event wakes `a` early: the cache may still say 100 (never later than the truth).
+    assert!(s.wake(a));
+    assert_eq!(s.pick_next(0, 50), Some(a));
+    assert!(s.next_deadline().is_some_and(|t| t <= 300));
+    // Past 100, a pick looks at the entries and keeps only `b`'s deadline.
+    s.preempt(a).unwrap();
+    assert_eq!(s.pick_next(0, 150), Some(a));
+    assert_eq!(s.next_deadline(), Some(300));
+    s.preempt(a).unwrap();
+    // `b`'s timer is due: it is woken and queued behind `a`.
+    assert_eq!(s.pick_next(0, 300), Some(a));
+    assert_eq!(s.pick_next(1, 300), Some(b));
+    assert_eq!(s.next_deadline(), None);
+}

@@ -116,7 +116,7 @@ fn boot_task(xl: PathBuf, sockets: (PathBuf, PathBuf), dir: PathBuf) -> HostTask
             for k in 1..=FILL_MAX {
                 let cfg = scratch.join(format!("mini-{k}.cfg"));
                 let text = format!(
-                    "name = \"mini-{k}\"\ntype = \"pvh\"\nkernel = \"hello\"\nmemory = 4\ncmdline = \"mode=ticker count=1 interval_ms=1\"\non_poweroff = \"preserve\"\n"
+                    "name = \"mini-{k}\"\ntype = \"pvh\"\nkernel = \"hello\"\nmemory = 4\ncmdline = \"mode=ticker count=1000000 interval_ms=20000\"\n"
                 );
                 if std::fs::write(&cfg, text).is_err() {
                     break;
