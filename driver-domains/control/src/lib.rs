@@ -130,6 +130,16 @@ pub struct Images {
 }
 
 impl Images {
+    /// Shares the bytes with an equal set already kept in `pool` (many domains from the same
+    /// kernel keep one copy), or adds them there; forgets the pool's sets no domain keeps.
+    pub fn share(&mut self, pool: &mut Vec<Arc<[u8]>>) {
+        pool.retain(|kept| Arc::strong_count(kept) > 1);
+        match pool.iter().find(|kept| kept[..] == self.bytes[..]) {
+            Some(kept) => self.bytes = kept.clone(),
+            None => pool.push(self.bytes.clone()),
+        }
+    }
+
     pub fn kernel(&self) -> &[u8] {
         &self.bytes[..self.plan.kernel_bytes as usize]
     }
@@ -288,6 +298,27 @@ mod tests {
         assert_eq!(images.ramdisk(), Some(&b"rd"[..]));
         let short = Upload::begin(plan(4, None), 16).unwrap();
         assert!(short.finish().unwrap_err().contains("only 0 of 4"));
+    }
+
+    #[test]
+    fn equal_images_are_kept_once() {
+        let images = |bytes: &[u8]| {
+            let mut u = Upload::begin(plan(bytes.len() as u64, None), 64).unwrap();
+            u.data(0, bytes).unwrap();
+            u.finish().unwrap()
+        };
+        let mut pool = Vec::new();
+        let mut a = images(b"kernel");
+        let mut b = images(b"kernel");
+        let mut c = images(b"other");
+        a.share(&mut pool);
+        b.share(&mut pool);
+        c.share(&mut pool);
+        assert_eq!(pool.len(), 2);
+        assert!(Arc::ptr_eq(&a.bytes, &b.bytes));
+        drop((a, b));
+        c.share(&mut pool);
+        assert_eq!(pool.len(), 1, "a set no domain keeps is forgotten");
     }
 
     #[test]

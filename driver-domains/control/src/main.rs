@@ -44,6 +44,8 @@ struct Control {
     deframer: Deframer,
     upload: Option<Upload>,
     lifecycle: Lifecycle,
+    /// The distinct images the created domains keep (for their restarts), shared.
+    pool: Vec<alloc::sync::Arc<[u8]>>,
     store: Option<xenstore::Client>,
     bad_frames: u64,
     requests: u64,
@@ -73,6 +75,7 @@ fn main(info: &'static BootInfo) -> ! {
         deframer: Deframer::new(),
         upload: None,
         lifecycle: Lifecycle::new(),
+        pool: Vec::new(),
         store,
         bad_frames: 0,
         requests: 0,
@@ -288,7 +291,8 @@ impl Control {
 
     /// Builds a domain from its images and starts it; keeps the images for its lifecycle.
     /// Its devices go to the xenstore domain before it starts.
-    fn build(&mut self, images: Images) -> Result<u16, String> {
+    fn build(&mut self, mut images: Images) -> Result<u16, String> {
+        images.share(&mut self.pool);
         let store = &mut self.store;
         let domid = build_domain(&images, |_| {
             let path = devices_path(&images.plan.name);
