@@ -489,35 +489,50 @@ pub struct BounceCopy {
 /// granted page or the region gets `GNTST_bad_copy_arg` without a hypercall. `Err` only if
 /// a hypercall itself failed.
 pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Result<(), i64> {
+    copy_with_bounces(&mut [BounceGroup {
+        region: bounce,
+        ops,
+    }])
+}
+
+/// Copies between peers' grants and one [`DmaRegion`], for [`copy_with_bounces`]: each op's
+/// `bounce_offset` is in `region`.
+pub struct BounceGroup<'a> {
+    pub region: &'a mut DmaRegion,
+    pub ops: &'a mut [BounceCopy],
+}
+
+/// [`copy_with_bounce`] for several regions at once (a backend's bounce buffers, one per
+/// request): the ops of all groups share the hypercalls, 16 parts each, in order.
+pub fn copy_with_bounces(groups: &mut [BounceGroup<'_>]) -> Result<(), i64> {
     const BATCH: usize = 16;
-    let base = bounce.bus_addr();
-    let region_len = bounce.len();
-    // (op index, encoded op) pairs, flushed BATCH at a time.
-    let mut parts: heapless::Vec<(usize, [u8; COPY_SIZE]), BATCH> = heapless::Vec::new();
+    // (group, op index, encoded op) triples, flushed BATCH at a time.
+    type Parts = heapless::Vec<(usize, usize, [u8; COPY_SIZE]), BATCH>;
+    let mut parts: Parts = heapless::Vec::new();
     let mut result = Ok(());
-    let flush = |parts: &mut heapless::Vec<(usize, [u8; COPY_SIZE]), BATCH>,
-                 ops: &mut [BounceCopy]|
-     -> Result<(), i64> {
+    let flush = |parts: &mut Parts, groups: &mut [BounceGroup<'_>]| -> Result<(), i64> {
         if parts.is_empty() {
             return Ok(());
         }
         let mut bytes = [0u8; BATCH * COPY_SIZE];
-        for ((_, part), out) in parts.iter().zip(bytes.chunks_mut(COPY_SIZE)) {
+        for ((_, _, part), out) in parts.iter().zip(bytes.chunks_mut(COPY_SIZE)) {
             out.copy_from_slice(part);
         }
-        // SAFETY: every local side is a page of `bounce`, which the caller lends mutably for
-        // the whole call, so nothing else reads or borrows it while the microvisor writes.
+        // SAFETY: every local side is a page of a group's region, which the caller lends
+        // mutably for the whole call, so nothing else reads or borrows it while the
+        // microvisor writes.
         let ret = unsafe {
             hypercall::grant_copy_raw(&mut bytes[..parts.len() * COPY_SIZE], parts.len() as u32)
         };
-        for ((index, _), out) in parts.iter().zip(bytes.chunks(COPY_SIZE)) {
+        for ((group, index, _), out) in parts.iter().zip(bytes.chunks(COPY_SIZE)) {
             let status = if ret < 0 {
                 GNTST_GENERAL_ERROR
             } else {
                 i16::from_le_bytes([out[36], out[37]])
             };
-            if ops[*index].status == GNTST_OKAY {
-                ops[*index].status = status;
+            let op = &mut groups[*group].ops[*index];
+            if op.status == GNTST_OKAY {
+                op.status = status;
             }
         }
         parts.clear();
@@ -527,52 +542,56 @@ pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Resul
             Ok(())
         }
     };
-    for index in 0..ops.len() {
-        let op = ops[index];
-        ops[index].status = GNTST_OKAY;
-        let len = usize::from(op.len);
-        let in_page = usize::from(op.guest_offset) + len <= 4096;
-        let in_region = op
-            .bounce_offset
-            .checked_add(len)
-            .is_some_and(|end| end <= region_len);
-        if !in_page || !in_region || len == 0 {
-            ops[index].status = GNTST_BAD_COPY_ARG;
-            continue;
-        }
-        let mut done = 0usize;
-        while done < len {
-            let local = base + (op.bounce_offset + done) as u64;
-            let room = 4096 - (local % 4096) as usize;
-            let chunk = room.min(len - done);
-            let mut part = [0u8; COPY_SIZE];
-            let (guest, mine) = if op.to_guest { (16, 0) } else { (0, 16) };
-            part[guest..guest + 4].copy_from_slice(&op.gref.0.to_le_bytes());
-            part[guest + 8..guest + 10].copy_from_slice(&op.domid.to_le_bytes());
-            part[guest + 10..guest + 12]
-                .copy_from_slice(&(op.guest_offset + done as u16).to_le_bytes());
-            part[mine..mine + 8].copy_from_slice(&(local / 4096).to_le_bytes());
-            part[mine + 8..mine + 10]
-                .copy_from_slice(&microvisor_abi::evtchn::DOMID_SELF.to_le_bytes());
-            part[mine + 10..mine + 12].copy_from_slice(&((local % 4096) as u16).to_le_bytes());
-            part[32..34].copy_from_slice(&(chunk as u16).to_le_bytes());
-            let flags = if op.to_guest {
-                GNTCOPY_DEST_GREF
-            } else {
-                GNTCOPY_SOURCE_GREF
-            };
-            part[34..36].copy_from_slice(&flags.to_le_bytes());
-            part[36..38].copy_from_slice(&GNTST_GENERAL_ERROR.to_le_bytes());
-            if parts.is_full() {
-                if let Err(e) = flush(&mut parts, ops) {
-                    result = Err(e);
-                }
+    for group in 0..groups.len() {
+        let base = groups[group].region.bus_addr();
+        let region_len = groups[group].region.len();
+        for index in 0..groups[group].ops.len() {
+            let op = groups[group].ops[index];
+            groups[group].ops[index].status = GNTST_OKAY;
+            let len = usize::from(op.len);
+            let in_page = usize::from(op.guest_offset) + len <= 4096;
+            let in_region = op
+                .bounce_offset
+                .checked_add(len)
+                .is_some_and(|end| end <= region_len);
+            if !in_page || !in_region || len == 0 {
+                groups[group].ops[index].status = GNTST_BAD_COPY_ARG;
+                continue;
             }
-            let _ = parts.push((index, part));
-            done += chunk;
+            let mut done = 0usize;
+            while done < len {
+                let local = base + (op.bounce_offset + done) as u64;
+                let room = 4096 - (local % 4096) as usize;
+                let chunk = room.min(len - done);
+                let mut part = [0u8; COPY_SIZE];
+                let (guest, mine) = if op.to_guest { (16, 0) } else { (0, 16) };
+                part[guest..guest + 4].copy_from_slice(&op.gref.0.to_le_bytes());
+                part[guest + 8..guest + 10].copy_from_slice(&op.domid.to_le_bytes());
+                part[guest + 10..guest + 12]
+                    .copy_from_slice(&(op.guest_offset + done as u16).to_le_bytes());
+                part[mine..mine + 8].copy_from_slice(&(local / 4096).to_le_bytes());
+                part[mine + 8..mine + 10]
+                    .copy_from_slice(&microvisor_abi::evtchn::DOMID_SELF.to_le_bytes());
+                part[mine + 10..mine + 12].copy_from_slice(&((local % 4096) as u16).to_le_bytes());
+                part[32..34].copy_from_slice(&(chunk as u16).to_le_bytes());
+                let flags = if op.to_guest {
+                    GNTCOPY_DEST_GREF
+                } else {
+                    GNTCOPY_SOURCE_GREF
+                };
+                part[34..36].copy_from_slice(&flags.to_le_bytes());
+                part[36..38].copy_from_slice(&GNTST_GENERAL_ERROR.to_le_bytes());
+                if parts.is_full() {
+                    if let Err(e) = flush(&mut parts, groups) {
+                        result = Err(e);
+                    }
+                }
+                let _ = parts.push((group, index, part));
+                done += chunk;
+            }
         }
     }
-    if let Err(e) = flush(&mut parts, ops) {
+    if let Err(e) = flush(&mut parts, groups) {
         result = Err(e);
     }
     result
