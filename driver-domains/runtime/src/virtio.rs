@@ -26,6 +26,15 @@
 //!   notice `DEVICE_NEEDS_RESET`, and reset the device before returning an error, so a
 //!   buffer is never written by the device after its borrow ended. [`BlkDevice::reinit`]
 //!   brings a reset device back.
+//! - Requests that do not wait: [`BlkDevice::start_read`] and [`BlkDevice::start_write`]
+//!   take a [`crate::dma::DmaRegion`] by value and give the device its first bytes; up to
+//!   [`BlkDevice::max_in_flight`] such requests are on the device at once, and
+//!   [`BlkDevice::poll`] hands each back, buffer and outcome, in the order the device
+//!   finishes them (as a [`BlkCompletion`] with the caller's tag). The device owns the
+//!   buffer in between, so nothing can touch memory the device is writing; a request that
+//!   takes longer than its timeout, or a device that needs a reset, resets the device and
+//!   fails every request on it. The waiting requests and the flush first wait until every
+//!   started request has finished (their completions are kept for `poll`).
 //!
 //! Hostile, for test domains: [`RedirectHal`] and [`BlkDevice::read_redirected`] declare a
 //! READ's data buffer at an arbitrary bus address, so the device tries to DMA there (the
@@ -254,6 +263,8 @@ pub use hw::*;
 
 #[cfg(not(test))]
 mod hw {
+    use alloc::boxed::Box;
+    use alloc::collections::VecDeque;
     use core::ptr::NonNull;
 
     use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
@@ -622,7 +633,41 @@ mod hw {
         features: u64,
         vectors: (u16, u16),
         events: u64,
+        /// Requests started without waiting, on the device.
+        started: Vec<Started>,
+        /// Requests the device finished (or that a reset ended), not yet polled.
+        finished: VecDeque<BlkCompletion>,
+        /// When the device status was last read while requests were on it.
+        status_checked_ns: u64,
     }
+
+    /// A request [`BlkDevice::start_read`] or [`BlkDevice::start_write`] put on the device:
+    /// what the device was given, kept at a fixed place until it hands the request back.
+    struct Started {
+        token: u16,
+        tag: u32,
+        write: bool,
+        bytes: usize,
+        buffer: dma::DmaRegion,
+        req: Box<BlkReq>,
+        resp: Box<BlkResp>,
+        deadline_ns: u64,
+    }
+
+    /// A request started without waiting that is over: the caller's tag, its buffer back,
+    /// and the outcome (on an error other than [`BlkError::Io`] the device has been reset:
+    /// [`BlkDevice::reinit`] before the next request).
+    #[derive(Debug)]
+    pub struct BlkCompletion {
+        pub tag: u32,
+        pub buffer: dma::DmaRegion,
+        pub result: Result<(), BlkError>,
+    }
+
+    /// `VIRTIO_RING_F_INDIRECT_DESC`: a request takes one descriptor of the queue.
+    const F_INDIRECT_DESC: u64 = 1 << 28;
+    /// How often [`BlkDevice::poll`] reads the device status while requests are on it.
+    const STATUS_CHECK_NS: u64 = 100_000_000;
 
     fn map_status(e: virtio_drivers::Error) -> BlkError {
         match e {
@@ -705,6 +750,9 @@ mod hw {
                 features: 0,
                 vectors: (NO_VECTOR, NO_VECTOR),
                 events: 0,
+                started: Vec::new(),
+                finished: VecDeque::new(),
+                status_checked_ns: 0,
             };
             device.init()?;
             Ok(device)
@@ -783,8 +831,9 @@ mod hw {
 
         /// Resets the device and forgets the driver state, after a request failed while the
         /// device might still have its buffers. A device that does not reset cannot be made
-        /// to stop its DMA: that ends the domain.
-        fn abandon(&mut self) {
+        /// to stop its DMA: that ends the domain. Requests started without waiting end with
+        /// `error` (their completions are kept for [`BlkDevice::poll`]).
+        fn abandon(&mut self, error: &BlkError) {
             if !self.common.reset() {
                 panic!(
                     "virtio-blk {}: device does not reset (status {:#x})",
@@ -793,13 +842,20 @@ mod hw {
                 );
             }
             self.dev = None;
+            for started in self.started.drain(..) {
+                self.finished.push_back(BlkCompletion {
+                    tag: started.tag,
+                    buffer: started.buffer,
+                    result: Err(error.clone()),
+                });
+            }
         }
 
         /// Resets the device and initialises it again (after a failed request, or to start
         /// over). The MSI-X binding stays as it was.
         pub fn reinit(&mut self) -> Result<(), BlkError> {
             if self.dev.is_some() || self.common.status() != 0 {
-                self.abandon();
+                self.abandon(&BlkError::NeedsReinit);
             }
             if let Interrupts::Msix { port, .. } = self.interrupts {
                 // Forget a late interrupt of the old device.
@@ -808,9 +864,10 @@ mod hw {
             self.init()
         }
 
-        /// Reads sectors `sector..` into `buf` (whole sectors), waiting at most `timeout_ns`.
-        /// On an error other than [`BlkError::Io`] the device has been reset: call
-        /// [`BlkDevice::reinit`] before the next request.
+        /// Reads sectors `sector..` into `buf` (whole sectors), waiting at most `timeout_ns`
+        /// (after every request started without waiting is over). On an error other than
+        /// [`BlkError::Io`] the device has been reset: call [`BlkDevice::reinit`] before the
+        /// next request.
         pub fn read(
             &mut self,
             sector: u64,
@@ -818,6 +875,7 @@ mod hw {
             timeout_ns: u64,
         ) -> Result<(), BlkError> {
             check_len(buf.len())?;
+            self.settle();
             let deadline = time::now_ns().saturating_add(timeout_ns);
             let wait_mode = self.wait_mode();
             let dev = self.dev.as_mut().ok_or(BlkError::NeedsReinit)?;
@@ -841,7 +899,7 @@ mod hw {
                 Ok(()) => unsafe { dev.complete_read_blocks(token, &req, buf, &mut resp) }
                     .map_err(map_status),
                 Err(e) => {
-                    self.abandon();
+                    self.abandon(&e);
                     Err(e)
                 }
             }
@@ -851,6 +909,7 @@ mod hw {
         /// Errors as for [`BlkDevice::read`].
         pub fn write(&mut self, sector: u64, buf: &[u8], timeout_ns: u64) -> Result<(), BlkError> {
             check_len(buf.len())?;
+            self.settle();
             let deadline = time::now_ns().saturating_add(timeout_ns);
             let wait_mode = self.wait_mode();
             let dev = self.dev.as_mut().ok_or(BlkError::NeedsReinit)?;
@@ -872,7 +931,7 @@ mod hw {
                 Ok(()) => unsafe { dev.complete_write_blocks(token, &req, buf, &mut resp) }
                     .map_err(map_status),
                 Err(e) => {
-                    self.abandon();
+                    self.abandon(&e);
                     Err(e)
                 }
             }
@@ -882,6 +941,7 @@ mod hw {
         /// that did not offer `VIRTIO_BLK_F_FLUSH`, which has no volatile cache). The driver
         /// library polls the used ring for this one.
         pub fn flush(&mut self) -> Result<(), BlkError> {
+            self.settle();
             let dev = self.dev.as_mut().ok_or(BlkError::NeedsReinit)?;
             dev.flush().map_err(map_status)
         }
@@ -889,6 +949,235 @@ mod hw {
         /// Whether the device reports itself read-only (`VIRTIO_BLK_F_RO`).
         pub fn readonly(&self) -> bool {
             self.dev.as_ref().is_some_and(|dev| dev.readonly())
+        }
+    }
+
+    /// Requests that do not wait (see the module documentation).
+    impl<H: Hal> BlkDevice<H> {
+        /// How many requests [`BlkDevice::start_read`] and [`BlkDevice::start_write`] may
+        /// have on the device at once: the queue's size with indirect descriptors (one
+        /// descriptor a request), else a third of it.
+        pub fn max_in_flight(&self) -> usize {
+            let size = self
+                .dev
+                .as_ref()
+                .map_or(0, |dev| usize::from(dev.virt_queue_size()));
+            if self.features & F_INDIRECT_DESC != 0 {
+                size
+            } else {
+                size / 3
+            }
+        }
+
+        /// Requests started and not yet handed back by [`BlkDevice::poll`].
+        pub fn in_flight(&self) -> usize {
+            self.started.len() + self.finished.len()
+        }
+
+        /// Starts reading `bytes` bytes (whole sectors, at most the buffer's length) from
+        /// sector `sector` into `buffer`'s start, and returns at once; [`BlkDevice::poll`]
+        /// hands the buffer back with `tag` once the device is done, or `timeout_ns` has
+        /// passed (then the device is reset). On an error nothing was started and the buffer
+        /// comes back with it.
+        pub fn start_read(
+            &mut self,
+            tag: u32,
+            sector: u64,
+            buffer: dma::DmaRegion,
+            bytes: usize,
+            timeout_ns: u64,
+        ) -> Result<(), (BlkError, dma::DmaRegion)> {
+            self.start(tag, false, sector, buffer, bytes, timeout_ns)
+        }
+
+        /// Starts writing the first `bytes` bytes of `buffer` (whole sectors) to sectors
+        /// `sector..`; as [`BlkDevice::start_read`] otherwise.
+        pub fn start_write(
+            &mut self,
+            tag: u32,
+            sector: u64,
+            buffer: dma::DmaRegion,
+            bytes: usize,
+            timeout_ns: u64,
+        ) -> Result<(), (BlkError, dma::DmaRegion)> {
+            self.start(tag, true, sector, buffer, bytes, timeout_ns)
+        }
+
+        fn start(
+            &mut self,
+            tag: u32,
+            write: bool,
+            sector: u64,
+            mut buffer: dma::DmaRegion,
+            bytes: usize,
+            timeout_ns: u64,
+        ) -> Result<(), (BlkError, dma::DmaRegion)> {
+            if let Err(e) = check_len(bytes) {
+                return Err((e, buffer));
+            }
+            if bytes > buffer.len() {
+                return Err((BlkError::BadLength(bytes), buffer));
+            }
+            let room = self.max_in_flight();
+            let Some(dev) = self.dev.as_mut() else {
+                return Err((BlkError::NeedsReinit, buffer));
+            };
+            if self.started.len() >= room {
+                return Err((BlkError::Virtio(virtio_drivers::Error::QueueFull), buffer));
+            }
+            let mut req = Box::new(BlkReq::default());
+            let mut resp = Box::new(BlkResp::default());
+            // SAFETY: `req`, `resp` (boxed: they do not move) and the buffer's pages (owned
+            // by `buffer`, which is kept in `self.started` with them) are handed back to the
+            // caller only after `complete_*_blocks` took them back from the device for this
+            // token (`poll`) or the device was reset (`abandon`, which waits until the reset
+            // took effect); nothing reads or writes them in between. A `BlkDevice` dropped
+            // with requests on the device resets it first (`Drop`).
+            let token = unsafe {
+                if write {
+                    dev.write_blocks_nb(
+                        sector as usize,
+                        &mut req,
+                        &buffer.as_slice()[..bytes],
+                        &mut resp,
+                    )
+                } else {
+                    dev.read_blocks_nb(
+                        sector as usize,
+                        &mut req,
+                        &mut buffer.as_mut_slice()[..bytes],
+                        &mut resp,
+                    )
+                }
+            };
+            match token {
+                Ok(token) => {
+                    self.started.push(Started {
+                        token,
+                        tag,
+                        write,
+                        bytes,
+                        buffer,
+                        req,
+                        resp,
+                        deadline_ns: time::now_ns().saturating_add(timeout_ns),
+                    });
+                    Ok(())
+                }
+                Err(e) => Err((BlkError::Virtio(e), buffer)),
+            }
+        }
+
+        /// The next request started without waiting that is over, if any, in the order the
+        /// device finished them. Takes the device's pending interrupt; resets the device (and
+        /// fails every request on it) if a request is past its timeout or the device reports
+        /// that it needs a reset.
+        pub fn poll(&mut self) -> Option<BlkCompletion> {
+            if self.finished.is_empty() {
+                if let Some(done) = self.reap() {
+                    return Some(done);
+                }
+            }
+            self.finished.pop_front()
+        }
+
+        /// The device side of [`BlkDevice::poll`].
+        fn reap(&mut self) -> Option<BlkCompletion> {
+            if self.started.is_empty() {
+                return None;
+            }
+            if let Interrupts::Msix { port, .. } = self.interrupts {
+                if events::take(port) {
+                    self.events += 1;
+                }
+            }
+            let dev = self.dev.as_mut()?;
+            let Some(token) = dev.peek_used() else {
+                let now = time::now_ns();
+                if self.started.iter().any(|s| now >= s.deadline_ns) {
+                    self.abandon(&BlkError::Timeout);
+                } else if now >= self.status_checked_ns.saturating_add(STATUS_CHECK_NS) {
+                    self.status_checked_ns = now;
+                    if self.common.status() & STATUS_NEEDS_RESET != 0 {
+                        self.abandon(&BlkError::DeviceBroken);
+                    }
+                }
+                return None;
+            };
+            let Some(index) = self.started.iter().position(|s| s.token == token) else {
+                self.abandon(&BlkError::WrongToken);
+                return None;
+            };
+            let mut started = self.started.swap_remove(index);
+            let bytes = started.bytes;
+            // SAFETY: `started` is the entry `start` recorded for this token: the same `req`,
+            // `resp` and buffer pages it passed to `*_blocks_nb` (boxed or owned, so they did
+            // not move), the same length, and the device just used the token.
+            let result = unsafe {
+                if started.write {
+                    dev.complete_write_blocks(
+                        token,
+                        &started.req,
+                        &started.buffer.as_slice()[..bytes],
+                        &mut started.resp,
+                    )
+                } else {
+                    dev.complete_read_blocks(
+                        token,
+                        &started.req,
+                        &mut started.buffer.as_mut_slice()[..bytes],
+                        &mut started.resp,
+                    )
+                }
+            };
+            let result = match result {
+                Ok(()) => Ok(()),
+                Err(e @ (virtio_drivers::Error::IoError | virtio_drivers::Error::Unsupported)) => {
+                    Err(map_status(e))
+                }
+                Err(e) => {
+                    // The used ring said this token, and the driver disagrees: start over.
+                    let error = BlkError::Virtio(e);
+                    self.abandon(&error);
+                    Err(error)
+                }
+            };
+            Some(BlkCompletion {
+                tag: started.tag,
+                buffer: started.buffer,
+                result,
+            })
+        }
+
+        /// Waits until every request started without waiting is over (their completions are
+        /// kept for [`BlkDevice::poll`]), so a request that waits is alone on the device.
+        fn settle(&mut self) {
+            while !self.started.is_empty() {
+                let generation = events::generation();
+                if let Some(done) = self.reap() {
+                    self.finished.push_back(done);
+                    continue;
+                }
+                if self.started.is_empty() {
+                    break;
+                }
+                match self.wait_mode() {
+                    Interrupts::Msix { .. } => {
+                        let slice_end = time::now_ns().saturating_add(WAIT_SLICE_NS);
+                        events::wait_since(generation, Some(slice_end));
+                    }
+                    Interrupts::Poll => core::hint::spin_loop(),
+                }
+            }
+        }
+    }
+
+    impl<H: Hal> Drop for BlkDevice<H> {
+        /// Stops the device before the buffers of requests still on it are freed.
+        fn drop(&mut self) {
+            if !self.started.is_empty() {
+                self.abandon(&BlkError::NeedsReinit);
+            }
         }
     }
 
