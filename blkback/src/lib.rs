@@ -8,7 +8,8 @@
 //! | [`multi_page`] | a ring over several granted pages |
 //! | [`vbd`] | a virtual block device as a slice of the disk |
 //! | [`request`] | validating a request copied out of the ring |
-//! | [`engine`] | serving one queue: batches, the cut-off policy, counters |
+//! | [`engine`] | serving one queue: requests in flight, flush ordering, the cut-off policy, counters |
+//! | [`slots`] | the bounce buffers requests hold while they are in flight |
 //! | [`handshake`] | the xenbus keys and states |
 #![no_std]
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod multi_page;
 pub mod request;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod slots;
 pub mod vbd;
 pub mod wire;
 

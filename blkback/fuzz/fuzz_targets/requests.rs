@@ -1,14 +1,17 @@
 //! A front-end fills the ring with arbitrary request entries (and arbitrary granted pages,
-//! some used as indirect segment pages), in batches, and the engine serves them.
+//! some used as indirect segment pages), in batches, and the engine serves them while the
+//! simulated device finishes the requests on it in an order the input picks.
 //!
 //! Whatever arrives, the engine must not panic; it answers only requests it took, each
-//! with its own id and in ring order; it never touches the disk outside the vbd's slice and
-//! never writes a read-only vbd; once it cuts the queue off it answers nothing more.
+//! with the id of a request still unanswered, at most once; it never touches the disk
+//! outside the vbd's slice and never writes a read-only vbd; once it cuts the queue off it
+//! answers nothing more.
 #![no_main]
 
 use blkback::engine::Queue;
 use blkback::request::Limits;
 use blkback::sim::{front_ring, SimPlatform};
+use blkback::slots::Slot;
 use blkback::vbd::Vbd;
 use blkback::wire::{BlkBackRing, RawRequest, REQUEST_BYTES, SECTOR_BYTES};
 use libfuzzer_sys::fuzz_target;
@@ -53,6 +56,8 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut sent: Vec<u64> = Vec::new();
+    // Ids sent and not yet answered (a multiset: a front-end may send an id twice).
+    let mut unanswered: Vec<u64> = Vec::new();
     let mut answered = 0usize;
     let mut cut_off = false;
     while !input.is_empty() {
@@ -64,19 +69,36 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
             sent.push(request.id());
+            unanswered.push(request.id());
         }
         let _ = front.push_requests();
         if cut_off {
             continue;
         }
-        match queue.service(&mut sim) {
-            Ok(_) => {}
-            Err(_) => cut_off = true,
+        if queue.service(&mut sim).is_err() {
+            cut_off = true;
         }
-        // Responses only for requests taken, in order, with their ids.
+        // The device finishes some of what it has, in an order the input picks.
+        let finish = usize::from(take(&mut input, 1)[0]);
+        for _ in 0..finish % 8 {
+            if cut_off || sim.device.is_empty() {
+                break;
+            }
+            let pick = usize::from(take(&mut input, 1)[0]) % sim.device.len();
+            let slot: Slot = sim.on_device()[pick];
+            let done = sim.finish(slot);
+            if queue.complete(&[done], &mut sim).is_err() || queue.progress(&mut sim).is_err() {
+                cut_off = true;
+            }
+        }
+        // Responses only for requests taken and unanswered, each once.
         while let Some(response) = front.next_response().expect("the engine keeps the ring sane") {
             assert!(answered < sent.len(), "a response nobody asked for");
-            assert_eq!(response.id, sent[answered], "response {answered} has another id");
+            let at = unanswered
+                .iter()
+                .position(|id| *id == response.id)
+                .expect("a response with the id of an unanswered request");
+            unanswered.swap_remove(at);
             answered += 1;
         }
         if cut_off {

@@ -13,7 +13,7 @@
 //! grant copies, grant maps and unmaps, bytes, and blkback's own hypercalls and VM exits.
 //! The guest's VM exits and hypercalls come from the microvisor's teardown lines (its whole
 //! life, boot included). blkback's footprint is its image's loaded size plus its heap in
-//! use, less the bounce buffer.
+//! use, less its bounce buffers (as its `own:` line says).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,9 +50,6 @@ const TESTS: [&str; 4] = ["seq-write", "seq-read", "rand-read-qd1", "rand-read-q
 const SEQUENTIAL_GOAL: f64 = 0.9;
 const IOPS_GOAL: f64 = 0.7;
 const EVENTS_GOAL: f64 = 0.1;
-/// The bounce buffer blkback allocates (1 MiB of data and 8 indirect pages), not counted in
-/// its footprint.
-const BOUNCE_BYTES: u64 = (1 << 20) + 8 * 4096;
 const FOOTPRINT_GOAL_BYTES: u64 = 2 << 20;
 
 /// The script `/init` runs: diskbench on whichever disk the guest has.
@@ -103,6 +100,8 @@ struct PerRequest {
     backend_events_sent: f64,
     backend_hypercalls: f64,
     backend_vm_exits: f64,
+    /// The most requests of one queue on the disk at once, so far (blkback's own count).
+    in_flight_at_most: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -119,21 +118,23 @@ struct Footprint {
 type Stats = BTreeMap<&'static str, u64>;
 
 /// The keys of the `stats:` line, then of the `own:` line after it.
-const STATS_KEYS: [&str; 6] = [
+const STATS_KEYS: [&str; 7] = [
     "requests",
     "rounds",
     "notifications",
     "copies",
     "B in",
     "B out",
+    "at once at most",
 ];
-const OWN_KEYS: [&str; 6] = [
+const OWN_KEYS: [&str; 7] = [
     "events",
     "hypercalls",
     "exits",
     "maps",
     "unmaps",
     "KiB heap",
+    "KiB buffers",
 ];
 
 /// Reads `vbd ... of linux (...): stats: 12 requests, 3 rounds, ...` (`part` "stats") or
@@ -230,6 +231,7 @@ fn per_request(before: &Stats, after: &Stats) -> PerRequest {
         backend_events_sent: per(delta("events")),
         backend_hypercalls: per(delta("hypercalls")),
         backend_vm_exits: per(delta("exits")),
+        in_flight_at_most: after["at once at most"],
     }
 }
 
@@ -426,11 +428,12 @@ pub fn bench_disk(
         .unwrap_or_default();
     let image_bytes = loaded_bytes(&workspace.release_dir().join("blkback"))?;
     let heap = last.get("KiB heap").copied().unwrap_or(0) * 1024;
+    let bounce = last.get("KiB buffers").copied().unwrap_or(0) * 1024;
     let footprint = Footprint {
         image_bytes,
         heap_in_use_bytes: heap,
-        bounce_bytes: BOUNCE_BYTES,
-        beside_buffers_bytes: (image_bytes + heap).saturating_sub(BOUNCE_BYTES),
+        bounce_bytes: bounce,
+        beside_buffers_bytes: (image_bytes + heap).saturating_sub(bounce),
         goal_bytes: FOOTPRINT_GOAL_BYTES,
     };
     Ok(DiskReport {
@@ -508,8 +511,11 @@ pub fn print_disk(report: &DiskReport, runs: u32) {
             per.bytes
         );
         println!(
-            "  blkback: {:.3} events sent, {:.2} hypercalls, {:.2} vm exits",
-            per.backend_events_sent, per.backend_hypercalls, per.backend_vm_exits
+            "  blkback: {:.3} events sent, {:.2} hypercalls, {:.2} vm exits; at most {} requests of a queue on the disk at once",
+            per.backend_events_sent,
+            per.backend_hypercalls,
+            per.backend_vm_exits,
+            per.in_flight_at_most
         );
     } else {
         println!("Per request across the QD32 test: blkback printed no stats lines around it");
@@ -525,7 +531,7 @@ pub fn print_disk(report: &DiskReport, runs: u32) {
     );
     let f = &report.blkback_footprint;
     println!(
-        "blkback footprint: image {} KiB + heap in use {} KiB - bounce buffer {} KiB = {} KiB beside its I/O buffers (goal <= {} KiB{})",
+        "blkback footprint: image {} KiB + heap in use {} KiB - bounce buffers {} KiB = {} KiB beside its I/O buffers (goal <= {} KiB{})",
         f.image_bytes / 1024,
         f.heap_in_use_bytes / 1024,
         f.bounce_bytes / 1024,
@@ -541,8 +547,8 @@ mod tests {
 
     #[test]
     fn stats_lines_are_read() {
-        let line = "[blkback] vbd 51712 of linux (4): stats: 700 requests, 420 rounds, 400 notifications, 900 copies, 4096 B in, 8192 B out";
-        let own = "[blkback] vbd 51712 of linux (4): own: 400 events, 5000 hypercalls, 7000 exits, 8 maps, 0 unmaps, 1100 KiB heap";
+        let line = "[blkback] vbd 51712 of linux (4): stats: 700 requests, 420 rounds, 400 notifications, 900 copies, 4096 B in, 8192 B out, 16 at once at most";
+        let own = "[blkback] vbd 51712 of linux (4): own: 400 events, 5000 hypercalls, 7000 exits, 8 maps, 0 unmaps, 1100 KiB heap, 900 KiB buffers";
         let mut stats = parse_stats(line, "stats").unwrap();
         assert!(parse_stats(line, "own").is_none());
         stats.extend(parse_stats(own, "own").unwrap());
@@ -551,6 +557,8 @@ mod tests {
         assert_eq!(stats["maps"], 8);
         assert_eq!(stats["unmaps"], 0);
         assert_eq!(stats["KiB heap"], 1100);
+        assert_eq!(stats["KiB buffers"], 900);
+        assert_eq!(stats["at once at most"], 16);
         assert!(parse_stats(
             "[blkback] vbd 51712 of h-ro (5): stats: 1 requests",
             "stats"
