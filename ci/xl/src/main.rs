@@ -91,6 +91,10 @@ enum Command {
     /// Type into a domain's console and see what it prints; Ctrl-] and Enter leaves (end of
     /// input too, after a few quiet seconds).
     Console { domain: String },
+    /// The microvisor's recent log.
+    Dmesg,
+    /// Every vCPU: its domain, the CPU it runs on, its state and its time.
+    VcpuList { domain: Option<String> },
 }
 
 /// A connection to the control domain.
@@ -233,6 +237,38 @@ fn run(cli: Cli) -> Result<()> {
         Command::Destroy { domain } => done(channel.expect(&Request::Destroy(domain))?),
         Command::Pause { domain } => done(channel.expect(&Request::Pause(domain))?),
         Command::Unpause { domain } => done(channel.expect(&Request::Unpause(domain))?),
+        Command::Dmesg => match channel.expect(&Request::Dmesg)? {
+            Response::Dmesg(text) => print!("{text}"),
+            other => bail!("unexpected answer to dmesg: {other:?}"),
+        },
+        Command::VcpuList { domain } => {
+            let Response::Vcpus(rows) = channel.expect(&Request::VcpuList)? else {
+                bail!("unexpected answer to vcpu-list");
+            };
+            if let Some(d) = &domain {
+                if !rows.iter().any(|r| &r.name == d || &r.domid.to_string() == d) {
+                    bail!("no domain is named or numbered `{d}` (`xl list` shows the domains)");
+                }
+            }
+            println!(
+                "{:<32}{:>5}{:>6}{:>5}{:>7}{:>11}  Affinity (Hard / Soft)",
+                "Name", "ID", "VCPU", "CPU", "State", "Time(s)"
+            );
+            for r in rows
+                .iter()
+                .filter(|r| domain.as_ref().is_none_or(|d| &r.name == d || &r.domid.to_string() == d))
+            {
+                println!(
+                    "{:<32}{:>5}{:>6}{:>5}{:>7}{:>11.1}  all / all",
+                    r.name,
+                    r.domid,
+                    r.vcpu,
+                    r.cpu.map_or("-".to_string(), |c| c.to_string()),
+                    r.state,
+                    r.cpu_ns as f64 / 1e9
+                );
+            }
+        }
         Command::Console { domain } => {
             // The name must exist: the console domain would only say it knows no such domain.
             let rows = channel.domains()?;

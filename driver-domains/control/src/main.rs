@@ -198,6 +198,13 @@ impl Control {
                 None => Err("image data without a create under way".into()),
                 Some(upload) => upload.data(offset, &bytes).map(|()| Response::Done(String::new())),
             },
+            Request::Dmesg => {
+                let mut log = vec![0u8; 16 * 1024];
+                domctl::dmesg(&mut log)
+                    .map(|n| Response::Dmesg(String::from_utf8_lossy(&log[..n]).into_owned()))
+                    .map_err(|e| format!("the microvisor refused its log (error {e})"))
+            }
+            Request::VcpuList => self.vcpu_list(),
             Request::CreateAbort => {
                 self.upload = None;
                 Ok(Response::Done("create abandoned".into()))
@@ -211,6 +218,27 @@ impl Control {
             },
         };
         result.unwrap_or_else(Response::Error)
+    }
+
+    fn vcpu_list(&self) -> Result<Response, String> {
+        use driver_domains::abi::domctl::{VcpuEntry, VCPU_STATE_BLOCKED, VCPU_STATE_RUNNABLE, VCPU_STATE_RUNNING};
+        let mut rows = Vec::new();
+        for domain in list()? {
+            let mut vcpus = [VcpuEntry::default(); 8];
+            let Ok(n) = domctl::vcpu_list(domain.domid, &mut vcpus) else { continue };
+            let paused = domain.state == abi::DOMCTL_STATE_PAUSED;
+            for v in &vcpus[..n] {
+                let state = match v.state {
+                    _ if paused => "p",
+                    VCPU_STATE_RUNNING => "r",
+                    VCPU_STATE_BLOCKED => "b",
+                    VCPU_STATE_RUNNABLE => "-",
+                    _ => "p",
+                };
+                rows.push(vcpu_row(&domain, v, state));
+            }
+        }
+        Ok(Response::Vcpus(rows))
     }
 
     fn info(&self) -> Result<Response, String> {
@@ -353,6 +381,21 @@ impl Control {
                 }
             }
         }
+    }
+}
+
+fn vcpu_row(
+    domain: &DomctlEntry,
+    v: &driver_domains::abi::domctl::VcpuEntry,
+    state: &str,
+) -> control::mgmt::VcpuRow {
+    control::mgmt::VcpuRow {
+        name: domain.name_str().to_string(),
+        domid: domain.domid,
+        vcpu: v.vcpu,
+        cpu: (v.state == driver_domains::abi::domctl::VCPU_STATE_RUNNING).then_some(v.cpu),
+        state: state.to_string(),
+        cpu_ns: v.cpu_ns,
     }
 }
 

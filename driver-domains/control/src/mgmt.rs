@@ -47,6 +47,10 @@ pub enum Request {
     CreateEnd,
     /// Drop a create under way (`xl` was interrupted).
     CreateAbort,
+    /// `xl dmesg`: the microvisor's recent log.
+    Dmesg,
+    /// `xl vcpu-list`: every vCPU of every domain.
+    VcpuList,
 }
 
 /// A domain to create, from its `xl.cfg` (checked by the `manifests` crate on the host).
@@ -86,6 +90,23 @@ pub enum Response {
     Created { domid: u16 },
     /// Refused; the text says why and what to fix.
     Error(String),
+    /// The microvisor's recent log.
+    Dmesg(String),
+    Vcpus(Vec<VcpuRow>),
+}
+
+/// One vCPU, as `xl vcpu-list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuRow {
+    pub name: String,
+    pub domid: u16,
+    pub vcpu: u32,
+    /// The CPU it runs on, if it runs.
+    pub cpu: Option<u16>,
+    /// xl's state: `r` running, `b` blocked, `-` runnable (waiting for a CPU), `p` down
+    /// (not started) or paused.
+    pub state: String,
+    pub cpu_ns: u64,
 }
 
 /// One domain, as `xl list` shows it.

@@ -288,8 +288,10 @@ pub fn domctl_eperm(info: &BootInfo) {
         vcpus: 1,
     };
     let mut entries = [DomctlEntry::default(); 4];
+    let mut vcpus = [driver_domains::abi::domctl::VcpuEntry::default(); 2];
+    let mut log = [0u8; 64];
     let page = [0x90u8; 64];
-    let results: [(&str, i64); 8] = [
+    let results: [(&str, i64); 10] = [
         ("list", domctl::list(&mut entries).map(|n| n as i64).unwrap_or_else(|e| e)),
         ("physinfo", domctl::physinfo().map(|_| 0).unwrap_or_else(|e| e)),
         ("create", domctl::create(&args).map(i64::from).unwrap_or_else(|e| e)),
@@ -298,6 +300,8 @@ pub fn domctl_eperm(info: &BootInfo) {
         ("pause", domctl::pause(target).map(|()| 0).unwrap_or_else(|e| e)),
         ("unpause", domctl::unpause(target).map(|()| 0).unwrap_or_else(|e| e)),
         ("destroy", domctl::destroy(target).map(|()| 0).unwrap_or_else(|e| e)),
+        ("dmesg", domctl::dmesg(&mut log).map(|n| n as i64).unwrap_or_else(|e| e)),
+        ("vcpu-list", domctl::vcpu_list(target, &mut vcpus).map(|n| n as i64).unwrap_or_else(|e| e)),
     ];
     let mut refused = 0;
     for (op, ret) in results {

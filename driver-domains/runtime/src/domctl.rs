@@ -114,3 +114,44 @@ pub fn pause(domid: u16) -> Result<(), i64> {
 pub fn destroy(domid: u16) -> Result<(), i64> {
     result(call_scalar(MVOP_DOMCTL_DESTROY, [u64::from(domid), 0, 0, 0])).map(drop)
 }
+
+/// The microvisor's recent log, oldest first, into `out`; returns how many bytes.
+pub fn dmesg(out: &mut [u8]) -> Result<usize, i64> {
+    // SAFETY: the microvisor writes at most `out.len()` bytes at `out`, borrowed mutably.
+    let ret = unsafe {
+        raw(
+            MICROVISOR_OP,
+            MVOP_DOMCTL_DMESG,
+            out.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+            0,
+        )
+    };
+    Ok((result(ret)? as usize).min(out.len()))
+}
+
+/// Up to `out.len()` vCPUs of domain `domid`; returns how many were written.
+pub fn vcpu_list(domid: u16, out: &mut [VcpuEntry]) -> Result<usize, i64> {
+    let mut bytes = alloc::vec![0u8; out.len() * VCPU_ENTRY_SIZE];
+    // SAFETY: the microvisor writes at most `out.len()` entries of VCPU_ENTRY_SIZE bytes into
+    // `bytes`, which is that long and borrowed mutably for the call.
+    let ret = unsafe {
+        raw(
+            MICROVISOR_OP,
+            MVOP_DOMCTL_VCPU_LIST,
+            u64::from(domid),
+            bytes.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+        )
+    };
+    let n = (result(ret)? as usize).min(out.len());
+    for (i, entry) in out.iter_mut().take(n).enumerate() {
+        let chunk: &[u8; VCPU_ENTRY_SIZE] = bytes[i * VCPU_ENTRY_SIZE..][..VCPU_ENTRY_SIZE]
+            .try_into()
+            .expect("a whole entry");
+        *entry = VcpuEntry::from_bytes(chunk);
+    }
+    Ok(n)
+}

@@ -47,6 +47,60 @@ pub const MVOP_DOMCTL_PAUSE: u64 = 22;
 /// shutdown; `xl destroy`), whatever its state. The caller itself: `-EINVAL`.
 pub const MVOP_DOMCTL_DESTROY: u64 = 23;
 
+/// `microvisor_op(MVOP_DOMCTL_DMESG, buf, len)`: the microvisor's recent log (its own lines,
+/// the last 16 KiB), oldest first, at most `len` bytes (the newest ones); returns how many.
+pub const MVOP_DOMCTL_DMESG: u64 = 24;
+/// `microvisor_op(MVOP_DOMCTL_VCPU_LIST, domid, array, count)`: up to `count`
+/// [`VcpuEntry`]s, one per vCPU of the domain; returns how many were written.
+pub const MVOP_DOMCTL_VCPU_LIST: u64 = 25;
+/// The highest domain-control command.
+pub const MVOP_DOMCTL_LAST: u64 = MVOP_DOMCTL_VCPU_LIST;
+
+/// A vCPU is down (not started, or taken down).
+pub const VCPU_STATE_DOWN: u8 = 0;
+pub const VCPU_STATE_RUNNABLE: u8 = 1;
+pub const VCPU_STATE_RUNNING: u8 = 2;
+pub const VCPU_STATE_BLOCKED: u8 = 3;
+
+/// One vCPU, for `xl vcpu-list`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuEntry {
+    pub vcpu: u32,
+    /// `VCPU_STATE_*`.
+    pub state: u8,
+    pub _pad: u8,
+    /// The physical CPU it runs on (when [`VCPU_STATE_RUNNING`]).
+    pub cpu: u16,
+    /// Time it held a CPU, in ns.
+    pub cpu_ns: u64,
+}
+pub const VCPU_ENTRY_SIZE: usize = 16;
+const _: () = assert!(core::mem::size_of::<VcpuEntry>() == VCPU_ENTRY_SIZE);
+
+impl VcpuEntry {
+    pub fn to_bytes(&self) -> [u8; VCPU_ENTRY_SIZE] {
+        let mut b = [0u8; VCPU_ENTRY_SIZE];
+        b[0..4].copy_from_slice(&self.vcpu.to_le_bytes());
+        b[4] = self.state;
+        b[6..8].copy_from_slice(&self.cpu.to_le_bytes());
+        b[8..16].copy_from_slice(&self.cpu_ns.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; VCPU_ENTRY_SIZE]) -> Self {
+        let mut ns = [0u8; 8];
+        ns.copy_from_slice(&b[8..16]);
+        VcpuEntry {
+            vcpu: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            state: b[4],
+            _pad: 0,
+            cpu: u16::from_le_bytes([b[6], b[7]]),
+            cpu_ns: u64::from_le_bytes(ns),
+        }
+    }
+}
+
 /// The most bytes one [`MVOP_DOMCTL_LOAD`] copies.
 pub const LOAD_MAX_BYTES: u64 = 1 << 20;
 

@@ -13,7 +13,7 @@ use crate::hypercall::Caller;
 
 /// Whether `cmd` is one of the domain-control operations.
 pub fn is_domctl(cmd: u64) -> bool {
-    (MVOP_DOMCTL_LIST..=MVOP_DOMCTL_DESTROY).contains(&cmd)
+    (MVOP_DOMCTL_LIST..=MVOP_DOMCTL_LAST).contains(&cmd)
 }
 
 pub fn domctl(caller: &mut Caller, cmd: u64, [a, b, c, d]: [u64; 4]) -> Result<i64, i64> {
@@ -48,6 +48,39 @@ pub fn domctl(caller: &mut Caller, cmd: u64, [a, b, c, d]: [u64; 4]) -> Result<i
             Ok(0)
         }
         MVOP_DOMCTL_DESTROY => domain::destroy(target(caller, a)?).map(|()| 0),
+        MVOP_DOMCTL_DMESG => {
+            let mut log = [0u8; crate::serial::LOG_RING_BYTES];
+            let wanted = usize::try_from(b).unwrap_or(usize::MAX).min(log.len());
+            let n = crate::serial::dmesg(&mut log[..wanted]);
+            caller.write_bytes(a, &log[..n])?;
+            Ok(n as i64)
+        }
+        MVOP_DOMCTL_VCPU_LIST => {
+            let domid = u16::try_from(a).map_err(|_| ESRCH)?;
+            let slot = domain::slot_of(domid).ok_or(ESRCH)?;
+            let vcpus = domain::view(slot).ok_or(ESRCH)?.vcpus;
+            let count = vcpus.min(u32::try_from(c).unwrap_or(u32::MAX));
+            for id in 0..count {
+                let (state, cpu) = match crate::scheduler::vcpu_state(slot, id as usize) {
+                    Some(microvisor_core::sched::VcpuState::Running { cpu }) => (VCPU_STATE_RUNNING, cpu),
+                    Some(microvisor_core::sched::VcpuState::Runnable) => (VCPU_STATE_RUNNABLE, 0),
+                    Some(microvisor_core::sched::VcpuState::Blocked { .. }) => (VCPU_STATE_BLOCKED, 0),
+                    _ => (VCPU_STATE_DOWN, 0),
+                };
+                let entry = VcpuEntry {
+                    vcpu: id,
+                    state,
+                    _pad: 0,
+                    cpu,
+                    cpu_ns: crate::stats::vcpu_ns(slot, id as usize),
+                };
+                let at = b
+                    .checked_add(u64::from(id) * VCPU_ENTRY_SIZE as u64)
+                    .ok_or(EFAULT)?;
+                caller.write_bytes(at, &entry.to_bytes())?;
+            }
+            Ok(i64::from(count))
+        }
         _ => Err(EINVAL),
     }
 }

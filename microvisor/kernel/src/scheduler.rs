@@ -75,6 +75,11 @@ pub fn unpause(slot: usize) {
     }
 }
 
+/// A vCPU's scheduling state, if it is known.
+pub fn vcpu_state(slot: usize, vcpu: usize) -> Option<VcpuState> {
+    SCHED.lock().state(vref(slot, vcpu))
+}
+
 pub fn vcpu_is_up(slot: usize, vcpu: usize) -> bool {
     !matches!(
         SCHED.lock().state(vref(slot, vcpu)),
@@ -226,9 +231,11 @@ fn run(cpu: usize, v: VcpuRef) {
     let slot = usize::from(v.domain);
     let started = crate::time::now_ns();
     let outcome = exits::run_vcpu(cpu, slot, usize::from(v.vcpu));
+    let held = crate::time::now_ns().saturating_sub(started);
     crate::stats::PER_DOMAIN[slot]
         .cpu_ns
-        .fetch_add(crate::time::now_ns().saturating_sub(started), Ordering::Relaxed);
+        .fetch_add(held, Ordering::Relaxed);
+    crate::stats::add_vcpu_ns(slot, usize::from(v.vcpu), held);
     let finish = {
         let mut sched = SCHED.lock();
         if sched.is_dead(v) {

@@ -12,8 +12,34 @@ use spin::Mutex;
 use x86_64::instructions::port::Port;
 
 const COM1: u16 = 0x3f8;
+/// The microvisor's own recent lines, kept for the control domain (`xl dmesg`).
+pub const LOG_RING_BYTES: usize = 16 * 1024;
 
-pub struct Serial;
+pub struct Serial {
+    /// The last [`LOG_RING_BYTES`] bytes of the microvisor's own lines, oldest at `start`.
+    ring: [u8; LOG_RING_BYTES],
+    start: usize,
+    len: usize,
+}
+
+/// Writes a line to the UART and to the log ring.
+struct Logged<'a>(&'a mut Serial);
+
+impl Write for Logged<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            let serial = &mut *self.0;
+            let at = (serial.start + serial.len) % LOG_RING_BYTES;
+            serial.ring[at] = b;
+            if serial.len == LOG_RING_BYTES {
+                serial.start = (serial.start + 1) % LOG_RING_BYTES;
+            } else {
+                serial.len += 1;
+            }
+        }
+        self.0.write_str(s)
+    }
+}
 
 impl Serial {
     fn init(&mut self) {
@@ -56,7 +82,23 @@ impl Write for Serial {
     }
 }
 
-pub static SERIAL: Mutex<Serial> = Mutex::new(Serial);
+pub static SERIAL: Mutex<Serial> = Mutex::new(Serial {
+    ring: [0; LOG_RING_BYTES],
+    start: 0,
+    len: 0,
+});
+
+/// Copies the log ring, oldest byte first, into `out`; returns how many bytes (the newest
+/// ones when `out` is shorter).
+pub fn dmesg(out: &mut [u8]) -> usize {
+    let serial = SERIAL.lock();
+    let n = serial.len.min(out.len());
+    let skip = serial.len - n;
+    for (i, byte) in out.iter_mut().take(n).enumerate() {
+        *byte = serial.ring[(serial.start + skip + i) % LOG_RING_BYTES];
+    }
+    n
+}
 
 pub fn init() {
     SERIAL.lock().init();
@@ -64,9 +106,10 @@ pub fn init() {
 
 pub fn log_fmt(args: fmt::Arguments) {
     let mut port = SERIAL.lock();
-    let _ = port.write_str("[microvisor] ");
-    let _ = port.write_fmt(args);
-    let _ = port.write_str("\n");
+    let mut logged = Logged(&mut port);
+    let _ = logged.write_str("[microvisor] ");
+    let _ = logged.write_fmt(args);
+    let _ = logged.write_str("\n");
 }
 
 /// Print one line of a domain's console output, labelled with its name (`None`: the console

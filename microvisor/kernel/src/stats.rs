@@ -73,8 +73,28 @@ pub fn count_hypercall(slot: usize, number: u64) {
         .fetch_add(1, Relaxed);
 }
 
+/// Each vCPU's time on a CPU, in ns, by `slot * MAX_VCPUS_PER_DOMAIN + vcpu`.
+static VCPU_NS: [AtomicU64; crate::vcpu::MAX_VCPUS] = [const { AtomicU64::new(0) }; crate::vcpu::MAX_VCPUS];
+
+pub fn add_vcpu_ns(slot: usize, vcpu: usize, ns: u64) {
+    if let Some(c) = VCPU_NS.get(slot * crate::vcpu::MAX_VCPUS_PER_DOMAIN + vcpu) {
+        c.fetch_add(ns, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+pub fn vcpu_ns(slot: usize, vcpu: usize) -> u64 {
+    VCPU_NS
+        .get(slot * crate::vcpu::MAX_VCPUS_PER_DOMAIN + vcpu)
+        .map_or(0, |c| c.load(core::sync::atomic::Ordering::Relaxed))
+}
+
 pub fn reset_domain(slot: usize) {
     use core::sync::atomic::Ordering::Relaxed;
+    for vcpu in 0..crate::vcpu::MAX_VCPUS_PER_DOMAIN {
+        if let Some(c) = VCPU_NS.get(slot * crate::vcpu::MAX_VCPUS_PER_DOMAIN + vcpu) {
+            c.store(0, Relaxed);
+        }
+    }
     let c = &PER_DOMAIN[slot];
     c.hypercalls.store(0, Relaxed);
     c.events_sent.store(0, Relaxed);
