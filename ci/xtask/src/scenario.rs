@@ -119,7 +119,8 @@ struct XlToml {
 /// Steps run on the host, in order, once a line matches `after` (the system must have a
 /// control domain): `xl ARGS` runs the workspace's `xl` with the scenario's management
 /// socket (in the scenario's directory, so a `create` names its files relative to it);
-/// `console NAME TEXT` runs `xl console NAME` typing TEXT (and Enter) into it, then ending
+/// `wait REGEX` waits (up to 300 s) for a log line that matches, among those that arrived
+/// after the previous step began; `console NAME TEXT` runs `xl console NAME` typing TEXT (and Enter) into it, then ending
 /// its input (`xl console` then detaches after a few quiet seconds); `sleep SECS`; `garble`
 /// sends noise, a corrupted frame and an oversized length on the
 /// channel, then a `list`, and reports what came back. Each step's output is added to the
@@ -385,8 +386,12 @@ impl Scenario {
                         Some("garble") if step.len() == 1 => {}
                         Some("sleep") if step.len() == 2 && step[1].parse::<f64>().is_ok() => {}
                         Some("console") if step.len() > 2 => {}
+                        Some("wait") if step.len() > 1 => {
+                            let pattern = step[1..].join(" ");
+                            compile(&format!("xl.steps[{index}]"), &pattern)?;
+                        }
                         _ => bail!(
-                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `sleep SECS` or `garble`",
+                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `wait REGEX`, `sleep SECS` or `garble`",
                             xl.steps[index]
                         ),
                     }

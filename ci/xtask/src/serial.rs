@@ -152,7 +152,13 @@ pub type Emit<'a> = &'a mut dyn FnMut(String);
 pub struct HostTask {
     pub after: Regex,
     pub run: std::sync::Arc<dyn Fn(Emit) + Send + Sync>,
+    /// If given, every line of the log is also appended here as it is finished, for a task
+    /// that waits for a line.
+    pub seen: Option<SeenLines>,
 }
+
+/// The log's lines so far, shared with a [`HostTask`].
+pub type SeenLines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 impl std::fmt::Debug for HostTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,6 +279,9 @@ impl<'w> Collector<'w> {
         let text = String::from_utf8_lossy(&bytes)
             .trim_end_matches('\r')
             .to_string();
+        if let Some(seen) = self.watch.task.as_ref().and_then(|t| t.seen.as_ref()) {
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(text.clone());
+        }
         if self
             .watch
             .stop_when

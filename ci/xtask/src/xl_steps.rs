@@ -20,11 +20,51 @@ pub struct Sockets<'a> {
     pub system: &'a Path,
 }
 
+/// How long a `wait` step waits at most.
+const WAIT_LIMIT: Duration = Duration::from_secs(300);
+
 /// Runs the steps in order; `xl` is the binary, `dir` the scenario's directory (where `xl`
-/// runs).
-pub fn run(steps: &[Vec<String>], xl: &Path, sockets: Sockets, dir: &Path, emit: Emit) {
+/// runs), `seen` the log's lines so far (for `wait`).
+pub fn run(
+    steps: &[Vec<String>],
+    xl: &Path,
+    sockets: Sockets,
+    dir: &Path,
+    seen: &crate::serial::SeenLines,
+    emit: Emit,
+) {
+    // `wait` looks only at lines that arrived after the previous step began (and after the
+    // line the previous `wait` matched).
+    let mut from = 0;
     for step in steps {
+        if step[0] != "wait" {
+            from = from.max(seen.lock().unwrap_or_else(|e| e.into_inner()).len());
+        }
         match step[0].as_str() {
+            "wait" => {
+                let pattern = step[1..].join(" ");
+                let Ok(re) = regex::Regex::new(&pattern) else {
+                    emit(format!("xl: wait: `{pattern}` is not a regex"));
+                    continue;
+                };
+                let started = Instant::now();
+                loop {
+                    let found = {
+                        let lines = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        let hit = lines[from.min(lines.len())..].iter().position(|l| re.is_match(l));
+                        hit.map(|i| from + i + 1)
+                    };
+                    if let Some(next) = found {
+                        from = next;
+                        break;
+                    }
+                    if started.elapsed() > WAIT_LIMIT {
+                        emit(format!("xl: wait: no line matched `{pattern}` in {} s", WAIT_LIMIT.as_secs()));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             "sleep" => {
                 let secs: f64 = step[1].parse().unwrap_or(0.0);
                 std::thread::sleep(Duration::from_secs_f64(secs));

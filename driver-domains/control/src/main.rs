@@ -38,6 +38,8 @@ const QUIET_NS: u64 = 1_000_000_000;
 const IDLE_NS: u64 = 2_000_000;
 /// After the last byte, the loop polls without sleeping this long.
 const BUSY_NS: u64 = 20_000_000;
+/// The longest wait for the channel's interrupt.
+const WAIT_NS: u64 = 250_000_000;
 
 struct Control {
     channel: Option<ConsoleDevice>,
@@ -52,7 +54,7 @@ struct Control {
 }
 
 fn main(info: &'static BootInfo) -> ! {
-    let channel = open_channel();
+    let channel = open_channel(info.domain.domid);
     let virq = events::bind_virq(VIRQ_DOMAIN_CHANGE, 0).ok();
     let store = match xenstore::Client::connect() {
         Ok(mut client) => {
@@ -120,21 +122,35 @@ fn main(info: &'static BootInfo) -> ! {
             control.apply_lifecycle();
         }
         // While bytes flow (an image upload), the next buffer follows at once: look again
-        // without sleeping; once the channel is quiet, sleep between looks.
+        // without waiting. Once the channel is quiet, wait for its interrupt (or any other
+        // event; the wait is bounded so a stalled partial frame is still given up), or
+        // without MSI-X, sleep between looks.
         if got == 0 && time::now_ns().saturating_sub(last_byte) > BUSY_NS {
-            time::sleep_ns(IDLE_NS);
+            match control.channel.as_ref().and_then(ConsoleDevice::port) {
+                Some(port) => {
+                    if !events::take(port) {
+                        let _ = events::wait_until(time::now_ns() + WAIT_NS);
+                    }
+                }
+                None => time::sleep_ns(IDLE_NS),
+            }
         }
     }
 }
 
-/// The first virtio console passed through to this domain.
-fn open_channel() -> Option<ConsoleDevice> {
+/// The first virtio console passed through to this domain, its received bytes raising an
+/// event when it has MSI-X.
+fn open_channel(domid: u16) -> Option<ConsoleDevice> {
     let functions = pci::list().ok()?;
     let function = functions
         .iter()
         .find(|f| virtio::is_virtio_console(f.vendor(), f.device()))?;
-    match ConsoleDevice::open(function) {
-        Ok(device) => Some(device),
+    let (interrupts, how) = virtio::bind_interrupts(function, domid);
+    match ConsoleDevice::open(function, interrupts) {
+        Ok(device) => {
+            println!("control: management channel {}: {how}", function.bdf);
+            Some(device)
+        }
         Err(e) => {
             println!("control: management channel {}: cannot open ({e})", function.bdf);
             None

@@ -1287,16 +1287,18 @@ mod hw {
         }
     }
 
-    /// A virtio console device on an assigned function, port 0 only (no multiport), polled:
-    /// a byte stream to the host (the control domain's management channel).
+    /// A virtio console device on an assigned function, port 0 only (no multiport): a byte
+    /// stream to the host (the control domain's management channel).
     pub struct ConsoleDevice {
         dev: VirtIOConsole<IdentityHal, MvTransport>,
+        interrupts: Interrupts,
     }
 
     impl ConsoleDevice {
         /// Enables memory decoding and bus mastering on `function` and sets up the
-        /// transport (as for [`BlkDevice::open`]) without interrupts.
-        pub fn open(function: &Function) -> Result<Self, BlkError> {
+        /// transport (as for [`BlkDevice::open`]); with an MSI-X entry, received bytes raise
+        /// its port.
+        pub fn open(function: &Function, interrupts: Interrupts) -> Result<Self, BlkError> {
             let not_console = BlkError::NotVirtioConsole {
                 vendor: function.vendor(),
                 device: function.device(),
@@ -1309,15 +1311,19 @@ mod hw {
                 .enable(reg::COMMAND_MEMORY | reg::COMMAND_BUS_MASTER | reg::COMMAND_INTX_DISABLE)
                 .map_err(BlkError::Config)?;
             let common = CommonCfg::find(function)?;
-            let transport = open_transport::<IdentityHal>(
-                function,
-                common,
-                Interrupts::Poll,
-                DeviceType::Console,
-            )
-            .ok_or(not_console)??;
+            let transport =
+                open_transport::<IdentityHal>(function, common, interrupts, DeviceType::Console)
+                    .ok_or(not_console)??;
             let dev = VirtIOConsole::new(transport).map_err(BlkError::Virtio)?;
-            Ok(ConsoleDevice { dev })
+            Ok(ConsoleDevice { dev, interrupts })
+        }
+
+        /// The port its interrupts raise, if it has one (else the caller polls).
+        pub fn port(&self) -> Option<Port> {
+            match self.interrupts {
+                Interrupts::Msix { port, .. } => Some(port),
+                Interrupts::Poll => None,
+            }
         }
 
         /// Moves the bytes received so far into `out`, up to its length; returns how many.

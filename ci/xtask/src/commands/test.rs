@@ -288,15 +288,18 @@ pub fn run_scenario(
         let binary = crate::xl_steps::binary(&workspace.release_dir());
         let dir = scenario.dir.clone();
         let system_file = scenario.system_file();
+        let seen = crate::serial::SeenLines::default();
+        let lines = seen.clone();
         task = Some(crate::serial::HostTask {
             after: xl.after.clone(),
+            seen: Some(seen),
             run: std::sync::Arc::new(move |emit| {
                 let sockets = crate::xl_steps::Sockets {
                     mgmt: &socket,
                     console: &console,
                     system: &system_file,
                 };
-                crate::xl_steps::run(&steps, &binary, sockets, &dir, emit)
+                crate::xl_steps::run(&steps, &binary, sockets, &dir, &lines, emit)
             }),
         });
     }

@@ -71,6 +71,7 @@ pub struct CreateReport {
 fn boot_task(xl: PathBuf, sockets: (PathBuf, PathBuf), dir: PathBuf) -> HostTask {
     let system = dir.join("system.cfg");
     HostTask {
+        seen: None,
         after: Regex::new(r"domain \d+ \(linux-boot\) destroyed").expect("a valid regex"),
         run: Arc::new(move |emit| {
             let sockets = xl_steps::Sockets {

@@ -419,6 +419,7 @@ fn free_udp_port() -> Result<u16> {
 /// `run`, and a line per test to the log.
 fn host_task(tcp: SocketAddr, udp: SocketAddr, run: Arc<Mutex<HostRun>>) -> Result<HostTask> {
     Ok(HostTask {
+        seen: None,
         after: Regex::new(READY)?,
         run: Arc::new(move |emit: Emit| {
             if let Err(e) = drive(tcp, udp, &run, &mut *emit) {
