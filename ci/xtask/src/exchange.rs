@@ -45,11 +45,25 @@ pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 /// Connects to 127.0.0.1:`port` and exchanges `bytes` bytes (see the module documentation).
 /// Returns the result line.
 pub fn run(port: u16, bytes: u64) -> String {
-    match exchange(port, bytes) {
-        Ok(line) => line,
-        Err(e) => format!("xtask: tcp exchange failed: {e:#}"),
+    // QEMU's user network accepts the host's connection before the guest does; if the
+    // guest's server was not listening yet, the guest resets it and nothing comes back. Such
+    // an attempt is made again, a few times.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut received = 0;
+        match exchange(port, bytes, &mut received) {
+            Ok(line) => return line,
+            Err(_) if received == 0 && attempts < RETRIES => {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return format!("xtask: tcp exchange failed: {e:#}"),
+        }
     }
 }
+
+/// How many times an exchange that got nothing back is tried.
+const RETRIES: u32 = 5;
 
 fn connect(port: u16) -> Result<TcpStream> {
     let start = Instant::now();
@@ -67,7 +81,7 @@ fn connect(port: u16) -> Result<TcpStream> {
     }
 }
 
-fn exchange(port: u16, bytes: u64) -> Result<String> {
+fn exchange(port: u16, bytes: u64, received: &mut u64) -> Result<String> {
     let start = Instant::now();
     let stream = connect(port)?;
     stream.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
@@ -92,12 +106,11 @@ fn exchange(port: u16, bytes: u64) -> Result<String> {
         Ok(hash)
     });
     let mut reader = stream;
-    let mut received = 0u64;
     let mut hash = FNV_START;
     let mut first_difference = None;
     let mut buffer = vec![0u8; CHUNK];
     let deadline = start + EXCHANGE_TIMEOUT;
-    while received < bytes {
+    while *received < bytes {
         if Instant::now() > deadline {
             bail!("timed out after {received} of {bytes} bytes came back");
         }
@@ -109,19 +122,19 @@ fn exchange(port: u16, bytes: u64) -> Result<String> {
             }
         };
         for (i, &byte) in buffer[..count].iter().enumerate() {
-            let at = received + i as u64;
+            let at = *received + i as u64;
             if first_difference.is_none() && byte != stream_byte(at) {
                 first_difference = Some(at);
             }
         }
         hash = fnv1a(hash, &buffer[..count]);
-        received += count as u64;
+        *received += count as u64;
     }
     let sent_hash = sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sending thread panicked"))??;
     let seconds = start.elapsed().as_secs_f64();
-    if received != bytes {
+    if *received != bytes {
         bail!("{received} of {bytes} bytes came back before the guest closed the connection");
     }
     if let Some(at) = first_difference {
