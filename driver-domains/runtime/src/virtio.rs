@@ -1209,17 +1209,8 @@ mod hw {
                 vendor: function.vendor(),
                 device: function.device(),
             };
-            if !is_virtio_net(function.vendor(), function.device()) {
-                return Err(not_net);
-            }
-            function
-                .config()
-                .enable(reg::COMMAND_MEMORY | reg::COMMAND_BUS_MASTER | reg::COMMAND_INTX_DISABLE)
-                .map_err(BlkError::Config)?;
-            let common = CommonCfg::find(function)?;
-            let transport =
-                open_transport::<IdentityHal>(function, common, interrupts, DeviceType::Network)
-                .ok_or(not_net)??;
+            let (transport, common) =
+                open_function(function, interrupts, DeviceType::Network, is_virtio_net, not_net)?;
             let dev = VirtIONet::<IdentityHal, _, NET_QUEUE_SIZE>::new(transport, NET_BUFFER_BYTES)
                 .map_err(BlkError::Virtio)?;
             let status = common.status();
@@ -1303,17 +1294,13 @@ mod hw {
                 vendor: function.vendor(),
                 device: function.device(),
             };
-            if !is_virtio_console(function.vendor(), function.device()) {
-                return Err(not_console);
-            }
-            function
-                .config()
-                .enable(reg::COMMAND_MEMORY | reg::COMMAND_BUS_MASTER | reg::COMMAND_INTX_DISABLE)
-                .map_err(BlkError::Config)?;
-            let common = CommonCfg::find(function)?;
-            let transport =
-                open_transport::<IdentityHal>(function, common, interrupts, DeviceType::Console)
-                    .ok_or(not_console)??;
+            let (transport, _) = open_function(
+                function,
+                interrupts,
+                DeviceType::Console,
+                is_virtio_console,
+                not_console,
+            )?;
             let dev = VirtIOConsole::new(transport).map_err(BlkError::Virtio)?;
             Ok(ConsoleDevice { dev, interrupts })
         }
@@ -1348,6 +1335,28 @@ mod hw {
             }
             Ok(())
         }
+    }
+
+    /// Checks that `function` is the kind `is_kind` says (else `wrong_kind`), enables memory
+    /// decoding and bus mastering, and sets up its transport for a device of type `kind`.
+    fn open_function(
+        function: &Function,
+        interrupts: Interrupts,
+        kind: DeviceType,
+        is_kind: fn(u16, u16) -> bool,
+        wrong_kind: BlkError,
+    ) -> Result<(MvTransport, CommonCfg), BlkError> {
+        if !is_kind(function.vendor(), function.device()) {
+            return Err(wrong_kind);
+        }
+        function
+            .config()
+            .enable(reg::COMMAND_MEMORY | reg::COMMAND_BUS_MASTER | reg::COMMAND_INTX_DISABLE)
+            .map_err(BlkError::Config)?;
+        let common = CommonCfg::find(function)?;
+        let transport = open_transport::<IdentityHal>(function, common, interrupts, kind)
+            .ok_or(wrong_kind)??;
+        Ok((transport, common))
     }
 
     /// The virtio PCI transport of `function` for a device of type `expected` (`None`:
