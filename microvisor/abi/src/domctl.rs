@@ -54,7 +54,11 @@ pub const MVOP_DOMCTL_DMESG: u64 = 24;
 /// [`VcpuEntry`]s, one per vCPU of the domain; returns how many were written.
 pub const MVOP_DOMCTL_VCPU_LIST: u64 = 25;
 /// The highest domain-control command.
-pub const MVOP_DOMCTL_LAST: u64 = MVOP_DOMCTL_VCPU_LIST;
+/// `microvisor_op(MVOP_DOMCTL_CRASH, domid)`: the domain crashes now, as if it had faulted
+/// (fault injection): its `on_crash` applies, including a restart of a service domain under
+/// its own id. Not the caller itself (`-EINVAL`).
+pub const MVOP_DOMCTL_CRASH: u64 = 26;
+pub const MVOP_DOMCTL_LAST: u64 = MVOP_DOMCTL_CRASH;
 
 /// A vCPU is down (not started, or taken down).
 pub const VCPU_STATE_DOWN: u8 = 0;

@@ -56,7 +56,10 @@ pub struct DomainEntry {
     pub store_port: u32,
     /// Its console port (0 if the caller does not serve its console).
     pub console_port: u32,
-    pub _pad: u32,
+    /// Which build of the domain this is: a number no other build in this boot had. A
+    /// service domain restarted under the same id (see [`DOMAIN_FLAG_RESTARTING`]) comes
+    /// back with a new instance, so its server drops the old connection and serves the new.
+    pub instance: u32,
     /// Its name, NUL-padded.
     pub name: [u8; 32],
 }
@@ -70,6 +73,11 @@ pub const DOMAIN_FLAG_SELF: u16 = 2;
 /// The entry is the system's control domain (the toolstack): the xenstore domain gives its
 /// connection the toolstack's privileges.
 pub const DOMAIN_FLAG_CONTROL: u16 = 4;
+/// The domain is dying and will be rebuilt under the same domain id (a service domain whose
+/// `on_crash` or `on_reboot` is `restart`): its frontends' event channels and grants stay
+/// addressed to it, so its xenstore home and the device entries under it are kept for the
+/// next instance instead of being removed.
+pub const DOMAIN_FLAG_RESTARTING: u16 = 8;
 
 /// Global VIRQ raised in the xenstore and console domains whenever a domain is built or
 /// destroyed (Xen's `VIRQ_DOM_EXC`, 3): re-read the list.

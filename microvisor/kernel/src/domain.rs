@@ -84,7 +84,12 @@ pub struct Domain {
     pub sealed: bool,
     /// A created domain: vCPU 0's entry was set.
     pub has_entry: bool,
-    pub restarts: u32,
+    /// This build's number, unique in this boot ([`DomainEntry::instance`]).
+    ///
+    /// [`DomainEntry::instance`]: microvisor_abi::microvisor_op::DomainEntry::instance
+    pub instance: u32,
+    /// What it inherited from the instances before it (restarts, id, recent restart times).
+    pub lineage: Lineage,
     pub vcpus: u32,
     pub ram_bytes: u64,
     pub npt: NestedPageTable,
@@ -102,6 +107,39 @@ pub struct Domain {
     pub dma_table: Option<u64>,
 }
 
+impl Domain {
+    /// A running domain with nothing of a build's own yet: a created domain as the control
+    /// domain first gets it (not sealed, no entry, no devices, no restarts).
+    fn new(
+        domid: u16,
+        name: String<32>,
+        vcpus: u32,
+        ram_bytes: u64,
+        npt: NestedPageTable,
+        hvm_params: [u64; microvisor_abi::hvm::HVM_NR_PARAMS as usize],
+    ) -> Self {
+        Self {
+            domid,
+            name,
+            spec_index: None,
+            shutdown: None,
+            sealed: false,
+            has_entry: false,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed) + 1,
+            lineage: Lineage::default(),
+            vcpus,
+            ram_bytes,
+            npt,
+            state: DomainState::Running,
+            console: Vec::new(),
+            hvm_params,
+            displaced: Vec::new(),
+            iopm: None,
+            dma_table: None,
+        }
+    }
+}
+
 pub static DOMAINS: Mutex<[Option<Domain>; MAX_DOMAINS]> =
     Mutex::new([const { None }; MAX_DOMAINS]);
 /// The manifest, kept for restarts.
@@ -109,6 +147,49 @@ pub static MANIFEST: spin::Once<microvisor_abi::manifest::SystemManifest> = spin
 /// Boot modules (start, end) by index, kept for restarts.
 pub static MODULES: spin::Once<Vec<(u64, u64), 16>> = spin::Once::new();
 static NEXT_DOMID: AtomicU16 = AtomicU16::new(1);
+/// The last build number handed out ([`Domain::instance`]).
+static INSTANCES: AtomicU32 = AtomicU32::new(0);
+/// Per slot: `domid + 1` of a service domain being torn down to be rebuilt under the same
+/// id (0: none). While its slot is empty the domain list still shows it, dying and
+/// restarting, so a service that syncs in that window keeps its entries.
+pub static REBUILDING: [AtomicU32; MAX_DOMAINS] = [const { AtomicU32::new(0) }; MAX_DOMAINS];
+
+/// A restartable domain that restarts more than this many times within
+/// [`RESTART_WINDOW_NS`] is given up on: the next crash destroys it.
+pub const RESTART_BURST: usize = 10;
+/// See [`RESTART_BURST`]: 10 s.
+pub const RESTART_WINDOW_NS: u64 = 10_000_000_000;
+
+/// What a domain rebuilt from its manifest entry inherits from the instance before it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lineage {
+    /// The domain id to keep (a service domain keeps its id across restarts, so its peers'
+    /// event channels and grants, addressed to that id, reach the new instance).
+    pub domid: Option<u16>,
+    /// How many times the domain was restarted.
+    pub restarts: u32,
+    /// The times of the last [`RESTART_BURST`] restarts, by `restarts % RESTART_BURST`.
+    pub restart_times: [u64; RESTART_BURST],
+}
+
+impl Lineage {
+    /// The lineage of the next instance, restarted at `now`; `None` when the last
+    /// [`RESTART_BURST`] restarts and this one all fall within [`RESTART_WINDOW_NS`] (a
+    /// crash loop: give up).
+    pub fn next(&self, domid: Option<u16>, now: u64) -> Option<Self> {
+        let slot = self.restarts as usize % RESTART_BURST;
+        let oldest = self.restart_times[slot];
+        if self.restarts as usize >= RESTART_BURST && now.saturating_sub(oldest) < RESTART_WINDOW_NS
+        {
+            return None;
+        }
+        let mut next = *self;
+        next.domid = domid;
+        next.restarts += 1;
+        next.restart_times[slot] = now;
+        Some(next)
+    }
+}
 
 /// A fresh domain id: the next one in 1..DOMID_FIRST_RESERVED (0x7ff0, where Xen's special
 /// ids such as DOMID_SELF begin) that no live domain has, wrapping back to 1. With at most
@@ -153,7 +234,7 @@ pub fn view(slot: usize) -> Option<DomainView> {
         npt_root: d.npt.root_pa(),
         ram_bytes: d.ram_bytes,
         vcpus: d.vcpus,
-        restarts: d.restarts,
+        restarts: d.lineage.restarts,
     })
 }
 
@@ -202,7 +283,7 @@ fn module_bytes(index: u16) -> Result<&'static [u8], BuildError> {
 }
 
 /// Build domain `spec_index` of the manifest into table slot `slot` and make vCPU 0 runnable.
-pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, BuildError> {
+pub fn build(slot: usize, spec_index: usize, lineage: Lineage) -> Result<u16, BuildError> {
     let spec: &DomainSpec = &MANIFEST.get().expect("manifest decoded").domains[spec_index];
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let image_bytes = module_bytes(spec.image_module)?;
@@ -239,7 +320,7 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
     copy_into_guest(&npt, START_INFO_GPA, &boot.start_info_page);
     let start_info = boot.start_info_gpa;
 
-    let domid = next_domid();
+    let domid = lineage.domid.unwrap_or_else(next_domid);
     crate::stats::reset_domain(slot);
     let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
     let (iopm, dma_table) =
@@ -263,22 +344,13 @@ pub fn build(slot: usize, spec_index: usize, restarts: u32) -> Result<u16, Build
         image.entry
     );
     DOMAINS.lock()[slot] = Some(Domain {
-        domid,
-        name: spec.name.clone(),
         spec_index: Some(spec_index),
-        shutdown: None,
         sealed: true,
         has_entry: true,
-        restarts,
-        vcpus: spec.vcpus,
-        ram_bytes,
-        npt,
-        state: DomainState::Running,
-        console: Vec::new(),
-        hvm_params,
-        displaced: Vec::new(),
+        lineage,
         iopm,
         dma_table,
+        ..Domain::new(domid, spec.name.clone(), spec.vcpus, ram_bytes, npt, hvm_params)
     });
     if let Err(e) = crate::scheduler::add_domain(slot, spec.vcpus, false) {
         crate::log!("domain {domid} ({}): no room in the scheduler ({e}); destroying it", spec.name);
@@ -388,24 +460,8 @@ pub fn create(args: &microvisor_abi::domctl::CreateArgs) -> Result<u16, i64> {
         "domain {domid} ({name}) created paused by the control domain: {frames} frames, {} vcpus, RAM in host memory {lowest:#x}..{highest:#x}",
         args.vcpus
     );
-    DOMAINS.lock()[slot] = Some(Domain {
-        domid,
-        name: String::try_from(name).map_err(|_| EINVAL)?,
-        spec_index: None,
-        shutdown: None,
-        sealed: false,
-        has_entry: false,
-        restarts: 0,
-        vcpus: args.vcpus,
-        ram_bytes,
-        npt,
-        state: DomainState::Running,
-        console: Vec::new(),
-        hvm_params,
-        displaced: Vec::new(),
-        iopm: None,
-        dma_table: None,
-    });
+    let name_owned = String::try_from(name).map_err(|_| EINVAL)?;
+    DOMAINS.lock()[slot] = Some(Domain::new(domid, name_owned, args.vcpus, ram_bytes, npt, hvm_params));
     if crate::scheduler::add_domain(slot, args.vcpus, true).is_err() {
         crate::log!("domain {domid} ({name}): no room in the scheduler for {} vcpus; destroying it", args.vcpus);
         crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, Some(LifecycleAction::Destroy));
@@ -675,8 +731,26 @@ pub fn finish_shutdown(slot: usize) {
     check_all_gone();
 }
 
+/// Whether manifest entry `spec_index` keeps its domain id when it restarts: the service
+/// domains do (see [`Lineage::domid`]).
+fn keeps_id(spec_index: usize) -> bool {
+    MANIFEST.get().is_some_and(|m| m.is_service(spec_index))
+}
+
+/// Whether a domain in this state will be rebuilt under its own id.
+pub fn restarting(d: &Domain) -> bool {
+    matches!(d.state, DomainState::Dying { action: LifecycleAction::Restart, .. })
+        && d.spec_index.is_some_and(keeps_id)
+}
+
 fn tear_down(slot: usize) {
-    let Some(mut domain) = DOMAINS.lock()[slot].take() else {
+    let Some(mut domain) = ({
+        let mut table = DOMAINS.lock();
+        if let Some(d) = table[slot].as_ref().filter(|d| restarting(d)) {
+            REBUILDING[slot].store(u32::from(d.domid) + 1, Ordering::Release);
+        }
+        table[slot].take()
+    }) else {
         return;
     };
     let DomainState::Dying { reason, action } = domain.state else {
@@ -721,20 +795,35 @@ fn tear_down(slot: usize) {
         domain.name
     );
     if let (LifecycleAction::Restart, Some(spec_index)) = (action, domain.spec_index) {
-        match build(slot, spec_index, domain.restarts + 1) {
-            Ok(new_domid) => {
+        let now = crate::time::now_ns();
+        let restarted = match domain.lineage.next(keeps_id(spec_index).then_some(domain.domid), now) {
+            None => {
                 crate::log!(
-                    "domain {} ({}) restarted as domain {new_domid}",
+                    "domain {} ({}) restarted more than {RESTART_BURST} times in {} s: given up, not restarted",
                     domain.domid,
-                    domain.name
+                    domain.name,
+                    RESTART_WINDOW_NS / 1_000_000_000
                 );
-                return;
+                false
             }
-            Err(why) => crate::log!(
-                "domain {} ({}) cannot restart: {why}",
-                domain.domid,
-                domain.name
-            ),
+            Some(lineage) => match build(slot, spec_index, lineage) {
+                Ok(new_domid) => {
+                    crate::log!(
+                        "domain {} ({}) restarted as domain {new_domid}",
+                        domain.domid,
+                        domain.name
+                    );
+                    true
+                }
+                Err(why) => {
+                    crate::log!("domain {} ({}) cannot restart: {why}", domain.domid, domain.name);
+                    false
+                }
+            },
+        };
+        REBUILDING[slot].store(0, Ordering::Release);
+        if restarted {
+            return;
         }
     }
     notify_services();

@@ -48,6 +48,12 @@ pub fn domctl(caller: &mut Caller, cmd: u64, [a, b, c, d]: [u64; 4]) -> Result<i
             Ok(0)
         }
         MVOP_DOMCTL_DESTROY => domain::destroy(target(caller, a)?).map(|()| 0),
+        MVOP_DOMCTL_CRASH => {
+            let slot = target(caller, a)?;
+            crate::log!("domain {a} ({}) crashed on the control domain's request", domain::name_of(slot));
+            crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, None);
+            Ok(0)
+        }
         MVOP_DOMCTL_DMESG => {
             let mut log = [0u8; crate::serial::LOG_RING_BYTES];
             let wanted = usize::try_from(b).unwrap_or(usize::MAX).min(log.len());
@@ -157,7 +163,7 @@ fn list(caller: &Caller, array: u64, count: u64) -> Result<i64, i64> {
             vm_exits: counters.vm_exits.load(Ordering::Relaxed),
             hypercalls: counters.hypercalls.load(Ordering::Relaxed),
             flags,
-            restarts: d.restarts,
+            restarts: d.lineage.restarts,
             name,
         });
     }

@@ -345,11 +345,27 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
     }
     let mut entries: heapless::Vec<[u8; DOMAIN_ENTRY_SIZE], { crate::domain::MAX_DOMAINS }> =
         heapless::Vec::new();
-    for d in crate::domain::DOMAINS.lock().iter().flatten() {
+    let table = crate::domain::DOMAINS.lock();
+    for (slot, d) in table.iter().enumerate() {
+        let Some(d) = d else {
+            // A service domain being rebuilt under its id: listed as dying and restarting
+            // (no ports), so its servers keep its entries for the next instance.
+            let rebuilding = crate::domain::REBUILDING[slot].load(core::sync::atomic::Ordering::Acquire);
+            if let Ok(domid) = u16::try_from(rebuilding.wrapping_sub(1)) {
+                let mut e = [0u8; DOMAIN_ENTRY_SIZE];
+                e[0..2].copy_from_slice(&domid.to_le_bytes());
+                e[2..4].copy_from_slice(&(DOMAIN_FLAG_DYING | DOMAIN_FLAG_RESTARTING).to_le_bytes());
+                let _ = entries.push(e);
+            }
+            continue;
+        };
         let mut e = [0u8; DOMAIN_ENTRY_SIZE];
         let mut flags = 0u16;
         if d.state != crate::domain::DomainState::Running {
             flags |= DOMAIN_FLAG_DYING;
+        }
+        if crate::domain::restarting(d) {
+            flags |= DOMAIN_FLAG_RESTARTING;
         }
         if d.domid == caller.domain.domid {
             flags |= DOMAIN_FLAG_SELF;
@@ -375,10 +391,12 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
         };
         e[4..8].copy_from_slice(&store_port.to_le_bytes());
         e[8..12].copy_from_slice(&console_port.to_le_bytes());
+        e[12..16].copy_from_slice(&d.instance.to_le_bytes());
         let name = d.name.as_bytes();
         e[16..16 + name.len().min(31)].copy_from_slice(&name[..name.len().min(31)]);
         let _ = entries.push(e);
     }
+    drop(table);
     let written = entries.len().min(count as usize);
     for (i, e) in entries.iter().take(written).enumerate() {
         caller.write_bytes(

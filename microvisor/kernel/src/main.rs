@@ -91,7 +91,7 @@ extern "C" fn bsp_main(magic: u32, info_pa: u32) -> ! {
         .filter(|i| services.contains(&Some(*i as u8)))
         .chain((0..count).filter(|i| !services.contains(&Some(*i as u8))));
     for index in order {
-        if let Err(why) = domain::build(index, index, 0) {
+        if let Err(why) = domain::build(index, index, domain::Lineage::default()) {
             log!("domain {} not built: {why}", manifest.domains[index].name);
             let _ = domain::NOT_YET_RUNNING.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
         }
