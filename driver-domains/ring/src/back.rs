@@ -12,7 +12,8 @@
 use core::marker::PhantomData;
 
 use crate::entry::{read_entry, write_entry, RingEntry};
-use crate::error::{LayoutError, RingError, RingFull};
+use crate::error::{LayoutError, ResumeError, RingError, RingFull};
+use crate::journal::Journal;
 use crate::layout::{
     RingLayout, REQ_EVENT_OFFSET, REQ_PROD_OFFSET, RSP_EVENT_OFFSET, RSP_PROD_OFFSET,
 };
@@ -26,6 +27,12 @@ pub struct BackRing<Req, Rsp, M> {
     req_cons: u32,
     rsp_prod_pvt: u32,
     rsp_prod_pushed: u32,
+    /// Set by [`BackRing::journaled`] and [`BackRing::resume`]: every response saves the
+    /// slot bytes it overwrites first ([`crate::journal`]).
+    journal: Option<Journal>,
+    /// A publish forced by a full journal batch found the front-end wanting an event; the
+    /// next [`BackRing::push_responses`] says so.
+    notify_owed: bool,
     entries: PhantomData<fn(Rsp) -> Req>,
 }
 
@@ -52,8 +59,60 @@ impl<Req: RingEntry, Rsp: RingEntry, M: SharedPage> BackRing<Req, Rsp, M> {
             req_cons: index,
             rsp_prod_pvt: index,
             rsp_prod_pushed: index,
+            journal: None,
+            notify_owed: false,
             entries: PhantomData,
         })
+    }
+
+    /// Like [`BackRing::new`], for a back-end that may restart: responses are journaled
+    /// ([`crate::journal`]) so that a later instance can [`BackRing::resume`] the ring.
+    /// Produce responses in request order.
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if the entry types do not fit the region.
+    pub fn journaled(page: M) -> Result<Self, LayoutError> {
+        let mut ring = Self::attach(page, 0)?;
+        ring.journal = Journal::new(&ring.layout, ring.page.size_bytes(), Rsp::SIZE);
+        if let Some(journal) = ring.journal.as_mut() {
+            journal.open(&ring.page, 0);
+        }
+        Ok(ring)
+    }
+
+    /// Takes over a ring that an earlier instance of this back-end served with
+    /// [`BackRing::journaled`] and left at any point: puts back the request bytes of
+    /// responses it wrote but did not publish, and starts at the published `rsp_prod`, so
+    /// every request not answered yet, including those the earlier instance had taken, is
+    /// consumed again. Returns the ring and how many slots were restored.
+    ///
+    /// # Errors
+    ///
+    /// [`ResumeError::Layout`] if the entry types do not fit the region;
+    /// [`ResumeError::Ring`] if `req_prod` is more than a ring's worth past `rsp_prod`.
+    pub fn resume(page: M) -> Result<(Self, u32), ResumeError> {
+        let layout = RingLayout::new(page.size_bytes(), Req::SIZE, Rsp::SIZE)
+            .map_err(ResumeError::Layout)?;
+        let rsp_prod = page.load_u32(RSP_PROD_OFFSET);
+        let req_prod = page.load_u32(REQ_PROD_OFFSET);
+        if req_prod.wrapping_sub(rsp_prod) > layout.slots() {
+            return Err(ResumeError::Ring(RingError::RequestProducerOutOfRange {
+                req_prod,
+                req_cons: rsp_prod,
+                rsp_prod_pvt: rsp_prod,
+            }));
+        }
+        let mut journal = Journal::new(&layout, page.size_bytes(), Rsp::SIZE);
+        let restored = journal
+            .as_ref()
+            .map_or(0, |journal| journal.restore(&page, &layout, rsp_prod));
+        if let Some(journal) = journal.as_mut() {
+            journal.open(&page, rsp_prod);
+        }
+        let mut ring = Self::attach(page, rsp_prod).map_err(ResumeError::Layout)?;
+        ring.journal = journal;
+        Ok((ring, restored))
     }
 
     /// The ring's shape.
@@ -140,6 +199,12 @@ impl<Req: RingEntry, Rsp: RingEntry, M: SharedPage> BackRing<Req, Rsp, M> {
         if self.unanswered_requests() == 0 {
             return Err(RingFull);
         }
+        if self.journal.is_some_and(|journal| journal.is_full()) {
+            self.notify_owed |= self.publish();
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            journal.save(&self.page, &self.layout, self.rsp_prod_pvt);
+        }
         write_entry(&self.page, &self.layout, self.rsp_prod_pvt, response);
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         Ok(())
@@ -150,6 +215,14 @@ impl<Req: RingEntry, Rsp: RingEntry, M: SharedPage> BackRing<Req, Rsp, M> {
     /// channel.
     #[must_use = "when this returns true the front-end sleeps until notified"]
     pub fn push_responses(&mut self) -> bool {
+        let wants = self.publish();
+        wants || core::mem::take(&mut self.notify_owed)
+    }
+
+    fn publish(&mut self) -> bool {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.published();
+        }
         let old = self.rsp_prod_pushed;
         let new = self.rsp_prod_pvt;
         self.page.store_u32(RSP_PROD_OFFSET, new);

@@ -105,3 +105,21 @@ impl fmt::Display for LayoutError {
         }
     }
 }
+
+/// A ring a restarted back-end cannot take over ([`crate::BackRing::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeError {
+    /// The entry types do not fit the region.
+    Layout(LayoutError),
+    /// The front-end's indices are impossible.
+    Ring(RingError),
+}
+
+impl fmt::Display for ResumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Layout(e) => write!(f, "{e}"),
+            Self::Ring(e) => write!(f, "{e}"),
+        }
+    }
+}

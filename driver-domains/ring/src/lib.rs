@@ -38,6 +38,7 @@
 //! | [`sring`] | [`Sring::init`]: initialising a fresh shared ring |
 //! | [`front`] | [`FrontRing`]: produce requests, consume responses |
 //! | [`back`] | [`BackRing`]: consume requests, produce responses |
+//! | [`journal`] | what a back-end saves so that its next instance can resume a ring ([`BackRing::resume`]) |
 //! | [`error`] | [`RingError`] (peer misbehaved), [`RingFull`], [`LayoutError`] |
 //! | [`test_entries`] | [`test_entries::Message`], an entry for ping-pong tests between domains |
 //!
@@ -54,6 +55,7 @@ pub mod back;
 pub mod entry;
 pub mod error;
 pub mod front;
+pub mod journal;
 pub mod layout;
 pub mod local_page;
 pub mod shared_page;
@@ -62,7 +64,7 @@ pub mod test_entries;
 
 pub use back::BackRing;
 pub use entry::{RingEntry, MAX_ENTRY_BYTES};
-pub use error::{LayoutError, RingError, RingFull};
+pub use error::{LayoutError, ResumeError, RingError, RingFull};
 pub use front::FrontRing;
 pub use layout::{RingLayout, PAGE_SIZE_BYTES};
 pub use local_page::{LocalPage, LocalRegion};
