@@ -56,6 +56,7 @@
 //! on.
 
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -319,6 +320,8 @@ enum Stage {
 /// A request on the device.
 #[derive(Debug)]
 struct InFlight {
+    /// The ring index it was taken at: its response goes there.
+    index: u32,
     slot: Slot,
     stage: Stage,
     request: Request,
@@ -343,7 +346,12 @@ pub struct Queue<M> {
     empty_streak: u32,
     indirect_pages: Box<IndirectPages>,
     /// Taken and validated, not yet started (no slot free, or a barrier in the way).
-    waiting: Option<Request>,
+    waiting: Option<(u32, Request)>,
+    /// Responses by ring index from the next one to produce on: `None` for a request taken
+    /// and not answered yet. Responses are produced in request order (response `i` answers
+    /// request `i`), so that a restarted instance can resume the ring exactly
+    /// ([`xen_ring::BackRing::resume`]).
+    ready: VecDeque<Option<Response>>,
     /// On the device.
     in_flight: Vec<InFlight>,
     /// Responses produced and not yet pushed.
@@ -361,6 +369,7 @@ impl<M: SharedPage> Queue<M> {
             empty_streak: 0,
             indirect_pages: Box::new([[0u8; PAGE_BYTES]; MAX_INDIRECT_PAGES]),
             waiting: None,
+            ready: VecDeque::new(),
             in_flight: Vec::new(),
             unpushed: 0,
         }
@@ -428,17 +437,18 @@ impl<M: SharedPage> Queue<M> {
     /// A [`Cutoff`]: stop serving this queue.
     pub fn progress<P: Platform>(&mut self, platform: &mut P) -> Result<Round, Cutoff> {
         loop {
-            if let Some(request) = self.waiting.take() {
-                match self.try_start(request, platform)? {
+            if let Some((index, request)) = self.waiting.take() {
+                match self.try_start(index, request, platform)? {
                     Start::Blocked(request) => {
-                        self.waiting = Some(request);
+                        self.waiting = Some((index, request));
                         break;
                     }
                     Start::Started => {}
-                    Start::Answered(response) => self.answer(&response)?,
+                    Start::Answered(response) => self.answer(index, &response)?,
                 }
                 continue;
             }
+            let index = self.ring.req_cons();
             let Some(raw) = self.ring.next_request().map_err(Cutoff::Ring)? else {
                 // Asked even with requests on the device: a front-end that publishes the
                 // pieces of one I/O one after the other wants them all started at once, not
@@ -453,12 +463,13 @@ impl<M: SharedPage> Queue<M> {
             if self.is_outstanding(raw.id()) {
                 return Err(Cutoff::DuplicateId(raw.id()));
             }
+            self.ready.push_back(None);
             match self.validate(&raw, platform)? {
                 Ok(request) => {
                     self.count_kind(&request);
-                    self.waiting = Some(request);
+                    self.waiting = Some((index, request));
                 }
-                Err(response) => self.answer(&response)?,
+                Err(response) => self.answer(index, &response)?,
             }
         }
         let mut round = Round::default();
@@ -533,13 +544,14 @@ impl<M: SharedPage> Queue<M> {
                 (Stage::Read | Stage::Write, true) => STATUS_OKAY,
             };
             platform.release(flight.slot);
-            self.answer(&flight.request.response(status))?;
+            self.answer(flight.index, &flight.request.response(status))?;
         }
         Ok(())
     }
 
     fn is_outstanding(&self, id: u64) -> bool {
-        self.waiting.as_ref().is_some_and(|r| r.id == id)
+        self.waiting.as_ref().is_some_and(|(_, r)| r.id == id)
+            || self.ready.iter().flatten().any(|r| r.id == id)
             || self.in_flight.iter().any(|f| f.request.id == id)
     }
 
@@ -554,15 +566,23 @@ impl<M: SharedPage> Queue<M> {
     }
 
     /// Produces a response (published at the end of the pass).
-    fn answer(&mut self, response: &Response) -> Result<(), Cutoff> {
+    fn answer(&mut self, index: u32, response: &Response) -> Result<(), Cutoff> {
         if response.status != STATUS_OKAY {
             self.counters.errors += 1;
         }
-        // Cannot fail: every request taken is answered once.
-        if self.ring.produce_response(response).is_err() {
-            return Err(Cutoff::NoRoomForResponse(response.id));
+        // Cannot fail: every request taken has its place and is answered once.
+        let place = index.wrapping_sub(self.ring.rsp_prod_pvt()) as usize;
+        match self.ready.get_mut(place) {
+            Some(entry @ None) => *entry = Some(*response),
+            _ => return Err(Cutoff::NoRoomForResponse(response.id)),
         }
-        self.unpushed += 1;
+        while let Some(Some(next)) = self.ready.front().copied() {
+            if self.ring.produce_response(&next).is_err() {
+                return Err(Cutoff::NoRoomForResponse(next.id));
+            }
+            self.ready.pop_front();
+            self.unpushed += 1;
+        }
         Ok(())
     }
 
@@ -617,6 +637,7 @@ impl<M: SharedPage> Queue<M> {
     /// Starts a validated request if it can start now (see the module documentation).
     fn try_start<P: Platform>(
         &mut self,
+        index: u32,
         request: Request,
         platform: &mut P,
     ) -> Result<Start, Cutoff> {
@@ -699,6 +720,7 @@ impl<M: SharedPage> Queue<M> {
             return Ok(Start::Answered(request.response(STATUS_ERROR)));
         }
         self.in_flight.push(InFlight {
+            index,
             slot,
             stage,
             request,

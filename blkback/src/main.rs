@@ -311,6 +311,9 @@ struct Served {
     port: Port,
     /// Its number in its disk's slot pool.
     owner: Owner,
+    /// Serve it once without waiting for its event (a resumed ring: the front-end's
+    /// notifications while no instance listened are lost).
+    kick: bool,
 }
 
 /// Where a vbd's handshake stands.
@@ -337,6 +340,12 @@ struct Entry {
     phase: Phase,
     /// The state last written to the back-end's `state`.
     published: Option<State>,
+    /// An earlier instance of this domain had connected it (the back-end's `state` said
+    /// `Connected` when this instance found the entry): its rings are resumed, not started
+    /// afresh, and nothing is published again.
+    resume: bool,
+    /// After a resume: when the queues were taken over, until the first response.
+    resumed_at: Option<u64>,
     totals: Counters,
     /// `stats=idle`: requests when last seen changing, when that was, and when last printed.
     seen: u64,
@@ -615,9 +624,18 @@ impl Backend {
                 return;
             }
         };
+        // An earlier instance of this domain connected it and died (this one has the same
+        // domain id): the front-end still uses its rings, so take them over as they are.
+        let resume = key(self, "state").and_then(|s| State::from_decimal(s.as_bytes()))
+            == Some(State::Connected);
         println!(
-            "vbd {vdev} of {name} ({fe}): sectors {start}+{length} of {device}, {}; waiting for the front-end",
-            if read_only { "read-only" } else { "read-write" }
+            "vbd {vdev} of {name} ({fe}): sectors {start}+{length} of {device}, {}; {}",
+            if read_only { "read-only" } else { "read-write" },
+            if resume {
+                "connected by this domain's previous instance: resuming"
+            } else {
+                "waiting for the front-end"
+            }
         );
         self.entries.push(Entry {
             fe,
@@ -628,13 +646,17 @@ impl Backend {
             disk,
             vbd,
             phase: Phase::Waiting,
-            published: None,
+            published: resume.then_some(State::Connected),
+            resume,
+            resumed_at: None,
             totals: Counters::default(),
             seen: 0,
             active_at: 0,
             reported: 0,
         });
-        self.publish(self.entries.len() - 1);
+        if !resume {
+            self.publish(self.entries.len() - 1);
+        }
         if let Err(e) = self.xs.watch(&format!("{front}/state"), TOKEN_FRONTEND) {
             println!("cannot watch {front}/state ({e})");
         }
@@ -701,11 +723,16 @@ impl Backend {
             }
         };
         let mut served = Vec::new();
+        let resume = core::mem::take(&mut self.entries[index].resume);
+        let mut taken_again = 0;
         for ring in &frontend.queues {
             let owner = self.next_owner;
             self.next_owner += 1;
-            match map_queue(fe, ring, &self.entries[index].vbd, &self.limits, owner) {
-                Ok(queue) => served.push(queue),
+            match map_queue(fe, ring, &self.entries[index].vbd, &self.limits, owner, resume) {
+                Ok((queue, unanswered)) => {
+                    taken_again += unanswered;
+                    served.push(queue)
+                }
                 Err(why) => {
                     println!("{label}: {why}; closing");
                     release(served, &mut self.disks[self.entries[index].disk].slots);
@@ -721,8 +748,16 @@ impl Backend {
             self.write(&format!("{back}/{key}"), &value);
         }
         let pages = frontend.queues[0].ring_refs.len();
+        if resume {
+            self.entries[index].resumed_at = Some(time::now_ns());
+        }
         println!(
-            "{label}: connected, {} queue(s) of {pages} ring page(s), {}, ports {}",
+            "{label}: {}, {} queue(s) of {pages} ring page(s), {}, ports {}",
+            if resume {
+                format!("resumed with {taken_again} unanswered request(s) to take again")
+            } else {
+                String::from("connected")
+            },
             served.len(),
             if frontend.persistent {
                 "persistent grants"
@@ -804,6 +839,7 @@ impl Backend {
                     owner: 0,
                 };
                 let mut cutoff = None;
+                let mut answered = false;
                 for s in served.iter_mut() {
                     machine.owner = s.owner;
                     let mine: Vec<(Slot, Result<(), DeviceError>)> = done
@@ -813,6 +849,7 @@ impl Backend {
                         .collect();
                     match serve_queue(s, &mine, &mut machine) {
                         Ok(Some(round)) => {
+                            answered |= round.answered > 0;
                             if round.notify {
                                 let _ = events::send(s.port);
                             }
@@ -822,6 +859,16 @@ impl Backend {
                             cutoff = Some(reason);
                             break;
                         }
+                    }
+                }
+                if answered {
+                    if let Some(at) = entry.resumed_at.take() {
+                        let now = time::now_ns();
+                        println!(
+                            "{}: first response since the restart at {now} ns, {} us after resuming",
+                            entry.label(),
+                            (now - at) / 1000
+                        );
                     }
                 }
                 cutoff
@@ -907,7 +954,7 @@ fn serve_queue(
     if !done.is_empty() {
         served.queue.complete(done, machine)?;
     }
-    if events::take(served.port) {
+    if events::take(served.port) || core::mem::take(&mut served.kick) {
         served.queue.service(machine).map(Some)
     } else if !done.is_empty() || served.queue.is_waiting() {
         served.queue.progress(machine).map(Some)
@@ -917,13 +964,18 @@ fn serve_queue(
 }
 
 /// Maps one queue's ring pages and binds its port.
+///
+/// With `resume`, the rings are taken over from an earlier instance of this domain
+/// ([`xen_ring::BackRing::resume`]); returns the queue and how many requests in its ring
+/// were not answered yet (they are taken again).
 fn map_queue(
     fe: u16,
     ring: &handshake::QueueRing,
     vbd: &Vbd,
     limits: &Limits,
     owner: Owner,
-) -> Result<Served, String> {
+    resume: bool,
+) -> Result<(Served, u32), String> {
     let mut pages = Vec::new();
     for &gref in &ring.ring_refs {
         match grant_table::map_grant(fe, GrantRef(gref), false) {
@@ -935,15 +987,24 @@ fn map_queue(
         }
     }
     let region = MultiPage::new(pages).map_err(|e| format!("{e}"))?;
-    let ring_state = BlkBackRing::new(region).map_err(|e| format!("{e}"))?;
+    let ring_state = if resume {
+        BlkBackRing::resume(region).map(|(ring, _)| ring).map_err(|e| format!("{e}"))?
+    } else {
+        BlkBackRing::journaled(region).map_err(|e| format!("{e}"))?
+    };
+    let unanswered = ring_state.unconsumed_requests().unwrap_or(0);
     let port = events::bind_interdomain(fe, ring.event_channel)
         .map_err(|e| format!("cannot bind port {} ({e})", ring.event_channel))?;
     let _ = events::unmask(port);
-    Ok(Served {
-        queue: Queue::new(ring_state, *vbd, *limits),
-        port,
-        owner,
-    })
+    Ok((
+        Served {
+            queue: Queue::new(ring_state, *vbd, *limits),
+            port,
+            owner,
+            kick: resume,
+        },
+        unanswered,
+    ))
 }
 
 /// Closes the ports and unmaps the rings; the queues' slots are free again once the device
