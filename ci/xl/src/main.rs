@@ -84,6 +84,9 @@ enum Command {
     Reboot { domain: String },
     /// Tear a domain down at once.
     Destroy { domain: String },
+    /// Make a domain crash now, as if it had faulted, so its on_crash applies (fault
+    /// injection: a driver domain with on_crash = "restart" comes back under its id).
+    Crash { domain: String },
     /// Stop a domain's vCPUs.
     Pause { domain: String },
     /// Let a paused domain run again.
@@ -235,6 +238,7 @@ fn run(cli: Cli) -> Result<()> {
             reboot: true,
         })?),
         Command::Destroy { domain } => done(channel.expect(&Request::Destroy(domain))?),
+        Command::Crash { domain } => done(channel.expect(&Request::Crash(domain))?),
         Command::Pause { domain } => done(channel.expect(&Request::Pause(domain))?),
         Command::Unpause { domain } => done(channel.expect(&Request::Unpause(domain))?),
         Command::Dmesg => match channel.expect(&Request::Dmesg)? {

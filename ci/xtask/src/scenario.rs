@@ -121,7 +121,9 @@ struct XlToml {
 /// socket (in the scenario's directory, so a `create` names its files relative to it);
 /// `wait REGEX` waits (up to 300 s) for a log line that matches, among those that arrived
 /// after the previous step began; `console NAME TEXT` runs `xl console NAME` typing TEXT (and Enter) into it, then ending
-/// its input (`xl console` then detaches after a few quiet seconds); `sleep SECS`; `garble`
+/// its input (`xl console` then detaches after a few quiet seconds); `sleep SECS`;
+/// `crash-loop NAME COUNT MIN_SECS MAX_SECS REGEX` does COUNT times: a random pause between
+/// MIN_SECS and MAX_SECS, `xl crash NAME`, then `wait REGEX`; `garble`
 /// sends noise, a corrupted frame and an oversized length on the
 /// channel, then a `list`, and reports what came back. Each step's output is added to the
 /// log: `xl$ ARGS`, each line of output as `xl: <line>`, then `xl: exit <status>`.
@@ -386,12 +388,20 @@ impl Scenario {
                         Some("garble") if step.len() == 1 => {}
                         Some("sleep") if step.len() == 2 && step[1].parse::<f64>().is_ok() => {}
                         Some("console") if step.len() > 2 => {}
+                        Some("crash-loop")
+                            if step.len() > 5
+                                && step[2].parse::<u32>().is_ok()
+                                && step[3].parse::<f64>().is_ok()
+                                && step[4].parse::<f64>().is_ok() =>
+                        {
+                            compile(&format!("xl.steps[{index}]"), &step[5..].join(" "))?;
+                        }
                         Some("wait") if step.len() > 1 => {
                             let pattern = step[1..].join(" ");
                             compile(&format!("xl.steps[{index}]"), &pattern)?;
                         }
                         _ => bail!(
-                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `wait REGEX`, `sleep SECS` or `garble`",
+                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `wait REGEX`, `sleep SECS`, `crash-loop NAME COUNT MIN_SECS MAX_SECS REGEX` or `garble`",
                             xl.steps[index]
                         ),
                     }

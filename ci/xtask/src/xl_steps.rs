@@ -36,9 +36,22 @@ pub fn run(
     // `wait` looks only at lines that arrived after the previous step began (and after the
     // line the previous `wait` matched).
     let mut from = 0;
+    run_steps(steps, xl, sockets, dir, seen, emit, &mut from);
+    emit("xl: steps done".to_string());
+}
+
+fn run_steps(
+    steps: &[Vec<String>],
+    xl: &Path,
+    sockets: Sockets,
+    dir: &Path,
+    seen: &crate::serial::SeenLines,
+    emit: Emit,
+    from: &mut usize,
+) {
     for step in steps {
         if step[0] != "wait" {
-            from = from.max(seen.lock().unwrap_or_else(|e| e.into_inner()).len());
+            *from = (*from).max(seen.lock().unwrap_or_else(|e| e.into_inner()).len());
         }
         match step[0].as_str() {
             "wait" => {
@@ -51,11 +64,11 @@ pub fn run(
                 loop {
                     let found = {
                         let lines = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        let hit = lines[from.min(lines.len())..].iter().position(|l| re.is_match(l));
-                        hit.map(|i| from + i + 1)
+                        let hit = lines[(*from).min(lines.len())..].iter().position(|l| re.is_match(l));
+                        hit.map(|i| *from + i + 1)
                     };
                     if let Some(next) = found {
-                        from = next;
+                        *from = next;
                         break;
                     }
                     if started.elapsed() > WAIT_LIMIT {
@@ -70,6 +83,33 @@ pub fn run(
                 std::thread::sleep(Duration::from_secs_f64(secs));
             }
             "garble" => garble(sockets.mgmt, emit),
+            // `crash-loop NAME COUNT MIN_S MAX_S REGEX...`: COUNT times, a random pause
+            // between MIN_S and MAX_S seconds, `xl crash NAME`, then wait for REGEX (the
+            // restarted instance at work) before the next.
+            "crash-loop" => {
+                let count: u32 = step[2].parse().unwrap_or(0);
+                let low: f64 = step[3].parse().unwrap_or(1.0);
+                let high: f64 = step[4].parse().unwrap_or(low).max(low);
+                let mut state = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+                    | 1;
+                emit(format!("xl: crash-loop: {count} crashes of {}, seed {state:#x}", step[1]));
+                let mut expanded = Vec::new();
+                for _ in 0..count {
+                    // xorshift64: a pause anywhere in [low, high].
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let pause = low + (high - low) * (state % 10_000) as f64 / 10_000.0;
+                    expanded.push(vec!["sleep".to_string(), format!("{pause:.3}")]);
+                    expanded.push(vec!["xl".to_string(), "crash".to_string(), step[1].clone()]);
+                    let mut wait = vec!["wait".to_string()];
+                    wait.extend(step[5..].iter().cloned());
+                    expanded.push(wait);
+                }
+                run_steps(&expanded, xl, sockets, dir, seen, emit, from);
+            }
             // `console NAME TEXT...`: `xl console NAME` typing TEXT and a newline.
             "console" => {
                 let input = format!("{}\n", step[2..].join(" "));
@@ -78,7 +118,6 @@ pub fn run(
             _ => run_xl(&step[1..], None, xl, sockets, dir, emit),
         }
     }
-    emit("xl: steps done".to_string());
 }
 
 fn run_xl(

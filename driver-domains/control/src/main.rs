@@ -199,6 +199,7 @@ impl Control {
             Request::Pause(name) => self.on_target(&name, "paused", domctl::pause),
             Request::Unpause(name) => self.on_target(&name, "unpaused", domctl::unpause),
             Request::Destroy(name) => self.destroy(&name),
+            Request::Crash(name) => self.on_target(&name, "crashed", domctl::crash),
             Request::Shutdown { domain, reboot } => self.shutdown(&domain, reboot),
             Request::CreateBegin(plan) => {
                 if let Some(old) = self.upload.take() {

@@ -51,6 +51,8 @@ pub enum Request {
     Dmesg,
     /// `xl vcpu-list`: every vCPU of every domain.
     VcpuList,
+    /// `xl crash`: the domain crashes now, as if it had faulted (fault injection).
+    Crash(String),
 }
 
 /// A domain to create, from its `xl.cfg` (checked by the `manifests` crate on the host).

@@ -291,7 +291,7 @@ pub fn domctl_eperm(info: &BootInfo) {
     let mut vcpus = [driver_domains::abi::domctl::VcpuEntry::default(); 2];
     let mut log = [0u8; 64];
     let page = [0x90u8; 64];
-    let results: [(&str, i64); 10] = [
+    let results: [(&str, i64); 11] = [
         ("list", domctl::list(&mut entries).map(|n| n as i64).unwrap_or_else(|e| e)),
         ("physinfo", domctl::physinfo().map(|_| 0).unwrap_or_else(|e| e)),
         ("create", domctl::create(&args).map(i64::from).unwrap_or_else(|e| e)),
@@ -302,6 +302,7 @@ pub fn domctl_eperm(info: &BootInfo) {
         ("destroy", domctl::destroy(target).map(|()| 0).unwrap_or_else(|e| e)),
         ("dmesg", domctl::dmesg(&mut log).map(|n| n as i64).unwrap_or_else(|e| e)),
         ("vcpu-list", domctl::vcpu_list(target, &mut vcpus).map(|n| n as i64).unwrap_or_else(|e| e)),
+        ("crash", domctl::crash(target).map(|()| 0).unwrap_or_else(|e| e)),
     ];
     let mut refused = 0;
     for (op, ret) in results {

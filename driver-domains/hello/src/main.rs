@@ -28,7 +28,7 @@
 //! | `pci-snoop` | `bdf`, `bar` (both required) | `pci-snoop: sees <n> functions`, `pci-snoop: config read -> <errno>`, `pci-snoop: config write -> <errno>`, `pci-snoop: bind msix -> <errno>`, `pci-snoop: touching bar <addr>` (then the domain should be ended), `pci-snoop: bar read did not fault` |
 //! | `blk-hostile` | `how` (`none`, `ring`, `gref`, `sector`, `segments`, `id`, `storm`), `vdev` (first), `go` (`console`: wait for a line `go`) | `blk-hostile: vbd <vdev>: <n> sectors, <mode>`, `blk-hostile: io ok` (or `write refused with status -1, read ok`), `blk-hostile: <how> done`, `blk-hostile: backend closed the vbd`, `blk-hostile: done` |
 //! | `net-hostile` | `how` (`ring`, `slots`, `crosses`, `extra`, `storm`: cut off; `gref`, `size`: that frame refused), `vif` (first), `go` (`console`: wait for a line `go`) | `net-hostile: vif <handle>: mac <mac>, connected`, `net-hostile: frame ok`, `net-hostile: <how> done`, then `net-hostile: backend closed the vif` (or `net-hostile: frame refused with status -1, the next frame ok`, `net-hostile: closed cleanly (backend <state>)`), `net-hostile: done` |
-//! | `domctl-eperm` | `target` (1) | `domctl-eperm: <op> on domain <target> -> <ret>` for each of the 10 domain-control operations, then `domctl-eperm: <n> of 10 operations refused with EPERM` |
+//! | `domctl-eperm` | `target` (1) | `domctl-eperm: <op> on domain <target> -> <ret>` for each of the 11 domain-control operations, then `domctl-eperm: <n> of 11 operations refused with EPERM` |
 //!
 //! Every mode that finishes powers off (`SHUTDOWN_POWEROFF`). Each mode is in one of the
 //! modules below; `spin`, `victim`'s and `hello`'s other vCPUs run on [`driver_domains::smp`].

@@ -18,7 +18,7 @@ fn result(ret: i64) -> Result<u64, i64> {
 fn call_scalar(cmd: u64, args: [u64; 4]) -> i64 {
     debug_assert!(matches!(
         cmd,
-        MVOP_DOMCTL_SET_ENTRY | MVOP_DOMCTL_UNPAUSE | MVOP_DOMCTL_PAUSE | MVOP_DOMCTL_DESTROY
+        MVOP_DOMCTL_SET_ENTRY | MVOP_DOMCTL_UNPAUSE | MVOP_DOMCTL_PAUSE | MVOP_DOMCTL_DESTROY | MVOP_DOMCTL_CRASH
     ));
     // SAFETY: these operations take no pointer; the microvisor touches no memory of ours.
     unsafe { raw(MICROVISOR_OP, cmd, args[0], args[1], args[2], args[3]) }
@@ -113,6 +113,11 @@ pub fn pause(domid: u16) -> Result<(), i64> {
 
 pub fn destroy(domid: u16) -> Result<(), i64> {
     result(call_scalar(MVOP_DOMCTL_DESTROY, [u64::from(domid), 0, 0, 0])).map(drop)
+}
+
+/// Makes a domain crash now, as if it had faulted: its `on_crash` applies.
+pub fn crash(domid: u16) -> Result<(), i64> {
+    result(call_scalar(MVOP_DOMCTL_CRASH, [u64::from(domid), 0, 0, 0])).map(drop)
 }
 
 /// The microvisor's recent log, oldest first, into `out`; returns how many bytes.

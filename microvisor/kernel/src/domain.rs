@@ -809,9 +809,11 @@ fn tear_down(slot: usize) {
             Some(lineage) => match build(slot, spec_index, lineage) {
                 Ok(new_domid) => {
                     crate::log!(
-                        "domain {} ({}) restarted as domain {new_domid}",
+                        "domain {} ({}) restarted as domain {new_domid} (restart {}, at {} ns)",
                         domain.domid,
-                        domain.name
+                        domain.name,
+                        domain.lineage.restarts + 1,
+                        crate::time::now_ns()
                     );
                     true
                 }

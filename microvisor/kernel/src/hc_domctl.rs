@@ -50,7 +50,11 @@ pub fn domctl(caller: &mut Caller, cmd: u64, [a, b, c, d]: [u64; 4]) -> Result<i
         MVOP_DOMCTL_DESTROY => domain::destroy(target(caller, a)?).map(|()| 0),
         MVOP_DOMCTL_CRASH => {
             let slot = target(caller, a)?;
-            crate::log!("domain {a} ({}) crashed on the control domain's request", domain::name_of(slot));
+            crate::log!(
+                "domain {a} ({}) crashed on the control domain's request at {} ns",
+                domain::name_of(slot),
+                crate::time::now_ns()
+            );
             crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, None);
             Ok(0)
         }
