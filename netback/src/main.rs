@@ -154,8 +154,11 @@ struct Queue {
 }
 
 impl Queue {
-    /// Maps the queue's rings and binds its port.
-    fn open(fe: u16, keys: &QueueKeys) -> Result<Self, String> {
+    /// Maps the queue's rings and binds its port. With `resume`, the rings are taken over
+    /// from an earlier instance of this domain where it left them
+    /// ([`xen_ring::BackRing::resume`]); otherwise they start afresh, journaled so that a
+    /// later instance can.
+    fn open(fe: u16, keys: &QueueKeys, resume: bool) -> Result<Self, String> {
         let map = |gref: u32| {
             grant_table::map_grant(fe, GrantRef(gref), false)
                 .map_err(|status| format!("ring grant {gref} refused (status {status})"))
@@ -168,11 +171,19 @@ impl Queue {
                 return Err(why);
             }
         };
-        let rings = BackRing::new(tx_page).map(|tx| (tx, BackRing::new(rx_page)));
-        let (tx, rx) = match rings {
-            Ok((tx, Ok(rx))) => (tx, rx),
-            // The pages were dropped with the failed ring, which unmaps them.
-            _ => return Err(String::from("its ring pages do not hold a ring")),
+        let rings = if resume {
+            match BackRing::resume(tx_page) {
+                Ok((tx, _)) => BackRing::resume(rx_page).map(|(rx, _)| (tx, rx)).ok(),
+                Err(_) => None,
+            }
+        } else {
+            BackRing::journaled(tx_page)
+                .ok()
+                .and_then(|tx| BackRing::journaled(rx_page).ok().map(|rx| (tx, rx)))
+        };
+        // The pages were dropped with the failed ring, which unmaps them.
+        let Some((tx, rx)) = rings else {
+            return Err(String::from("its ring pages do not hold a ring"));
         };
         let vif = Vif::new(tx, rx);
         match events::bind_interdomain(fe, keys.event_channel) {
@@ -222,6 +233,10 @@ struct Entry {
     phase: Phase,
     /// The state last written to the back-end's `state`.
     published: Option<State>,
+    /// An earlier instance of this domain had connected it (the back-end's `state` said
+    /// `Connected` when this instance found the entry): its rings are resumed and nothing
+    /// is published again.
+    resume: bool,
 }
 
 impl Entry {
@@ -429,8 +444,19 @@ impl Backend {
             self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
             return;
         }
+        // An earlier instance of this domain connected it and died (this one has the same
+        // domain id): the front-end still uses its rings, so take them over as they are.
+        let resume = self
+            .read(&format!("{back}/state"))
+            .and_then(|s| State::from_decimal(s.as_bytes()))
+            == Some(State::Connected);
         println!(
-            "vif {fe}.{handle} of {name}: mac {mac}, bridge {bridge_name}; waiting for the front-end"
+            "vif {fe}.{handle} of {name}: mac {mac}, bridge {bridge_name}; {}",
+            if resume {
+                "connected by this domain's previous instance: resuming"
+            } else {
+                "waiting for the front-end"
+            }
         );
         let bridge_port = self.bridge.add_vif(mac);
         self.entries.push(Entry {
@@ -441,9 +467,12 @@ impl Backend {
             front: front.clone(),
             bridge_port,
             phase: Phase::Waiting,
-            published: None,
+            published: resume.then_some(State::Connected),
+            resume,
         });
-        self.publish(self.entries.len() - 1);
+        if !resume {
+            self.publish(self.entries.len() - 1);
+        }
         if let Err(e) = self.xs.watch(&format!("{front}/state"), TOKEN_FRONTEND) {
             println!("cannot watch {front}/state ({e})");
         }
@@ -505,8 +534,9 @@ impl Backend {
             Err(e) => return self.refuse(index, &format!("{e}")),
         };
         let mut queues: Vec<Queue> = Vec::new();
+        let resume = core::mem::take(&mut self.entries[index].resume);
         for keys in &frontend.queues {
-            match Queue::open(fe, keys) {
+            match Queue::open(fe, keys, resume) {
                 Ok(queue) => queues.push(queue),
                 Err(why) => {
                     queues.into_iter().for_each(Queue::close);
@@ -516,8 +546,9 @@ impl Backend {
         }
         let ports: Vec<String> = queues.iter().map(|q| format!("{}", q.port.0)).collect();
         println!(
-            "{}: connected, {} queue(s), port(s) {}{}",
+            "{}: {}, {} queue(s), port(s) {}{}",
             self.entries[index].label(),
+            if resume { "resumed" } else { "connected" },
             queues.len(),
             ports.join(", "),
             if frontend.rx_notify {

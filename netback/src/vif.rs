@@ -501,6 +501,49 @@ mod tests {
         assert_eq!((c.tx_frames, c.tx_bytes, c.grant_copies), (1, 1000, 2));
     }
 
+    /// A netback killed with half a frame taken: the new instance resumes both rings where
+    /// the old one left them, takes the half frame again, and every slot is answered once.
+    #[test]
+    fn a_resumed_vif_takes_again_what_its_dead_instance_left_unanswered() {
+        let (tp, rp) = (LocalPage::new(), LocalPage::new());
+        Sring::init(&tp);
+        Sring::init(&rp);
+        let mut tx_front: FrontRing<TxRequest, TxResponse, _> = FrontRing::new(&tp).unwrap();
+        let mut vif = Vif::new(BackRing::journaled(&tp).unwrap(), BackRing::journaled(&rp).unwrap());
+        let (a, b) = (frame(100), frame(1000));
+        let mut pages = Pages::default();
+        let mut page_a = alloc::vec![0u8; 4096];
+        page_a[..100].copy_from_slice(&a);
+        let mut page_b1 = alloc::vec![0u8; 4096];
+        page_b1[..500].copy_from_slice(&b[..500]);
+        let mut page_b2 = alloc::vec![0u8; 4096];
+        page_b2[..500].copy_from_slice(&b[500..]);
+        pages.pages.insert(1, page_a);
+        pages.pages.insert(2, page_b1);
+        pages.pages.insert(3, page_b2);
+        for request in [slot(1, 0, 100, 0, 10), slot(2, 0, 1000, TXF_MORE_DATA, 11)] {
+            tx_front.produce_request(&request).unwrap();
+        }
+        let _ = tx_front.push_requests();
+        let mut out = Vec::new();
+        vif.take_tx(&mut pages, &mut out).unwrap();
+        assert_eq!(out, [a.clone()]);
+        drop(vif);
+        // The rest of the second frame arrives while no instance serves the ring.
+        tx_front.produce_request(&slot(3, 0, 500, 0, 12)).unwrap();
+        let _ = tx_front.push_requests();
+        let (tx, _) = BackRing::resume(&tp).unwrap();
+        let (rx, _) = BackRing::resume(&rp).unwrap();
+        let mut vif = Vif::new(tx, rx);
+        let mut out = Vec::new();
+        vif.take_tx(&mut pages, &mut out).unwrap();
+        assert_eq!(out, [b]);
+        let ids: Vec<u16> = core::iter::from_fn(|| tx_front.next_response().unwrap())
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, [10, 11, 12], "each slot answered once, in order");
+    }
+
     #[test]
     fn half_a_frame_waits_for_the_rest() {
         let (tp, rp) = (LocalPage::new(), LocalPage::new());
