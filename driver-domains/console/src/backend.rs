@@ -10,6 +10,15 @@
 //! is dropped: its partial line is printed, input is detached from it, the page unmapped
 //! and the port closed. Then: `[console] serving <n> domains`.
 //!
+//! Each connection is one build of its domain (its id and `instance`). A domain restarted
+//! under the same id (listed `DOMAIN_FLAG_DYING | DOMAIN_FLAG_RESTARTING`, or alive again
+//! with another instance) is dropped the same way, except that input stays attached to it
+//! (`[console] <name> is restarting; still attached`, when it is the attached one): its next
+//! build, on a new console page and port, is connected like any new domain and gets the
+//! input typed from then on. What was typed but not delivered to the old build is
+//! dropped with it, and its partial line was printed, so the builds' output never mixes.
+//! If it does not come back (the microvisor gives up on it), input is detached then.
+//!
 //! # Output and input
 //!
 //! When a connection's port fires ([`Backend::service`]), everything in its `out[]` is
@@ -32,13 +41,13 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_DYING};
+use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_DYING, DOMAIN_FLAG_RESTARTING};
 use xen_ring::SharedPage;
 
 use crate::cons_ring::BackendRing;
 use crate::input::{Effect, Input};
 use crate::lines::{format_line, LineAssembler};
-use crate::roster::{self, Candidate};
+use crate::roster::{self, Candidate, Served};
 use crate::stream_ring::StreamError;
 
 /// Room for the domain list the microvisor returns.
@@ -77,6 +86,8 @@ pub trait Platform {
 /// One served domain.
 struct Connection<Page> {
     domid: u16,
+    /// Which build of the domain this is (`DomainEntry::instance`).
+    instance: u32,
     name: String,
     page: Page,
     ring: BackendRing,
@@ -92,8 +103,11 @@ struct Connection<Page> {
 pub struct Backend<P: Platform> {
     conns: Vec<Connection<P::Page>>,
     input: Input,
-    /// Domains dropped for a fault: not served again while they are listed.
-    banned: Vec<u16>,
+    /// Builds (id, instance) dropped for a fault: not served again while they are listed.
+    banned: Vec<(u16, u32)>,
+    /// Domains dropped while restarting under the same id, until their next build is
+    /// connected or they are gone for good.
+    returning: Vec<u16>,
 }
 
 impl<P: Platform> Default for Backend<P> {
@@ -109,6 +123,7 @@ impl<P: Platform> Backend<P> {
             conns: Vec::new(),
             input: Input::new(),
             banned: Vec::new(),
+            returning: Vec::new(),
         }
     }
 
@@ -120,6 +135,23 @@ impl<P: Platform> Backend<P> {
     /// The domains served, in the order they were connected.
     pub fn served_domains(&self) -> Vec<u16> {
         self.conns.iter().map(|c| c.domid).collect()
+    }
+
+    /// The builds served (id and instance), in the order they were connected.
+    fn served_builds(&self) -> Vec<Served> {
+        self.conns
+            .iter()
+            .map(|c| Served {
+                domid: c.domid,
+                instance: c.instance,
+            })
+            .collect()
+    }
+
+    /// The domains dropped while restarting under the same id whose next build is not
+    /// served yet.
+    pub fn returning(&self) -> Vec<u16> {
+        self.returning.clone()
     }
 
     /// The local ports of the served domains.
@@ -150,14 +182,19 @@ impl<P: Platform> Backend<P> {
             }
         };
         let listed = &entries[..count];
-        self.banned
-            .retain(|&domid| listed.iter().any(|entry| entry.domid == domid));
-        let plan = roster::plan(&self.served_domains(), listed, |entry| entry.console_port);
-        for domid in plan.drop {
-            self.drop_domain(platform, domid);
+        self.banned.retain(|&(domid, instance)| {
+            listed
+                .iter()
+                .any(|entry| entry.domid == domid && entry.instance == instance)
+        });
+        let plan = roster::plan(&self.served_builds(), &self.returning(), listed, |entry| {
+            entry.console_port
+        });
+        for dropped in plan.drop {
+            self.drop_domain(platform, dropped.domid, dropped.restarting);
         }
         for candidate in plan.connect {
-            if !self.banned.contains(&candidate.domid) {
+            if !self.banned.contains(&(candidate.domid, candidate.instance)) {
                 self.connect(platform, candidate);
             }
         }
@@ -306,16 +343,21 @@ impl<P: Platform> Backend<P> {
         let Some(connection) = self.conns.iter().find(|c| c.domid == domid) else {
             return;
         };
-        // A domain that is being torn down loses its ring page under us (its grant is
-        // revoked), so its indices stop making sense: that is a departure, not a broken
-        // protocol.
+        // A domain that is being torn down (or was rebuilt under its id already) loses its
+        // ring page under us (its grant is revoked), so its indices stop making sense: that
+        // is a departure, not a broken protocol.
+        let instance = connection.instance;
         let mut entries = alloc::vec![DomainEntry::default(); MAX_LISTED_DOMAINS];
         if let Ok(count) = platform.list_domains(&mut entries) {
-            let alive = entries[..count.min(MAX_LISTED_DOMAINS)]
-                .iter()
-                .any(|entry| entry.domid == domid && entry.flags & DOMAIN_FLAG_DYING == 0);
-            if !alive {
-                self.drop_domain(platform, domid);
+            let listed = &entries[..count.min(MAX_LISTED_DOMAINS)];
+            let mine = || listed.iter().filter(|entry| entry.domid == domid);
+            let alive = |entry: &DomainEntry| entry.flags & DOMAIN_FLAG_DYING == 0;
+            if !mine().any(|entry| alive(entry) && entry.instance == instance) {
+                let restarting = mine().any(|entry| {
+                    entry.flags & DOMAIN_FLAG_RESTARTING != 0
+                        || (alive(entry) && entry.instance != instance)
+                });
+                self.drop_domain(platform, domid, restarting);
                 return;
             }
         }
@@ -324,13 +366,14 @@ impl<P: Platform> Backend<P> {
             connection.name
         );
         say(platform, &line);
-        self.banned.push(domid);
-        self.drop_domain(platform, domid);
+        self.banned.push((domid, instance));
+        self.drop_domain(platform, domid, false);
     }
 
     fn connect(&mut self, platform: &mut P, candidate: Candidate) {
         let Candidate {
             domid,
+            instance,
             name,
             port: remote_port,
             ..
@@ -350,7 +393,9 @@ impl<P: Platform> Backend<P> {
             let line =
                 format!("[console] domain {domid} ({name}) broke the ring protocol, disconnected");
             say(platform, &line);
-            self.banned.push(domid);
+            self.banned.push((domid, instance));
+            // Not served while this build lives: an awaited domain is given up.
+            self.drop_domain(platform, domid, false);
             return;
         };
         let port = match platform.bind(domid, remote_port) {
@@ -364,8 +409,10 @@ impl<P: Platform> Backend<P> {
                 return;
             }
         };
+        self.returning.retain(|&d| d != domid);
         self.conns.push(Connection {
             domid,
+            instance,
             name,
             page,
             ring,
@@ -376,10 +423,18 @@ impl<P: Platform> Backend<P> {
         });
     }
 
-    /// Drops a served domain: prints its partial line, detaches input from it, unmaps its
-    /// page and closes its port.
-    fn drop_domain(&mut self, platform: &mut P, domid: u16) {
+    /// Drops a served domain: prints its partial line, detaches input from it (unless it
+    /// is `restarting` under the same id: then it is awaited), unmaps its page and closes
+    /// its port. An awaited domain that is not coming back has input detached from it.
+    fn drop_domain(&mut self, platform: &mut P, domid: u16, restarting: bool) {
+        let awaited = self.returning.iter().position(|&d| d == domid);
         let Some(index) = self.conns.iter().position(|c| c.domid == domid) else {
+            if let (Some(index), false) = (awaited, restarting) {
+                self.returning.remove(index);
+                if let Some(Effect::Say(line)) = self.input.forget(domid) {
+                    say(platform, &line);
+                }
+            }
             return;
         };
         let mut connection = self.conns.remove(index);
@@ -391,8 +446,26 @@ impl<P: Platform> Backend<P> {
         if !out.is_empty() {
             platform.uart_write(&out);
         }
-        if let Some(Effect::Say(line)) = self.input.forget(domid) {
-            say(platform, &line);
+        if restarting {
+            if self.attached() == Some(domid) {
+                say(
+                    platform,
+                    &format!(
+                        "[console] {} is restarting; still attached",
+                        connection.name
+                    ),
+                );
+            }
+            if awaited.is_none() {
+                self.returning.push(domid);
+            }
+        } else {
+            if let Some(index) = awaited {
+                self.returning.remove(index);
+            }
+            if let Some(Effect::Say(line)) = self.input.forget(domid) {
+                say(platform, &line);
+            }
         }
         platform.close(connection.port);
         platform.unmap_ring(domid, connection.page);

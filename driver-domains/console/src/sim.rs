@@ -8,7 +8,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
-use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_SELF};
+use microvisor_abi::microvisor_op::{
+    DomainEntry, DOMAIN_FLAG_DYING, DOMAIN_FLAG_RESTARTING, DOMAIN_FLAG_SELF,
+};
 use xen_ring::{LocalPage, SharedPage};
 
 use crate::backend::Platform;
@@ -79,6 +81,8 @@ pub struct Sim {
     /// Bound local ports: local port -> (domid, remote port).
     pub bound: BTreeMap<u32, (u16, u32)>,
     next_port: u32,
+    /// The last build number given (`DomainEntry::instance`).
+    last_instance: u32,
     /// Ports notified, in order.
     pub notified: Vec<u32>,
     /// Everything written to the UART.
@@ -96,11 +100,67 @@ impl Sim {
         sim
     }
 
+    /// Lists a domain (replacing an entry with the same id); gives it a zeroed console
+    /// page if it has none yet. A domain listed already keeps its build number
+    /// (`instance`); one that was not gets a new one.
     pub fn list(&mut self, domid: u16, flags: u16, console_port: u32, name: &str) {
+        let instance = match self.instance_of(domid) {
+            Some(instance) if instance != 0 => instance,
+            _ => self.new_instance(),
+        };
+        self.list_build(domid, instance, flags, console_port, name);
+    }
+
+    /// Lists a domain as the microvisor does while rebuilding it under the same id:
+    /// `DOMAIN_FLAG_DYING | DOMAIN_FLAG_RESTARTING`, no port, instance 0.
+    pub fn list_restarting(&mut self, domid: u16, name: &str) {
+        self.list_build(
+            domid,
+            0,
+            DOMAIN_FLAG_DYING | DOMAIN_FLAG_RESTARTING,
+            0,
+            name,
+        );
+    }
+
+    /// Lists the next build of a domain restarted under the same id: alive, a new
+    /// instance, a fresh zeroed console page (the old one stays with whoever still maps
+    /// it). Returns the new instance.
+    pub fn list_restarted(&mut self, domid: u16, console_port: u32, name: &str) -> u32 {
+        let instance = self.new_instance();
+        self.pages.insert(domid, SimPage::new());
+        self.list_build(domid, instance, 0, console_port, name);
+        instance
+    }
+
+    /// The build number a listed domain has.
+    pub fn instance_of(&self, domid: u16) -> Option<u32> {
+        self.listed
+            .iter()
+            .find(|e| e.domid == domid)
+            .map(|e| e.instance)
+    }
+
+    fn new_instance(&mut self) -> u32 {
+        self.last_instance += 1;
+        self.last_instance
+    }
+
+    /// Lists a domain as build `instance` (replacing an entry with the same id); gives it
+    /// a zeroed console page if it has none yet.
+    pub fn list_build(
+        &mut self,
+        domid: u16,
+        instance: u32,
+        flags: u16,
+        console_port: u32,
+        name: &str,
+    ) {
         let mut entry = DomainEntry {
             domid,
             flags,
             console_port,
+            instance,
             ..DomainEntry::default()
         };
         entry.name[..name.len()].copy_from_slice(name.as_bytes());

@@ -372,3 +372,115 @@ fn a_writer_that_never_pauses_gets_a_bounded_turn() {
         DRAIN_READS_PER_TURN * 2048 / PARTIAL_LINE_MAX
     );
 }
+
+#[test]
+fn a_domain_restarting_under_its_id_is_connected_again_and_stays_attached() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "netback");
+    sim.list(4, 0, 9, "other");
+    let mut backend = started(&mut sim);
+    backend.uart_input(&mut sim, b"attach netback\r");
+    write_out(&sim, 3, b"crashing");
+    poke(&mut backend, &mut sim, 3);
+    sim.take_lines();
+    let old_port = sim.port_of(3).unwrap();
+    // Being rebuilt: its partial line is printed, input stays attached to it.
+    sim.list_restarting(3, "netback");
+    backend.sync(&mut sim);
+    assert_eq!(
+        sim.take_lines(),
+        [
+            "[netback] crashing",
+            "[console] netback is restarting; still attached",
+            "[console] serving 1 domains"
+        ]
+    );
+    assert_eq!(backend.served_domains(), [4]);
+    assert_eq!(backend.returning(), [3]);
+    assert_eq!(backend.attached(), Some(3));
+    assert!(sim.port_of(3).is_none() && !sim.mapped.contains_key(&3));
+    // Typed while it is away: dropped, nothing breaks.
+    backend.uart_input(&mut sim, b"lost");
+    assert!(sim.take_lines().is_empty());
+    // The new build: its new page and port are served, and typed input reaches it.
+    sim.list_restarted(3, 12, "netback");
+    write_out(&sim, 3, b"booted again\n");
+    backend.sync(&mut sim);
+    assert_eq!(
+        sim.take_lines(),
+        ["[console] serving 2 domains", "[netback] booted again"]
+    );
+    assert!(backend.returning().is_empty());
+    assert_eq!(sim.bound[&sim.port_of(3).unwrap()], (3, 12));
+    assert_ne!(sim.port_of(3), Some(old_port));
+    backend.uart_input(&mut sim, b"ls\r");
+    assert_eq!(read_in(&sim, 3), b"ls\r");
+    assert_eq!(backend.attached(), Some(3));
+}
+
+#[test]
+fn a_restart_seen_only_after_the_fact_reconnects_the_same_id() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "netback");
+    let mut backend = started(&mut sim);
+    backend.uart_input(&mut sim, b"attach netback\r");
+    sim.take_lines();
+    let old_port = sim.port_of(3).unwrap();
+    sim.list_restarted(3, 12, "netback");
+    backend.sync(&mut sim);
+    assert_eq!(
+        sim.take_lines(),
+        [
+            "[console] netback is restarting; still attached",
+            "[console] serving 1 domains"
+        ]
+    );
+    assert!(!sim.bound.contains_key(&old_port));
+    assert_eq!(sim.bound[&sim.port_of(3).unwrap()], (3, 12));
+    assert_eq!(sim.mapped[&3], 1);
+    backend.uart_input(&mut sim, b"x");
+    assert_eq!(read_in(&sim, 3), b"x");
+}
+
+#[test]
+fn a_restarting_domain_the_microvisor_gives_up_on_is_detached() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "netback");
+    let mut backend = started(&mut sim);
+    backend.uart_input(&mut sim, b"attach netback\r");
+    sim.list_restarting(3, "netback");
+    backend.sync(&mut sim);
+    sim.take_lines();
+    sim.unlist(3);
+    backend.sync(&mut sim);
+    assert_eq!(
+        sim.take_lines(),
+        [
+            "[console] netback went away; detached",
+            "[console] serving 0 domains"
+        ]
+    );
+    assert!(backend.returning().is_empty());
+    assert_eq!(backend.attached(), None);
+}
+
+#[test]
+fn a_restarting_domain_whose_ring_goes_bad_is_awaited_without_blame() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "netback");
+    let mut backend = started(&mut sim);
+    backend.uart_input(&mut sim, b"attach netback\r");
+    sim.take_lines();
+    sim.list_restarting(3, "netback");
+    sim.pages[&3].store_u32(OUTPUT.prod_offset, 2049 + 11);
+    poke(&mut backend, &mut sim, 3);
+    assert_eq!(
+        sim.take_lines(),
+        ["[console] netback is restarting; still attached"]
+    );
+    assert_eq!(backend.returning(), [3]);
+    sim.list_restarted(3, 12, "netback");
+    backend.sync(&mut sim);
+    assert_eq!(backend.served_domains(), [3]);
+    assert_eq!(backend.attached(), Some(3));
+}

@@ -13,6 +13,30 @@
 //! transactions go, `@releaseDomain` fires), `/local/domain/<id>` and its names entry are
 //! removed, the page is unmapped and the port closed.
 //!
+//! # Restarts under the same id
+//!
+//! Each connection is one build of its domain: its id and its `instance`. A service domain
+//! the microvisor rebuilds under the same id (listed `DOMAIN_FLAG_DYING |
+//! DOMAIN_FLAG_RESTARTING`, or seen alive again with another instance) loses its transport
+//! and is released in the store as above (its watches and transactions go,
+//! `@releaseDomain` fires), but `/local/domain/<id>` and its names entry stay: the device
+//! entries under its home (`backend/vbd/...`, `backend/vif/...`, with both ends' `state`)
+//! are what the next build resumes from, and its frontends' entries still name it. It is
+//! awaited (`returning`) until its new build is connected (introduced again:
+//! `@introduceDomain` fires, its `name` and `domid` are rewritten in place, its devices are
+//! not rewritten) or the microvisor gives up on it (no longer listed): then it is dropped
+//! for good.
+//!
+//! # A backend gone for good
+//!
+//! When a domain serving devices is dropped for good, each of its devices whose frontend
+//! is still there is closed: `/local/domain/<be>/backend/<kind>/<fe>/<id>/state` is
+//! written `6` (`XenbusStateClosed`, owned by this domain, readable by the frontend), so
+//! the frontend (Linux's blkfront and netfront watch that node) fails the device instead
+//! of waiting for a backend that never comes; a missing node would read as `Unknown`,
+//! which Linux ignores. That node goes when the frontend goes, or when a backend of that
+//! name is served again.
+//!
 //! # Serving a ring
 //!
 //! When a connection's port fires ([`Server::service`]): send what is queued for it, then
@@ -36,13 +60,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use microvisor_abi::microvisor_op::DomainEntry;
+use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_DYING, DOMAIN_FLAG_RESTARTING};
 use xen_ring::SharedPage;
 use xenstore_store::wire::{self, MessageType};
 use xenstore_store::{ConnId, Framer, Outgoing, OutputQueue, Quotas, Store};
 
 use crate::devices::{VbdSpec, VifSpec};
-use crate::roster::{self, Candidate};
+use crate::roster::{self, Candidate, Served};
 use crate::stream_ring::StreamError;
 use crate::xs_ring::ServerRing;
 
@@ -86,6 +110,8 @@ pub trait Platform {
 /// One served domain.
 struct Connection<Page> {
     domid: u16,
+    /// Which build of the domain this is (`DomainEntry::instance`).
+    instance: u32,
     name: String,
     conn: ConnId,
     page: Page,
@@ -123,8 +149,11 @@ pub struct Server<P: Platform> {
     faults: Vec<(u16, Fault)>,
     /// Replies to the toolstack's own requests, checked by [`Server::settle`].
     toolstack_replies: Vec<Vec<u8>>,
-    /// Domains dropped for a fault: not served again while they are listed.
-    banned: Vec<u16>,
+    /// Builds (id, instance) dropped for a fault: not served again while they are listed.
+    banned: Vec<(u16, u32)>,
+    /// Domains dropped while restarting under the same id, with their names: their homes
+    /// are kept until their next build is connected or they are gone for good.
+    returning: Vec<(u16, String)>,
     /// The system's devices (from the command line's `vbds=` and `vifs=`), then those the
     /// toolstack added under [`TOOL_DEVICES_DIR`].
     devices: Vec<Device>,
@@ -141,6 +170,9 @@ pub struct Server<P: Platform> {
 struct Device {
     kind: DeviceSpec,
     written: Option<(u16, u16)>,
+    /// Its backend (of `written`) is gone for good and the frontend was told so (the
+    /// backend's `state` node is `6`, owned by this domain).
+    closed: bool,
 }
 
 /// A virtual block device or a network interface.
@@ -258,6 +290,7 @@ impl<P: Platform> Server<P> {
             faults: Vec::new(),
             toolstack_replies: Vec::new(),
             banned: Vec::new(),
+            returning: Vec::new(),
             devices: Vec::new(),
             boot_devices: 0,
             tool_devices_dirty: false,
@@ -279,6 +312,7 @@ impl<P: Platform> Server<P> {
             .map(|kind| Device {
                 kind,
                 written: None,
+                closed: false,
             })
             .collect();
         self.boot_devices = self.devices.len();
@@ -338,12 +372,17 @@ impl<P: Platform> Server<P> {
         let old: Vec<Device> = self.devices.drain(self.boot_devices..).collect();
         let mut kept: Vec<Device> = Vec::new();
         for kind in wanted {
-            let written = old
+            let (written, closed) = old
                 .iter()
                 .find(|d| d.kind.same_as(&kind))
-                .and_then(|d| d.written);
-            kept.push(Device { kind, written });
+                .map_or((None, false), |d| (d.written, d.closed));
+            kept.push(Device {
+                kind,
+                written,
+                closed,
+            });
         }
+        let mut emptied = Vec::new();
         for gone in old.iter().filter(|d| !kept.iter().any(|k| k.kind.same_as(&d.kind))) {
             if let Some((fe, be)) = gone.written {
                 let (kind, id) = (gone.kind.kind(), gone.kind.id());
@@ -352,6 +391,9 @@ impl<P: Platform> Server<P> {
                     format!("/local/domain/{fe}/device/{kind}/{id}"),
                 ] {
                     self.toolstack_request(platform, MessageType::Rm, &[dir.as_bytes()]);
+                }
+                if gone.closed {
+                    emptied.push(be);
                 }
             }
         }
@@ -364,6 +406,9 @@ impl<P: Platform> Server<P> {
             ));
         }
         self.devices.extend(kept);
+        for be in emptied {
+            self.remove_left_home(platform, be);
+        }
         self.write_devices(platform);
     }
 
@@ -380,6 +425,27 @@ impl<P: Platform> Server<P> {
     /// The domains served, in the order they were connected.
     pub fn served_domains(&self) -> Vec<u16> {
         self.conns.iter().map(|c| c.domid).collect()
+    }
+
+    /// The builds served (id and instance), in the order they were connected.
+    fn served_builds(&self) -> Vec<Served> {
+        self.conns
+            .iter()
+            .map(|c| Served {
+                domid: c.domid,
+                instance: c.instance,
+            })
+            .collect()
+    }
+
+    /// The domains dropped while restarting under the same id whose next build is not
+    /// served yet (their homes are kept).
+    pub fn returning(&self) -> Vec<u16> {
+        self.returning.iter().map(|(domid, _)| *domid).collect()
+    }
+
+    fn is_returning(&self, domid: u16) -> bool {
+        self.returning.iter().any(|(d, _)| *d == domid)
     }
 
     /// The local ports of the served domains.
@@ -404,14 +470,19 @@ impl<P: Platform> Server<P> {
             }
         };
         let listed = &entries[..count];
-        self.banned
-            .retain(|&domid| listed.iter().any(|entry| entry.domid == domid));
-        let plan = roster::plan(&self.served_domains(), listed, |entry| entry.store_port);
-        for domid in plan.drop {
-            self.drop_domain(platform, domid);
+        self.banned.retain(|&(domid, instance)| {
+            listed
+                .iter()
+                .any(|entry| entry.domid == domid && entry.instance == instance)
+        });
+        let plan = roster::plan(&self.served_builds(), &self.returning(), listed, |entry| {
+            entry.store_port
+        });
+        for dropped in plan.drop {
+            self.drop_domain(platform, dropped.domid, dropped.restarting);
         }
         for candidate in plan.connect {
-            if !self.banned.contains(&candidate.domid) {
+            if !self.banned.contains(&(candidate.domid, candidate.instance)) {
                 self.connect(platform, candidate);
             }
         }
@@ -564,6 +635,15 @@ impl<P: Platform> Server<P> {
                     continue;
                 };
                 let name = connection.name.clone();
+                let instance = connection.instance;
+                // A domain being torn down (or already rebuilt under its id) may lose its
+                // ring page under us: that is a departure, not a fault of its own.
+                if fault != Fault::Released {
+                    if let Some(restarting) = departure(platform, domid, instance) {
+                        self.drop_domain(platform, domid, restarting);
+                        continue;
+                    }
+                }
                 match fault {
                     Fault::Protocol => platform.log(format_args!(
                         "xenstore: domain {domid} ({name}) broke the ring protocol, disconnected"
@@ -575,8 +655,8 @@ impl<P: Platform> Server<P> {
                         "xenstore: domain {domid} ({name}) released, disconnected"
                     )),
                 }
-                self.banned.push(domid);
-                self.drop_domain(platform, domid);
+                self.banned.push((domid, instance));
+                self.drop_domain(platform, domid, false);
             }
         }
     }
@@ -584,6 +664,7 @@ impl<P: Platform> Server<P> {
     fn connect(&mut self, platform: &mut P, candidate: Candidate) {
         let Candidate {
             domid,
+            instance,
             name,
             port: remote_port,
             control,
@@ -602,7 +683,9 @@ impl<P: Platform> Server<P> {
             platform.log(format_args!(
                 "xenstore: domain {domid} ({name}) broke the ring protocol, disconnected"
             ));
-            self.banned.push(domid);
+            self.banned.push((domid, instance));
+            // Not served while this build lives: a home kept for it goes.
+            self.drop_domain(platform, domid, false);
             return;
         };
         let port = match platform.bind(domid, remote_port) {
@@ -615,11 +698,35 @@ impl<P: Platform> Server<P> {
                 return;
             }
         };
+        let home = format!("/local/domain/{domid}");
+        let returning = self
+            .returning
+            .iter()
+            .position(|(d, _)| *d == domid)
+            .map(|index| self.returning.remove(index).1);
+        match &returning {
+            // The next build of a domain restarted under this id: its home (and the device
+            // entries under it) is what it resumes from. Introducing it again only rewrites
+            // `name` and `domid`.
+            Some(old_name) => {
+                if old_name != &name && valid_name(old_name) {
+                    self.remove_name_entry(platform, old_name, domid);
+                }
+            }
+            // A new domain under an id whose home was left over (the closed devices of a
+            // backend gone for good): it starts from a clean home.
+            None => {
+                if self.store.read(&home).is_some() {
+                    self.toolstack_request(platform, MessageType::Rm, &[home.as_bytes()]);
+                }
+            }
+        }
         let introduced = self.store.introduce_domain(domid, &name);
         // The control domain is the toolstack: its connection is privileged.
         let conn = self.store.add_connection(domid, control);
         self.conns.push(Connection {
             domid,
+            instance,
             name: name.clone(),
             conn,
             page,
@@ -640,8 +747,11 @@ impl<P: Platform> Server<P> {
         }
         if valid_name(&name) {
             let path = format!("{NAMES_DIR}/{name}");
-            self.toolstack_write(platform, &path, decimal(domid).as_slice());
-            self.set_world_readable(platform, &path);
+            // A returning domain's entry is already there: left alone, it fires no watch.
+            if self.store.read(&path) != Some(decimal(domid).as_slice()) {
+                self.toolstack_write(platform, &path, decimal(domid).as_slice());
+                self.set_world_readable(platform, &path);
+            }
         } else {
             platform.log(format_args!(
                 "xenstore: domain {domid} ({name}): name not usable in a path, no {NAMES_DIR} entry"
@@ -649,25 +759,102 @@ impl<P: Platform> Server<P> {
         }
     }
 
-    /// Drops a served domain: removes its transport (connection, page, port), releases it
-    /// in the store and removes its nodes.
-    fn drop_domain(&mut self, platform: &mut P, domid: u16) {
-        let Some(index) = self.conns.iter().position(|c| c.domid == domid) else {
-            return;
+    /// Drops a served domain: removes its transport (connection, page, port) and releases
+    /// it in the store. If it is `restarting` under the same id, its nodes stay and it is
+    /// awaited; otherwise (or for an awaited domain that is not coming back) its home and
+    /// names entry are removed and the devices it served are closed.
+    fn drop_domain(&mut self, platform: &mut P, domid: u16, restarting: bool) {
+        let connection = self
+            .conns
+            .iter()
+            .position(|c| c.domid == domid)
+            .map(|index| self.conns.remove(index));
+        let awaited = self.returning.iter().position(|(d, _)| *d == domid);
+        let name = match (&connection, awaited) {
+            (Some(connection), _) => connection.name.clone(),
+            (None, Some(index)) if !restarting => self.returning[index].1.clone(),
+            (None, _) => return,
         };
-        let connection = self.conns.remove(index);
-        platform.close(connection.port);
-        platform.unmap_ring(domid, connection.page);
-        let outgoing = self.store.release_domain(domid);
-        self.deliver(outgoing);
+        if let Some(connection) = connection {
+            platform.close(connection.port);
+            platform.unmap_ring(domid, connection.page);
+            let outgoing = self.store.release_domain(domid);
+            self.deliver(outgoing);
+        }
+        if restarting {
+            if awaited.is_none() {
+                self.returning.push((domid, name.clone()));
+            }
+            platform.log(format_args!(
+                "xenstore: domain {domid} ({name}) is restarting, its entries are kept"
+            ));
+            return;
+        }
+        if let Some(index) = awaited {
+            self.returning.remove(index);
+            platform.log(format_args!(
+                "xenstore: domain {domid} ({name}) did not come back, its entries are removed"
+            ));
+        }
         let home = format!("/local/domain/{domid}");
         self.toolstack_request(platform, MessageType::Rm, &[home.as_bytes()]);
-        if valid_name(&connection.name) {
-            let path = format!("{NAMES_DIR}/{}", connection.name);
-            // Only if the entry is still this domain's: a successor may have the name now.
-            if self.store.read(&path) == Some(decimal(domid).as_slice()) {
-                self.toolstack_request(platform, MessageType::Rm, &[path.as_bytes()]);
+        if valid_name(&name) {
+            self.remove_name_entry(platform, &name, domid);
+        }
+        self.close_devices(platform, domid);
+    }
+
+    /// Removes `/local/names/<name>` if it is still `domid`'s: a successor may have the
+    /// name now.
+    fn remove_name_entry(&mut self, platform: &mut P, name: &str, domid: u16) {
+        let path = format!("{NAMES_DIR}/{name}");
+        if self.store.read(&path) == Some(decimal(domid).as_slice()) {
+            self.toolstack_request(platform, MessageType::Rm, &[path.as_bytes()]);
+        }
+    }
+
+    /// Tells the frontends of the devices `be` served (it is gone for good) that their
+    /// backend closed: each device whose frontend is still there gets its backend `state`
+    /// node written `6` (`XenbusStateClosed`), owned by this domain and readable by the
+    /// frontend, once.
+    fn close_devices(&mut self, platform: &mut P, be: u16) {
+        for index in 0..self.devices.len() {
+            let Some((fe, written_be)) = self.devices[index].written else {
+                continue;
+            };
+            if written_be != be || self.devices[index].closed {
+                continue;
             }
+            if !self.conns.iter().any(|c| c.domid == fe) && !self.is_returning(fe) {
+                // Its frontend is gone too: `write_devices` forgets it.
+                continue;
+            }
+            let device = self.devices[index].kind.clone();
+            let (kind, id) = (device.kind(), device.id());
+            let back = format!("/local/domain/{be}/backend/{kind}/{fe}/{id}");
+            let closed = [("state", String::from("6"))];
+            self.write_owned_dir(platform, &back, &closed, self.self_domid, fe);
+            self.devices[index].closed = true;
+            platform.log(format_args!(
+                "xenstore: {kind} {id} of {} ({fe}): backend {} ({be}) is gone, device closed",
+                device.frontend(),
+                device.backend()
+            ));
+        }
+    }
+
+    /// Removes the home of a domain that is neither served nor awaited once no closed
+    /// device's `state` node is left in it.
+    fn remove_left_home(&mut self, platform: &mut P, be: u16) {
+        let in_use = self.conns.iter().any(|c| c.domid == be)
+            || self.is_returning(be)
+            || self
+                .devices
+                .iter()
+                .any(|d| d.closed && d.written.is_some_and(|(_, b)| b == be));
+        if !in_use {
+            let home = format!("/local/domain/{be}");
+            self.toolstack_request(platform, MessageType::Rm, &[home.as_bytes()]);
         }
     }
 
@@ -687,11 +874,16 @@ impl<P: Platform> Server<P> {
     ///   `handle`, `mac`.
     ///
     /// The backend directory is owned by the backend and readable by the frontend, the
-    /// frontend's the other way round. A device whose backend was restarted (a new id) only
-    /// gets its backend entries again and the frontend's `backend` and `backend-id`
-    /// updated. A device whose frontend is gone is forgotten (the frontend's home went with
-    /// it) and its backend directory removed, which tells the backend to let go of it.
+    /// frontend's the other way round. A device whose backend was restarted under the same
+    /// id is not written again: the next build resumes from the entries it left. A device
+    /// whose backend came back under a new id (or was closed, see [`Server::close_devices`],
+    /// and a backend of that name is served again) only gets its backend entries again and
+    /// the frontend's `backend` and `backend-id` updated. A device whose frontend is gone
+    /// is forgotten (the frontend's home went with it) and its backend directory removed,
+    /// which tells the backend to let go of it.
     fn write_devices(&mut self, platform: &mut P) {
+        // Backends gone for good whose closed devices went: their homes may go.
+        let mut emptied = Vec::new();
         for index in 0..self.devices.len() {
             let device = self.devices[index].kind.clone();
             // A boot device whose frontend name the toolstack gave devices of its own (a
@@ -704,22 +896,46 @@ impl<P: Platform> Server<P> {
             } else {
                 self.served_id(device.frontend())
             };
+            // A frontend restarting under its id keeps its devices: nothing changes until
+            // its next build is served or it is gone for good.
+            if !shadowed
+                && fe.is_none()
+                && self
+                    .returning
+                    .iter()
+                    .any(|(_, name)| name == device.frontend())
+            {
+                continue;
+            }
             let be = self.served_id(device.backend());
             let kind = device.kind();
             let written = self.devices[index].written;
+            let closed = self.devices[index].closed;
             if let Some((old_fe, old_be)) = written {
                 if fe != Some(old_fe) {
-                    if be == Some(old_be) {
+                    // The backend's directory is there if the backend is served, awaited
+                    // (restarting under its id) or gone with its devices closed.
+                    if be == Some(old_be) || closed || self.is_returning(old_be) {
                         let dir = format!("/local/domain/{old_be}/backend/{kind}/{old_fe}");
                         self.toolstack_request(platform, MessageType::Rm, &[dir.as_bytes()]);
                     }
+                    if closed {
+                        emptied.push(old_be);
+                    }
                     self.devices[index].written = None;
+                    self.devices[index].closed = false;
+                } else if closed && be.is_some_and(|be| be != old_be) {
+                    // Its backend is back under another id: the closed node goes.
+                    let id = device.id();
+                    let dir = format!("/local/domain/{old_be}/backend/{kind}/{old_fe}/{id}");
+                    self.toolstack_request(platform, MessageType::Rm, &[dir.as_bytes()]);
+                    emptied.push(old_be);
                 }
             }
             let (Some(fe), Some(be)) = (fe, be) else {
                 continue;
             };
-            if self.devices[index].written == Some((fe, be)) {
+            if self.devices[index].written == Some((fe, be)) && !self.devices[index].closed {
                 continue;
             }
             let frontend_known = self.devices[index].written.is_some();
@@ -767,6 +983,10 @@ impl<P: Platform> Server<P> {
                 device.summary()
             ));
             self.devices[index].written = Some((fe, be));
+            self.devices[index].closed = false;
+        }
+        for be in emptied {
+            self.remove_left_home(platform, be);
         }
     }
 
@@ -852,6 +1072,32 @@ impl<P: Platform> Server<P> {
             }
         }
     }
+}
+
+/// Whether a faulted connection's domain (`domid`, build `instance`) has left: `None` if
+/// this build is listed alive (the fault is its own), `Some(restarting)` if it is gone or
+/// dying, `restarting` when it is coming back under the same id (listed with
+/// `DOMAIN_FLAG_RESTARTING`, or alive as another build). `None` too if the list fails.
+fn departure<P: Platform>(platform: &mut P, domid: u16, instance: u32) -> Option<bool> {
+    let mut entries = alloc::vec![DomainEntry::default(); MAX_LISTED_DOMAINS];
+    let count = platform
+        .list_domains(&mut entries)
+        .ok()?
+        .min(MAX_LISTED_DOMAINS);
+    let listed: Vec<&DomainEntry> = entries[..count]
+        .iter()
+        .filter(|entry| entry.domid == domid)
+        .collect();
+    let alive = |entry: &DomainEntry| entry.flags & DOMAIN_FLAG_DYING == 0;
+    if listed
+        .iter()
+        .any(|entry| alive(entry) && entry.instance == instance)
+    {
+        return None;
+    }
+    Some(listed.iter().any(|entry| {
+        entry.flags & DOMAIN_FLAG_RESTARTING != 0 || (alive(entry) && entry.instance != instance)
+    }))
 }
 
 /// Sends as much of the connection's queue as its response ring takes.

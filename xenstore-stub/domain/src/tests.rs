@@ -5,7 +5,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use microvisor_abi::microvisor_op::DOMAIN_FLAG_DYING;
+use microvisor_abi::microvisor_op::{DOMAIN_FLAG_CONTROL, DOMAIN_FLAG_DYING};
 use xen_ring::SharedPage;
 use xenstore_store::wire::{self, MessageType, HEADER_BYTES};
 
@@ -683,4 +683,419 @@ fn vif_entries_carry_the_mac_and_bridge_and_go_with_their_frontend() {
     server.sync(&mut fake);
     assert_eq!(read(&server, back), None);
     assert_eq!(read(&server, "/local/domain/3/backend/vbd/2"), None);
+}
+
+/// linux (2) with a vbd served by blkback (3); both ends have moved on (state 4), blkback
+/// watches its frontend's state. Returns the server and the two clients.
+fn served_vbd(fake: &mut Sim) -> (Server<Sim>, Client, Client) {
+    fake.list(2, 0, 5, "linux");
+    fake.list(3, 0, 6, "blkback");
+    let mut server = Server::new(fake, SELF);
+    server.set_devices(alloc::vec![vbd("linux", "blkback")], alloc::vec::Vec::new());
+    server.sync(fake);
+    let mut linux = client(fake, 2);
+    let mut blkback = client(fake, 3);
+    send(
+        &mut linux,
+        &wire::encode_write(1, 0, format!("{FRONT}/state").as_bytes(), b"4"),
+    );
+    serve(&mut server, fake, &mut linux, 2);
+    send(
+        &mut blkback,
+        &wire::encode_write(1, 0, format!("{BACK}/state").as_bytes(), b"4"),
+    );
+    request(
+        &mut blkback,
+        MessageType::Watch,
+        2,
+        &[format!("{FRONT}/state").as_bytes(), b"fe"],
+    );
+    serve(&mut server, fake, &mut blkback, 3);
+    assert_eq!(server.store().usage(3), (1, 0));
+    fake.take_log();
+    (server, linux, blkback)
+}
+
+const FRONT: &str = "/local/domain/2/device/vbd/51712";
+const BACK: &str = "/local/domain/3/backend/vbd/2/51712";
+
+fn read(server: &Server<Sim>, path: &str) -> Option<String> {
+    server
+        .store()
+        .read(path)
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+/// What both ends left is still there, as it was.
+fn assert_vbd_entries_kept(server: &Server<Sim>) {
+    for (path, value) in [
+        (format!("{BACK}/state"), "4"),
+        (format!("{BACK}/frontend"), FRONT),
+        (format!("{BACK}/frontend-id"), "2"),
+        (format!("{BACK}/params"), "0000:00:03.0@2048+0"),
+        (format!("{FRONT}/state"), "4"),
+        (format!("{FRONT}/backend"), BACK),
+        (format!("{FRONT}/backend-id"), "3"),
+        ("/local/domain/3/name".into(), "blkback"),
+        ("/local/names/blkback".into(), "3"),
+    ] {
+        assert_eq!(read(server, &path).as_deref(), Some(value), "{path}");
+    }
+}
+
+/// The new build of blkback connects on its fresh ring, reads back where it was and sees
+/// no event of its old watch.
+fn assert_new_build_resumes(server: &mut Server<Sim>, fake: &mut Sim, linux: &mut Client) {
+    let mut blkback = client(fake, 3);
+    request(
+        &mut blkback,
+        MessageType::Directory,
+        1,
+        &[b"/local/domain/3/backend/vbd/2"],
+    );
+    request(
+        &mut blkback,
+        MessageType::Read,
+        2,
+        &[format!("{BACK}/state").as_bytes()],
+    );
+    request(
+        &mut blkback,
+        MessageType::Read,
+        3,
+        &[format!("{FRONT}/state").as_bytes()],
+    );
+    let replies = serve(server, fake, &mut blkback, 3);
+    assert_eq!(
+        replies,
+        [
+            (MessageType::Directory as u32, 1, b"51712\0".to_vec()),
+            (MessageType::Read as u32, 2, b"4".to_vec()),
+            (MessageType::Read as u32, 3, b"4".to_vec()),
+        ]
+    );
+    // The old build's watch went with it: the frontend's state change reaches nobody.
+    send(
+        linux,
+        &wire::encode_write(9, 0, format!("{FRONT}/state").as_bytes(), b"5"),
+    );
+    serve(server, fake, linux, 2);
+    assert!(blkback.receive().unwrap().is_empty());
+    assert_eq!(server.store().usage(3), (0, 0));
+}
+
+#[test]
+fn a_backend_restarting_under_its_id_keeps_its_home_and_devices() {
+    let mut fake = Sim::new();
+    let (mut server, mut linux, _old) = served_vbd(&mut fake);
+    // The toolstack watches domains going and coming.
+    fake.list(4, DOMAIN_FLAG_CONTROL, 7, "control");
+    server.sync(&mut fake);
+    let mut control = client(&fake, 4);
+    request(
+        &mut control,
+        MessageType::Watch,
+        1,
+        &[b"@releaseDomain", b"rel"],
+    );
+    request(
+        &mut control,
+        MessageType::Watch,
+        2,
+        &[b"@introduceDomain", b"intro"],
+    );
+    serve(&mut server, &mut fake, &mut control, 4);
+    fake.take_log();
+    // Being rebuilt: dying and restarting.
+    fake.list_restarting(3, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(
+        fake.take_log(),
+        [
+            "xenstore: domain 3 (blkback) is restarting, its entries are kept",
+            "xenstore: serving 2 domains"
+        ]
+    );
+    assert_eq!(server.served_domains(), [2, 4]);
+    assert_eq!(server.returning(), [3]);
+    // Its transport and its store connection went (watches too), its nodes stayed.
+    assert!(fake.port_of(3).is_none() && !fake.mapped.contains_key(&3));
+    assert!(!server.store().is_introduced(3));
+    assert_eq!(server.store().usage(3), (0, 0));
+    assert_vbd_entries_kept(&server);
+    assert_eq!(
+        control.receive().unwrap(),
+        [(
+            MessageType::WatchEvent as u32,
+            0,
+            b"@releaseDomain\0rel\0".to_vec()
+        )]
+    );
+    // Still being rebuilt at the next sync: nothing changes.
+    server.sync(&mut fake);
+    assert_eq!(fake.take_log(), ["xenstore: serving 2 domains"]);
+    // The new build: served again under the same id, introduced again, nothing rewritten.
+    fake.list_restarted(3, 9, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(fake.take_log(), ["xenstore: serving 3 domains"]);
+    assert_eq!(server.served_domains(), [2, 4, 3]);
+    assert_eq!(
+        control.receive().unwrap(),
+        [(
+            MessageType::WatchEvent as u32,
+            0,
+            b"@introduceDomain\0intro\0".to_vec()
+        )]
+    );
+    assert!(server.returning().is_empty());
+    assert!(server.store().is_introduced(3));
+    assert_eq!(fake.bound[&fake.port_of(3).unwrap()], (3, 9));
+    assert_vbd_entries_kept(&server);
+    assert_new_build_resumes(&mut server, &mut fake, &mut linux);
+    server.store().check_invariants().unwrap();
+}
+
+#[test]
+fn a_backend_restart_seen_only_after_the_fact_keeps_its_home_and_devices() {
+    let mut fake = Sim::new();
+    let (mut server, mut linux, _old) = served_vbd(&mut fake);
+    let old_port = fake.port_of(3).unwrap();
+    // The server syncs only once the new build is alive.
+    fake.list_restarted(3, 9, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(
+        fake.take_log(),
+        [
+            "xenstore: domain 3 (blkback) is restarting, its entries are kept",
+            "xenstore: serving 2 domains"
+        ]
+    );
+    assert_eq!(server.served_domains(), [2, 3]);
+    assert!(server.returning().is_empty());
+    // The old build's port and page were let go, the new build's bound and mapped.
+    assert!(!fake.bound.contains_key(&old_port));
+    assert_eq!(fake.bound[&fake.port_of(3).unwrap()], (3, 9));
+    assert_eq!(fake.mapped[&3], 1);
+    assert_vbd_entries_kept(&server);
+    assert_new_build_resumes(&mut server, &mut fake, &mut linux);
+    server.store().check_invariants().unwrap();
+}
+
+#[test]
+fn a_backend_gone_for_good_closes_its_devices() {
+    let mut fake = Sim::new();
+    let (mut server, mut linux, _blkback) = served_vbd(&mut fake);
+    // Linux watches its backend's state, as xenbus does.
+    request(
+        &mut linux,
+        MessageType::Watch,
+        2,
+        &[format!("{BACK}/state").as_bytes(), b"be"],
+    );
+    serve(&mut server, &mut fake, &mut linux, 2);
+    linux.receive().unwrap();
+    fake.list(3, DOMAIN_FLAG_DYING, 6, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(
+        fake.take_log(),
+        [
+            "xenstore: vbd 51712 of linux (2): backend blkback (3) is gone, device closed",
+            "xenstore: serving 1 domains"
+        ]
+    );
+    // Its home went; only the closed state is there, the toolstack's, readable by linux.
+    assert_eq!(
+        read(&server, &format!("{BACK}/state")).as_deref(),
+        Some("6")
+    );
+    assert_eq!(read(&server, &format!("{BACK}/frontend-id")), None);
+    assert_eq!(read(&server, "/local/domain/3/name"), None);
+    assert_eq!(read(&server, "/local/names/blkback"), None);
+    // The frontend's entries are untouched.
+    assert_eq!(
+        read(&server, &format!("{FRONT}/state")).as_deref(),
+        Some("4")
+    );
+    request(
+        &mut linux,
+        MessageType::Read,
+        3,
+        &[format!("{BACK}/state").as_bytes()],
+    );
+    request(
+        &mut linux,
+        MessageType::GetPerms,
+        4,
+        &[format!("{BACK}/state").as_bytes()],
+    );
+    let replies = serve(&mut server, &mut fake, &mut linux, 2);
+    let events: Vec<_> = replies
+        .iter()
+        .filter(|(kind, _, _)| *kind == MessageType::WatchEvent as u32)
+        .collect();
+    assert!(!events.is_empty(), "{replies:?}");
+    assert!(events
+        .iter()
+        .all(|(_, _, payload)| payload == format!("{BACK}/state\0be\0").as_bytes()));
+    let answers: Vec<_> = replies
+        .iter()
+        .filter(|(kind, _, _)| *kind != MessageType::WatchEvent as u32)
+        .cloned()
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (MessageType::Read as u32, 3, b"6".to_vec()),
+            (
+                MessageType::GetPerms as u32,
+                4,
+                format!("n{SELF}\0r2\0").into_bytes()
+            ),
+        ]
+    );
+    // Once: later syncs do not write it again.
+    fake.unlist(3);
+    server.sync(&mut fake);
+    assert_eq!(fake.take_log(), ["xenstore: serving 1 domains"]);
+    // The frontend goes: the closed node and what was left of the backend's home go too.
+    fake.unlist(2);
+    server.sync(&mut fake);
+    assert_eq!(read(&server, "/local/domain/3"), None);
+    assert_eq!(read(&server, "/local/domain/2"), None);
+    server.store().check_invariants().unwrap();
+}
+
+#[test]
+fn a_backend_the_microvisor_gives_up_on_is_dropped_for_good() {
+    let mut fake = Sim::new();
+    let (mut server, _linux, _blkback) = served_vbd(&mut fake);
+    fake.list_restarting(3, "blkback");
+    server.sync(&mut fake);
+    fake.take_log();
+    assert_vbd_entries_kept(&server);
+    // A crash loop: the microvisor stops rebuilding it and it is no longer listed.
+    fake.unlist(3);
+    server.sync(&mut fake);
+    assert_eq!(
+        fake.take_log(),
+        [
+            "xenstore: domain 3 (blkback) did not come back, its entries are removed",
+            "xenstore: vbd 51712 of linux (2): backend blkback (3) is gone, device closed",
+            "xenstore: serving 1 domains"
+        ]
+    );
+    assert!(server.returning().is_empty());
+    assert_eq!(
+        read(&server, &format!("{BACK}/state")).as_deref(),
+        Some("6")
+    );
+    assert_eq!(read(&server, "/local/domain/3/name"), None);
+    assert_eq!(read(&server, "/local/names/blkback"), None);
+    // A new blkback (a new id) takes the device over; the closed node goes.
+    fake.list(5, 0, 8, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(read(&server, "/local/domain/3"), None);
+    assert_eq!(
+        read(&server, &format!("{FRONT}/backend")).as_deref(),
+        Some("/local/domain/5/backend/vbd/2/51712")
+    );
+    assert_eq!(
+        read(&server, &format!("{FRONT}/backend-id")).as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        read(&server, "/local/domain/5/backend/vbd/2/51712/state").as_deref(),
+        Some("1")
+    );
+    server.store().check_invariants().unwrap();
+}
+
+#[test]
+fn a_new_domain_under_a_closed_backends_id_starts_from_a_clean_home() {
+    let mut fake = Sim::new();
+    let (mut server, _linux, _blkback) = served_vbd(&mut fake);
+    fake.unlist(3);
+    server.sync(&mut fake);
+    assert_eq!(
+        read(&server, &format!("{BACK}/state")).as_deref(),
+        Some("6")
+    );
+    // A new blkback under the same id (a new domain, not a restart): written afresh.
+    fake.list(3, 0, 6, "blkback");
+    server.sync(&mut fake);
+    assert!(fake
+        .take_log()
+        .contains(&String::from(
+            "xenstore: vbd 51712 of linux (2) served by blkback (3), read-write 0000:00:03.0 from sector 2048"
+        )));
+    assert_eq!(
+        read(&server, &format!("{BACK}/state")).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        read(&server, &format!("{BACK}/frontend-id")).as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        read(&server, "/local/domain/3/name").as_deref(),
+        Some("blkback")
+    );
+    assert_eq!(
+        read(&server, &format!("{FRONT}/state")).as_deref(),
+        Some("4")
+    );
+    // Its backend directory is its own again.
+    let mut blkback = client(&fake, 3);
+    request(
+        &mut blkback,
+        MessageType::Directory,
+        1,
+        &[b"/local/domain/3/backend/vbd/2"],
+    );
+    let replies = serve(&mut server, &mut fake, &mut blkback, 3);
+    assert_eq!(
+        replies,
+        [(MessageType::Directory as u32, 1, b"51712\0".to_vec())]
+    );
+    server.store().check_invariants().unwrap();
+}
+
+#[test]
+fn a_restarting_domain_whose_ring_breaks_under_us_is_not_blamed() {
+    let mut fake = Sim::new();
+    let (mut server, _linux, _blkback) = served_vbd(&mut fake);
+    // Torn down for a restart before the server synced: its page goes bad.
+    fake.list_restarting(3, "blkback");
+    fake.pages[&3].store_u32(REQUESTS.prod_offset, 5000);
+    poke(&mut server, &mut fake, 3);
+    assert_eq!(
+        fake.take_log(),
+        ["xenstore: domain 3 (blkback) is restarting, its entries are kept"]
+    );
+    assert_eq!(server.returning(), [3]);
+    assert_vbd_entries_kept(&server);
+    fake.list_restarted(3, 9, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(server.served_domains(), [2, 3]);
+}
+
+#[test]
+fn a_frontend_gone_while_its_backend_restarts_loses_its_backend_directory() {
+    let mut fake = Sim::new();
+    let (mut server, _linux, _blkback) = served_vbd(&mut fake);
+    fake.list_restarting(3, "blkback");
+    server.sync(&mut fake);
+    fake.unlist(2);
+    server.sync(&mut fake);
+    // The next build of blkback finds no device for a frontend that is gone.
+    assert_eq!(read(&server, "/local/domain/3/backend/vbd/2"), None);
+    assert_eq!(
+        read(&server, "/local/domain/3/name").as_deref(),
+        Some("blkback")
+    );
+    fake.list_restarted(3, 9, "blkback");
+    server.sync(&mut fake);
+    assert_eq!(server.served_domains(), [3]);
+    assert_eq!(read(&server, "/local/domain/3/backend/vbd/2"), None);
+    server.store().check_invariants().unwrap();
 }
