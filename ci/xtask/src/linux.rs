@@ -40,7 +40,7 @@ pub const IMAGE_NAMES: [&str; 2] = [VMLINUX, INITRAMFS];
 
 /// Bumped whenever what goes into the images changes (the init script, the files, the
 /// modules), so that images made by an older recipe are made again.
-pub const RECIPE_VERSION: u32 = 8;
+pub const RECIPE_VERSION: u32 = 10;
 /// The stamp file, in the images' directory.
 const STAMP: &str = "debian.stamp";
 
@@ -209,6 +209,62 @@ exec setsid cttyhack sh
 
 /// `/sbin/poweroff`, the kernel's `poweroff_cmd`.
 const POWEROFF_SCRIPT: &str = "#!/bin/busybox sh\necho \"guest: powering off (asked by the toolstack)\" > /dev/console\n/bin/busybox sync\nexec /bin/busybox poweroff -f\n";
+
+/// `/bin/blkstream`: a verified write stream for the restart scenarios.
+/// `blkstream write DEV` writes 1 MiB chunks over the first 32 MiB of DEV, pass after pass,
+/// each synced (fsync) before the next, until `/tmp/stop` exists; every 4 KiB block carries
+/// its pass, chunk and block number. It prints `writer: started`, then `writer: stopped at
+/// pass P chunk C, longest 1 MiB write N ms` (or `writer: chunk C failed` for a write that
+/// failed). `blkstream verify DEV` drops the page cache and compares every chunk the writer
+/// acknowledged with what its last pass wrote: `verify: N chunks checked, B bad`.
+const BLKSTREAM_SCRIPT: &str = r#"#!/bin/sh
+chunks=32
+filler=$(printf '%04096d' 0)
+gen() {
+    awk -v p="$1" -v c="$2" -v f="$filler" 'BEGIN { for (b = 0; b < 256; b++) printf "%s\n", substr(sprintf("pass %06d chunk %04d block %03d ", p, c, b) f, 1, 4095) }'
+}
+centis() { t=$(cut -d' ' -f1 /proc/uptime); echo "${t%.*}${t#*.}"; }
+case "$1" in
+write)
+    echo "writer: started"
+    p=0; longest=0
+    while :; do
+        c=0
+        while [ "$c" -lt "$chunks" ]; do
+            if [ -e /tmp/stop ]; then
+                echo "$p $c" > /tmp/blkstream.last
+                echo "writer: stopped at pass $p chunk $c, longest 1 MiB write ${longest}0 ms"
+                exit 0
+            fi
+            t0=$(centis)
+            gen "$p" "$c" | dd of="$2" bs=4096 seek=$((c * 256)) count=256 conv=notrunc,fsync 2>/dev/null || echo "writer: chunk $c failed"
+            d=$(( $(centis) - t0 ))
+            [ "$d" -gt "$longest" ] && longest=$d
+            c=$((c + 1))
+        done
+        p=$((p + 1))
+    done ;;
+verify)
+    read p c < /tmp/blkstream.last
+    echo 3 > /proc/sys/vm/drop_caches
+    n=0; bad=0; k=0
+    while [ "$k" -lt "$chunks" ]; do
+        q=$p
+        [ "$k" -ge "$c" ] && q=$((p - 1))
+        if [ "$q" -ge 0 ]; then
+            n=$((n + 1))
+            want=$(gen "$q" "$k" | md5sum)
+            got=$(dd if="$2" bs=4096 skip=$((k * 256)) count=256 2>/dev/null | md5sum)
+            [ "$want" = "$got" ] || { bad=$((bad + 1)); echo "verify: chunk $k of pass $q differs"; }
+        fi
+        k=$((k + 1))
+    done
+    echo "verify: $n chunks checked, $bad bad" ;;
+*)
+    echo "usage: blkstream write|verify DEVICE" >&2
+    exit 2 ;;
+esac
+"#;
 
 /// The images, ready to be named by a domain file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -745,6 +801,7 @@ fn build_initramfs(version: &str, busybox: &[u8], modules: &[Module]) -> Result<
     // sync and power off.
     archive.directory("sbin", 0o755)?;
     archive.file("sbin/poweroff", 0o755, POWEROFF_SCRIPT.as_bytes())?;
+    archive.file("bin/blkstream", 0o755, BLKSTREAM_SCRIPT.as_bytes())?;
     Ok(archive.finish())
 }
 

@@ -120,7 +120,8 @@ struct XlToml {
 /// control domain): `xl ARGS` runs the workspace's `xl` with the scenario's management
 /// socket (in the scenario's directory, so a `create` names its files relative to it);
 /// `wait REGEX` waits (up to 300 s) for a log line that matches, among those that arrived
-/// after the previous step began; `console NAME TEXT` runs `xl console NAME` typing TEXT (and Enter) into it, then ending
+/// after the previous step began; `seen REGEX` is the same over the whole log so far;
+/// `console NAME TEXT` runs `xl console NAME` typing TEXT (and Enter) into it, then ending
 /// its input (`xl console` then detaches after a few quiet seconds); `sleep SECS`;
 /// `crash-loop NAME COUNT MIN_SECS MAX_SECS REGEX` does COUNT times: a random pause between
 /// MIN_SECS and MAX_SECS, `xl crash NAME`, then `wait REGEX`; `garble`
@@ -396,12 +397,12 @@ impl Scenario {
                         {
                             compile(&format!("xl.steps[{index}]"), &step[5..].join(" "))?;
                         }
-                        Some("wait") if step.len() > 1 => {
+                        Some("wait" | "seen") if step.len() > 1 => {
                             let pattern = step[1..].join(" ");
                             compile(&format!("xl.steps[{index}]"), &pattern)?;
                         }
                         _ => bail!(
-                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `wait REGEX`, `sleep SECS`, `crash-loop NAME COUNT MIN_SECS MAX_SECS REGEX` or `garble`",
+                            "`xl.steps[{index}]` = {:?}: a step is `xl ARGS`, `console NAME TEXT`, `wait REGEX`, `seen REGEX`, `sleep SECS`, `crash-loop NAME COUNT MIN_SECS MAX_SECS REGEX` or `garble`",
                             xl.steps[index]
                         ),
                     }

@@ -50,11 +50,15 @@ fn run_steps(
     from: &mut usize,
 ) {
     for step in steps {
-        if step[0] != "wait" {
+        if step[0] != "wait" && step[0] != "seen" {
             *from = (*from).max(seen.lock().unwrap_or_else(|e| e.into_inner()).len());
         }
         match step[0].as_str() {
-            "wait" => {
+            // `seen REGEX`: like `wait`, but any line of the log so far counts too.
+            "wait" | "seen" => {
+                if step[0] == "seen" {
+                    *from = 0;
+                }
                 let pattern = step[1..].join(" ");
                 let Ok(re) = regex::Regex::new(&pattern) else {
                     emit(format!("xl: wait: `{pattern}` is not a regex"));
