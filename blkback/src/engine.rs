@@ -586,6 +586,35 @@ impl<M: SharedPage> Queue<M> {
         Ok(())
     }
 
+    /// For a back-end that was given up on (a restart loop): answers every request in the
+    /// ring with `BLKIF_RSP_ERROR`, carrying out none (nothing of a request but its id and
+    /// operation is looked at), so the front-end's I/O fails instead of waiting forever.
+    /// Only for a queue that has taken nothing otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`Cutoff::Ring`] for an impossible ring index.
+    pub fn fail_all(&mut self) -> Result<Round, Cutoff> {
+        let mut round = Round::default();
+        loop {
+            while let Some(raw) = self.ring.next_request().map_err(Cutoff::Ring)? {
+                self.counters.requests += 1;
+                self.counters.errors += 1;
+                // Cannot fail: the request was just taken, and nothing else is outstanding.
+                let _ = self.ring.produce_response(&raw.response(STATUS_ERROR));
+                round.answered += 1;
+            }
+            if !self.ring.final_check_for_requests().map_err(Cutoff::Ring)? {
+                break;
+            }
+        }
+        if round.answered > 0 && self.ring.push_responses() {
+            round.notify = true;
+            self.counters.notifications += 1;
+        }
+        Ok(round)
+    }
+
     /// Validates one request: the request, or the response refusing it.
     fn validate<P: Platform>(
         &mut self,

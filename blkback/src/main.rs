@@ -346,6 +346,8 @@ struct Entry {
     resume: bool,
     /// After a resume: when the queues were taken over, until the first response.
     resumed_at: Option<u64>,
+    /// Given up on: when to close it (its rings were answered).
+    close_at: Option<u64>,
     totals: Counters,
     /// `stats=idle`: requests when last seen changing, when that was, and when last printed.
     seen: u64,
@@ -370,14 +372,29 @@ struct Backend {
     entries: Vec<Entry>,
     /// The number the next queue gets in its disk's slot pool.
     next_owner: Owner,
+    /// `restart=given-up` on the command line: the microvisor gave up on this domain (a
+    /// restart loop) and built it once more only so that the front-ends' devices fail
+    /// instead of hanging. It opens no disk, resumes the rings its previous instances
+    /// connected, answers every request with an error, then closes each vbd.
+    given_up: bool,
 }
+
+/// Given up on: how long after its rings were answered a vbd is closed (the front-end
+/// handles the error responses first).
+const GIVEN_UP_CLOSE_NS: u64 = 200_000_000;
 
 fn main(info: &'static BootInfo) -> ! {
     let domid = info.domain.domid;
     let idle_stats = cmdline::get(info.cmdline, "stats") == Some("idle");
     let limits = Limits::new(Limits::DEFAULT_MAX_INDIRECT_SEGMENTS).expect("256 segments fit");
-    let disks = open_disks(domid, &limits);
-    if disks.is_empty() {
+    let given_up = cmdline::get(info.cmdline, "restart") == Some("given-up");
+    let disks = if given_up {
+        println!("given up on by the microvisor (a restart loop): failing every vbd's requests and closing them");
+        Vec::new()
+    } else {
+        open_disks(domid, &limits)
+    };
+    if disks.is_empty() && !given_up {
         println!("no virtio-blk function is assigned to this domain; nothing to serve");
     }
     let Some(scratch) = DmaRegion::pages(blkback::wire::MAX_INDIRECT_PAGES) else {
@@ -403,6 +420,7 @@ fn main(info: &'static BootInfo) -> ! {
         },
         entries: Vec::new(),
         next_owner: 1,
+        given_up,
     };
     loop {
         let generation = events::generation();
@@ -592,6 +610,20 @@ impl Backend {
         let sectors = key(self, "sectors").and_then(|v| v.parse::<u64>().ok());
         let writable = key(self, "mode").as_deref() == Some("w");
         let problem = |text: String| format!("vbd {vdev} of {name} ({fe}): {text}; not served");
+        // An earlier instance of this domain connected it and died (this one has the same
+        // domain id): the front-end still uses its rings, so take them over as they are.
+        let resume = key(self, "state").and_then(|s| State::from_decimal(s.as_bytes()))
+            == Some(State::Connected);
+        if self.given_up {
+            if resume {
+                println!("vbd {vdev} of {name} ({fe}): failing its requests, then closing it");
+                self.push_entry(fe, vdev, name, back, front, usize::MAX, Vbd::whole(0, true), true);
+            } else {
+                println!("{}", problem(String::from("this domain was given up on")));
+                self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
+            }
+            return;
+        }
         let disk = Bdf::parse(&device).and_then(|bdf| self.disks.iter().position(|d| d.bdf == bdf));
         let (Some(disk), Some(start), Some(sectors), false) =
             (disk, start, sectors, front.is_empty())
@@ -624,10 +656,6 @@ impl Backend {
                 return;
             }
         };
-        // An earlier instance of this domain connected it and died (this one has the same
-        // domain id): the front-end still uses its rings, so take them over as they are.
-        let resume = key(self, "state").and_then(|s| State::from_decimal(s.as_bytes()))
-            == Some(State::Connected);
         println!(
             "vbd {vdev} of {name} ({fe}): sectors {start}+{length} of {device}, {}; {}",
             if read_only { "read-only" } else { "read-write" },
@@ -637,11 +665,28 @@ impl Backend {
                 "waiting for the front-end"
             }
         );
+        self.push_entry(fe, vdev, name, back, front, disk, vbd, resume);
+    }
+
+    /// Adds an entry, publishes its features unless it is resumed, and watches its
+    /// front-end's state.
+    #[allow(clippy::too_many_arguments)]
+    fn push_entry(
+        &mut self,
+        fe: u16,
+        vdev: &str,
+        name: String,
+        back: String,
+        front: String,
+        disk: usize,
+        vbd: Vbd,
+        resume: bool,
+    ) {
         self.entries.push(Entry {
             fe,
             vdev: String::from(vdev),
             name,
-            back: back.clone(),
+            back,
             front: front.clone(),
             disk,
             vbd,
@@ -649,6 +694,7 @@ impl Backend {
             published: resume.then_some(State::Connected),
             resume,
             resumed_at: None,
+            close_at: None,
             totals: Counters::default(),
             seen: 0,
             active_at: 0,
@@ -735,7 +781,7 @@ impl Backend {
                 }
                 Err(why) => {
                     println!("{label}: {why}; closing");
-                    release(served, &mut self.disks[self.entries[index].disk].slots);
+                    release(served, self.disks.get_mut(self.entries[index].disk).map(|d| &mut d.slots));
                     self.entries[index].phase = Phase::Dead;
                     self.set_state(index, State::Closing);
                     self.set_state(index, State::Closed);
@@ -744,8 +790,11 @@ impl Backend {
             }
         }
         let back = self.entries[index].back.clone();
-        for (key, value) in handshake::connect_keys(&self.entries[index].vbd) {
-            self.write(&format!("{back}/{key}"), &value);
+        // A resumed vbd's keys are there already (and a given-up domain has no disk).
+        if !resume {
+            for (key, value) in handshake::connect_keys(&self.entries[index].vbd) {
+                self.write(&format!("{back}/{key}"), &value);
+            }
         }
         let pages = frontend.queues[0].ring_refs.len();
         if resume {
@@ -787,7 +836,7 @@ impl Backend {
         for s in &served {
             entry.totals += s.queue.counters();
         }
-        release(served, &mut self.disks[entry.disk].slots);
+        release(served, self.disks.get_mut(entry.disk).map(|d| &mut d.slots));
         let t = entry.totals;
         println!(
             "{} closed ({why}): {} requests ({} reads, {} writes, {} flushes, {} discards, {} indirect), {} KiB in, {} KiB out, {} errors, {} notifications, {} rounds ({} empty)",
@@ -811,6 +860,9 @@ impl Backend {
     /// connected queue that has something to do: its port fired, the device finished some of
     /// its requests, or a request of it waits for a slot another queue may have freed.
     fn serve(&mut self) {
+        if self.given_up {
+            return self.serve_given_up();
+        }
         let mut done: Vec<(Owner, Slot, Result<(), DeviceError>)> = Vec::new();
         for disk in &mut self.disks {
             while let Some(completion) = disk.dev.poll() {
@@ -935,6 +987,42 @@ impl Backend {
         }
     }
 
+    /// Given up on: answers every request of every connected vbd with an error; once a
+    /// vbd's rings were answered, closes it (`Closing`), so the front-end fails its device.
+    fn serve_given_up(&mut self) {
+        let now = time::now_ns();
+        for index in 0..self.entries.len() {
+            let entry = &mut self.entries[index];
+            let Phase::Connected(served) = &mut entry.phase else {
+                continue;
+            };
+            let label = format!("vbd {} of {} ({})", entry.vdev, entry.name, entry.fe);
+            let mut failed = 0;
+            for s in served.iter_mut() {
+                if !(events::take(s.port) || core::mem::take(&mut s.kick)) {
+                    continue;
+                }
+                match s.queue.fail_all() {
+                    Ok(round) => {
+                        failed += round.answered;
+                        if round.notify {
+                            let _ = events::send(s.port);
+                        }
+                    }
+                    Err(e) => println!("{label}: {e}"),
+                }
+            }
+            if failed > 0 {
+                println!("{}: {failed} request(s) failed (given up)", entry.label());
+            }
+            let close_at = *entry.close_at.get_or_insert(now + GIVEN_UP_CLOSE_NS);
+            if now >= close_at && entry.published != Some(State::Closing) {
+                println!("{}: closing it (given up)", entry.label());
+                self.set_state(index, State::Closing);
+            }
+        }
+    }
+
     fn cut_off(&mut self, index: usize, reason: &Cutoff) {
         println!("{} cut off: {reason}", self.entries[index].label());
         self.disconnect(index, "cut off");
@@ -1009,9 +1097,11 @@ fn map_queue(
 
 /// Closes the ports and unmaps the rings; the queues' slots are free again once the device
 /// is done with them.
-fn release(served: Vec<Served>, slots: &mut Pool<DmaRegion>) {
+fn release(served: Vec<Served>, mut slots: Option<&mut Pool<DmaRegion>>) {
     for s in served {
-        slots.disown(s.owner);
+        if let Some(slots) = slots.as_mut() {
+            slots.disown(s.owner);
+        }
         let _ = events::close(s.port);
         for page in s.queue.into_ring().into_page().into_pages() {
             // A front-end that died took its grants with it; nothing to undo then.

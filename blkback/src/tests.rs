@@ -811,3 +811,23 @@ fn a_restarted_back_end_resumes_the_ring_and_answers_each_request_once() {
         }
     }
 }
+
+/// A back-end given up on answers whatever is in the ring with an error, in order, and
+/// touches no data.
+#[test]
+fn a_given_up_back_end_fails_every_request_without_carrying_it_out() {
+    let page = LocalPage::new();
+    let mut front = front_ring(&page);
+    let mut queue = queue(&page, Vbd::whole(DISK_SECTORS, false));
+    submit(
+        &mut front,
+        &[rw(OP_WRITE, 7, 0, &[1]), rw(OP_READ, 8, 8, &[2]), rw(OP_FLUSH_DISKCACHE, 9, 0, &[])],
+    );
+    let round = queue.fail_all().unwrap();
+    assert_eq!(round.answered, 3);
+    let got = responses(&mut front);
+    assert_eq!(
+        got.iter().map(|r| (r.id, r.operation, r.status)).collect::<Vec<_>>(),
+        [(7, OP_WRITE, STATUS_ERROR), (8, OP_READ, STATUS_ERROR), (9, OP_FLUSH_DISKCACHE, STATUS_ERROR)]
+    );
+}

@@ -170,7 +170,13 @@ pub struct Lineage {
     pub restarts: u32,
     /// The times of the last [`RESTART_BURST`] restarts, by `restarts % RESTART_BURST`.
     pub restart_times: [u64; RESTART_BURST],
+    /// Given up on (a restart loop) and rebuilt once more only to fail its peers' devices
+    /// cleanly: its command line gets [`GIVEN_UP_ARG`]; if it stops again it is destroyed.
+    pub given_up: bool,
 }
+
+/// Appended to the command line of a service domain rebuilt after it was given up on.
+pub const GIVEN_UP_ARG: &str = " restart=given-up";
 
 impl Lineage {
     /// The lineage of the next instance, restarted at `now`; `None` when the last
@@ -288,11 +294,17 @@ pub fn build(slot: usize, spec_index: usize, lineage: Lineage) -> Result<u16, Bu
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let image_bytes = module_bytes(spec.image_module)?;
     let ramdisk = spec.ramdisk_module.map(module_bytes).transpose()?;
+    let mut cmdline: String<{ microvisor_abi::manifest::MAX_CMDLINE_BYTES + GIVEN_UP_ARG.len() }> =
+        String::new();
+    let _ = cmdline.push_str(&spec.cmdline);
+    if lineage.given_up {
+        let _ = cmdline.push_str(GIVEN_UP_ARG);
+    }
     let boot = microvisor_core::pvh_boot::plan(
         image_bytes,
         ram_bytes,
         spec.vcpus,
-        spec.cmdline.as_bytes(),
+        cmdline.as_bytes(),
         ramdisk.map(|bytes| bytes.len() as u64),
     )
     .map_err(BuildError::Layout)?;
@@ -741,6 +753,7 @@ fn keeps_id(spec_index: usize) -> bool {
 pub fn restarting(d: &Domain) -> bool {
     matches!(d.state, DomainState::Dying { action: LifecycleAction::Restart, .. })
         && d.spec_index.is_some_and(keeps_id)
+        && !d.lineage.given_up
 }
 
 fn tear_down(slot: usize) {
@@ -796,13 +809,40 @@ fn tear_down(slot: usize) {
     );
     if let (LifecycleAction::Restart, Some(spec_index)) = (action, domain.spec_index) {
         let now = crate::time::now_ns();
-        let restarted = match domain.lineage.next(keeps_id(spec_index).then_some(domain.domid), now) {
-            None => {
+        let keep = keeps_id(spec_index).then_some(domain.domid);
+        let next = match domain.lineage.next(keep, now) {
+            _ if domain.lineage.given_up => None,
+            Some(lineage) => Some(lineage),
+            // A restart loop. A service domain is rebuilt once more, told it was given up on,
+            // so that it answers what its peers wait for with errors and closes their devices
+            // (they fail instead of hanging); anything else, or that last instance stopping,
+            // is destroyed.
+            None if keep.is_some() && !domain.lineage.given_up => {
                 crate::log!(
-                    "domain {} ({}) restarted more than {RESTART_BURST} times in {} s: given up, not restarted",
+                    "domain {} ({}) restarted more than {RESTART_BURST} times in {} s: given up; rebuilt once more to fail its devices ({})",
                     domain.domid,
                     domain.name,
-                    RESTART_WINDOW_NS / 1_000_000_000
+                    RESTART_WINDOW_NS / 1_000_000_000,
+                    GIVEN_UP_ARG.trim()
+                );
+                Some(Lineage {
+                    given_up: true,
+                    ..domain.lineage
+                })
+            }
+            None => None,
+        };
+        let restarted = match next {
+            None => {
+                crate::log!(
+                    "domain {} ({}) {}: not restarted",
+                    domain.domid,
+                    domain.name,
+                    if domain.lineage.given_up {
+                        "stopped after it was given up on"
+                    } else {
+                        "restarted too often (given up)"
+                    }
                 );
                 false
             }
