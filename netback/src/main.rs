@@ -38,7 +38,7 @@ use driver_domains::grant_table::{self, BounceCopy, GrantRef, MappedGrant};
 use driver_domains::pci;
 use driver_domains::virtio::{self, NetDevice};
 use driver_domains::xenstore::{Client, Error as XsError, Tx};
-use driver_domains::{println, time, BootInfo};
+use driver_domains::{cmdline, println, time, BootInfo};
 use microvisor_abi::grant::{GNTST_GENERAL_ERROR, GNTST_OKAY};
 use netback::bridge::{flow_hash, Bridge, Forward, PortId};
 use netback::handshake::{self, QueueKeys, State, MAX_FRAME};
@@ -255,11 +255,21 @@ struct Backend {
     entries: Vec<Entry>,
     /// Frames the NIC could not send (counted, not retried).
     nic_errors: u64,
+    /// `restart=given-up` on the command line: the microvisor gave up on this domain (a
+    /// restart loop) and built it once more only so that the front-ends fail their
+    /// interfaces instead of waiting: it opens no NIC and closes every vif it finds.
+    given_up: bool,
 }
 
 fn main(info: &'static BootInfo) -> ! {
     let domid = info.domain.domid;
-    let nic = open_nic(domid);
+    let given_up = cmdline::get(info.cmdline, "restart") == Some("given-up");
+    let nic = if given_up {
+        println!("given up on by the microvisor (a restart loop): closing every vif");
+        None
+    } else {
+        open_nic(domid)
+    };
     let Some(bounce) = DmaRegion::new(BOUNCE_BYTES) else {
         halt("no memory for the bounce buffer");
     };
@@ -282,6 +292,7 @@ fn main(info: &'static BootInfo) -> ! {
         bounce,
         entries: Vec::new(),
         nic_errors: 0,
+        given_up,
     };
     let mut idle_stats = IdleStats::new(info.cmdline);
     loop {
@@ -450,6 +461,26 @@ impl Backend {
             .read(&format!("{back}/state"))
             .and_then(|s| State::from_decimal(s.as_bytes()))
             == Some(State::Connected);
+        if self.given_up {
+            println!("vif {fe}.{handle} of {name}: closing it (given up)");
+            self.write(&format!("{back}/state"), &format!("{}", State::Closing.as_u32()));
+            let bridge_port = self.bridge.add_vif(mac);
+            self.entries.push(Entry {
+                fe,
+                handle: String::from(handle),
+                name,
+                back,
+                front: front.clone(),
+                bridge_port,
+                phase: Phase::Closed,
+                published: Some(State::Closing),
+                resume: false,
+            });
+            if let Err(e) = self.xs.watch(&format!("{front}/state"), TOKEN_FRONTEND) {
+                println!("cannot watch {front}/state ({e})");
+            }
+            return;
+        }
         println!(
             "vif {fe}.{handle} of {name}: mac {mac}, bridge {bridge_name}; {}",
             if resume {
@@ -504,7 +535,7 @@ impl Backend {
                 self.set_state(index, state);
             }
             State::Initialising | State::Unknown | State::InitWait
-                if matches!(phase, Phase::Closed) =>
+                if matches!(phase, Phase::Closed) && !self.given_up =>
             {
                 self.entries[index].phase = Phase::Waiting;
                 self.publish(index);
