@@ -42,6 +42,7 @@ use crate::{commands, images, linux};
 mod create;
 mod disk;
 mod net;
+mod restart;
 
 const BENCH_CPUS: u32 = 2;
 const BENCH_MEMORY_MIB: u32 = 512;
@@ -101,6 +102,9 @@ pub enum Part {
     Net,
     /// `xl create` of a small domain and of Linux against boot-time builds; domains alive
     Create,
+    /// blkback crashed 100 times under Linux's writes: crash to first response, the guest's
+    /// stall, against a reboot of the guest
+    Restart,
 }
 
 impl BenchArgs {
@@ -154,6 +158,8 @@ struct Report {
     net: Option<net::NetReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     create: Option<create::CreateReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<restart::RestartReport>,
 }
 
 #[derive(Serialize)]
@@ -269,6 +275,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     if args.measures(Part::Create) {
         report.create = Some(create::bench_create(workspace, &qemu, &args, timeout)?);
     }
+    if args.measures(Part::Restart) {
+        report.restart = Some(restart::bench_restart(workspace, &qemu, &args)?);
+    }
 
     if let Some(rows) = &report.boot {
         println!();
@@ -304,6 +313,9 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(create) = &report.create {
         create::print_create(create, args.runs);
+    }
+    if let Some(restart) = &report.restart {
+        restart::print_restart(restart);
     }
 
     let path = workspace.xtask_dir().join("bench.json");
