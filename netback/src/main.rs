@@ -461,34 +461,21 @@ impl Backend {
             .read(&format!("{back}/state"))
             .and_then(|s| State::from_decimal(s.as_bytes()))
             == Some(State::Connected);
-        if self.given_up {
+        let (phase, published) = if self.given_up {
             println!("vif {fe}.{handle} of {name}: closing it (given up)");
             self.write(&format!("{back}/state"), &format!("{}", State::Closing.as_u32()));
-            let bridge_port = self.bridge.add_vif(mac);
-            self.entries.push(Entry {
-                fe,
-                handle: String::from(handle),
-                name,
-                back,
-                front: front.clone(),
-                bridge_port,
-                phase: Phase::Closed,
-                published: Some(State::Closing),
-                resume: false,
-            });
-            if let Err(e) = self.xs.watch(&format!("{front}/state"), TOKEN_FRONTEND) {
-                println!("cannot watch {front}/state ({e})");
-            }
-            return;
-        }
-        println!(
-            "vif {fe}.{handle} of {name}: mac {mac}, bridge {bridge_name}; {}",
-            if resume {
-                "connected by this domain's previous instance: resuming"
-            } else {
-                "waiting for the front-end"
-            }
-        );
+            (Phase::Closed, Some(State::Closing))
+        } else {
+            println!(
+                "vif {fe}.{handle} of {name}: mac {mac}, bridge {bridge_name}; {}",
+                if resume {
+                    "connected by this domain's previous instance: resuming"
+                } else {
+                    "waiting for the front-end"
+                }
+            );
+            (Phase::Waiting, resume.then_some(State::Connected))
+        };
         let bridge_port = self.bridge.add_vif(mac);
         self.entries.push(Entry {
             fe,
@@ -497,11 +484,11 @@ impl Backend {
             back,
             front: front.clone(),
             bridge_port,
-            phase: Phase::Waiting,
-            published: resume.then_some(State::Connected),
-            resume,
+            phase,
+            published,
+            resume: resume && !self.given_up,
         });
-        if !resume {
+        if published.is_none() {
             self.publish(self.entries.len() - 1);
         }
         if let Err(e) = self.xs.watch(&format!("{front}/state"), TOKEN_FRONTEND) {
