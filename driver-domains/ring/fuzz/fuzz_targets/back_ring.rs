@@ -3,6 +3,10 @@
 //! memory outside the region (the region panics if it does), and its own accounting must
 //! stay within the ring whatever it reads.
 //!
+//! The back-end journals its responses and may die at any step: a new instance then
+//! resumes the ring ([`BackRing::resume`]) from whatever the region holds, including a
+//! journal the front-end scribbled over.
+//!
 //! Input: byte 0 picks the ring shape, bytes 1..5 the starting index, the rest is a script
 //! of one-byte opcodes with their operands.
 #![no_main]
@@ -67,11 +71,14 @@ fn run<Req: RingEntry, Rsp: RingEntry, M: SharedPage>(
     response: impl Fn(u8) -> Rsp,
 ) {
     Sring::init_at(page, start);
-    let mut back = BackRing::<Req, Rsp, _>::attach(page, start).unwrap();
+    // A fresh ring at `start`: resuming it is attaching there, journaled.
+    let (mut back, restored) = BackRing::<Req, Rsp, _>::resume(page).unwrap();
+    assert_eq!(restored, 0);
     let size_bytes = page.size_bytes();
+    let mut base = start;
     let mut consumed: u64 = 0;
     while !script.is_empty() {
-        match script.byte() % 9 {
+        match script.byte() % 10 {
             // The front-end writes an index word (or any header word).
             0 => {
                 let word = usize::from(script.byte() % 16);
@@ -107,6 +114,15 @@ fn run<Req: RingEntry, Rsp: RingEntry, M: SharedPage>(
             7 => {
                 let _ = back.final_check_for_requests();
             }
+            // The back-end dies here; a new instance takes the ring over.
+            8 => {
+                if let Ok((resumed, restored)) = BackRing::<Req, Rsp, _>::resume(page) {
+                    assert!(restored <= resumed.slots().max(255));
+                    back = resumed;
+                    base = back.req_cons();
+                    consumed = 0;
+                }
+            }
             _ => {
                 let _ = back.unconsumed_requests();
             }
@@ -117,7 +133,7 @@ fn run<Req: RingEntry, Rsp: RingEntry, M: SharedPage>(
             assert!(count + back.unanswered_requests() <= slots);
         }
         assert_eq!(
-            u64::from(back.req_cons().wrapping_sub(start)),
+            u64::from(back.req_cons().wrapping_sub(base)),
             consumed % (1 << 32)
         );
     }
