@@ -17,6 +17,7 @@
 //! | [`pagewalk`] | guest-virtual to guest-physical walks and copies for hypercall pointers |
 //! | [`guest_arg`] | hypercall argument structs: read from guest memory once, decoded, checked |
 //! | [`sched`] | scheduling policy: vCPU states and a FIFO run queue |
+//! | [`restart`] | what a restarted domain inherits, and when a restart loop is given up on |
 //! | [`ratelimit`] | a log-line rate limit (IOMMU fault lines) |
 //! | [`acpi`] | host ACPI tables: CPUs, IO-APIC, MCFG, DMAR/IVRS, table ranges |
 //! | [`vtd`] / [`amdvi`] | IOMMU encodings: Intel VT-d and AMD-Vi tables, commands, faults |
@@ -38,6 +39,7 @@ pub mod image;
 pub mod ioexit;
 pub mod multiboot;
 pub mod pagewalk;
+pub mod restart;
 pub mod pci;
 pub mod phys;
 pub mod pvh_boot;

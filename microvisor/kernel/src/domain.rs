@@ -154,48 +154,7 @@ static INSTANCES: AtomicU32 = AtomicU32::new(0);
 /// restarting, so a service that syncs in that window keeps its entries.
 pub static REBUILDING: [AtomicU32; MAX_DOMAINS] = [const { AtomicU32::new(0) }; MAX_DOMAINS];
 
-/// A restartable domain that restarts more than this many times within
-/// [`RESTART_WINDOW_NS`] is given up on: the next crash destroys it.
-pub const RESTART_BURST: usize = 10;
-/// See [`RESTART_BURST`]: 10 s.
-pub const RESTART_WINDOW_NS: u64 = 10_000_000_000;
-
-/// What a domain rebuilt from its manifest entry inherits from the instance before it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Lineage {
-    /// The domain id to keep (a service domain keeps its id across restarts, so its peers'
-    /// event channels and grants, addressed to that id, reach the new instance).
-    pub domid: Option<u16>,
-    /// How many times the domain was restarted.
-    pub restarts: u32,
-    /// The times of the last [`RESTART_BURST`] restarts, by `restarts % RESTART_BURST`.
-    pub restart_times: [u64; RESTART_BURST],
-    /// Given up on (a restart loop) and rebuilt once more only to fail its peers' devices
-    /// cleanly: its command line gets [`GIVEN_UP_ARG`]; if it stops again it is destroyed.
-    pub given_up: bool,
-}
-
-/// Appended to the command line of a service domain rebuilt after it was given up on.
-pub const GIVEN_UP_ARG: &str = " restart=given-up";
-
-impl Lineage {
-    /// The lineage of the next instance, restarted at `now`; `None` when the last
-    /// [`RESTART_BURST`] restarts and this one all fall within [`RESTART_WINDOW_NS`] (a
-    /// crash loop: give up).
-    pub fn next(&self, domid: Option<u16>, now: u64) -> Option<Self> {
-        let slot = self.restarts as usize % RESTART_BURST;
-        let oldest = self.restart_times[slot];
-        if self.restarts as usize >= RESTART_BURST && now.saturating_sub(oldest) < RESTART_WINDOW_NS
-        {
-            return None;
-        }
-        let mut next = *self;
-        next.domid = domid;
-        next.restarts += 1;
-        next.restart_times[slot] = now;
-        Some(next)
-    }
-}
+pub use microvisor_core::restart::{Lineage, GIVEN_UP_ARG, RESTART_BURST, RESTART_WINDOW_NS};
 
 /// A fresh domain id: the next one in 1..DOMID_FIRST_RESERVED (0x7ff0, where Xen's special
 /// ids such as DOMID_SELF begin) that no live domain has, wrapping back to 1. With at most
