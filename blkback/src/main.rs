@@ -617,10 +617,22 @@ impl Backend {
         if self.given_up {
             if resume {
                 println!("vbd {vdev} of {name} ({fe}): failing its requests, then closing it");
-                self.push_entry(fe, vdev, name, back, front, usize::MAX, Vbd::whole(0, true), true);
+                self.push_entry(
+                    fe,
+                    vdev,
+                    name,
+                    back,
+                    front,
+                    usize::MAX,
+                    Vbd::whole(0, true),
+                    true,
+                );
             } else {
                 println!("{}", problem(String::from("this domain was given up on")));
-                self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
+                self.write(
+                    &format!("{back}/state"),
+                    &format!("{}", State::Closed.as_u32()),
+                );
             }
             return;
         }
@@ -774,14 +786,26 @@ impl Backend {
         for ring in &frontend.queues {
             let owner = self.next_owner;
             self.next_owner += 1;
-            match map_queue(fe, ring, &self.entries[index].vbd, &self.limits, owner, resume) {
+            match map_queue(
+                fe,
+                ring,
+                &self.entries[index].vbd,
+                &self.limits,
+                owner,
+                resume,
+            ) {
                 Ok((queue, unanswered)) => {
                     taken_again += unanswered;
                     served.push(queue)
                 }
                 Err(why) => {
                     println!("{label}: {why}; closing");
-                    release(served, self.disks.get_mut(self.entries[index].disk).map(|d| &mut d.slots));
+                    release(
+                        served,
+                        self.disks
+                            .get_mut(self.entries[index].disk)
+                            .map(|d| &mut d.slots),
+                    );
                     self.entries[index].phase = Phase::Dead;
                     self.set_state(index, State::Closing);
                     self.set_state(index, State::Closed);
@@ -1076,7 +1100,9 @@ fn map_queue(
     }
     let region = MultiPage::new(pages).map_err(|e| format!("{e}"))?;
     let ring_state = if resume {
-        BlkBackRing::resume(region).map(|(ring, _)| ring).map_err(|e| format!("{e}"))?
+        BlkBackRing::resume(region)
+            .map(|(ring, _)| ring)
+            .map_err(|e| format!("{e}"))?
     } else {
         BlkBackRing::journaled(region).map_err(|e| format!("{e}"))?
     };

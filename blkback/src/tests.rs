@@ -401,8 +401,13 @@ fn reads_finish_in_any_order_and_are_answered_in_request_order_each_with_its_own
     drive(&mut queue, &mut sim, Order::Reversed).unwrap();
     assert_eq!(sim.copy_calls, [(Direction::ToGuest, 2)]);
     let got = responses(&mut front);
-    assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), [40, 41, 42, 43]);
-    assert!(got.iter().all(|r| r.operation == OP_READ && r.status == STATUS_OKAY));
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [40, 41, 42, 43]
+    );
+    assert!(got
+        .iter()
+        .all(|r| r.operation == OP_READ && r.status == STATUS_OKAY));
     for i in 0..4u32 {
         assert!(sim.grants[&(100 + i)].iter().all(|&b| b == 0x10 + i as u8));
     }
@@ -807,7 +812,9 @@ fn a_restarted_back_end_resumes_the_ring_and_answers_each_request_once() {
         );
         for i in 0..10u64 {
             let at = (i as usize * 8) * SECTOR_BYTES;
-            assert!(after.disk[at..at + 4096].iter().all(|&b| b == 0x30 + i as u8));
+            assert!(after.disk[at..at + 4096]
+                .iter()
+                .all(|&b| b == 0x30 + i as u8));
         }
     }
 }
@@ -821,13 +828,23 @@ fn a_given_up_back_end_fails_every_request_without_carrying_it_out() {
     let mut queue = queue(&page, Vbd::whole(DISK_SECTORS, false));
     submit(
         &mut front,
-        &[rw(OP_WRITE, 7, 0, &[1]), rw(OP_READ, 8, 8, &[2]), rw(OP_FLUSH_DISKCACHE, 9, 0, &[])],
+        &[
+            rw(OP_WRITE, 7, 0, &[1]),
+            rw(OP_READ, 8, 8, &[2]),
+            rw(OP_FLUSH_DISKCACHE, 9, 0, &[]),
+        ],
     );
     let round = queue.fail_all().unwrap();
     assert_eq!(round.answered, 3);
     let got = responses(&mut front);
     assert_eq!(
-        got.iter().map(|r| (r.id, r.operation, r.status)).collect::<Vec<_>>(),
-        [(7, OP_WRITE, STATUS_ERROR), (8, OP_READ, STATUS_ERROR), (9, OP_FLUSH_DISKCACHE, STATUS_ERROR)]
+        got.iter()
+            .map(|r| (r.id, r.operation, r.status))
+            .collect::<Vec<_>>(),
+        [
+            (7, OP_WRITE, STATUS_ERROR),
+            (8, OP_READ, STATUS_ERROR),
+            (9, OP_FLUSH_DISKCACHE, STATUS_ERROR)
+        ]
     );
 }

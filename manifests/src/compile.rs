@@ -344,7 +344,10 @@ pub fn created_devices(system_file: &Path, config: DomainConfig) -> Result<Strin
                 .filter(|vbd| vbd.frontend == name)
                 .collect();
             if !mine.is_empty() {
-                words.push(format!("{VBDS_KEY}={}", service_common::devices::encode_vbds(&mine)));
+                words.push(format!(
+                    "{VBDS_KEY}={}",
+                    service_common::devices::encode_vbds(&mine)
+                ));
             }
         } else if let Some(table) = word.strip_prefix(&format!("{VIFS_KEY}=")) {
             let mine: Vec<_> = decode_vifs(table)
@@ -353,7 +356,10 @@ pub fn created_devices(system_file: &Path, config: DomainConfig) -> Result<Strin
                 .filter(|vif| vif.frontend == name)
                 .collect();
             if !mine.is_empty() {
-                words.push(format!("{VIFS_KEY}={}", service_common::devices::encode_vifs(&mine)));
+                words.push(format!(
+                    "{VIFS_KEY}={}",
+                    service_common::devices::encode_vifs(&mine)
+                ));
             }
         }
     }

@@ -30,10 +30,10 @@ use microvisor_abi::manifest::{
 };
 
 use crate::disk::{self, DiskEntry};
-use crate::vif::{self, VifEntry};
 use crate::error::{ManifestError, PciPart, Problem};
 use crate::syntax::{self, ListItem, Setting};
 use crate::table::Table;
+use crate::vif::{self, VifEntry};
 use crate::xl_keys::is_unsupported_xl_key;
 
 /// The keys a domain file may set.

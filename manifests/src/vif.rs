@@ -225,12 +225,29 @@ mod tests {
 
     #[test]
     fn every_parameter_is_read_and_the_defaults_fill_in() {
-        let entry = vif(2, &item(" mac=00:16:3E:0a:0b:0c , bridge=dmz,backend=net.1, type=vif")).unwrap();
-        assert_eq!(entry.given_mac, Some(Mac([0, 0x16, 0x3e, 0x0a, 0x0b, 0x0c])));
-        assert_eq!((entry.bridge.as_str(), entry.backend.as_deref()), ("dmz", Some("net.1")));
+        let entry = vif(
+            2,
+            &item(" mac=00:16:3E:0a:0b:0c , bridge=dmz,backend=net.1, type=vif"),
+        )
+        .unwrap();
+        assert_eq!(
+            entry.given_mac,
+            Some(Mac([0, 0x16, 0x3e, 0x0a, 0x0b, 0x0c]))
+        );
+        assert_eq!(
+            (entry.bridge.as_str(), entry.backend.as_deref()),
+            ("dmz", Some("net.1"))
+        );
         assert_eq!(entry.handle, 2);
         let entry = vif(1, &item("")).unwrap();
-        assert_eq!((entry.given_mac, entry.bridge.as_str(), entry.backend.as_deref()), (None, "xenbr0", None));
+        assert_eq!(
+            (
+                entry.given_mac,
+                entry.bridge.as_str(),
+                entry.backend.as_deref()
+            ),
+            (None, "xenbr0", None)
+        );
         // The default address is stable and Xen's.
         assert_eq!(entry.mac("linux"), Mac::for_domain("linux", 1));
         assert_eq!(&entry.mac("linux").0[..3], &[0x00, 0x16, 0x3e]);

@@ -171,7 +171,9 @@ impl Bridge {
 /// MACs. The frames of one flow always hash alike, so they stay in order on one queue.
 pub fn flow_hash(frame: &[u8]) -> u32 {
     let mix = |hash: u32, bytes: &[u8]| {
-        bytes.iter().fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+        bytes
+            .iter()
+            .fold(hash, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
     };
     let start = 0x811c_9dc5;
     let is_ipv4 = frame.len() >= 34 && frame[12..14] == [0x08, 0x00] && frame[14] >> 4 == 4;

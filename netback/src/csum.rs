@@ -70,8 +70,7 @@ fn fold(mut sum: u32) -> u16 {
 ///
 /// [`Incomplete`] if the frame is not one this can complete; it is left unchanged.
 pub fn complete(frame: &mut [u8]) -> Result<(), Incomplete> {
-    if frame.len() < ETH_HEADER + 20
-        || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4
+    if frame.len() < ETH_HEADER + 20 || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4
     {
         return Err(Incomplete::NotIpv4);
     }
@@ -150,7 +149,18 @@ mod tests {
         f.extend_from_slice(&[0x00, 0x16, 0x3e, 1, 2, 3]);
         f.extend_from_slice(&[0x08, 0x00]);
         let total = (20 + 8 + payload.len()) as u16;
-        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 17]);
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0x40,
+            0,
+            64,
+            17,
+        ]);
         f.extend_from_slice(&[0, 0]); // IP header checksum: not our business
         f.extend_from_slice(&[10, 0, 2, 15, 10, 0, 2, 2]);
         let ulen = (8 + payload.len()) as u16;
@@ -165,8 +175,8 @@ mod tests {
         complete(&mut frame).unwrap();
         // Pseudo-header: 0x0a00+0x020f+0x0a00+0x0202+0x0011+0x000a; UDP header with zero
         // checksum: 0x3039+0x0035+0x000a; data: 0x6869.
-        let sum: u32 = 0x0a00 + 0x020f + 0x0a00 + 0x0202 + 0x0011 + 0x000a
-            + 0x3039 + 0x0035 + 0x000a + 0x6869;
+        let sum: u32 =
+            0x0a00 + 0x020f + 0x0a00 + 0x0202 + 0x0011 + 0x000a + 0x3039 + 0x0035 + 0x000a + 0x6869;
         let expected = !fold(sum);
         assert_eq!(&frame[40..42], &expected.to_be_bytes());
         assert_eq!(verify(&frame), Some(true));

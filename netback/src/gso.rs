@@ -51,7 +51,9 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotTcpv4 => write!(f, "not TCP over IPv4"),
-            Self::BadHeaders => write!(f, "IPv4 or TCP header lengths that disagree with the frame"),
+            Self::BadHeaders => {
+                write!(f, "IPv4 or TCP header lengths that disagree with the frame")
+            }
             Self::Fragment => write!(f, "an IPv4 fragment"),
             Self::SegmentSize(size) => write!(f, "a segment size of {size}"),
             Self::TooManySegments(n) => write!(f, "{n} segments, over {MAX_SEGMENTS}"),
@@ -151,7 +153,18 @@ mod tests {
         f.extend_from_slice(&[0x00, 0x16, 0x3e, 1, 2, 3]);
         f.extend_from_slice(&[0x08, 0x00]);
         let total = (20 + 20 + payload.len()) as u16;
-        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0x12, 0x34, 0x40, 0, 64, 6]);
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0x12,
+            0x34,
+            0x40,
+            0,
+            64,
+            6,
+        ]);
         f.extend_from_slice(&[0xde, 0xad]);
         f.extend_from_slice(&[10, 0, 2, 15, 10, 0, 2, 2]);
         // ports 1234 -> 80, seq 0xfffffff0 (wraps), ack 7, data offset 5, flags, window.
@@ -176,7 +189,10 @@ mod tests {
             assert!(segment.len() <= MAX_FRAME);
             let total = u16::from_be_bytes([segment[16], segment[17]]) as usize;
             assert_eq!(total + ETH_HEADER, segment.len());
-            assert_eq!(u16::from_be_bytes([segment[18], segment[19]]), 0x1234 + n as u16);
+            assert_eq!(
+                u16::from_be_bytes([segment[18], segment[19]]),
+                0x1234 + n as u16
+            );
             assert!(csum::ipv4_header_ok(&segment[14..34]));
             assert_eq!(csum::verify(segment), Some(true));
             let seq = u32::from_be_bytes([segment[38], segment[39], segment[40], segment[41]]);
@@ -206,8 +222,14 @@ mod tests {
     fn what_cannot_be_segmented_is_refused_and_nothing_appended() {
         let frame = tcp(&body(3000), 0x10);
         let mut out = Vec::new();
-        assert_eq!(segment_tcpv4(&frame, 0, &mut out), Err(Refusal::SegmentSize(0)));
-        assert_eq!(segment_tcpv4(&frame, 1500, &mut out), Err(Refusal::SegmentSize(1500)));
+        assert_eq!(
+            segment_tcpv4(&frame, 0, &mut out),
+            Err(Refusal::SegmentSize(0))
+        );
+        assert_eq!(
+            segment_tcpv4(&frame, 1500, &mut out),
+            Err(Refusal::SegmentSize(1500))
+        );
         let mut f = frame.clone();
         f[23] = 17;
         assert_eq!(segment_tcpv4(&f, 1000, &mut out), Err(Refusal::NotTcpv4));
@@ -228,9 +250,15 @@ mod tests {
         f[46] = 0xf0; // a 60-byte TCP header in a 20-byte segment
         assert_eq!(segment_tcpv4(&f, 1000, &mut out), Err(Refusal::BadHeaders));
         let big = tcp(&body(65000), 0x10);
-        assert_eq!(segment_tcpv4(&big, 16, &mut out), Err(Refusal::TooManySegments(4063)));
+        assert_eq!(
+            segment_tcpv4(&big, 16, &mut out),
+            Err(Refusal::TooManySegments(4063))
+        );
         assert!(out.is_empty());
-        assert_eq!(segment_tcpv4(&big[..30], 16, &mut out), Err(Refusal::NotTcpv4));
+        assert_eq!(
+            segment_tcpv4(&big[..30], 16, &mut out),
+            Err(Refusal::NotTcpv4)
+        );
         assert!(out.is_empty());
     }
 

@@ -90,7 +90,10 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Missing(key) => write!(f, "no usable `{key}`"),
-            Self::NoRxCopy => write!(f, "it does not request rx copy (page flipping is not served)"),
+            Self::NoRxCopy => write!(
+                f,
+                "it does not request rx copy (page flipping is not served)"
+            ),
             Self::Queues(n) => write!(f, "it asks for {n} queues, 1 to {MAX_QUEUES} offered"),
             Self::SplitEvents => write!(f, "it uses split event channels, not offered"),
         }
@@ -121,7 +124,10 @@ pub fn parse_frontend(mut read: impl FnMut(&str) -> Option<String>) -> Result<Fr
     let mut queues = Vec::new();
     for prefix in &prefixes {
         let split = ["event-channel-tx", "event-channel-rx"];
-        if split.iter().any(|key| read(&format!("{prefix}{key}")).is_some()) {
+        if split
+            .iter()
+            .any(|key| read(&format!("{prefix}{key}")).is_some())
+        {
             return Err(Refusal::SplitEvents);
         }
         let mut required = |key: &str| {

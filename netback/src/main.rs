@@ -446,13 +446,19 @@ impl Backend {
             .unwrap_or_else(|| String::from("?"));
         let (Some(fe), Some(mac), false) = (fe, mac, front.is_empty()) else {
             println!("vif {fe_text}.{handle}: no usable frontend-id, frontend or mac; not served");
-            self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
+            self.write(
+                &format!("{back}/state"),
+                &format!("{}", State::Closed.as_u32()),
+            );
             return;
         };
         let name = self.name_of(fe);
         if mac.is_group() {
             println!("vif {fe}.{handle} of {name}: mac {mac} is a group address; not served");
-            self.write(&format!("{back}/state"), &format!("{}", State::Closed.as_u32()));
+            self.write(
+                &format!("{back}/state"),
+                &format!("{}", State::Closed.as_u32()),
+            );
             return;
         }
         // An earlier instance of this domain connected it and died (this one has the same
@@ -463,7 +469,10 @@ impl Backend {
             == Some(State::Connected);
         let (phase, published) = if self.given_up {
             println!("vif {fe}.{handle} of {name}: closing it (given up)");
-            self.write(&format!("{back}/state"), &format!("{}", State::Closing.as_u32()));
+            self.write(
+                &format!("{back}/state"),
+                &format!("{}", State::Closing.as_u32()),
+            );
             (Phase::Closed, Some(State::Closing))
         } else {
             println!(
@@ -621,7 +630,10 @@ impl Backend {
         // A front-end destroyed under us (`xl destroy`) has its ring grants revoked: its ring
         // reads as garbage before its entries go. If its entries are gone already, it left;
         // it did not misbehave.
-        let (back, front) = (self.entries[index].back.clone(), self.entries[index].front.clone());
+        let (back, front) = (
+            self.entries[index].back.clone(),
+            self.entries[index].front.clone(),
+        );
         let mut gone = |path: &str| self.xs.read(Tx::NONE, &format!("{path}/state")).is_err();
         if gone(&back) || gone(&front) {
             self.disconnect(index, "its front-end went away");

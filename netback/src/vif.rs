@@ -157,7 +157,10 @@ pub struct Vif<M: SharedPage> {
 
 impl<M: SharedPage> Vif<M> {
     /// A vif over its two rings (attached at index 0, as the front-end initialised them).
-    pub fn new(tx: BackRing<TxRequest, TxResponse, M>, rx: BackRing<RxRequest, RxResponse, M>) -> Self {
+    pub fn new(
+        tx: BackRing<TxRequest, TxResponse, M>,
+        rx: BackRing<RxRequest, RxResponse, M>,
+    ) -> Self {
         Self {
             tx,
             rx,
@@ -420,7 +423,10 @@ mod tests {
             for (&(gref, frame), done) in copies.iter().zip(done.iter_mut()) {
                 *done = !self.bad.contains(&gref);
                 if *done {
-                    let page = self.pages.entry(gref).or_insert_with(|| alloc::vec![0; 4096]);
+                    let page = self
+                        .pages
+                        .entry(gref)
+                        .or_insert_with(|| alloc::vec![0; 4096]);
                     page[..frame.len()].copy_from_slice(frame);
                 }
             }
@@ -437,7 +443,10 @@ mod tests {
         Sring::init(tx_page);
         Sring::init(rx_page);
         Rig {
-            vif: Vif::new(BackRing::new(tx_page).unwrap(), BackRing::new(rx_page).unwrap()),
+            vif: Vif::new(
+                BackRing::new(tx_page).unwrap(),
+                BackRing::new(rx_page).unwrap(),
+            ),
             tx: FrontRing::new(tx_page).unwrap(),
             rx: FrontRing::new(rx_page).unwrap(),
         }
@@ -493,8 +502,14 @@ mod tests {
         assert_eq!(
             responses,
             [
-                TxResponse { id: 1, status: RSP_OKAY },
-                TxResponse { id: 2, status: RSP_OKAY }
+                TxResponse {
+                    id: 1,
+                    status: RSP_OKAY
+                },
+                TxResponse {
+                    id: 2,
+                    status: RSP_OKAY
+                }
             ]
         );
         let c = rig.vif.counters();
@@ -509,7 +524,10 @@ mod tests {
         Sring::init(&tp);
         Sring::init(&rp);
         let mut tx_front: FrontRing<TxRequest, TxResponse, _> = FrontRing::new(&tp).unwrap();
-        let mut vif = Vif::new(BackRing::journaled(&tp).unwrap(), BackRing::journaled(&rp).unwrap());
+        let mut vif = Vif::new(
+            BackRing::journaled(&tp).unwrap(),
+            BackRing::journaled(&rp).unwrap(),
+        );
         let (a, b) = (frame(100), frame(1000));
         let mut pages = Pages::default();
         let mut page_a = alloc::vec![0u8; 4096];
@@ -604,7 +622,10 @@ mod tests {
         send(&mut rig, &[slot(1, 4000, 200, 0, 0)]);
         let mut out = Vec::new();
         let result = rig.vif.take_tx(&mut Pages::default(), &mut out);
-        assert!(matches!(result, Err(Cutoff::Frame(Fatal::CrossesPage { .. }))));
+        assert!(matches!(
+            result,
+            Err(Cutoff::Frame(Fatal::CrossesPage { .. }))
+        ));
     }
 
     #[test]
@@ -616,8 +637,12 @@ mod tests {
         rig.vif.queue_rx(&f);
         assert!(!rig.vif.deliver_rx(&mut pages).unwrap());
         assert_eq!(rig.vif.queued_rx(), 1);
-        rig.rx.produce_request(&RxRequest { id: 3, gref: 40 }).unwrap();
-        rig.rx.produce_request(&RxRequest { id: 4, gref: 41 }).unwrap();
+        rig.rx
+            .produce_request(&RxRequest { id: 3, gref: 40 })
+            .unwrap();
+        rig.rx
+            .produce_request(&RxRequest { id: 4, gref: 41 })
+            .unwrap();
         let _ = rig.rx.push_requests();
         rig.vif.deliver_rx(&mut pages).unwrap();
         let response = rig.rx.next_response().unwrap().unwrap();
@@ -650,7 +675,12 @@ mod tests {
         for n in 0..count {
             rig.vif.queue_rx(&frame(60 + n));
             let id = n as u16;
-            rig.rx.produce_request(&RxRequest { id, gref: 1000 + id as u32 }).unwrap();
+            rig.rx
+                .produce_request(&RxRequest {
+                    id,
+                    gref: 1000 + id as u32,
+                })
+                .unwrap();
         }
         let _ = rig.rx.push_requests();
         rig.vif.deliver_rx(&mut pages).unwrap();
@@ -662,12 +692,18 @@ mod tests {
                 assert_eq!(response.status, RSP_ERROR);
             } else {
                 assert_eq!(response.status, (60 + n) as i16);
-                assert_eq!(&pages.pages[&(1000 + n as u32)][..60 + n], &frame(60 + n)[..]);
+                assert_eq!(
+                    &pages.pages[&(1000 + n as u32)][..60 + n],
+                    &frame(60 + n)[..]
+                );
             }
         }
         assert_eq!(rig.vif.queued_rx(), 0);
         let counters = rig.vif.counters();
-        assert_eq!((counters.rx_frames, counters.rx_dropped), (count as u64 - 1, 1));
+        assert_eq!(
+            (counters.rx_frames, counters.rx_dropped),
+            (count as u64 - 1, 1)
+        );
     }
 
     #[test]
@@ -707,7 +743,9 @@ mod tests {
         notified_turn(&mut rig, &mut pages).unwrap();
         // So is an rx buffer taken for a queued frame, though on the turn after.
         rig.vif.queue_rx(&frame(60));
-        rig.rx.produce_request(&RxRequest { id: 0, gref: 2 }).unwrap();
+        rig.rx
+            .produce_request(&RxRequest { id: 0, gref: 2 })
+            .unwrap();
         let _ = rig.rx.push_requests();
         notified_turn(&mut rig, &mut pages).unwrap();
         assert_eq!(rig.vif.counters().rx_frames, 1);

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use control::mgmt::{
-    self, Action, CreatePlan, Deframer, DomainRow, Request, Response, DATA_CHUNK,
-};
+use control::mgmt::{self, Action, CreatePlan, Deframer, DomainRow, Request, Response, DATA_CHUNK};
 
 #[derive(Parser)]
-#[command(name = "xl", about = "Manage the domains of a running system through its control domain")]
+#[command(
+    name = "xl",
+    about = "Manage the domains of a running system through its control domain"
+)]
 struct Cli {
     /// The management channel's socket (default: target/xtask/mgmt.sock of this workspace).
     #[arg(long, env = "XL_SOCKET")]
@@ -250,7 +251,10 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("unexpected answer to vcpu-list");
             };
             if let Some(d) = &domain {
-                if !rows.iter().any(|r| &r.name == d || &r.domid.to_string() == d) {
+                if !rows
+                    .iter()
+                    .any(|r| &r.name == d || &r.domid.to_string() == d)
+                {
                     bail!("no domain is named or numbered `{d}` (`xl list` shows the domains)");
                 }
             }
@@ -258,10 +262,11 @@ fn run(cli: Cli) -> Result<()> {
                 "{:<32}{:>5}{:>6}{:>5}{:>7}{:>11}  Affinity (Hard / Soft)",
                 "Name", "ID", "VCPU", "CPU", "State", "Time(s)"
             );
-            for r in rows
-                .iter()
-                .filter(|r| domain.as_ref().is_none_or(|d| &r.name == d || &r.domid.to_string() == d))
-            {
+            for r in rows.iter().filter(|r| {
+                domain
+                    .as_ref()
+                    .is_none_or(|d| &r.name == d || &r.domid.to_string() == d)
+            }) {
                 println!(
                     "{:<32}{:>5}{:>6}{:>5}{:>7}{:>11.1}  all / all",
                     r.name,
@@ -432,7 +437,10 @@ fn wait_gone(channel: &mut Channel, domain: &str) -> Result<()> {
             .find(|r| r.name == domain || r.domid.to_string() == domain);
         match row {
             None => {
-                println!("domain {domain} is gone ({:.1} s)", started.elapsed().as_secs_f64());
+                println!(
+                    "domain {domain} is gone ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
                 return Ok(());
             }
             Some(r) if r.state.contains('s') || r.state.contains('c') => {
@@ -461,8 +469,8 @@ fn action(a: microvisor_abi::manifest::LifecycleAction) -> Action {
 /// images, and has the control domain build and start the domain.
 fn create(channel: &mut Channel, file: &Path, system: Option<&Path>) -> Result<()> {
     println!("Parsing config from {}", file.display());
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let config = manifests::parse_domain_config(file, &text)?;
     let unsupported = [
         ("pci", !config.pci.is_empty()),

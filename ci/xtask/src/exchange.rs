@@ -181,9 +181,15 @@ mod tests {
     #[test]
     fn an_honest_echo_passes_and_a_flipped_bit_is_found() {
         let line = run(echo_server(None), 300_000);
-        assert!(line.starts_with("xtask: tcp exchange: 300000 bytes each way intact"), "{line}");
+        assert!(
+            line.starts_with("xtask: tcp exchange: 300000 bytes each way intact"),
+            "{line}"
+        );
         let line = run(echo_server(Some(123_456)), 300_000);
-        assert!(line.contains("failed: the echo differs from what was sent from byte 123456"), "{line}");
+        assert!(
+            line.contains("failed: the echo differs from what was sent from byte 123456"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -14,7 +14,6 @@
 //! `busybox-static`, into a scratch directory; `dpkg-deb -x` unpacks them. The package lists
 //! are updated (`apt-get update`) only when they do not know the packages.
 
-
 pub mod cpio;
 
 use std::collections::{BTreeMap, HashSet};

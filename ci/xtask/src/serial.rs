@@ -122,7 +122,9 @@ fn spawn_console_server(
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Ok(copy) = stream.try_clone() else { continue };
+            let Ok(copy) = stream.try_clone() else {
+                continue;
+            };
             *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy);
             let mut buffer = [0u8; 4096];
             loop {
@@ -280,7 +282,9 @@ impl<'w> Collector<'w> {
             .trim_end_matches('\r')
             .to_string();
         if let Some(seen) = self.watch.task.as_ref().and_then(|t| t.seen.as_ref()) {
-            seen.lock().unwrap_or_else(|e| e.into_inner()).push(text.clone());
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(text.clone());
         }
         if self
             .watch

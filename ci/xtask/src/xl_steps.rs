@@ -68,7 +68,9 @@ fn run_steps(
                 loop {
                     let found = {
                         let lines = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        let hit = lines[(*from).min(lines.len())..].iter().position(|l| re.is_match(l));
+                        let hit = lines[(*from).min(lines.len())..]
+                            .iter()
+                            .position(|l| re.is_match(l));
                         hit.map(|i| *from + i + 1)
                     };
                     if let Some(next) = found {
@@ -76,7 +78,10 @@ fn run_steps(
                         break;
                     }
                     if started.elapsed() > WAIT_LIMIT {
-                        emit(format!("xl: wait: no line matched `{pattern}` in {} s", WAIT_LIMIT.as_secs()));
+                        emit(format!(
+                            "xl: wait: no line matched `{pattern}` in {} s",
+                            WAIT_LIMIT.as_secs()
+                        ));
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -98,7 +103,10 @@ fn run_steps(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_nanos() as u64)
                     | 1;
-                emit(format!("xl: crash-loop: {count} crashes of {}, seed {state:#x}", step[1]));
+                emit(format!(
+                    "xl: crash-loop: {count} crashes of {}, seed {state:#x}",
+                    step[1]
+                ));
                 let mut expanded = Vec::new();
                 for _ in 0..count {
                     // xorshift64: a pause anywhere in [low, high].
@@ -117,7 +125,14 @@ fn run_steps(
             // `console NAME TEXT...`: `xl console NAME` typing TEXT and a newline.
             "console" => {
                 let input = format!("{}\n", step[2..].join(" "));
-                run_xl(&["console".into(), step[1].clone()], Some(&input), xl, sockets, dir, emit)
+                run_xl(
+                    &["console".into(), step[1].clone()],
+                    Some(&input),
+                    xl,
+                    sockets,
+                    dir,
+                    emit,
+                )
             }
             _ => run_xl(&step[1..], None, xl, sockets, dir, emit),
         }

@@ -20,8 +20,8 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use microvisor_abi::domctl::*;
 use crate::mgmt::{state_letters, Action, CreatePlan, DomainRow};
+use microvisor_abi::domctl::*;
 
 /// The domains as `xl list` shows them.
 pub fn rows(entries: &[DomctlEntry]) -> Vec<DomainRow> {

@@ -19,6 +19,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use control::mgmt::{self, Deframer, HostInfo, Request, Response};
 use control::{devices_path, resolve, rows, shutdown_word, Images, Lifecycle, Step, Upload};
 use driver_domains::abi::domctl::{self as abi, CreateArgs, DomctlEntry};
 use driver_domains::abi::microvisor_op::VIRQ_DOMAIN_CHANGE;
@@ -26,7 +27,6 @@ use driver_domains::events;
 use driver_domains::virtio::{self, ConsoleDevice};
 use driver_domains::xenstore::{self, Tx};
 use driver_domains::{domctl, heap, pci, println, time, BootInfo};
-use control::mgmt::{self, Deframer, HostInfo, Request, Response};
 
 // A heap for the images of one create (Debian's kernel and initramfs are about 56 MiB) and
 // of the created domains it may have to restart; the manifest gives it 192 MiB.
@@ -69,7 +69,11 @@ fn main(info: &'static BootInfo) -> ! {
     println!(
         "control: domain {} serving xl{}, {} MiB for images",
         info.domain.domid,
-        if channel.is_some() { "" } else { " (no channel)" },
+        if channel.is_some() {
+            ""
+        } else {
+            " (no channel)"
+        },
         image_room() >> 20
     );
     let mut control = Control {
@@ -152,7 +156,10 @@ fn open_channel(domid: u16) -> Option<ConsoleDevice> {
             Some(device)
         }
         Err(e) => {
-            println!("control: management channel {}: cannot open ({e})", function.bdf);
+            println!(
+                "control: management channel {}: cannot open ({e})",
+                function.bdf
+            );
             None
         }
     }
@@ -213,7 +220,9 @@ impl Control {
             }
             Request::CreateData { offset, bytes } => match self.upload.as_mut() {
                 None => Err("image data without a create under way".into()),
-                Some(upload) => upload.data(offset, &bytes).map(|()| Response::Done(String::new())),
+                Some(upload) => upload
+                    .data(offset, &bytes)
+                    .map(|()| Response::Done(String::new())),
             },
             Request::Dmesg => {
                 let mut log = vec![0u8; 16 * 1024];
@@ -238,11 +247,15 @@ impl Control {
     }
 
     fn vcpu_list(&self) -> Result<Response, String> {
-        use driver_domains::abi::domctl::{VcpuEntry, VCPU_STATE_BLOCKED, VCPU_STATE_RUNNABLE, VCPU_STATE_RUNNING};
+        use driver_domains::abi::domctl::{
+            VcpuEntry, VCPU_STATE_BLOCKED, VCPU_STATE_RUNNABLE, VCPU_STATE_RUNNING,
+        };
         let mut rows = Vec::new();
         for domain in list()? {
             let mut vcpus = [VcpuEntry::default(); 8];
-            let Ok(n) = domctl::vcpu_list(domain.domid, &mut vcpus) else { continue };
+            let Ok(n) = domctl::vcpu_list(domain.domid, &mut vcpus) else {
+                continue;
+            };
             let paused = domain.state == abi::DOMCTL_STATE_PAUSED;
             for v in &vcpus[..n] {
                 let state = match v.state {
@@ -281,7 +294,11 @@ impl Control {
         let entries = list()?;
         let target = resolve(&entries, name)?;
         op(target.domid).map_err(|e| refusal(target, e))?;
-        println!("control: domain {} ({}) {done}", target.domid, target.name_str());
+        println!(
+            "control: domain {} ({}) {done}",
+            target.domid,
+            target.name_str()
+        );
         Ok(Response::Done(format!(
             "domain {} ({}) {done}",
             target.domid,
@@ -393,7 +410,9 @@ impl Control {
                     time::sleep_ms(5);
                 }
                 match self.build(images) {
-                    Ok(new) => println!("control: domain {domid} ({name}) restarted as domain {new}"),
+                    Ok(new) => {
+                        println!("control: domain {domid} ({name}) restarted as domain {new}")
+                    }
                     Err(e) => println!("control: domain {domid} ({name}) cannot restart: {e}"),
                 }
             }
@@ -469,7 +488,8 @@ fn build_domain(
     })?;
     let load = || -> Result<(), i64> {
         for segment in &boot.image.segments {
-            let file = &images.kernel()[segment.file_offset as usize..][..segment.file_bytes as usize];
+            let file =
+                &images.kernel()[segment.file_offset as usize..][..segment.file_bytes as usize];
             domctl::load(domid, segment.paddr, file)?;
         }
         if let (Some(ramdisk), Some(gpa)) = (images.ramdisk(), boot.ramdisk_gpa) {
@@ -481,7 +501,10 @@ fn build_domain(
     };
     if let Err(e) = load() {
         let _ = domctl::destroy(domid);
-        return Err(format!("cannot load {} (error {e}); destroyed it", plan.name));
+        return Err(format!(
+            "cannot load {} (error {e}); destroyed it",
+            plan.name
+        ));
     }
     if let Err(e) = before_start(domid) {
         let _ = domctl::destroy(domid);
@@ -489,7 +512,10 @@ fn build_domain(
     }
     if let Err(e) = domctl::unpause(domid) {
         let _ = domctl::destroy(domid);
-        return Err(format!("cannot start {} (error {e}); destroyed it", plan.name));
+        return Err(format!(
+            "cannot start {} (error {e}); destroyed it",
+            plan.name
+        ));
     }
     println!(
         "control: domain {domid} ({}) built and started: {} MiB, {} vcpus, entry {:#x}",

@@ -38,11 +38,17 @@ pub enum Request {
     /// `xl destroy`: at once, no guest shutdown.
     Destroy(String),
     /// `xl shutdown` / `xl reboot`: asks the guest through xenstore's `control/shutdown`.
-    Shutdown { domain: String, reboot: bool },
+    Shutdown {
+        domain: String,
+        reboot: bool,
+    },
     /// `xl create`, first message: the domain, and how many image bytes follow.
     CreateBegin(CreatePlan),
     /// The next piece of the images: the kernel's bytes, then the ramdisk's.
-    CreateData { offset: u64, bytes: Vec<u8> },
+    CreateData {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     /// All bytes sent: build and start it.
     CreateEnd,
     /// Drop a create under way (`xl` was interrupted).
@@ -89,7 +95,9 @@ pub enum Response {
     /// Done; the text says what was done.
     Done(String),
     /// `CreateEnd` succeeded.
-    Created { domid: u16 },
+    Created {
+        domid: u16,
+    },
     /// Refused; the text says why and what to fix.
     Error(String),
     /// The microvisor's recent log.
@@ -309,7 +317,10 @@ mod tests {
             frames.extend(all(&mut d));
         }
         assert_eq!(frames.len(), 1);
-        assert_eq!(decode::<Request>(frames[0].as_ref().unwrap()).unwrap(), request);
+        assert_eq!(
+            decode::<Request>(frames[0].as_ref().unwrap()).unwrap(),
+            request
+        );
     }
 
     #[test]
@@ -338,7 +349,9 @@ mod tests {
         d.push(&frame(&Request::List));
         let out = all(&mut d);
         assert_eq!(out[0], Err(FrameError::TooLong { bytes: u32::MAX }));
-        assert!(out.iter().any(|r| r.as_ref().is_ok_and(|p| decode::<Request>(p) == Ok(Request::List))));
+        assert!(out.iter().any(|r| r
+            .as_ref()
+            .is_ok_and(|p| decode::<Request>(p) == Ok(Request::List))));
     }
 
     #[test]

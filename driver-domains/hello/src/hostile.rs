@@ -292,17 +292,60 @@ pub fn domctl_eperm(info: &BootInfo) {
     let mut log = [0u8; 64];
     let page = [0x90u8; 64];
     let results: [(&str, i64); 11] = [
-        ("list", domctl::list(&mut entries).map(|n| n as i64).unwrap_or_else(|e| e)),
-        ("physinfo", domctl::physinfo().map(|_| 0).unwrap_or_else(|e| e)),
-        ("create", domctl::create(&args).map(i64::from).unwrap_or_else(|e| e)),
-        ("load", domctl::load(target, 0x10_0000, &page).map(|()| 0).unwrap_or_else(|e| e)),
-        ("set-entry", domctl::set_entry(target, 0x10_0000, 0x1000).map(|()| 0).unwrap_or_else(|e| e)),
-        ("pause", domctl::pause(target).map(|()| 0).unwrap_or_else(|e| e)),
-        ("unpause", domctl::unpause(target).map(|()| 0).unwrap_or_else(|e| e)),
-        ("destroy", domctl::destroy(target).map(|()| 0).unwrap_or_else(|e| e)),
-        ("dmesg", domctl::dmesg(&mut log).map(|n| n as i64).unwrap_or_else(|e| e)),
-        ("vcpu-list", domctl::vcpu_list(target, &mut vcpus).map(|n| n as i64).unwrap_or_else(|e| e)),
-        ("crash", domctl::crash(target).map(|()| 0).unwrap_or_else(|e| e)),
+        (
+            "list",
+            domctl::list(&mut entries)
+                .map(|n| n as i64)
+                .unwrap_or_else(|e| e),
+        ),
+        (
+            "physinfo",
+            domctl::physinfo().map(|_| 0).unwrap_or_else(|e| e),
+        ),
+        (
+            "create",
+            domctl::create(&args).map(i64::from).unwrap_or_else(|e| e),
+        ),
+        (
+            "load",
+            domctl::load(target, 0x10_0000, &page)
+                .map(|()| 0)
+                .unwrap_or_else(|e| e),
+        ),
+        (
+            "set-entry",
+            domctl::set_entry(target, 0x10_0000, 0x1000)
+                .map(|()| 0)
+                .unwrap_or_else(|e| e),
+        ),
+        (
+            "pause",
+            domctl::pause(target).map(|()| 0).unwrap_or_else(|e| e),
+        ),
+        (
+            "unpause",
+            domctl::unpause(target).map(|()| 0).unwrap_or_else(|e| e),
+        ),
+        (
+            "destroy",
+            domctl::destroy(target).map(|()| 0).unwrap_or_else(|e| e),
+        ),
+        (
+            "dmesg",
+            domctl::dmesg(&mut log)
+                .map(|n| n as i64)
+                .unwrap_or_else(|e| e),
+        ),
+        (
+            "vcpu-list",
+            domctl::vcpu_list(target, &mut vcpus)
+                .map(|n| n as i64)
+                .unwrap_or_else(|e| e),
+        ),
+        (
+            "crash",
+            domctl::crash(target).map(|()| 0).unwrap_or_else(|e| e),
+        ),
     ];
     let mut refused = 0;
     for (op, ret) in results {

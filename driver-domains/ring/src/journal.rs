@@ -244,7 +244,10 @@ mod tests {
             answered.push(rsp.id);
         }
         let expected: std::vec::Vec<u64> = (0..outstanding).collect();
-        assert_eq!(answered, expected, "outstanding {outstanding} produced {produced} pushed {pushed}");
+        assert_eq!(
+            answered, expected,
+            "outstanding {outstanding} produced {produced} pushed {pushed}"
+        );
     }
 
     fn alloc_vec<T>() -> std::vec::Vec<T> {

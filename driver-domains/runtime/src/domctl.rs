@@ -18,7 +18,11 @@ fn result(ret: i64) -> Result<u64, i64> {
 fn call_scalar(cmd: u64, args: [u64; 4]) -> i64 {
     debug_assert!(matches!(
         cmd,
-        MVOP_DOMCTL_SET_ENTRY | MVOP_DOMCTL_UNPAUSE | MVOP_DOMCTL_PAUSE | MVOP_DOMCTL_DESTROY | MVOP_DOMCTL_CRASH
+        MVOP_DOMCTL_SET_ENTRY
+            | MVOP_DOMCTL_UNPAUSE
+            | MVOP_DOMCTL_PAUSE
+            | MVOP_DOMCTL_DESTROY
+            | MVOP_DOMCTL_CRASH
     ));
     // SAFETY: these operations take no pointer; the microvisor touches no memory of ours.
     unsafe { raw(MICROVISOR_OP, cmd, args[0], args[1], args[2], args[3]) }
@@ -71,7 +75,16 @@ pub fn physinfo() -> Result<PhysInfo, i64> {
 pub fn create(args: &CreateArgs) -> Result<u16, i64> {
     let bytes = args.to_bytes();
     // SAFETY: the microvisor only reads CREATE_ARGS_SIZE bytes at `bytes`.
-    let ret = unsafe { raw(MICROVISOR_OP, MVOP_DOMCTL_CREATE, bytes.as_ptr() as u64, 0, 0, 0) };
+    let ret = unsafe {
+        raw(
+            MICROVISOR_OP,
+            MVOP_DOMCTL_CREATE,
+            bytes.as_ptr() as u64,
+            0,
+            0,
+            0,
+        )
+    };
     Ok(result(ret)? as u16)
 }
 
@@ -104,7 +117,11 @@ pub fn set_entry(domid: u16, entry: u32, start_info: u64) -> Result<(), i64> {
 }
 
 pub fn unpause(domid: u16) -> Result<(), i64> {
-    result(call_scalar(MVOP_DOMCTL_UNPAUSE, [u64::from(domid), 0, 0, 0])).map(drop)
+    result(call_scalar(
+        MVOP_DOMCTL_UNPAUSE,
+        [u64::from(domid), 0, 0, 0],
+    ))
+    .map(drop)
 }
 
 pub fn pause(domid: u16) -> Result<(), i64> {
@@ -112,7 +129,11 @@ pub fn pause(domid: u16) -> Result<(), i64> {
 }
 
 pub fn destroy(domid: u16) -> Result<(), i64> {
-    result(call_scalar(MVOP_DOMCTL_DESTROY, [u64::from(domid), 0, 0, 0])).map(drop)
+    result(call_scalar(
+        MVOP_DOMCTL_DESTROY,
+        [u64::from(domid), 0, 0, 0],
+    ))
+    .map(drop)
 }
 
 /// Makes a domain crash now, as if it had faulted: its `on_crash` applies.

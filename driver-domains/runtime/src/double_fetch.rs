@@ -425,8 +425,12 @@ pub fn run(info: &BootInfo, calls: u64) -> Result<Report, Refused> {
     report.families.push(xen_version(area, calls));
     report.families.push(memory_op(area, calls));
     let grants = Grants::new(area, me);
-    report.families.push(grant_map(area, &grants, calls / UNMAPPING_SHARE));
-    report.families.push(grant_unmap(area, &grants, calls / UNMAPPING_SHARE));
+    report
+        .families
+        .push(grant_map(area, &grants, calls / UNMAPPING_SHARE));
+    report
+        .families
+        .push(grant_unmap(area, &grants, calls / UNMAPPING_SHARE));
     report.families.push(grant_copy(area, &grants, calls));
     report.families.push(grant_misc(area, calls));
     grants.release();

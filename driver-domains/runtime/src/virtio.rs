@@ -233,7 +233,10 @@ impl fmt::Display for BlkError {
                 write!(f, "{vendor:04x}:{device:04x} is not a virtio block device")
             }
             Self::NotVirtioNet { vendor, device } => {
-                write!(f, "{vendor:04x}:{device:04x} is not a virtio network device")
+                write!(
+                    f,
+                    "{vendor:04x}:{device:04x} is not a virtio network device"
+                )
             }
             Self::NotVirtioConsole { vendor, device } => {
                 write!(f, "{vendor:04x}:{device:04x} is not a virtio console")
@@ -759,12 +762,16 @@ mod hw {
         }
 
         fn init(&mut self) -> Result<(), BlkError> {
-            let transport =
-                open_transport::<H>(&self.function, self.common, self.interrupts, DeviceType::Block)
-                    .ok_or(BlkError::NotVirtioBlock {
-                        vendor: self.function.vendor(),
-                        device: self.function.device(),
-                    })??;
+            let transport = open_transport::<H>(
+                &self.function,
+                self.common,
+                self.interrupts,
+                DeviceType::Block,
+            )
+            .ok_or(BlkError::NotVirtioBlock {
+                vendor: self.function.vendor(),
+                device: self.function.device(),
+            })??;
             let dev = VirtIOBlk::<H, _>::new(transport).map_err(BlkError::Virtio)?;
             let status = self.common.status();
             let wanted = (DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK).bits() as u8;
@@ -1209,8 +1216,13 @@ mod hw {
                 vendor: function.vendor(),
                 device: function.device(),
             };
-            let (transport, common) =
-                open_function(function, interrupts, DeviceType::Network, is_virtio_net, not_net)?;
+            let (transport, common) = open_function(
+                function,
+                interrupts,
+                DeviceType::Network,
+                is_virtio_net,
+                not_net,
+            )?;
             let dev = VirtIONet::<IdentityHal, _, NET_QUEUE_SIZE>::new(transport, NET_BUFFER_BYTES)
                 .map_err(BlkError::Virtio)?;
             let status = common.status();

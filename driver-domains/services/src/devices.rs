@@ -356,10 +356,14 @@ fn decode_vif(entry: &str) -> Result<VifSpec, String> {
     let handle = number("handle", handle)
         .ok()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| alloc::format!("handle {handle:?} is not a decimal number of at most 32 bits"))?;
+        .ok_or_else(|| {
+            alloc::format!("handle {handle:?} is not a decimal number of at most 32 bits")
+        })?;
     let parsed = Mac::parse(mac)
         .filter(|parsed| !parsed.is_group() && alloc::format!("{parsed}") == mac)
-        .ok_or_else(|| alloc::format!("mac {mac:?} is not a lowercase unicast xx:xx:xx:xx:xx:xx"))?;
+        .ok_or_else(|| {
+            alloc::format!("mac {mac:?} is not a lowercase unicast xx:xx:xx:xx:xx:xx")
+        })?;
     if !is_bridge_name(bridge) {
         return Err(alloc::format!(
             "bridge {bridge:?} is not a bridge name (1 to {MAX_BRIDGE_LEN} of A-Z a-z 0-9 _ . -)"
@@ -406,7 +410,10 @@ mod vif_tests {
             refused("linux/0/netback/01:16:3e:00:00:15/xenbr0"),
             "vifs entry 0: mac \"01:16:3e:00:00:15\" is not a lowercase unicast xx:xx:xx:xx:xx:xx"
         );
-        assert!(refused("a/0/b/00:16:3e:00:00:15/xenbr0;a/01/b/00:16:3e:00:00:15/x").starts_with("vifs entry 1: handle"));
+        assert!(
+            refused("a/0/b/00:16:3e:00:00:15/xenbr0;a/01/b/00:16:3e:00:00:15/x")
+                .starts_with("vifs entry 1: handle")
+        );
         assert!(refused("a/0/b/00:16:3E:00:00:15/x").contains("lowercase"));
         assert!(refused("a/0/b/00:16:3e:00:00:15/bridge-name-too-long").contains("bridge"));
         assert!(refused("a/0/b/00:16:3e:00:00:15").contains("4 fields"));

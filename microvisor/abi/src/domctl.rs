@@ -162,9 +162,8 @@ impl CreateArgs {
     pub fn name_str(&self) -> Option<&str> {
         let len = self.name.iter().position(|&c| c == 0)?;
         let (name, rest) = self.name.split_at(len);
-        let ok = len > 0
-            && rest.iter().all(|&c| c == 0)
-            && name.iter().all(|&c| c.is_ascii_graphic());
+        let ok =
+            len > 0 && rest.iter().all(|&c| c == 0) && name.iter().all(|&c| c.is_ascii_graphic());
         ok.then(|| core::str::from_utf8(name).ok()).flatten()
     }
 }
@@ -356,7 +355,10 @@ mod tests {
         };
         assert_eq!(a.name_str(), None, "empty");
         a.name[..4].copy_from_slice(b"demo");
-        assert_eq!(CreateArgs::from_bytes(&a.to_bytes()).name_str(), Some("demo"));
+        assert_eq!(
+            CreateArgs::from_bytes(&a.to_bytes()).name_str(),
+            Some("demo")
+        );
         a.name[6] = b'x';
         assert_eq!(a.name_str(), None, "bytes after the NUL");
         a.name = [b'a'; 32];

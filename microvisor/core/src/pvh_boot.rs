@@ -38,7 +38,10 @@ pub struct PvhBoot {
 pub enum PvhBootError {
     Image(ImageError),
     /// The initramfs does not fit the RAM above the image.
-    RamdiskTooBig { bytes: u64, room: u64 },
+    RamdiskTooBig {
+        bytes: u64,
+        room: u64,
+    },
     /// RAM reaches the ACPI page.
     TooMuchRam,
     /// The ACPI tables do not fit one page (too many vCPUs).

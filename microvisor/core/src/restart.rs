@@ -35,7 +35,8 @@ impl Lineage {
     pub fn next(&self, domid: Option<u16>, now: u64) -> Option<Self> {
         let slot = self.restarts as usize % RESTART_BURST;
         let oldest = self.restart_times[slot];
-        if self.restarts as usize >= RESTART_BURST && now.saturating_sub(oldest) < RESTART_WINDOW_NS {
+        if self.restarts as usize >= RESTART_BURST && now.saturating_sub(oldest) < RESTART_WINDOW_NS
+        {
             return None;
         }
         let mut next = *self;
@@ -53,9 +54,9 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn restarts(times: &[u64]) -> Option<Lineage> {
-        times
-            .iter()
-            .try_fold(Lineage::default(), |lineage, &now| lineage.next(Some(7), now))
+        times.iter().try_fold(Lineage::default(), |lineage, &now| {
+            lineage.next(Some(7), now)
+        })
     }
 
     #[test]

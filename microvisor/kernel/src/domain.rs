@@ -294,18 +294,24 @@ pub fn build(slot: usize, spec_index: usize, lineage: Lineage) -> Result<u16, Bu
     let domid = lineage.domid.unwrap_or_else(next_domid);
     crate::stats::reset_domain(slot);
     let mut hvm_params = [0; microvisor_abi::hvm::HVM_NR_PARAMS as usize];
-    let (iopm, dma_table) =
-        match connect_services(slot, domid, Some(spec_index), spec.vcpus, &mut npt, &mut hvm_params) {
-            Ok(done) => done,
-            Err(e) => {
-                crate::pci::release(slot);
-                vcpu::destroy_all(slot);
-                let _ = crate::grants::destroy_domain(slot, domid);
-                crate::events::destroy_domain(slot, domid);
-                npt.destroy();
-                return Err(e);
-            }
-        };
+    let (iopm, dma_table) = match connect_services(
+        slot,
+        domid,
+        Some(spec_index),
+        spec.vcpus,
+        &mut npt,
+        &mut hvm_params,
+    ) {
+        Ok(done) => done,
+        Err(e) => {
+            crate::pci::release(slot);
+            vcpu::destroy_all(slot);
+            let _ = crate::grants::destroy_domain(slot, domid);
+            crate::events::destroy_domain(slot, domid);
+            npt.destroy();
+            return Err(e);
+        }
+    };
     vcpu::set_pvh_boot_state(slot, 0, u64::from(image.entry), start_info);
 
     crate::log!(
@@ -321,11 +327,25 @@ pub fn build(slot: usize, spec_index: usize, lineage: Lineage) -> Result<u16, Bu
         lineage,
         iopm,
         dma_table,
-        ..Domain::new(domid, spec.name.clone(), spec.vcpus, ram_bytes, npt, hvm_params)
+        ..Domain::new(
+            domid,
+            spec.name.clone(),
+            spec.vcpus,
+            ram_bytes,
+            npt,
+            hvm_params,
+        )
     });
     if let Err(e) = crate::scheduler::add_domain(slot, spec.vcpus, false) {
-        crate::log!("domain {domid} ({}): no room in the scheduler ({e}); destroying it", spec.name);
-        crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, Some(LifecycleAction::Destroy));
+        crate::log!(
+            "domain {domid} ({}): no room in the scheduler ({e}); destroying it",
+            spec.name
+        );
+        crate::scheduler::begin_shutdown(
+            slot,
+            ShutdownReason::Crash,
+            Some(LifecycleAction::Destroy),
+        );
         return Err(BuildError::OutOfMemory);
     }
     notify_services();
@@ -432,10 +452,19 @@ pub fn create(args: &microvisor_abi::domctl::CreateArgs) -> Result<u16, i64> {
         args.vcpus
     );
     let name_owned = String::try_from(name).map_err(|_| EINVAL)?;
-    DOMAINS.lock()[slot] = Some(Domain::new(domid, name_owned, args.vcpus, ram_bytes, npt, hvm_params));
+    DOMAINS.lock()[slot] = Some(Domain::new(
+        domid, name_owned, args.vcpus, ram_bytes, npt, hvm_params,
+    ));
     if crate::scheduler::add_domain(slot, args.vcpus, true).is_err() {
-        crate::log!("domain {domid} ({name}): no room in the scheduler for {} vcpus; destroying it", args.vcpus);
-        crate::scheduler::begin_shutdown(slot, ShutdownReason::Crash, Some(LifecycleAction::Destroy));
+        crate::log!(
+            "domain {domid} ({name}): no room in the scheduler for {} vcpus; destroying it",
+            args.vcpus
+        );
+        crate::scheduler::begin_shutdown(
+            slot,
+            ShutdownReason::Crash,
+            Some(LifecycleAction::Destroy),
+        );
         return Err(ENOSPC);
     }
     notify_services();
@@ -527,14 +556,21 @@ pub fn destroy(slot: usize) -> Result<(), i64> {
     if preserved {
         finish_shutdown(slot);
     } else {
-        crate::scheduler::begin_shutdown(slot, ShutdownReason::Poweroff, Some(LifecycleAction::Destroy));
+        crate::scheduler::begin_shutdown(
+            slot,
+            ShutdownReason::Poweroff,
+            Some(LifecycleAction::Destroy),
+        );
     }
     Ok(())
 }
 
 /// Map a frame of the domain's own at [`ACPI_GPA`] holding `page` (its ACPI tables, or
 /// zeros for the control domain to fill).
-fn map_acpi_page(npt: &mut NestedPageTable, page: &[u8; PAGE_SIZE as usize]) -> Result<(), BuildError> {
+fn map_acpi_page(
+    npt: &mut NestedPageTable,
+    page: &[u8; PAGE_SIZE as usize],
+) -> Result<(), BuildError> {
     let frame = mem::alloc_zeroed().ok_or(BuildError::OutOfMemory)?;
     mem::write_phys(frame, page);
     if npt.map(ACPI_GPA, frame, true, true).is_err() {
@@ -638,9 +674,9 @@ fn connect_services(
 
 /// Whether manifest domain `spec_index` is the console service domain.
 pub fn is_console_service(spec_index: Option<usize>) -> bool {
-    MANIFEST.get().is_some_and(|m| {
-        spec_index.is_some() && m.console_domain.map(usize::from) == spec_index
-    })
+    MANIFEST
+        .get()
+        .is_some_and(|m| spec_index.is_some() && m.console_domain.map(usize::from) == spec_index)
 }
 
 /// Whether the domain in `slot` is the control domain.
@@ -710,8 +746,13 @@ fn keeps_id(spec_index: usize) -> bool {
 
 /// Whether a domain in this state will be rebuilt under its own id.
 pub fn restarting(d: &Domain) -> bool {
-    matches!(d.state, DomainState::Dying { action: LifecycleAction::Restart, .. })
-        && d.spec_index.is_some_and(keeps_id)
+    matches!(
+        d.state,
+        DomainState::Dying {
+            action: LifecycleAction::Restart,
+            ..
+        }
+    ) && d.spec_index.is_some_and(keeps_id)
         && !d.lineage.given_up
 }
 
@@ -817,7 +858,11 @@ fn tear_down(slot: usize) {
                     true
                 }
                 Err(why) => {
-                    crate::log!("domain {} ({}) cannot restart: {why}", domain.domid, domain.name);
+                    crate::log!(
+                        "domain {} ({}) cannot restart: {why}",
+                        domain.domid,
+                        domain.name
+                    );
                     false
                 }
             },
@@ -898,7 +943,9 @@ pub fn check_all_gone() {
 
 /// Called when a domain's vCPU 0 enters the guest for the first time.
 pub fn first_entry(slot: usize) {
-    let boot_domain = DOMAINS.lock()[slot].as_ref().is_some_and(|d| d.spec_index.is_some());
+    let boot_domain = DOMAINS.lock()[slot]
+        .as_ref()
+        .is_some_and(|d| d.spec_index.is_some());
     if !boot_domain {
         return;
     }

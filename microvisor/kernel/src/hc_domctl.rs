@@ -72,9 +72,13 @@ pub fn domctl(caller: &mut Caller, cmd: u64, [a, b, c, d]: [u64; 4]) -> Result<i
             let count = vcpus.min(u32::try_from(c).unwrap_or(u32::MAX));
             for id in 0..count {
                 let (state, cpu) = match crate::scheduler::vcpu_state(slot, id as usize) {
-                    Some(microvisor_core::sched::VcpuState::Running { cpu }) => (VCPU_STATE_RUNNING, cpu),
+                    Some(microvisor_core::sched::VcpuState::Running { cpu }) => {
+                        (VCPU_STATE_RUNNING, cpu)
+                    }
                     Some(microvisor_core::sched::VcpuState::Runnable) => (VCPU_STATE_RUNNABLE, 0),
-                    Some(microvisor_core::sched::VcpuState::Blocked { .. }) => (VCPU_STATE_BLOCKED, 0),
+                    Some(microvisor_core::sched::VcpuState::Blocked { .. }) => {
+                        (VCPU_STATE_BLOCKED, 0)
+                    }
                     _ => (VCPU_STATE_DOWN, 0),
                 };
                 let entry = VcpuEntry {
@@ -171,7 +175,9 @@ fn list(caller: &Caller, array: u64, count: u64) -> Result<i64, i64> {
             name,
         });
     }
-    let written = entries.len().min(usize::try_from(count).unwrap_or(usize::MAX));
+    let written = entries
+        .len()
+        .min(usize::try_from(count).unwrap_or(usize::MAX));
     for (i, e) in entries.iter().take(written).enumerate() {
         let at = array
             .checked_add((i * DOMCTL_ENTRY_SIZE) as u64)

@@ -350,11 +350,13 @@ fn list_domains(caller: &mut Caller, array: u64, count: u64) -> Result<i64, i64>
         let Some(d) = d else {
             // A service domain being rebuilt under its id: listed as dying and restarting
             // (no ports), so its servers keep its entries for the next instance.
-            let rebuilding = crate::domain::REBUILDING[slot].load(core::sync::atomic::Ordering::Acquire);
+            let rebuilding =
+                crate::domain::REBUILDING[slot].load(core::sync::atomic::Ordering::Acquire);
             if let Ok(domid) = u16::try_from(rebuilding.wrapping_sub(1)) {
                 let mut e = [0u8; DOMAIN_ENTRY_SIZE];
                 e[0..2].copy_from_slice(&domid.to_le_bytes());
-                e[2..4].copy_from_slice(&(DOMAIN_FLAG_DYING | DOMAIN_FLAG_RESTARTING).to_le_bytes());
+                e[2..4]
+                    .copy_from_slice(&(DOMAIN_FLAG_DYING | DOMAIN_FLAG_RESTARTING).to_le_bytes());
                 let _ = entries.push(e);
             }
             continue;

@@ -74,7 +74,8 @@ pub fn count_hypercall(slot: usize, number: u64) {
 }
 
 /// Each vCPU's time on a CPU, in ns, by `slot * MAX_VCPUS_PER_DOMAIN + vcpu`.
-static VCPU_NS: [AtomicU64; crate::vcpu::MAX_VCPUS] = [const { AtomicU64::new(0) }; crate::vcpu::MAX_VCPUS];
+static VCPU_NS: [AtomicU64; crate::vcpu::MAX_VCPUS] =
+    [const { AtomicU64::new(0) }; crate::vcpu::MAX_VCPUS];
 
 pub fn add_vcpu_ns(slot: usize, vcpu: usize, ns: u64) {
     if let Some(c) = VCPU_NS.get(slot * crate::vcpu::MAX_VCPUS_PER_DOMAIN + vcpu) {

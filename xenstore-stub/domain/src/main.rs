@@ -78,11 +78,16 @@ fn main(info: &'static BootInfo) -> ! {
     if let Some(text) = cmdline::get(info.cmdline, VIFS_KEY) {
         match decode_vifs(text) {
             Ok(list) => {
-                println!("xenstore: {} network interfaces in the device table", list.len());
+                println!(
+                    "xenstore: {} network interfaces in the device table",
+                    list.len()
+                );
                 vifs = list;
             }
             Err(error) => {
-                println!("xenstore: command line {VIFS_KEY}= refused, no network interfaces: {error}")
+                println!(
+                    "xenstore: command line {VIFS_KEY}= refused, no network interfaces: {error}"
+                )
             }
         }
     }

@@ -230,7 +230,10 @@ impl DeviceSpec {
                 alloc::vec![
                     ("mode", String::from(mode)),
                     ("device-type", String::from("disk")),
-                    ("params", format!("{}@{}+{}", vbd.device, vbd.start, vbd.sectors)),
+                    (
+                        "params",
+                        format!("{}@{}+{}", vbd.device, vbd.start, vbd.sectors)
+                    ),
                     ("device", vbd.device.clone()),
                     ("start-sector", format!("{}", vbd.start)),
                     ("sectors", format!("{}", vbd.sectors)),
@@ -263,7 +266,11 @@ impl DeviceSpec {
         match self {
             Self::Vbd(vbd) => format!(
                 "{} {}",
-                if vbd.writable { "read-write" } else { "read-only" },
+                if vbd.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                },
                 if vbd.sectors == 0 {
                     format!("{} from sector {}", vbd.device, vbd.start)
                 } else {
@@ -326,7 +333,9 @@ impl<P: Platform> Server<P> {
         let mut out = Vec::new();
         let mut names = Vec::new();
         for (path, node) in self.store.tree().iter() {
-            let Some(name) = path.strip_prefix(&prefix) else { continue };
+            let Some(name) = path.strip_prefix(&prefix) else {
+                continue;
+            };
             if name.contains('/') {
                 continue;
             }
@@ -352,9 +361,7 @@ impl<P: Platform> Server<P> {
                 bad = Some(format!("an entry is for another domain than {name}"));
             }
             match bad {
-                Some(why) => platform.log(format_args!(
-                    "xenstore: {path} refused: {why}"
-                )),
+                Some(why) => platform.log(format_args!("xenstore: {path} refused: {why}")),
                 None => {
                     names.push(String::from(name));
                     out.extend(found);
@@ -383,7 +390,10 @@ impl<P: Platform> Server<P> {
             });
         }
         let mut emptied = Vec::new();
-        for gone in old.iter().filter(|d| !kept.iter().any(|k| k.kind.same_as(&d.kind))) {
+        for gone in old
+            .iter()
+            .filter(|d| !kept.iter().any(|k| k.kind.same_as(&d.kind)))
+        {
             if let Some((fe, be)) = gone.written {
                 let (kind, id) = (gone.kind.kind(), gone.kind.id());
                 for dir in [
@@ -568,7 +578,11 @@ impl<P: Platform> Server<P> {
             let Some(message) = message else { continue };
             let conn = connection.conn;
             handled += 1;
-            if self.store.connection_info(conn).is_some_and(|(_, privileged)| privileged) {
+            if self
+                .store
+                .connection_info(conn)
+                .is_some_and(|(_, privileged)| privileged)
+            {
                 self.tool_devices_dirty = true;
             }
             match self.store.handle(conn, &message) {

@@ -118,8 +118,10 @@ pub fn nic_args(forwards: &[Forward]) -> Vec<std::ffi::OsString> {
         "-netdev".into(),
         netdev.into(),
         "-device".into(),
-        format!("virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=on,addr={NIC_PCI_SLOT}")
-            .into(),
+        format!(
+            "virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=on,addr={NIC_PCI_SLOT}"
+        )
+        .into(),
     ]
 }
 

@@ -97,7 +97,9 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
     if packed.control {
         // `xl create` checks a domain's disks and vifs against the system that runs.
         let recorded = workspace.xtask_dir().join("system");
-        let absolute = system_file.canonicalize().unwrap_or_else(|_| system_file.clone());
+        let absolute = system_file
+            .canonicalize()
+            .unwrap_or_else(|_| system_file.clone());
         std::fs::write(&recorded, absolute.display().to_string())
             .with_context(|| format!("could not write {}", recorded.display()))?;
         eprintln!(

@@ -110,7 +110,8 @@ fn boot_task(xl: PathBuf, sockets: (PathBuf, PathBuf), dir: PathBuf) -> HostTask
                 }
             }
             // Small domains until a create is refused.
-            let scratch = std::env::temp_dir().join(format!("xtask-bench-fill-{}", std::process::id()));
+            let scratch =
+                std::env::temp_dir().join(format!("xtask-bench-fill-{}", std::process::id()));
             let _ = std::fs::create_dir_all(&scratch);
             let mut alive = 0;
             let mut refusal = String::from("none within the limit tried");
@@ -130,7 +131,9 @@ fn boot_task(xl: PathBuf, sockets: (PathBuf, PathBuf), dir: PathBuf) -> HostTask
                 alive += 1;
             }
             let _ = std::fs::remove_dir_all(&scratch);
-            emit(format!("bench: {alive} small domains alive, then refused: {refusal}"));
+            emit(format!(
+                "bench: {alive} small domains alive, then refused: {refusal}"
+            ));
             emit(DONE.to_string());
         }),
     }
@@ -148,7 +151,10 @@ pub fn bench_create(
     let scratch = workspace.xtask_dir().join("bench-create");
     std::fs::create_dir_all(&scratch)?;
     let (mgmt, console) = (scratch.join("mgmt.sock"), scratch.join("console.sock"));
-    let dir = system_file.parent().expect("a file has a directory").to_path_buf();
+    let dir = system_file
+        .parent()
+        .expect("a file has a directory")
+        .to_path_buf();
     let xl = xl_steps::binary(&workspace.release_dir());
     let mut report = CreateReport {
         rust_create_s: Vec::new(),
@@ -174,7 +180,11 @@ pub fn bench_create(
         let watch = Watch {
             timeout: Some(timeout.max(Duration::from_secs(900))),
             stop_when: Some(Regex::new(DONE)?),
-            task: Some(boot_task(xl.clone(), (mgmt.clone(), console.clone()), dir.clone())),
+            task: Some(boot_task(
+                xl.clone(),
+                (mgmt.clone(), console.clone()),
+                dir.clone(),
+            )),
             console_socket: Some(console.clone()),
             ..Watch::default()
         };
@@ -185,7 +195,8 @@ pub fn bench_create(
         if capture.ending != Ending::Stopped {
             bail!(failure("create", "did not reach its end", &capture));
         }
-        let read = read_run(&capture).map_err(|e| anyhow::anyhow!(failure("create", &e, &capture)))?;
+        let read =
+            read_run(&capture).map_err(|e| anyhow::anyhow!(failure("create", &e, &capture)))?;
         eprintln!(
             "bench: create run {run}/{}: ticker {:.2} s (boot build {:.2} s), linux {:.2} s (boot build {:.2} s), {} domains alive",
             args.runs,
@@ -211,8 +222,10 @@ pub fn bench_create(
     report.linux_create_median_s = median_f64(&report.linux_create_s);
     report.linux_boot_build_median_s = median_f64(&report.linux_boot_build_s);
     report.linux_ratio = report.linux_create_median_s / report.linux_boot_build_median_s;
-    let exits = |costs: &[(u64, u64)]| median_f64(&costs.iter().map(|c| c.0 as f64).collect::<Vec<_>>());
-    let calls = |costs: &[(u64, u64)]| median_f64(&costs.iter().map(|c| c.1 as f64).collect::<Vec<_>>());
+    let exits =
+        |costs: &[(u64, u64)]| median_f64(&costs.iter().map(|c| c.0 as f64).collect::<Vec<_>>());
+    let calls =
+        |costs: &[(u64, u64)]| median_f64(&costs.iter().map(|c| c.1 as f64).collect::<Vec<_>>());
     report.rust_create_vm_exits = exits(&rust_cost);
     report.rust_create_hypercalls = calls(&rust_cost);
     report.linux_create_vm_exits = exits(&linux_cost);
@@ -307,7 +320,8 @@ fn read_run(capture: &Capture) -> Result<Run, String> {
         }
     }
     let fill = find_after(at, r"^bench: \d+ small domains alive").ok_or("the fill did not end")?;
-    let re = Regex::new(r"^bench: (\d+) small domains alive, then refused: (.*)$").map_err(|e| e.to_string())?;
+    let re = Regex::new(r"^bench: (\d+) small domains alive, then refused: (.*)$")
+        .map_err(|e| e.to_string())?;
     let caps = re.captures(&lines[fill].text).ok_or("bad fill line")?;
     run.alive = caps[1].parse().map_err(|_| "bad count")?;
     run.refusal = caps[2].to_string();

@@ -68,7 +68,10 @@ pub fn bench_restart(
     let outcome = test::run_scenario(workspace, qemu, &scenario, &run)?;
     if !outcome.verdict.passed() {
         test::report_failures(&outcome.verdict);
-        bail!("the blk-restart scenario failed; its log is {}", log.display());
+        bail!(
+            "the blk-restart scenario failed; its log is {}",
+            log.display()
+        );
     }
     read(&outcome.capture).with_context(|| format!("reading {}", log.display()))
 }
@@ -80,9 +83,12 @@ fn ns_of(line: &str, pattern: &Regex) -> Option<u64> {
 fn read(capture: &Capture) -> Result<RestartReport> {
     let crashed = Regex::new(r"\(blkback\) crashed on the control domain's request at (\d+) ns")?;
     let rebuilt = Regex::new(r"\(blkback\) restarted as domain \d+ \(restart \d+, at (\d+) ns\)")?;
-    let answered = Regex::new(r"\[blkback\] vbd \S+ of \S+ \(\d+\): first response since the restart at (\d+) ns")?;
+    let answered = Regex::new(
+        r"\[blkback\] vbd \S+ of \S+ \(\d+\): first response since the restart at (\d+) ns",
+    )?;
     let sent = Regex::new(r"^xl\$ crash blkback")?;
-    let longest = Regex::new(r"writer: stopped at pass \d+ chunk \d+, longest 1 MiB write (\d+) ms")?;
+    let longest =
+        Regex::new(r"writer: stopped at pass \d+ chunk \d+, longest 1 MiB write (\d+) ms")?;
     let reboot = Regex::new(r"\[microvisor\] domain \d+ \(linux\) shut down: reboot")?;
     let ready = Regex::new(r"\[linux\] guest: shell ready")?;
 
@@ -141,7 +147,10 @@ fn read(capture: &Capture) -> Result<RestartReport> {
 
 pub fn print_restart(report: &RestartReport) {
     println!();
-    println!("blkback crashed and restarted {} times under Linux's write stream:", report.crashes);
+    println!(
+        "blkback crashed and restarted {} times under Linux's write stream:",
+        report.crashes
+    );
     println!(
         "  crash to the new instance's first response: median {:.0} ms, max {:.0} ms (microvisor clock; rebuild alone {:.0} ms)",
         report.crash_to_first_response_median_ms,
