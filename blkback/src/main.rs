@@ -617,6 +617,7 @@ impl Backend {
         if self.given_up {
             if resume {
                 println!("vbd {vdev} of {name} ({fe}): failing its requests, then closing it");
+                // No disk (`usize::MAX` names none): its requests are only failed.
                 self.push_entry(
                     fe,
                     vdev,
@@ -1017,10 +1018,10 @@ impl Backend {
         let now = time::now_ns();
         for index in 0..self.entries.len() {
             let entry = &mut self.entries[index];
+            let label = entry.label();
             let Phase::Connected(served) = &mut entry.phase else {
                 continue;
             };
-            let label = format!("vbd {} of {} ({})", entry.vdev, entry.name, entry.fe);
             let mut failed = 0;
             for s in served.iter_mut() {
                 if !(events::take(s.port) || core::mem::take(&mut s.kick)) {
@@ -1037,11 +1038,11 @@ impl Backend {
                 }
             }
             if failed > 0 {
-                println!("{}: {failed} request(s) failed (given up)", entry.label());
+                println!("{label}: {failed} request(s) failed (given up)");
             }
             let close_at = *entry.close_at.get_or_insert(now + GIVEN_UP_CLOSE_NS);
             if now >= close_at && entry.published != Some(State::Closing) {
-                println!("{}: closing it (given up)", entry.label());
+                println!("{label}: closing it (given up)");
                 self.set_state(index, State::Closing);
             }
         }

@@ -810,27 +810,30 @@ fn tear_down(slot: usize) {
     if let (LifecycleAction::Restart, Some(spec_index)) = (action, domain.spec_index) {
         let now = crate::time::now_ns();
         let keep = keeps_id(spec_index).then_some(domain.domid);
-        let next = match domain.lineage.next(keep, now) {
-            _ if domain.lineage.given_up => None,
-            Some(lineage) => Some(lineage),
-            // A restart loop. A service domain is rebuilt once more, told it was given up on,
-            // so that it answers what its peers wait for with errors and closes their devices
-            // (they fail instead of hanging); anything else, or that last instance stopping,
-            // is destroyed.
-            None if keep.is_some() && !domain.lineage.given_up => {
-                crate::log!(
-                    "domain {} ({}) restarted more than {RESTART_BURST} times in {} s: given up; rebuilt once more to fail its devices ({})",
-                    domain.domid,
-                    domain.name,
-                    RESTART_WINDOW_NS / 1_000_000_000,
-                    GIVEN_UP_ARG.trim()
-                );
-                Some(Lineage {
-                    given_up: true,
-                    ..domain.lineage
-                })
+        let next = if domain.lineage.given_up {
+            None
+        } else {
+            match domain.lineage.next(keep, now) {
+                Some(lineage) => Some(lineage),
+                // A restart loop. A service domain is rebuilt once more, told it was given up
+                // on, so that it answers what its peers wait for with errors and closes their
+                // devices (they fail instead of hanging); anything else, or that last instance
+                // stopping, is destroyed.
+                None if keep.is_some() => {
+                    crate::log!(
+                        "domain {} ({}) restarted more than {RESTART_BURST} times in {} s: given up; rebuilt once more to fail its devices ({})",
+                        domain.domid,
+                        domain.name,
+                        RESTART_WINDOW_NS / 1_000_000_000,
+                        GIVEN_UP_ARG.trim()
+                    );
+                    Some(Lineage {
+                        given_up: true,
+                        ..domain.lineage
+                    })
+                }
+                None => None,
             }
-            None => None,
         };
         let restarted = match next {
             None => {
