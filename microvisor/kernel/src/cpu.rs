@@ -1,8 +1,11 @@
-//! Per-CPU descriptor tables: a GDT with a TSS whose IST1 stack every interrupt and
-//! exception vector uses, and the shared IDT.
+//! Per-CPU descriptor tables: a GDT with a TSS (IST1 for exceptions, IST2 for #DF, NMI and
+//! #MC), and the shared IDT.
 //!
-//! The host runs with IF=0 except inside `idle_wait` and right after a #VMEXIT (`stgi`), and
-//! every vector runs on IST1, so an interrupt never writes over the red zone of Rust code.
+//! The host runs with IF=0 except inside `idle_wait` and around VMRUN (`sti; vmrun` ...
+//! `stgi; cli`). Interrupt vectors (32 and up) run on the stack they interrupt, without an
+//! IST switch, so taking one never reads the TSS: from #VMEXIT to the host's `vmload`, TR
+//! still names the guest's TSS, and an IST pointer read there would be the guest's (see
+//! `build_idt`). Both places where IF=1 are asm that Rust keeps no red-zone data across.
 //! An exception in the microvisor is a bug: it prints an epitaph and stops the machine.
 
 use core::cell::UnsafeCell;
@@ -108,8 +111,15 @@ pub fn build_idt() {
                 v if v == usize::from(SPURIOUS_VECTOR) => spurious_stub as *const () as u64,
                 _ => other_irq_stub as *const () as u64,
             };
-            // #DF, NMI and #MC on IST2; everything else on IST1.
-            let ist = if matches!(vector, 2 | 8 | 18) { 2 } else { 1 };
+            // #DF, NMI and #MC on IST2, other exceptions on IST1. Interrupts take no IST: a
+            // CPU that delivers one between #VMEXIT and the host's `vmload` (GIF should hold
+            // it off; QEMU's multi-threaded TCG does not always) would otherwise load RSP
+            // from the guest's TSS, push onto whatever memory that names, and triple fault.
+            let ist = match vector {
+                2 | 8 | 18 => 2,
+                0..=31 => 1,
+                _ => 0,
+            };
             let (low, high) = idt_entry(handler, ist);
             slot[0] = low;
             slot[1] = high;

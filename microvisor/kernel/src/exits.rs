@@ -115,6 +115,18 @@ pub fn run_vcpu(cpu: usize, slot: usize, id: usize) -> Outcome {
         crate::stats::VM_EXITS.fetch_add(1, Ordering::Relaxed);
         crate::stats::EXITS_ON_CPU[cpu].fetch_add(1, Ordering::Release);
         crate::stats::count_exit(slot, v.vmcb.read64(control::EXIT_CODE));
+        if crate::svm::holds_host_state(v.vmcb) {
+            crate::lapic::disarm_timer();
+            let _ = crash(
+                slot,
+                v.vmcb,
+                format_args!(
+                    "its saved state is the microvisor's own after VMRUN (a second #VMEXIT \
+                     on the host: an emulator fault, see svm::holds_host_state)"
+                ),
+            );
+            return Outcome::Dead;
+        }
         after_exit(v);
         let step = handle_exit(slot, id, v, &domain);
         if let Step::Leave(outcome) = step {
@@ -218,9 +230,17 @@ fn handle_exit(slot: usize, id: usize, v: &mut vcpu::Vcpu, domain: &domain::Doma
         exit::SHUTDOWN => {
             let domid = domain.domid;
             crate::log!(
-                "domain {domid} ({}) triple fault (rip {:#x}): reboot",
+                "domain {domid} ({}) triple fault (rip {:#x}, rsp {:#x}, cr2 {:#x}, cr3 {:#x}, \
+                 idt {:#x}, tr {:#x}, rcx {:#x}, rdi {:#x}): reboot",
                 domain::name_of(slot),
-                vmcb.read64(save::RIP)
+                vmcb.read64(save::RIP),
+                vmcb.read64(save::RSP),
+                vmcb.read64(save::CR2),
+                vmcb.read64(save::CR3),
+                vmcb.read64(save::IDTR + 8),
+                vmcb.read64(save::TR + 8),
+                v.regs.rcx,
+                v.regs.rdi,
             );
             crate::scheduler::shutdown_domain(slot, ShutdownReason::Reboot);
             Step::Leave(Outcome::Dead)

@@ -57,6 +57,7 @@ pub mod save {
     pub const CR0: u64 = 0x558;
     pub const DR7: u64 = 0x560;
     pub const DR6: u64 = 0x568;
+    pub const CR2: u64 = 0x640;
     pub const RFLAGS: u64 = 0x570;
     pub const RIP: u64 = 0x578;
     pub const RSP: u64 = 0x5d8;
@@ -259,6 +260,23 @@ pub unsafe fn run(
     unsafe { svm_run_asm(vmcb.pa(), regs, host_save_pa, guest_fx, host_fx) }
 }
 
+extern "C" {
+    /// The first host instruction after VMRUN in `svm_run_asm`.
+    static svm_after_vmrun: u8;
+}
+
+/// Whether the guest state in `vmcb` is in fact this host's own state at the instruction
+/// after VMRUN (RIP there and CR3 the microvisor's page tables), as a second #VMEXIT taken
+/// while the CPU already runs the host would leave it. No CPU does that; QEMU's
+/// multi-threaded TCG (7.2 and 10.0) sometimes does, and the guest's real state is then
+/// gone. A guest that sets these values itself only crashes itself.
+pub fn holds_host_state(vmcb: Vmcb) -> bool {
+    let after_vmrun = (&raw const svm_after_vmrun) as u64;
+    let host_cr3 = x86_64::registers::control::Cr3::read_raw().0;
+    vmcb.read64(save::RIP) == after_vmrun
+        && vmcb.read64(save::CR3) & !0xfff == host_cr3.start_address().as_u64()
+}
+
 core::arch::global_asm!(
     r#"
     .section .text.svm, "ax"
@@ -298,6 +316,8 @@ svm_run_asm:
     movq 24(%rsi), %rsi
     sti
     vmrun %rax
+    .global svm_after_vmrun
+svm_after_vmrun:
     pushq %rax
     movq 16(%rsp), %rax     /* regs */
     movq %rbx, 0(%rax)
