@@ -162,6 +162,23 @@ pub fn read_phys_once(pa: u64, buf: &mut [u8]) {
     }
 }
 
+/// Copy `len` bytes of host-physical memory from `src` to `dest`, frame to frame through
+/// the identity map, without a buffer in between (a grant copy). The ranges may be the same
+/// frame (a domain may copy within its own memory), so overlap is allowed. Either side may
+/// be guest memory that a guest changes concurrently: its bytes are moved, never borrowed.
+pub fn copy_phys(dest: u64, src: u64, len: usize) {
+    let within = |pa: u64| {
+        pa.checked_add(len as u64)
+            .is_some_and(|end| end <= MAX_PHYS)
+    };
+    assert!(within(src) && within(dest));
+    // SAFETY: both ranges lie below 4 GiB (checked) in the identity map, in frames the
+    // caller has checked the right to read (`src`) and write (`dest`) and holds for the
+    // length of the copy; neither range is microvisor data nor referenced by a Rust
+    // reference, and `copy` (memmove) is correct if they overlap.
+    unsafe { core::ptr::copy(phys_ptr::<u8>(src), phys_ptr::<u8>(dest), len) };
+}
+
 /// Copy host-physical memory at `pa` into `buf`.
 pub fn read_phys(pa: u64, buf: &mut [u8]) {
     assert!(pa
