@@ -3,7 +3,6 @@
 
 pub const EVTCHNOP_BIND_INTERDOMAIN: u64 = 0;
 pub const EVTCHNOP_BIND_VIRQ: u64 = 1;
-pub const EVTCHNOP_BIND_PIRQ: u64 = 2;
 pub const EVTCHNOP_CLOSE: u64 = 3;
 pub const EVTCHNOP_SEND: u64 = 4;
 pub const EVTCHNOP_STATUS: u64 = 5;
@@ -11,8 +10,6 @@ pub const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
 pub const EVTCHNOP_BIND_IPI: u64 = 7;
 pub const EVTCHNOP_BIND_VCPU: u64 = 8;
 pub const EVTCHNOP_UNMASK: u64 = 9;
-pub const EVTCHNOP_RESET: u64 = 10;
-pub const EVTCHNOP_INIT_CONTROL: u64 = 11;
 
 /// Ports of the 2-level ABI: 1..4096 (port 0 is never allocated).
 pub const NR_EVENT_CHANNELS_2L: u32 = 4096;
@@ -60,16 +57,11 @@ pub mod shared_info {
     pub const EVTCHN_PENDING: usize = 0x800;
     /// `evtchn_mask[64]`.
     pub const EVTCHN_MASK: usize = 0xa00;
-    pub const WC_VERSION: usize = 0xc00;
-    pub const WC_SEC: usize = 0xc04;
-    pub const WC_NSEC: usize = 0xc08;
-    pub const WC_SEC_HI: usize = 0xc0c;
 }
 
 /// Layout of `struct vcpu_info` (64 bytes).
 pub mod vcpu_info {
     pub const UPCALL_PENDING: usize = 0;
-    pub const UPCALL_MASK: usize = 1;
     pub const PENDING_SEL: usize = 8;
     /// The vCPU's `vcpu_time_info` (pvclock).
     pub const TIME: usize = 32;

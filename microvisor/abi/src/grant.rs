@@ -12,8 +12,6 @@ pub const GNTTABOP_GET_VERSION: u64 = 10;
 /// `struct grant_entry_v1` (8 bytes): 0 flags u16, 2 domid u16 (grantee), 4 frame u32 (gfn).
 pub const GRANT_ENTRY_SIZE: usize = 8;
 pub const ENTRIES_PER_FRAME: u32 = 512;
-/// Refs 0..8 are reserved; the builder fills 0 (console) and 1 (xenstore).
-pub const NR_RESERVED_ENTRIES: u32 = 8;
 pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
 pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
 
@@ -41,13 +39,10 @@ pub const GNTST_BAD_DOMAIN: i16 = -2;
 pub const GNTST_BAD_GNTREF: i16 = -3;
 pub const GNTST_BAD_HANDLE: i16 = -4;
 pub const GNTST_BAD_VIRT_ADDR: i16 = -5;
-pub const GNTST_BAD_DEV_ADDR: i16 = -6;
 pub const GNTST_NO_DEVICE_SPACE: i16 = -7;
 pub const GNTST_PERMISSION_DENIED: i16 = -8;
 pub const GNTST_BAD_PAGE: i16 = -9;
 pub const GNTST_BAD_COPY_ARG: i16 = -10;
-pub const GNTST_ADDRESS_TOO_BIG: i16 = -11;
-pub const GNTST_EAGAIN: i16 = -12;
 pub const GNTST_NO_SPACE: i16 = -13;
 
 /// `struct gnttab_map_grant_ref` (32 bytes): 0 host_addr u64 (the GPA to map at, for an
@@ -57,9 +52,6 @@ pub const MAP_GRANT_REF_SIZE: usize = 32;
 /// `struct gnttab_unmap_grant_ref` (24 bytes): 0 host_addr u64, 8 dev_bus_addr u64,
 /// 16 handle u32, 20 status i16 (out).
 pub const UNMAP_GRANT_REF_SIZE: usize = 24;
-/// `struct gnttab_setup_table` (24 bytes): 0 dom u16, 4 nr_frames u32, 8 status i16 (out),
-/// 16 frame_list (guest-virtual address of an array of u64 gfns, out).
-pub const SETUP_TABLE_SIZE: usize = 24;
 /// `struct gnttab_copy` (40 bytes): 0 source {0 ref u32 or gmfn u64, 8 domid u16, 10 offset u16},
 /// 16 dest {same}, 32 len u16, 34 flags u16, 36 status i16 (out).
 pub const COPY_SIZE: usize = 40;

@@ -17,8 +17,6 @@ pub const MICROVISOR_OP: u64 = 64;
 
 /// `console_io` sub-op: write `count` bytes from the buffer at a guest-virtual address.
 pub const CONSOLEIO_WRITE: u64 = 0;
-/// `console_io` sub-op: read (not offered: returns `-ENOSYS`).
-pub const CONSOLEIO_READ: u64 = 1;
 
 /// The most bytes one `console_io` write may carry; longer writes return `-EINVAL`.
 pub const CONSOLEIO_MAX_BYTES: u64 = 4096;

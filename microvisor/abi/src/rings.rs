@@ -11,13 +11,9 @@ pub mod xenstore {
     pub const REQ_PROD: usize = 2052;
     pub const RSP_CONS: usize = 2056;
     pub const RSP_PROD: usize = 2060;
-    pub const SERVER_FEATURES: usize = 2064;
-    pub const CONNECTION: usize = 2068;
     pub const ERROR: usize = 2072;
     /// Largest payload of one message (`XENSTORE_PAYLOAD_MAX`).
     pub const PAYLOAD_MAX: u32 = 4096;
-    /// Size of `struct xsd_sockmsg`: type, req_id, tx_id, len (u32 each).
-    pub const HEADER_SIZE: usize = 16;
 }
 
 /// `struct xencons_interface`.

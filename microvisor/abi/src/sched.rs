@@ -21,7 +21,5 @@ const _: () = assert!(core::mem::size_of::<SchedShutdown>() == 4);
 
 pub const SHUTDOWN_POWEROFF: u32 = 0;
 pub const SHUTDOWN_REBOOT: u32 = 1;
-pub const SHUTDOWN_SUSPEND: u32 = 2;
 pub const SHUTDOWN_CRASH: u32 = 3;
 pub const SHUTDOWN_WATCHDOG: u32 = 4;
-pub const SHUTDOWN_SOFT_RESET: u32 = 5;

@@ -58,7 +58,6 @@ pub struct VcpuHvmContext {
 }
 const _: () = assert!(core::mem::size_of::<VcpuHvmContext>() == 8 + 14 * 8);
 const _: () = assert!(core::mem::offset_of!(VcpuHvmContext, rip) == 8 + 8 * 8);
-pub const VCPU_HVM_MODE_32B: u32 = 0;
 pub const VCPU_HVM_MODE_64B: u32 = 1;
 
 /// `struct vcpu_register_time_memory_area`: a guest-virtual address of a [`VcpuTimeInfo`].

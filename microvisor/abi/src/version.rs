@@ -29,7 +29,6 @@ const _: () = assert!(core::mem::size_of::<XenFeatureInfo>() == 8);
 /// Feature bits of submap 0 (`XENFEAT_*`).
 pub const XENFEAT_WRITABLE_PAGE_TABLES: u32 = 0;
 pub const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
-pub const XENFEAT_SUPERVISOR_MODE_KERNEL: u32 = 3;
 pub const XENFEAT_HVM_CALLBACK_VECTOR: u32 = 8;
 pub const XENFEAT_HVM_SAFE_PVCLOCK: u32 = 9;
 /// The features this microvisor reports in submap 0: what Xen gives a PVH domU (0x305).

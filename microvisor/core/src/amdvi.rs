@@ -82,8 +82,6 @@ pub const REG_EVENT_LOG_BASE: u32 = 0x0010;
 pub const REG_CONTROL: u32 = 0x0018;
 /// Exclusion range base register (bit 0: exclusion enable, bit 1: allow all).
 pub const REG_EXCLUSION_BASE: u32 = 0x0020;
-/// Exclusion range limit register.
-pub const REG_EXCLUSION_LIMIT: u32 = 0x0028;
 /// Extended feature register (read-only).
 pub const REG_EXTENDED_FEATURES: u32 = 0x0030;
 /// Command buffer head pointer (byte offset in bits 4..=18; advanced by the unit).
@@ -101,24 +99,12 @@ pub const REGISTER_SPAN: u64 = 0x4000;
 
 /// Control: translation (and the whole unit) enable.
 pub const CONTROL_IOMMU_EN: u64 = 1 << 0;
-/// Control: HyperTransport tunnel translation enable.
-pub const CONTROL_HT_TUN_EN: u64 = 1 << 1;
 /// Control: event logging enable.
 pub const CONTROL_EVENT_LOG_EN: u64 = 1 << 2;
-/// Control: event log interrupt enable (needs the unit's MSI set up).
-pub const CONTROL_EVENT_INT_EN: u64 = 1 << 3;
-/// Control: completion wait interrupt enable.
-pub const CONTROL_COM_WAIT_INT_EN: u64 = 1 << 4;
 /// Control: the unit's accesses to the device table and page tables snoop the CPU caches.
 pub const CONTROL_COHERENT: u64 = 1 << 10;
 /// Control: command buffer enable.
 pub const CONTROL_CMD_BUF_EN: u64 = 1 << 12;
-/// Control: PPR log enable.
-pub const CONTROL_PPR_LOG_EN: u64 = 1 << 13;
-/// Control: guest translation enable.
-pub const CONTROL_GT_EN: u64 = 1 << 16;
-/// Control: guest virtual APIC enable.
-pub const CONTROL_GA_EN: u64 = 1 << 17;
 
 /// Status: the event log overflowed and stopped (write 1 to clear).
 pub const STATUS_EVENT_OVERFLOW: u64 = 1 << 0;
@@ -412,10 +398,6 @@ pub const fn device_table_base_value(table_pa: u64, bytes: u64) -> u64 {
 // Command buffer and event log rings
 // ---------------------------------------------------------------------------------------
 
-/// Bytes of a command.
-pub const COMMAND_BYTES: u64 = 16;
-/// Bytes of an event log entry.
-pub const EVENT_BYTES: u64 = 16;
 /// log2 of the entries of the command buffer and the event log used here: 256 entries,
 /// 4 KiB, the smallest size the specification allows.
 pub const RING_LEN_LOG2: u8 = 8;
@@ -554,10 +536,6 @@ pub type Command = [u64; 2];
 pub const OP_COMPLETION_WAIT: u8 = 0x1;
 pub const OP_INVALIDATE_DEVTAB_ENTRY: u8 = 0x2;
 pub const OP_INVALIDATE_IOMMU_PAGES: u8 = 0x3;
-pub const OP_INVALIDATE_IOTLB_PAGES: u8 = 0x4;
-pub const OP_INVALIDATE_INTERRUPT_TABLE: u8 = 0x5;
-pub const OP_PREFETCH_IOMMU_PAGES: u8 = 0x6;
-pub const OP_COMPLETE_PPR_REQUEST: u8 = 0x7;
 pub const OP_INVALIDATE_IOMMU_ALL: u8 = 0x8;
 
 const fn opcode(op: u8) -> u64 {
@@ -643,8 +621,6 @@ pub const EVENT_COUNTER_ZERO: u8 = 0xa;
 pub const EVENT_FLAG_GN: u16 = 1 << 0;
 /// Event flag NX: an execute request (QEMU: the request was a write, see [`Event::is_write`]).
 pub const EVENT_FLAG_NX: u16 = 1 << 1;
-/// Event flag US: a user-mode request.
-pub const EVENT_FLAG_US: u16 = 1 << 2;
 /// Event flag I: an interrupt request (QEMU sets it on every I/O page fault).
 pub const EVENT_FLAG_I: u16 = 1 << 3;
 /// Event flag PR: the page was present (a permission fault, not a missing mapping).
@@ -655,8 +631,6 @@ pub const EVENT_FLAG_RW: u16 = 1 << 5;
 pub const EVENT_FLAG_PE: u16 = 1 << 6;
 /// Event flag RZ: a reserved bit was set in an entry.
 pub const EVENT_FLAG_RZ: u16 = 1 << 7;
-/// Event flag TR: a translation request (ATS).
-pub const EVENT_FLAG_TR: u16 = 1 << 8;
 
 /// One event log entry, decoded. Every 128-bit pattern decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,8 +14,6 @@
 pub use crate::phys::PhysRead;
 use heapless::{String, Vec};
 
-/// The value in EAX when a Multiboot1 loader enters the kernel.
-pub const BOOTLOADER_MAGIC: u32 = 0x2bad_b002;
 /// Most memory-map entries recorded.
 pub const MAX_MEM_REGIONS: usize = 64;
 /// Most memory-map entries looked at (the rest of a longer map is ignored).

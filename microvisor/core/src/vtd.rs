@@ -53,8 +53,6 @@ use crate::pci::Bdf;
 use core::fmt;
 use core::ops::Range;
 
-/// Version register (32-bit).
-pub const REG_VER: u32 = 0x00;
 /// Capability register (64-bit).
 pub const REG_CAP: u32 = 0x08;
 /// Extended capability register (64-bit).
@@ -88,8 +86,6 @@ pub const REG_IQA: u32 = 0x90;
 pub const GCMD_TE: u32 = 1 << 31;
 /// GCMD: set root table pointer; GSTS: root table pointer status.
 pub const GCMD_SRTP: u32 = 1 << 30;
-/// GCMD: set fault log.
-pub const GCMD_SFL: u32 = 1 << 29;
 /// GCMD/GSTS: advanced fault logging enable.
 pub const GCMD_EAFL: u32 = 1 << 28;
 /// GCMD: write buffer flush; GSTS: write buffer flush status (set while flushing).
@@ -110,8 +106,6 @@ pub const GCMD_PERSISTENT_MASK: u32 = 0x96ff_ffff;
 pub const CCMD_ICC: u64 = 1 << 63;
 /// CCMD request granularity: global.
 pub const CCMD_CIRG_GLOBAL: u64 = 1 << 61;
-/// CCMD request granularity: domain-selective.
-pub const CCMD_CIRG_DOMAIN: u64 = 2 << 61;
 /// CCMD request granularity: device-selective.
 pub const CCMD_CIRG_DEVICE: u64 = 3 << 61;
 /// CCMD actual granularity field (0: the request was not performed).
@@ -132,10 +126,6 @@ pub const IOTLB_DR: u64 = 1 << 49;
 /// IOTLB: drain writes before completing.
 pub const IOTLB_DW: u64 = 1 << 48;
 
-/// FECTL: interrupt mask (set at reset).
-pub const FECTL_IM: u32 = 1 << 31;
-/// FECTL: interrupt pending.
-pub const FECTL_IP: u32 = 1 << 30;
 
 /// Root and context table entries per 4 KiB table.
 pub const TABLE_ENTRIES: usize = 256;
@@ -734,9 +724,6 @@ pub fn fault_reason_text(reason: u8) -> &'static str {
 // Queued invalidation and interrupt remapping (VT-d 3.x, sections 5.1 and 6.5.2, 9.10)
 // ---------------------------------------------------------------------------------------
 
-/// IQA: invalidation queue base (bits 12..63), descriptor width (bit 11), queue size QS
-/// (bits 0..2: 2^QS pages).
-pub const IQA_DW_256: u64 = 1 << 11;
 /// Bytes of one (128-bit) invalidation descriptor.
 pub const INV_DESC_BYTES: u64 = 16;
 /// Descriptors in a one-page (QS = 0) queue of 128-bit descriptors.
@@ -755,8 +742,6 @@ pub const INV_WAIT_SW: u64 = 1 << 5;
 /// Wait descriptor: interrupt on completion (IF). Not combined with SW here: QEMU 7.2
 /// asserts that a wait descriptor asks for one of the two, not both.
 pub const INV_WAIT_IF: u64 = 1 << 4;
-/// Wait descriptor: fence (FN).
-pub const INV_WAIT_FN: u64 = 1 << 6;
 
 /// Interrupt remapping table address register (64-bit).
 pub const REG_IRTA: u32 = 0xb8;
@@ -1102,10 +1087,6 @@ impl SlPageTable {
     /// The root frame, for [`context_entry`].
     pub const fn root_pa(&self) -> u64 {
         self.root_pa
-    }
-
-    pub const fn address_width(&self) -> AddressWidth {
-        self.aw
     }
 
     pub const fn levels(&self) -> u8 {
