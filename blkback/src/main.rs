@@ -138,7 +138,7 @@ fn copy_ops(ops: &mut [BounceCopy], region: &mut DmaRegion) -> Result<(), CopyEr
 }
 
 /// Copy operations one grant-copy hypercall carries (as the runtime batches them).
-const COPY_OPS_PER_CALL: usize = 16;
+const COPY_OPS_PER_CALL: usize = grant_table::COPY_BATCH;
 
 /// Copies the requests `first..` of a [`Platform::copy`] (one group each) in one batch:
 /// the index of the first refused and its grant.

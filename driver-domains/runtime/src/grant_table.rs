@@ -495,6 +495,11 @@ pub fn copy_with_bounce(ops: &mut [BounceCopy], bounce: &mut DmaRegion) -> Resul
     }])
 }
 
+/// Page-sized parts one grant-copy hypercall of [`copy_with_bounces`] carries: a 128 KiB
+/// request (Linux's blkfront sends 32 segments) in one call. Each call is a world switch,
+/// dear under emulation; the microvisor takes up to 512.
+pub const COPY_BATCH: usize = 64;
+
 /// Copies between peers' grants and one [`DmaRegion`], for [`copy_with_bounces`]: each op's
 /// `bounce_offset` is in `region`.
 pub struct BounceGroup<'a> {
@@ -503,9 +508,9 @@ pub struct BounceGroup<'a> {
 }
 
 /// [`copy_with_bounce`] for several regions at once (a backend's bounce buffers, one per
-/// request): the ops of all groups share the hypercalls, 16 parts each, in order.
+/// request): the ops of all groups share the hypercalls, [`COPY_BATCH`] parts each, in order.
 pub fn copy_with_bounces(groups: &mut [BounceGroup<'_>]) -> Result<(), i64> {
-    const BATCH: usize = 16;
+    const BATCH: usize = COPY_BATCH;
     // (group, op index, encoded op) triples, flushed BATCH at a time.
     type Parts = heapless::Vec<(usize, usize, [u8; COPY_SIZE]), BATCH>;
     let mut parts: Parts = heapless::Vec::new();
