@@ -172,6 +172,36 @@ pub fn copy_phys(dest: u64, src: u64, len: usize) {
             .is_some_and(|end| end <= MAX_PHYS)
     };
     assert!(within(src) && within(dest));
+    let disjoint = src + len as u64 <= dest || dest + len as u64 <= src;
+    if disjoint && (src | dest | len as u64).is_multiple_of(64) {
+        // The usual case, whole pages or aligned parts of them: 64 bytes a turn in eight
+        // quadword loads and stores. Under QEMU's TCG this is about twice as fast as
+        // `rep movsq`, whose every iteration is a pass through the translated block.
+        let (mut from, mut to) = (phys_ptr::<u64>(src), phys_ptr::<u64>(dest));
+        for _ in 0..len / 64 {
+            // SAFETY: as below; the ranges are disjoint and 8-byte aligned, and each turn
+            // stays within them (len / 64 turns of 8 quadwords). Volatile accesses keep the
+            // compiler from turning the loop back into a call to memcpy.
+            unsafe {
+                let q = [
+                    from.read_volatile(),
+                    from.add(1).read_volatile(),
+                    from.add(2).read_volatile(),
+                    from.add(3).read_volatile(),
+                    from.add(4).read_volatile(),
+                    from.add(5).read_volatile(),
+                    from.add(6).read_volatile(),
+                    from.add(7).read_volatile(),
+                ];
+                for (i, q) in q.into_iter().enumerate() {
+                    to.add(i).write_volatile(q);
+                }
+                from = from.add(8);
+                to = to.add(8);
+            }
+        }
+        return;
+    }
     // SAFETY: both ranges lie below 4 GiB (checked) in the identity map, in frames the
     // caller has checked the right to read (`src`) and write (`dest`) and holds for the
     // length of the copy; neither range is microvisor data nor referenced by a Rust
