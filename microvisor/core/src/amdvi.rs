@@ -64,9 +64,9 @@
 //!   the unit's own function, whose event log, completion stores and MSI bypass translation.
 //!   The IVRS QEMU 7.2 builds has one type 0x10 IVHD only (no EFR image).
 
+pub use crate::iopt::{FrameSource, PhysMem};
 use crate::pci::Bdf;
 pub use crate::vtd::RegOp;
-use crate::vtd::{FrameSource, PhysMem};
 use core::fmt;
 use core::ops::Range;
 
@@ -130,7 +130,6 @@ pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 pub const INTERRUPT_RANGE: Range<u64> = 0xfee0_0000..0xfef0_0000;
 
 const PAGE_BYTES: u64 = 4096;
-const PAGE_MASK: u64 = PAGE_BYTES - 1;
 
 /// The extended feature register, decoded (the parts that matter here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -787,10 +786,8 @@ pub const PTE_IW: u64 = 1 << 62;
 /// non-present entry, but QEMU only reports a fault for an entry that is not all zero.
 pub const PTE_EMPTY: u64 = 1 << PTE_NEXT_LEVEL_SHIFT;
 
-const ENTRIES: u64 = 512;
-
 /// Why an I/O page-table operation failed (the same failures as VT-d's tables).
-pub type TableError = crate::vtd::SlError;
+pub type TableError = crate::iopt::TableError;
 
 /// Where a bus address leads, as the unit would walk it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -803,118 +800,56 @@ pub struct Translation {
 
 /// One domain's I/O page table (the host, "v1" format): `mode.levels()` levels of 512
 /// 8-byte entries, 4 KiB pages.
-///
-/// A page entry: PR, Next Level 0, the host address in bits 12..=51, IR, and IW if
-/// writable. A table entry: PR, Next Level = the level below, the table's address, IR and
-/// IW (the unit ANDs the permissions of every level, the device table entry's included).
-/// An empty slot is [`PTE_EMPTY`]; new tables are filled with it. No other bit is set
-/// (QEMU treats none of them as reserved, but bits 59 and 60, U and FC, have meanings).
-/// Which bus addresses to mirror is the caller's policy; tables are kept (empty) after
-/// unmaps until [`destroy`](Self::destroy). The caller invalidates the unit's caches after
-/// an unmap or a replaced mapping.
+pub type IoPageTable = crate::iopt::Table<HostV1>;
+
+/// The host "v1" entry format. A page entry: PR, Next Level 0, the host address in bits
+/// 12..=51, IR, and IW if writable. A table entry: PR, Next Level = the level below, the
+/// table's address, IR and IW (the unit ANDs the permissions of every level, the device
+/// table entry's included). An empty slot is [`PTE_EMPTY`]; new tables are filled with it.
+/// No other bit is set (QEMU treats none of them as reserved, but bits 59 and 60, U and FC,
+/// have meanings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoPageTable {
-    root_pa: u64,
-    mode: PagingMode,
+pub struct HostV1;
+
+impl crate::iopt::Format for HostV1 {
+    type Shape = PagingMode;
+    const EMPTY: u64 = PTE_EMPTY;
+    fn levels(mode: PagingMode) -> u8 {
+        mode.levels()
+    }
+    fn covers(mode: PagingMode, bus: u64) -> bool {
+        mode.covers(bus)
+    }
+    fn present(entry: u64) -> bool {
+        entry & PTE_PR != 0
+    }
+    fn is_table(entry: u64, level: u8) -> bool {
+        next_level(entry) == level - 1
+    }
+    fn table_entry(table_pa: u64, below: u8) -> u64 {
+        table_entry(table_pa, below)
+    }
+    fn page_entry(hpa: u64, writable: bool) -> u64 {
+        page_entry(hpa, writable)
+    }
 }
 
 impl IoPageTable {
-    /// A new, empty table with a root frame from `frames` (filled with [`PTE_EMPTY`]).
-    pub fn new<M: PhysMem + ?Sized, F: FrameSource + ?Sized>(
-        mem: &mut M,
-        frames: &mut F,
-        mode: PagingMode,
-    ) -> Result<Self, TableError> {
-        let root_pa = alloc_table(mem, frames)?;
-        Ok(IoPageTable { root_pa, mode })
-    }
-
-    /// The table whose root is at `root_pa` (as made by [`new`](Self::new)).
-    pub const fn from_root(root_pa: u64, mode: PagingMode) -> Self {
-        IoPageTable { root_pa, mode }
-    }
-
-    /// The root frame, for [`DeviceTableEntry::translated`].
-    pub const fn root_pa(&self) -> u64 {
-        self.root_pa
-    }
-
-    pub const fn mode(&self) -> PagingMode {
-        self.mode
-    }
-
-    fn check_gpa(&self, gpa: u64) -> Result<(), TableError> {
-        if gpa & PAGE_MASK != 0 {
-            return Err(TableError::Misaligned);
-        }
-        if !self.mode.covers(gpa) {
-            return Err(TableError::AddressTooWide);
-        }
-        Ok(())
-    }
-
-    /// Maps the 4 KiB page at bus address `gpa` to `hpa` (readable, and writable if
-    /// `writable`), creating tables as needed. Returns the host page it mapped before, if
-    /// any (the caller must then invalidate the unit's caches).
-    pub fn map_4k<M: PhysMem + ?Sized, F: FrameSource + ?Sized>(
-        &mut self,
-        mem: &mut M,
-        frames: &mut F,
-        gpa: u64,
-        hpa: u64,
-        writable: bool,
-    ) -> Result<Option<u64>, TableError> {
-        self.check_gpa(gpa)?;
-        if hpa & PAGE_MASK != 0 {
-            return Err(TableError::Misaligned);
-        }
-        if hpa & !ADDR_MASK != 0 {
-            return Err(TableError::AddressTooWide);
-        }
-        let mut table = self.root_pa;
-        for level in (2..=self.mode.levels()).rev() {
-            let slot = table + index(gpa, level) * 8;
-            let entry = mem.read_u64(slot);
-            table = if present(entry) {
-                entry & ADDR_MASK
-            } else {
-                let new = alloc_table(mem, frames)?;
-                mem.write_u64(slot, table_entry(new, level - 1));
-                new
-            };
-        }
-        let slot = table + index(gpa, 1) * 8;
-        let old = mem.read_u64(slot);
-        mem.write_u64(slot, page_entry(hpa, writable));
-        Ok(present(old).then_some(old & ADDR_MASK))
-    }
-
-    /// Removes the mapping of the page at `gpa`; returns the host page it mapped.
-    pub fn unmap_4k<M: PhysMem + ?Sized>(&mut self, mem: &mut M, gpa: u64) -> Option<u64> {
-        self.check_gpa(gpa).ok()?;
-        let slot = self.leaf_slot(mem, gpa)?;
-        let old = mem.read_u64(slot);
-        if !present(old) {
-            return None;
-        }
-        mem.write_u64(slot, PTE_EMPTY);
-        Some(old & ADDR_MASK)
-    }
-
     /// Where `gpa` (any byte address) leads, as the unit walks it: permissions ANDed over
     /// the levels, Next Level followed (levels may be skipped; a Next Level not below the
     /// current one ends the walk), Next Level 0 at any level a page of that level's size,
     /// 7 a page whose size is coded in its address. `None` where nothing is mapped.
     pub fn translate<M: PhysMem + ?Sized>(&self, mem: &M, gpa: u64) -> Option<Translation> {
-        if !self.mode.covers(gpa) {
+        use crate::iopt::{index, level_shift};
+        if !self.shape().covers(gpa) {
             return None;
         }
-        let mut table = self.root_pa;
-        let mut level = self.mode.levels();
+        let mut table = self.root_pa();
+        let mut level = self.levels();
         let (mut readable, mut writable) = (true, true);
         loop {
             let entry = mem.read_u64(table + index(gpa, level) * 8);
-            if !present(entry) {
+            if entry & PTE_PR == 0 {
                 return None;
             }
             readable &= entry & PTE_IR != 0;
@@ -946,25 +881,6 @@ impl IoPageTable {
             });
         }
     }
-
-    /// Hands every table frame of this page table to `visit`, each once, children before
-    /// their parent and the root last (for freeing them). Mapped pages are not visited.
-    pub fn destroy<M: PhysMem + ?Sized>(self, mem: &M, mut visit: impl FnMut(u64)) {
-        visit_tables(mem, self.root_pa, self.mode.levels(), &mut visit);
-    }
-
-    /// The address of the leaf entry for `gpa`, if its tables exist.
-    fn leaf_slot<M: PhysMem + ?Sized>(&self, mem: &M, gpa: u64) -> Option<u64> {
-        let mut table = self.root_pa;
-        for level in (2..=self.mode.levels()).rev() {
-            let entry = mem.read_u64(table + index(gpa, level) * 8);
-            if !present(entry) || next_level(entry) != level - 1 {
-                return None;
-            }
-            table = entry & ADDR_MASK;
-        }
-        Some(table + index(gpa, 1) * 8)
-    }
 }
 
 /// A table entry pointing at the table `table_pa` of level `below`.
@@ -978,22 +894,6 @@ pub const fn page_entry(hpa: u64, writable: bool) -> u64 {
     (hpa & ADDR_MASK) | PTE_PR | PTE_IR | w
 }
 
-fn visit_tables<M: PhysMem + ?Sized>(mem: &M, table: u64, level: u8, visit: &mut dyn FnMut(u64)) {
-    if level > 1 {
-        for i in 0..ENTRIES {
-            let entry = mem.read_u64(table + i * 8);
-            if present(entry) && next_level(entry) == level - 1 {
-                visit_tables(mem, entry & ADDR_MASK, level - 1, visit);
-            }
-        }
-    }
-    visit(table);
-}
-
-const fn present(entry: u64) -> bool {
-    entry & PTE_PR != 0
-}
-
 const fn next_level(entry: u64) -> u8 {
     ((entry >> PTE_NEXT_LEVEL_SHIFT) & 7) as u8
 }
@@ -1003,33 +903,6 @@ const fn next_level(entry: u64) -> u8 {
 fn coded_page_bits(entry: u64) -> Option<u32> {
     let zero = (!(entry >> 12)).trailing_zeros() + 12;
     (zero < 52).then_some(zero + 1)
-}
-
-const fn level_shift(level: u8) -> u32 {
-    12 + 9 * (level as u32 - 1)
-}
-
-const fn index(gpa: u64, level: u8) -> u64 {
-    let shift = level_shift(level);
-    if shift >= 64 {
-        0
-    } else {
-        (gpa >> shift) & 0x1ff
-    }
-}
-
-fn alloc_table<M: PhysMem + ?Sized, F: FrameSource + ?Sized>(
-    mem: &mut M,
-    frames: &mut F,
-) -> Result<u64, TableError> {
-    let pa = frames.alloc_zeroed_frame().ok_or(TableError::OutOfFrames)?;
-    if pa & !ADDR_MASK != 0 {
-        return Err(TableError::BadFrame(pa));
-    }
-    for i in 0..ENTRIES {
-        mem.write_u64(pa + i * 8, PTE_EMPTY);
-    }
-    Ok(pa)
 }
 
 #[cfg(test)]

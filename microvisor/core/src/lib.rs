@@ -21,6 +21,7 @@
 //! | [`ratelimit`] | a log-line rate limit (IOMMU fault lines) |
 //! | [`acpi`] | host ACPI tables: CPUs, IO-APIC, MCFG, DMAR/IVRS, table ranges |
 //! | [`vtd`] / [`amdvi`] | IOMMU encodings: Intel VT-d and AMD-Vi tables, commands, faults |
+//! | [`iopt`] | the I/O page tables both IOMMUs walk, one entry format each |
 //! | [`multiboot`] | the Multiboot1 information: memory map, modules, command line |
 //! | [`time`] | TSC to nanoseconds in pvclock form, PIT calibration |
 //! | [`phys`] | the [`PhysRead`] trait the boot-time parsers read memory through |
@@ -36,6 +37,7 @@ pub mod grant;
 pub mod guest_acpi;
 pub mod guest_arg;
 pub mod image;
+pub mod iopt;
 pub mod ioexit;
 pub mod multiboot;
 pub mod pagewalk;

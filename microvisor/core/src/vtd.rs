@@ -126,7 +126,6 @@ pub const IOTLB_DR: u64 = 1 << 49;
 /// IOTLB: drain writes before completing.
 pub const IOTLB_DW: u64 = 1 << 48;
 
-
 /// Root and context table entries per 4 KiB table.
 pub const TABLE_ENTRIES: usize = 256;
 /// Bytes of a root or context entry.
@@ -1008,42 +1007,7 @@ pub const fn is_interrupt_remapping_fault(reason: u8) -> bool {
     matches!(reason, 0x20..=0x26)
 }
 
-/// Host frames for page tables.
-pub trait FrameSource {
-    /// A zeroed, 4 KiB-aligned host frame, or `None` when there is none.
-    fn alloc_zeroed_frame(&mut self) -> Option<u64>;
-}
-
-/// Access to the host memory holding the page tables.
-pub trait PhysMem {
-    fn read_u64(&self, pa: u64) -> u64;
-    fn write_u64(&mut self, pa: u64, value: u64);
-}
-
-/// Why a second-level page-table operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlError {
-    /// An address is not 4 KiB aligned.
-    Misaligned,
-    /// The guest address is beyond the table's address width, or the host address
-    /// beyond 52 bits.
-    AddressTooWide,
-    /// No frame for a new table.
-    OutOfFrames,
-    /// The frame source returned a misaligned or too wide frame.
-    BadFrame(u64),
-}
-
-impl fmt::Display for SlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Misaligned => write!(f, "address not 4 KiB aligned"),
-            Self::AddressTooWide => write!(f, "address beyond the supported width"),
-            Self::OutOfFrames => write!(f, "no frame left for an IOMMU page table"),
-            Self::BadFrame(pa) => write!(f, "frame source returned unusable frame {pa:#x}"),
-        }
-    }
-}
+pub use crate::iopt::{FrameSource, PhysMem, TableError as SlError};
 
 /// Where a guest address leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1054,118 +1018,54 @@ pub struct Translation {
 }
 
 /// One domain's second-level (DMA) page table, of 3 or 4 levels of 512 8-byte entries.
-///
-/// Leaves map 4 KiB pages: bit 0 read, bit 1 write, the host address in bits 12..51.
-/// Non-leaf entries carry read and write and point at the next table (the unit checks
-/// the permission of every level it walks: a non-leaf entry without W blocks writes).
-/// No other bit is set. QEMU 7.2 treats as reserved (fault 0xc): bit 11 (snoop; allowed
-/// only with snoop control or scalable mode), bit 7 of a 4th-level entry, bit 62 (except
-/// in a leaf when device TLBs are on), and every address bit at or above its `aw-bits`
-/// (39 by default), so page tables and mapped pages must lie below 512 GiB there; it
-/// ignores bits 2..10 (bit 7 at levels 2 and 3 means a large page), 52..61 and 63.
-/// Which guest addresses to mirror is the caller's policy; tables are kept (empty) after
-/// unmaps until [`destroy`](Self::destroy). The caller invalidates the IOTLB after an
-/// unmap or a replaced mapping.
+pub type SlPageTable = crate::iopt::Table<SecondLevel>;
+
+/// The second-level entry format. Leaves map 4 KiB pages: bit 0 read, bit 1 write, the host
+/// address in bits 12..51. Non-leaf entries carry read and write and point at the next
+/// table (the unit checks the permission of every level it walks: a non-leaf entry without
+/// W blocks writes). No other bit is set. QEMU 7.2 treats as reserved (fault 0xc): bit 11
+/// (snoop; allowed only with snoop control or scalable mode), bit 7 of a 4th-level entry,
+/// bit 62 (except in a leaf when device TLBs are on), and every address bit at or above
+/// its `aw-bits` (39 by default), so page tables and mapped pages must lie below 512 GiB
+/// there; it ignores bits 2..10 (bit 7 at levels 2 and 3 means a large page), 52..61 and 63.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlPageTable {
-    root_pa: u64,
-    aw: AddressWidth,
+pub struct SecondLevel;
+
+impl crate::iopt::Format for SecondLevel {
+    type Shape = AddressWidth;
+    const EMPTY: u64 = 0;
+    fn levels(aw: AddressWidth) -> u8 {
+        aw.levels()
+    }
+    fn covers(aw: AddressWidth, bus: u64) -> bool {
+        bus >> aw.bits() == 0
+    }
+    fn present(entry: u64) -> bool {
+        entry & (SL_READ | SL_WRITE) != 0
+    }
+    fn is_table(entry: u64, _level: u8) -> bool {
+        entry & SL_PAGE_SIZE == 0
+    }
+    fn table_entry(table_pa: u64, _below: u8) -> u64 {
+        table_pa | SL_READ | SL_WRITE
+    }
+    fn page_entry(hpa: u64, writable: bool) -> u64 {
+        hpa | SL_READ | if writable { SL_WRITE } else { 0 }
+    }
 }
 
 impl SlPageTable {
-    /// A new, empty table with a root frame from `frames`.
-    pub fn new<F: FrameSource + ?Sized>(frames: &mut F, aw: AddressWidth) -> Result<Self, SlError> {
-        let root_pa = alloc_table(frames)?;
-        Ok(SlPageTable { root_pa, aw })
-    }
-
-    /// The table whose root is at `root_pa` (as made by [`new`](Self::new)).
-    pub const fn from_root(root_pa: u64, aw: AddressWidth) -> Self {
-        SlPageTable { root_pa, aw }
-    }
-
-    /// The root frame, for [`context_entry`].
-    pub const fn root_pa(&self) -> u64 {
-        self.root_pa
-    }
-
-    pub const fn levels(&self) -> u8 {
-        self.aw.levels()
-    }
-
-    fn check_gpa(&self, gpa: u64) -> Result<(), SlError> {
-        if gpa & PAGE_MASK != 0 {
-            return Err(SlError::Misaligned);
-        }
-        if gpa >> self.aw.bits() != 0 {
-            return Err(SlError::AddressTooWide);
-        }
-        Ok(())
-    }
-
-    /// Maps the 4 KiB page at `gpa` to `hpa` (readable, and writable if `writable`),
-    /// creating tables as needed. Returns the host page it mapped before, if any (the
-    /// caller must then invalidate the IOTLB).
-    pub fn map_4k<M: PhysMem + ?Sized, F: FrameSource + ?Sized>(
-        &mut self,
-        mem: &mut M,
-        frames: &mut F,
-        gpa: u64,
-        hpa: u64,
-        writable: bool,
-    ) -> Result<Option<u64>, SlError> {
-        self.check_gpa(gpa)?;
-        if hpa & PAGE_MASK != 0 {
-            return Err(SlError::Misaligned);
-        }
-        if hpa & !SL_ADDR_MASK != 0 {
-            return Err(SlError::AddressTooWide);
-        }
-        let mut table = self.root_pa;
-        for level in (2..=self.levels()).rev() {
-            let slot = table + index(gpa, level) * 8;
-            let entry = mem.read_u64(slot);
-            table = if entry & (SL_READ | SL_WRITE) != 0 {
-                entry & SL_ADDR_MASK
-            } else {
-                let new = alloc_table(frames)?;
-                mem.write_u64(slot, new | SL_READ | SL_WRITE);
-                new
-            };
-        }
-        let slot = table + index(gpa, 1) * 8;
-        let old = mem.read_u64(slot);
-        let permissions = if writable {
-            SL_READ | SL_WRITE
-        } else {
-            SL_READ
-        };
-        mem.write_u64(slot, hpa | permissions);
-        Ok(present(old).then_some(old & SL_ADDR_MASK))
-    }
-
-    /// Removes the mapping of the page at `gpa`; returns the host page it mapped.
-    pub fn unmap_4k<M: PhysMem + ?Sized>(&mut self, mem: &mut M, gpa: u64) -> Option<u64> {
-        self.check_gpa(gpa).ok()?;
-        let slot = self.leaf_slot(mem, gpa)?;
-        let old = mem.read_u64(slot);
-        if !present(old) {
-            return None;
-        }
-        mem.write_u64(slot, 0);
-        Some(old & SL_ADDR_MASK)
-    }
-
     /// Where `gpa` (any byte address) leads, as the unit would walk it.
     pub fn translate<M: PhysMem + ?Sized>(&self, mem: &M, gpa: u64) -> Option<Translation> {
-        if gpa >> self.aw.bits() != 0 {
+        use crate::iopt::{index, level_shift, Format};
+        if !SecondLevel::covers(self.shape(), gpa) {
             return None;
         }
-        let mut table = self.root_pa;
+        let mut table = self.root_pa();
         let mut writable = true;
         for level in (1..=self.levels()).rev() {
             let entry = mem.read_u64(table + index(gpa, level) * 8);
-            if !present(entry) {
+            if !SecondLevel::present(entry) {
                 return None;
             }
             writable &= entry & SL_WRITE != 0;
@@ -1182,57 +1082,6 @@ impl SlPageTable {
         }
         None
     }
-
-    /// Hands every table frame of this page table to `visit`, each once, children before
-    /// their parent and the root last (for freeing them). Mapped pages are not visited.
-    pub fn destroy<M: PhysMem + ?Sized>(self, mem: &M, mut visit: impl FnMut(u64)) {
-        visit_tables(mem, self.root_pa, self.levels(), &mut visit);
-    }
-
-    /// The address of the leaf entry for `gpa`, if its tables exist.
-    fn leaf_slot<M: PhysMem + ?Sized>(&self, mem: &M, gpa: u64) -> Option<u64> {
-        let mut table = self.root_pa;
-        for level in (2..=self.levels()).rev() {
-            let entry = mem.read_u64(table + index(gpa, level) * 8);
-            if !present(entry) || entry & SL_PAGE_SIZE != 0 {
-                return None;
-            }
-            table = entry & SL_ADDR_MASK;
-        }
-        Some(table + index(gpa, 1) * 8)
-    }
-}
-
-fn visit_tables<M: PhysMem + ?Sized>(mem: &M, table: u64, level: u8, visit: &mut dyn FnMut(u64)) {
-    if level > 1 {
-        for i in 0..512 {
-            let entry = mem.read_u64(table + i * 8);
-            if present(entry) && entry & SL_PAGE_SIZE == 0 {
-                visit_tables(mem, entry & SL_ADDR_MASK, level - 1, visit);
-            }
-        }
-    }
-    visit(table);
-}
-
-fn present(entry: u64) -> bool {
-    entry & (SL_READ | SL_WRITE) != 0
-}
-
-const fn level_shift(level: u8) -> u32 {
-    12 + 9 * (level as u32 - 1)
-}
-
-const fn index(gpa: u64, level: u8) -> u64 {
-    (gpa >> level_shift(level)) & 0x1ff
-}
-
-fn alloc_table<F: FrameSource + ?Sized>(frames: &mut F) -> Result<u64, SlError> {
-    let pa = frames.alloc_zeroed_frame().ok_or(SlError::OutOfFrames)?;
-    if pa & !SL_ADDR_MASK != 0 {
-        return Err(SlError::BadFrame(pa));
-    }
-    Ok(pa)
 }
 
 #[cfg(test)]

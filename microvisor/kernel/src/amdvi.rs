@@ -23,10 +23,11 @@ use heapless::Vec;
 use microvisor_core::amdvi::{
     self, Command, DeviceTableEntry, Event, Features, IoPageTable, PagingMode, RegOp,
 };
+use microvisor_core::iopt::PhysMem;
 use microvisor_core::pci::Bdf;
-use microvisor_core::vtd::{FrameSource, PhysMem};
 use spin::Mutex;
 
+use crate::iommu::{HostFrames, HostMemory};
 use crate::mem;
 
 /// Spins before a wait on the unit is given up (QEMU completes every command within the
@@ -132,25 +133,6 @@ fn read_volatile_u64(pa: u64) -> u64 {
 
 fn write_u64(pa: u64, value: u64) {
     mem::write_phys(pa, &value.to_le_bytes());
-}
-
-struct HostFrames;
-impl FrameSource for HostFrames {
-    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
-        mem::alloc_zeroed()
-    }
-}
-
-struct HostMemory;
-impl PhysMem for HostMemory {
-    fn read_u64(&self, pa: u64) -> u64 {
-        let mut bytes = [0u8; 8];
-        mem::read_phys(pa, &mut bytes);
-        u64::from_le_bytes(bytes)
-    }
-    fn write_u64(&mut self, pa: u64, value: u64) {
-        write_u64(pa, value);
-    }
 }
 
 impl Unit {
@@ -339,21 +321,7 @@ pub fn enabled() -> bool {
 /// A DMA page table for a domain: its RAM `0..ram_bytes`, as its nested page table maps it.
 pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u64> {
     let mode = UNIT.lock().as_ref()?.mode;
-    let mut table = IoPageTable::new(&mut HostMemory, &mut HostFrames, mode).ok()?;
-    let mut gpa = 0;
-    while gpa < ram_bytes {
-        if let Some(hpa) = npt.translate_owned(gpa) {
-            if table
-                .map_4k(&mut HostMemory, &mut HostFrames, gpa, hpa, true)
-                .is_err()
-            {
-                table.destroy(&HostMemory, mem::free);
-                return None;
-            }
-        }
-        gpa += mem::PAGE_SIZE;
-    }
-    Some(table.root_pa())
+    crate::iommu::mirror_ram::<amdvi::HostV1>(mode, npt, ram_bytes)
 }
 
 /// Free a domain's DMA page table (after every function was detached).

@@ -18,9 +18,10 @@
 //! so a device can raise its own entries and nothing else. Without IR or QI the unit is
 //! driven as before (register-based invalidation, compatibility-format MSIs).
 
+use microvisor_core::iopt::{Format, Table};
 use microvisor_core::pci::Bdf;
 use microvisor_core::vtd::{
-    self, AddressWidth, Capabilities, FaultRecord, FaultStatus, InvDesc, RegOp, SlPageTable,
+    self, AddressWidth, Capabilities, FaultRecord, FaultStatus, InvDesc, RegOp,
 };
 use spin::Mutex;
 
@@ -250,14 +251,16 @@ fn exec(base: u64, ops: &[RegOp]) {
     }
 }
 
-struct HostFrames;
+/// Page-table frames from the microvisor's allocator (both IOMMU drivers use these).
+pub(crate) struct HostFrames;
 impl vtd::FrameSource for HostFrames {
     fn alloc_zeroed_frame(&mut self) -> Option<u64> {
         mem::alloc_zeroed()
     }
 }
 
-struct HostMemory;
+/// Page tables read and written through the direct map.
+pub(crate) struct HostMemory;
 impl vtd::PhysMem for HostMemory {
     fn read_u64(&self, pa: u64) -> u64 {
         let mut bytes = [0u8; 8];
@@ -384,13 +387,27 @@ pub fn build_domain_table(npt: crate::npt::NptView, ram_bytes: u64) -> Option<u6
         return crate::amdvi::build_domain_table(npt, ram_bytes);
     }
     let aw = UNIT.lock().as_ref()?.aw;
-    let mut table = SlPageTable::new(&mut HostFrames, aw).ok()?;
+    mirror_ram::<vtd::SecondLevel>(aw, npt, ram_bytes)
+}
+
+/// A new I/O page table in format `F` that maps the domain's RAM `0..ram_bytes` as its
+/// nested page table does; on a failure the tables made so far are freed.
+pub(crate) fn mirror_ram<F: Format>(
+    shape: F::Shape,
+    npt: crate::npt::NptView,
+    ram_bytes: u64,
+) -> Option<u64> {
+    let mut table = Table::<F>::new(&mut HostMemory, &mut HostFrames, shape).ok()?;
     let mut gpa = 0;
     while gpa < ram_bytes {
         if let Some(hpa) = npt.translate_owned(gpa) {
-            table
+            if table
                 .map_4k(&mut HostMemory, &mut HostFrames, gpa, hpa, true)
-                .ok()?;
+                .is_err()
+            {
+                table.destroy(&HostMemory, mem::free);
+                return None;
+            }
         }
         gpa += mem::PAGE_SIZE;
     }
@@ -405,7 +422,7 @@ pub fn destroy_domain_table(root_pa: u64) {
     let Some(aw) = UNIT.lock().as_ref().map(|u| u.aw) else {
         return;
     };
-    SlPageTable::from_root(root_pa, aw).destroy(&HostMemory, mem::free);
+    Table::<vtd::SecondLevel>::from_root(root_pa, aw).destroy(&HostMemory, mem::free);
 }
 
 /// Point `bdf`'s context entry at a domain's DMA table (`domain_id` = VT-d domain id).

@@ -486,7 +486,7 @@ fn new_tables_are_empty_not_zero() {
 #[test]
 fn map_translate_unmap_6_levels() {
     let (mut mem, mut frames, mut t) = setup(PagingMode::LEVELS_6);
-    assert_eq!(t.mode().levels(), 6);
+    assert_eq!(t.levels(), 6);
     assert_eq!(t.root_pa(), 0x10_0000);
     let gpa = 0x280_0000; // indices 0, 0, 0, 0, 20, 0 at levels 6..1
     assert_eq!(

@@ -516,8 +516,9 @@ fn assert_only_tables_written(mem: &FakeMem, frames: &FakeFrames) {
 
 fn setup(aw: AddressWidth) -> (FakeMem, FakeFrames, SlPageTable) {
     let mut frames = FakeFrames::new(64);
-    let table = SlPageTable::new(&mut frames, aw).unwrap();
-    (FakeMem::default(), frames, table)
+    let mut mem = FakeMem::default();
+    let table = SlPageTable::new(&mut mem, &mut frames, aw).unwrap();
+    (mem, frames, table)
 }
 
 #[test]
@@ -617,7 +618,7 @@ fn map_errors() {
     assert!(mem.words.is_empty(), "nothing written on argument errors");
     // Out of frames half-way: the tables made so far stay linked, nothing is leaked.
     let mut few = FakeFrames::new(3);
-    let mut t = SlPageTable::new(&mut few, AddressWidth::Bits48).unwrap();
+    let mut t = SlPageTable::new(&mut mem, &mut few, AddressWidth::Bits48).unwrap();
     assert_eq!(
         t.map_4k(&mut mem, &mut few, 0x1000, 0x2000, true),
         Err(SlError::OutOfFrames)
@@ -634,7 +635,7 @@ fn map_errors() {
         }
     }
     assert_eq!(
-        SlPageTable::new(&mut Bad, AddressWidth::Bits39),
+        SlPageTable::new(&mut mem, &mut Bad, AddressWidth::Bits39),
         Err(SlError::BadFrame(0x1234))
     );
 }
