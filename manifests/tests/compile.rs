@@ -176,7 +176,8 @@ fn the_default_system_compiles_with_its_images() {
         [1, 2, 3, 4, 5, 6]
     );
     assert_eq!(linux.ramdisk_module, Some(7));
-    assert_eq!(compiled.manifest.domains[1].ioports.len(), 1);
+    // The console domain's COM1 and COM2 (its attach line for `xl console`).
+    assert_eq!(compiled.manifest.domains[1].ioports.len(), 2);
     assert_eq!(compiled.manifest.version, MANIFEST_VERSION);
     assert_eq!(compiled.manifest.xenstore_domain, Some(0));
     assert_eq!(compiled.manifest.console_domain, Some(1));

@@ -30,6 +30,18 @@
 //! retries queued input and shows the attached domain's partial line (a shell prompt) once
 //! it has been quiet for [`PROMPT_QUIET_TICKS`] ticks.
 //!
+//! # The attach line
+//!
+//! Bytes from the second UART ([`Backend::attach_input`]) go through [`crate::attach`]: a
+//! client (the host's `xl console`) attaches to one domain by name, then gets that domain's
+//! output bytes raw (as well as the labelled lines on the first UART) and its bytes go to
+//! the domain's input, through the same queue as the first UART's. The output is queued
+//! (bounded, dropped and counted when the client does not read) and moved to the UART
+//! whenever the backend has drained something and on every tick. The first UART says
+//! `[console] xl console attached to <name>`, `[console] xl console left <name>`, and at
+//! most once a second `[console] xl console: <n> bytes of output dropped (the client is not
+//! reading)`.
+//!
 //! # Faults
 //!
 //! An index out of range in either direction is a protocol error: the domain is dropped
@@ -44,6 +56,7 @@ use alloc::vec::Vec;
 use microvisor_abi::microvisor_op::{DomainEntry, DOMAIN_FLAG_DYING, DOMAIN_FLAG_RESTARTING};
 use xen_ring::SharedPage;
 
+use crate::attach::{self, AttachLine};
 use crate::cons_ring::BackendRing;
 use crate::input::{Effect, Input};
 use crate::lines::{format_line, LineAssembler};
@@ -61,6 +74,9 @@ pub const DRAIN_READS_PER_TURN: usize = 4;
 
 /// Ticks without output after which the attached domain's partial line is shown.
 pub const PROMPT_QUIET_TICKS: u32 = 5;
+
+/// Fewest ticks between two reports of output dropped on the attach line.
+pub const DROP_REPORT_TICKS: u32 = 50;
 
 /// What the backend needs from the machine (the runtime and the UART in the domain, fakes
 /// in tests).
@@ -81,6 +97,9 @@ pub trait Platform {
     fn notify(&mut self, local_port: u32);
     /// Writes bytes to the UART.
     fn uart_write(&mut self, bytes: &[u8]);
+    /// Writes what the attach line's UART takes of `bytes` now, without waiting; returns
+    /// how many it took (all of them when there is no attach line: nobody listens).
+    fn attach_write(&mut self, bytes: &[u8]) -> usize;
 }
 
 /// One served domain.
@@ -108,6 +127,10 @@ pub struct Backend<P: Platform> {
     /// Domains dropped while restarting under the same id, until their next build is
     /// connected or they are gone for good.
     returning: Vec<u16>,
+    /// The raw console on the second UART.
+    attach: AttachLine,
+    /// Ticks since output dropped on the attach line was last reported.
+    ticks_since_drop_report: u32,
 }
 
 impl<P: Platform> Default for Backend<P> {
@@ -124,6 +147,63 @@ impl<P: Platform> Backend<P> {
             input: Input::new(),
             banned: Vec::new(),
             returning: Vec::new(),
+            attach: AttachLine::new(),
+            ticks_since_drop_report: DROP_REPORT_TICKS,
+        }
+    }
+
+    /// The domain the attach line is attached to, if any.
+    pub fn attach_session(&self) -> Option<u16> {
+        self.attach.attached()
+    }
+
+    /// Output bytes the attach line dropped so far (its client did not read them).
+    pub fn attach_dropped(&self) -> u64 {
+        self.attach.dropped()
+    }
+
+    /// Handles bytes read from the attach line's UART (see [`crate::attach`]).
+    pub fn attach_input(&mut self, platform: &mut P, bytes: &[u8]) {
+        let conns = &self.conns;
+        let events = self.attach.feed(bytes, |name| {
+            conns.iter().find(|c| c.name == name).map(|c| c.domid)
+        });
+        for event in events {
+            match event {
+                attach::Event::Deliver { domid, bytes } => {
+                    if let Some(connection) = self.conns.iter_mut().find(|c| c.domid == domid) {
+                        let room = INPUT_QUEUE_MAX.saturating_sub(connection.pending_input.len());
+                        connection
+                            .pending_input
+                            .extend(&bytes[..bytes.len().min(room)]);
+                    }
+                    self.push_input(platform, domid);
+                }
+                attach::Event::Attached { name, .. } => say(
+                    platform,
+                    &format!("[console] xl console attached to {name}"),
+                ),
+                attach::Event::Ended { name, .. } => {
+                    say(platform, &format!("[console] xl console left {name}"))
+                }
+            }
+        }
+        self.attach_flush(platform);
+    }
+
+    /// Moves the attach line's queued output to its UART, as far as it takes it.
+    fn attach_flush(&mut self, platform: &mut P) {
+        self.attach.flush(|bytes| platform.attach_write(bytes));
+    }
+
+    /// The attached domain `domid` went away: the attach line's client is told.
+    fn attach_gone(&mut self, platform: &mut P, domid: u16) {
+        if let Some(attach::Event::Ended { name, .. }) = self.attach.gone(domid) {
+            say(
+                platform,
+                &format!("[console] xl console: {name} is gone; detached"),
+            );
+            self.attach_flush(platform);
         }
     }
 
@@ -272,6 +352,22 @@ impl<P: Platform> Backend<P> {
         if let Some(domid) = attached {
             self.push_input(platform, domid);
         }
+        if let Some(domid) = self.attach.attached() {
+            self.push_input(platform, domid);
+        }
+        self.attach_flush(platform);
+        self.ticks_since_drop_report = self.ticks_since_drop_report.saturating_add(1);
+        if self.ticks_since_drop_report >= DROP_REPORT_TICKS {
+            if let Some(count) = self.attach.take_unreported_drops() {
+                say(
+                    platform,
+                    &format!(
+                        "[console] xl console: {count} bytes of output dropped (the client is not reading)"
+                    ),
+                );
+                self.ticks_since_drop_report = 0;
+            }
+        }
     }
 
     /// Reads a domain's `out[]` (at most [`DRAIN_READS_PER_TURN`] ring-fulls, so a domain
@@ -293,6 +389,7 @@ impl<P: Platform> Backend<P> {
                 Ok(0) => break Ok(()),
                 Ok(count) => {
                     consumed = true;
+                    self.attach.output(domid, &buffer[..count]);
                     let name = &connection.name;
                     connection
                         .lines
@@ -306,6 +403,9 @@ impl<P: Platform> Backend<P> {
         }
         if !out.is_empty() {
             platform.uart_write(&out);
+        }
+        if consumed && self.attach.attached() == Some(domid) {
+            self.attach.flush(|bytes| platform.attach_write(bytes));
         }
         match result {
             Ok(()) if consumed => platform.notify(connection.port),
@@ -434,6 +534,7 @@ impl<P: Platform> Backend<P> {
                 if let Some(Effect::Say(line)) = self.input.forget(domid) {
                     say(platform, &line);
                 }
+                self.attach_gone(platform, domid);
             }
             return;
         };
@@ -466,6 +567,7 @@ impl<P: Platform> Backend<P> {
             if let Some(Effect::Say(line)) = self.input.forget(domid) {
                 say(platform, &line);
             }
+            self.attach_gone(platform, domid);
         }
         platform.close(connection.port);
         platform.unmap_ring(domid, connection.page);

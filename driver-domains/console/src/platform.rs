@@ -1,10 +1,15 @@
-//! The backend's [`Platform`] on the runtime: grant mapping, event channels, and COM1
-//! (input polled from the UART while data is ready; output written through the microvisor).
+//! The backend's [`Platform`] on the runtime: grant mapping, event channels, COM1 (input
+//! polled from the UART while data is ready; output written through the microvisor) and,
+//! when the command line asks for it, COM2, the attach line (input polled the same way,
+//! output written while the transmitter has room). One [`Uart`] drives both.
 
 use core::fmt::Write;
 
 use console_backend::backend::Platform;
-use console_backend::uart::{DATA, LINE_STATUS, LSR_DATA_READY, READ_BURST};
+use console_backend::uart::{
+    self, DATA, INIT, LINE_STATUS, LSR_DATA_READY, LSR_THR_EMPTY, PROBE, READ_BURST, SCRATCH,
+    WRITE_BURST,
+};
 use driver_domains::events::{self, Port};
 use driver_domains::grant_table::{self, GrantRef, MappedGrant};
 use microvisor_abi::grant::{GNTST_BAD_HANDLE, GNTTAB_RESERVED_CONSOLE};
@@ -12,19 +17,85 @@ use microvisor_abi::microvisor_op::DomainEntry;
 
 use crate::port_io;
 
-/// The machine as the runtime offers it, with COM1.
-pub struct RuntimePlatform;
+/// A 16550 at `base` (COM1 or COM2), polled.
+#[derive(Clone, Copy)]
+pub struct Uart {
+    base: u16,
+}
 
-impl RuntimePlatform {
+impl Uart {
+    /// COM1, which the microvisor programmed.
+    pub const fn com1() -> Self {
+        Self { base: uart::COM1 }
+    }
+
+    /// Programs the UART at `base` as the microvisor programs COM1, if one answers there
+    /// (QEMU without a second `-serial` has none at COM2).
+    pub fn init(base: u16) -> Option<Self> {
+        port_io::write(base, SCRATCH, PROBE);
+        if !uart::present(
+            port_io::read(base, SCRATCH),
+            port_io::read(base, LINE_STATUS),
+        ) {
+            return None;
+        }
+        for (register, value) in INIT {
+            port_io::write(base, register, value);
+        }
+        Some(Self { base })
+    }
+
     /// Reads the bytes the UART has received (at most [`READ_BURST`]) into `out`; returns
     /// how many.
-    pub fn uart_read(&mut self, out: &mut [u8; READ_BURST]) -> usize {
+    pub fn read(&self, out: &mut [u8; READ_BURST]) -> usize {
         let mut count = 0;
-        while count < out.len() && port_io::read(LINE_STATUS) & LSR_DATA_READY != 0 {
-            out[count] = port_io::read(DATA);
+        while count < out.len() && port_io::read(self.base, LINE_STATUS) & LSR_DATA_READY != 0 {
+            out[count] = port_io::read(self.base, DATA);
             count += 1;
         }
         count
+    }
+
+    /// Writes bytes while the transmitter has room (at most [`WRITE_BURST`]); returns how
+    /// many. Never waits: a line whose far end does not read keeps the transmitter full.
+    pub fn write(&self, bytes: &[u8]) -> usize {
+        let mut count = 0;
+        for &byte in bytes.iter().take(WRITE_BURST) {
+            if port_io::read(self.base, LINE_STATUS) & LSR_THR_EMPTY == 0 {
+                break;
+            }
+            port_io::write(self.base, DATA, byte);
+            count += 1;
+        }
+        count
+    }
+}
+
+/// The machine as the runtime offers it: COM1, and COM2 if the attach line is on.
+pub struct RuntimePlatform {
+    com1: Uart,
+    /// The attach line's UART.
+    pub attach: Option<Uart>,
+}
+
+impl RuntimePlatform {
+    /// COM1 only; [`RuntimePlatform::attach`] is set once COM2 is programmed.
+    pub const fn new() -> Self {
+        Self {
+            com1: Uart::com1(),
+            attach: None,
+        }
+    }
+
+    /// Reads the bytes COM1 has received (at most [`READ_BURST`]) into `out`; returns how
+    /// many.
+    pub fn uart_read(&mut self, out: &mut [u8; READ_BURST]) -> usize {
+        self.com1.read(out)
+    }
+
+    /// Reads the bytes COM2 has received, if the attach line is on.
+    pub fn attach_read(&mut self, out: &mut [u8; READ_BURST]) -> usize {
+        self.attach.map_or(0, |com2| com2.read(out))
     }
 
     /// Prints one of the backend's own lines.
@@ -81,5 +152,12 @@ impl Platform for RuntimePlatform {
     fn uart_write(&mut self, bytes: &[u8]) {
         // Nothing better to do with a refused write than to drop it.
         let _ = driver_domains::hypercall::console_write(bytes);
+    }
+
+    fn attach_write(&mut self, bytes: &[u8]) -> usize {
+        match self.attach {
+            Some(com2) => com2.write(bytes),
+            None => bytes.len(),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A simulated machine for the backend: domains listed by the test, console pages in
 //! process memory that the test (playing each domain) shares with the backend, ports and
-//! notifications recorded, the UART's output collected.
+//! notifications recorded, the UART's output collected, and the attach line's (COM2) with a
+//! client as slow as the test wants.
 
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
@@ -87,6 +88,11 @@ pub struct Sim {
     pub notified: Vec<u32>,
     /// Everything written to the UART.
     pub uart: Vec<u8>,
+    /// Everything the attach line's UART (COM2) took.
+    pub attach: Vec<u8>,
+    /// How many more bytes the attach line's UART takes (`None`: all; a client that does
+    /// not read is `Some(0)`).
+    pub attach_room: Option<usize>,
 }
 
 impl Sim {
@@ -246,5 +252,16 @@ impl Platform for Sim {
 
     fn uart_write(&mut self, bytes: &[u8]) {
         self.uart.extend_from_slice(bytes);
+    }
+
+    fn attach_write(&mut self, bytes: &[u8]) -> usize {
+        let count = self
+            .attach_room
+            .map_or(bytes.len(), |room| room.min(bytes.len()));
+        if let Some(room) = &mut self.attach_room {
+            *room -= count;
+        }
+        self.attach.extend_from_slice(&bytes[..count]);
+        count
     }
 }

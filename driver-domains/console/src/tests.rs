@@ -484,3 +484,160 @@ fn a_restarting_domain_whose_ring_goes_bad_is_awaited_without_blame() {
     assert_eq!(backend.served_domains(), [3]);
     assert_eq!(backend.attached(), Some(3));
 }
+
+#[test]
+fn the_attach_line_carries_one_domain_raw_both_ways() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "guest");
+    sim.list(4, 0, 9, "other");
+    let mut backend = started(&mut sim);
+    sim.take_lines();
+    backend.attach_input(&mut sim, b"\x1dattach nobody\n");
+    assert_eq!(sim.attach, b"error: no domain named nobody\n");
+    assert_eq!(backend.attach_session(), None);
+    sim.attach.clear();
+    backend.attach_input(&mut sim, b"\x1dattach guest\n");
+    assert_eq!(sim.attach, b"ok guest\n");
+    assert_eq!(sim.take_lines(), ["[console] xl console attached to guest"]);
+    sim.attach.clear();
+    // Output: raw on the attach line (escape sequences, tabs, a partial line, `\r`), and
+    // still labelled and made printable on the first UART.
+    write_out(&sim, 3, b"red\x1b[31m\tx\r\nguest# ");
+    write_out(&sim, 4, b"not this one\n");
+    poke(&mut backend, &mut sim, 3);
+    poke(&mut backend, &mut sim, 4);
+    assert_eq!(sim.attach, b"red\x1b[31m\tx\r\nguest# ");
+    assert_eq!(
+        sim.take_lines(),
+        ["[guest] red?[31m\tx", "[other] not this one"]
+    );
+    // Input: every byte but Ctrl-], Ctrl-C included, reaches the domain's in[] ring.
+    backend.attach_input(&mut sim, b"ls\t\x03\x1b[A\r");
+    assert_eq!(read_in(&sim, 3), b"ls\t\x03\x1b[A\r");
+    assert!(read_in(&sim, 4).is_empty());
+    // Ctrl-] detaches: no more output to the attach line.
+    backend.attach_input(&mut sim, b"\x1d");
+    assert_eq!(sim.take_lines(), ["[console] xl console left guest"]);
+    sim.attach.clear();
+    write_out(&sim, 3, b"after\n");
+    poke(&mut backend, &mut sim, 3);
+    assert!(sim.attach.is_empty());
+    assert_eq!(backend.attach_session(), None);
+}
+
+#[test]
+fn the_attach_line_and_the_first_uart_can_attach_at_once() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "guest");
+    sim.list(4, 0, 9, "other");
+    let mut backend = started(&mut sim);
+    backend.uart_input(&mut sim, b"attach other\r");
+    backend.attach_input(&mut sim, b"attach guest\n");
+    backend.uart_input(&mut sim, b"a");
+    backend.attach_input(&mut sim, b"b");
+    assert_eq!(read_in(&sim, 4), b"a");
+    assert_eq!(read_in(&sim, 3), b"b");
+    assert_eq!(backend.attached(), Some(4));
+    assert_eq!(backend.attach_session(), Some(3));
+}
+
+#[test]
+fn the_attach_line_says_when_its_domain_is_gone() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "guest");
+    let mut backend = started(&mut sim);
+    backend.attach_input(&mut sim, b"attach guest\n");
+    sim.take_lines();
+    sim.attach.clear();
+    write_out(&sim, 3, b"reboot: Power down");
+    poke(&mut backend, &mut sim, 3);
+    sim.list(3, DOMAIN_FLAG_DYING, 8, "guest");
+    backend.sync(&mut sim);
+    assert_eq!(
+        sim.attach,
+        b"reboot: Power down\r\n[domain guest is gone]\r\n".to_vec()
+    );
+    assert_eq!(
+        sim.take_lines(),
+        [
+            "[guest] reboot: Power down",
+            "[console] xl console: guest is gone; detached",
+            "[console] serving 0 domains"
+        ]
+    );
+    assert_eq!(backend.attach_session(), None);
+    // A new domain of that name (another id) can be attached again.
+    sim.unlist(3);
+    sim.list(6, 0, 8, "guest");
+    backend.sync(&mut sim);
+    sim.attach.clear();
+    backend.attach_input(&mut sim, b"attach guest\n");
+    assert_eq!(sim.attach, b"ok guest\n");
+    assert_eq!(backend.attach_session(), Some(6));
+}
+
+#[test]
+fn the_attach_line_stays_with_a_domain_restarting_under_its_id() {
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "netback");
+    let mut backend = started(&mut sim);
+    backend.attach_input(&mut sim, b"attach netback\n");
+    sim.list_restarting(3, "netback");
+    backend.sync(&mut sim);
+    assert_eq!(backend.attach_session(), Some(3));
+    sim.list_restarted(3, 12, "netback");
+    backend.sync(&mut sim);
+    sim.attach.clear();
+    write_out(&sim, 3, b"back\n");
+    poke(&mut backend, &mut sim, 3);
+    assert_eq!(sim.attach, b"back\n");
+    backend.attach_input(&mut sim, b"x");
+    assert_eq!(read_in(&sim, 3), b"x");
+}
+
+#[test]
+fn a_client_that_does_not_read_stalls_nothing() {
+    use crate::attach::OUTPUT_MAX;
+    use crate::backend::DROP_REPORT_TICKS;
+    let mut sim = Sim::new();
+    sim.list(3, 0, 8, "guest");
+    let mut backend = started(&mut sim);
+    sim.attach_room = Some(0);
+    backend.attach_input(&mut sim, b"attach guest\n");
+    sim.take_lines();
+    // The domain writes far more than the queue holds: every ring-full is still consumed
+    // (the domain never waits) and printed on the first UART.
+    let chunk = [b'y'; 1000];
+    for _ in 0..40 {
+        write_out(&sim, 3, &chunk);
+        poke(&mut backend, &mut sim, 3);
+    }
+    assert_eq!(
+        sim.pages[&3].load_u32(OUTPUT.cons_offset),
+        sim.pages[&3].load_u32(OUTPUT.prod_offset)
+    );
+    assert!(sim.attach.is_empty());
+    let dropped = 40_000 + "ok guest\n".len() as u64 - OUTPUT_MAX as u64;
+    assert_eq!(backend.attach_dropped(), dropped);
+    // Reported on the first UART, at most once in DROP_REPORT_TICKS.
+    sim.uart.clear();
+    backend.tick(&mut sim);
+    let report = format!(
+        "[console] xl console: {dropped} bytes of output dropped (the client is not reading)"
+    );
+    assert!(String::from_utf8_lossy(&sim.uart).contains(&report));
+    write_out(&sim, 3, &chunk);
+    poke(&mut backend, &mut sim, 3);
+    sim.uart.clear();
+    for _ in 0..DROP_REPORT_TICKS - 1 {
+        backend.tick(&mut sim);
+    }
+    assert!(!String::from_utf8_lossy(&sim.uart).contains("dropped"));
+    backend.tick(&mut sim);
+    assert!(String::from_utf8_lossy(&sim.uart).contains("1000 bytes of output dropped"));
+    // The client reads again: the queue drains in order, starting with the answer.
+    sim.attach_room = None;
+    backend.tick(&mut sim);
+    assert_eq!(sim.attach.len(), OUTPUT_MAX);
+    assert!(sim.attach.starts_with(b"ok guest\nyyy"));
+}
