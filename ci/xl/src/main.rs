@@ -11,9 +11,9 @@
 //! xl console DOMAIN
 //! ```
 //!
-//! `xl console` shares the serial line `cargo xtask run` watches (its second socket,
-//! `target/xtask/console.sock`): it types `attach DOMAIN` to the console domain, which then
-//! sends that domain what is typed, and shows what that domain prints.
+//! `xl console` is the domain's console, raw both ways (Ctrl-] leaves), through the console
+//! domain's attach line: the machine's second serial port, which `cargo xtask run` opens as
+//! the unix socket `target/xtask/attach.sock` (see `console.rs`).
 //!
 //! DOMAIN is a name or a domain id. The socket is `target/xtask/mgmt.sock` of this
 //! workspace unless `--socket` or `XL_SOCKET` names another.
@@ -27,6 +27,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use control::mgmt::{self, Action, CreatePlan, Deframer, DomainRow, Request, Response, DATA_CHUNK};
 
+mod console;
+
 #[derive(Parser)]
 #[command(
     name = "xl",
@@ -36,10 +38,10 @@ struct Cli {
     /// The management channel's socket (default: target/xtask/mgmt.sock of this workspace).
     #[arg(long, env = "XL_SOCKET")]
     socket: Option<PathBuf>,
-    /// The shared serial console's socket, for `xl console` (default:
-    /// target/xtask/console.sock of this workspace).
-    #[arg(long, env = "XL_CONSOLE_SOCKET")]
-    console_socket: Option<PathBuf>,
+    /// The console domain's attach line (the machine's COM2), for `xl console` (default:
+    /// target/xtask/attach.sock of this workspace).
+    #[arg(long, env = "XL_ATTACH_SOCKET")]
+    attach_socket: Option<PathBuf>,
     /// The system file the running system booted from, for `create`'s disks and vifs
     /// (default: the one `cargo xtask run` recorded in target/xtask/system).
     #[arg(long, env = "XL_SYSTEM")]
@@ -92,8 +94,8 @@ enum Command {
     Pause { domain: String },
     /// Let a paused domain run again.
     Unpause { domain: String },
-    /// Type into a domain's console and see what it prints; Ctrl-] and Enter leaves (end of
-    /// input too, after a few quiet seconds).
+    /// A domain's console, raw both ways (on a terminal, in raw mode); Ctrl-] leaves. Without
+    /// a terminal, the end of input leaves too, once the output has been quiet for 2 s.
     Console { domain: String },
     /// The microvisor's recent log.
     Dmesg,
@@ -186,8 +188,8 @@ fn default_socket() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/mgmt.sock")
 }
 
-fn default_console_socket() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/console.sock")
+fn default_attach_socket() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/xtask/attach.sock")
 }
 
 fn main() {
@@ -287,62 +289,12 @@ fn run(cli: Cli) -> Result<()> {
             else {
                 bail!("no domain is named or numbered `{domain}` (`xl list` shows the domains)");
             };
-            let socket = cli.console_socket.unwrap_or_else(default_console_socket);
-            console(&socket, &row.name)?;
+            let socket = cli.attach_socket.unwrap_or_else(default_attach_socket);
+            // The management channel is not needed while the console is open.
+            drop(channel);
+            console::run(&socket, &row.name)?;
         }
     }
-    Ok(())
-}
-
-/// `xl console`: the console domain's `attach NAME` on the shared serial line (it sends that
-/// domain the keyboard); shows that domain's lines without their `[NAME] ` label, and the
-/// console domain's own lines about it.
-fn console(socket: &Path, name: &str) -> Result<()> {
-    const DETACH: u8 = 0x1d;
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the serial console at {}: start the system with `cargo xtask run`, or give --console-socket",
-            socket.display()
-        )
-    })?;
-    stream.write_all(format!("attach {name}\n").as_bytes())?;
-    let reader = stream.try_clone()?;
-    let label = format!("[{name}] ");
-    let name_owned = name.to_string();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(reader);
-        let mut line = Vec::new();
-        while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\r', '\n']);
-            if let Some(rest) = text.strip_prefix(&label) {
-                println!("{rest}");
-            } else if text.starts_with("[console] ") && text.contains(&name_owned) {
-                println!("{text}");
-            }
-            line.clear();
-        }
-    });
-    let stdin = std::io::stdin();
-    let mut input = Vec::new();
-    loop {
-        input.clear();
-        use std::io::BufRead;
-        let n = stdin.lock().read_until(b'\n', &mut input)?;
-        if n == 0 {
-            // End of input: give the domain a moment to answer, then leave.
-            std::thread::sleep(Duration::from_secs(4));
-            break;
-        }
-        if let Some(at) = input.iter().position(|&b| b == DETACH) {
-            stream.write_all(&input[..at])?;
-            break;
-        }
-        stream.write_all(&input)?;
-    }
-    stream.write_all(&[DETACH])?;
-    std::thread::sleep(Duration::from_millis(200));
     Ok(())
 }
 
@@ -566,5 +518,22 @@ fn create(channel: &mut Channel, file: &Path, system: Option<&Path>) -> Result<(
             Ok(())
         }
         other => bail!("unexpected answer to create: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn console_takes_a_domain_and_the_attach_socket() {
+        let cli = Cli::try_parse_from(["xl", "--attach-socket", "/tmp/a.sock", "console", "linux"])
+            .unwrap();
+        assert_eq!(cli.attach_socket, Some(PathBuf::from("/tmp/a.sock")));
+        assert!(matches!(cli.command, Command::Console { ref domain } if domain == "linux"));
+        assert!(Cli::try_parse_from(["xl", "console"]).is_err());
+        assert!(Cli::try_parse_from(["xl", "--console-socket", "/x", "console", "linux"]).is_err());
+        assert!(default_attach_socket().ends_with("target/xtask/attach.sock"));
     }
 }

@@ -61,9 +61,15 @@ impl Workspace {
         self.xtask_dir().join("mgmt.sock")
     }
 
-    /// The unix socket where `cargo xtask run` shares the serial console with `xl console`.
+    /// The unix socket where `cargo xtask run` shares the serial console (COM1).
     pub fn console_socket(&self) -> PathBuf {
         self.xtask_dir().join("console.sock")
+    }
+
+    /// The unix socket of the second serial port (COM2), the console domain's attach line:
+    /// where `xl console` connects by default.
+    pub fn attach_socket(&self) -> PathBuf {
+        self.xtask_dir().join("attach.sock")
     }
 
     /// Where `cargo xtask linux` keeps Debian's kernel and the initramfs built for it.

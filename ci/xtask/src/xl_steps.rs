@@ -11,12 +11,12 @@ use control::mgmt::{self, Deframer, Request, Response};
 
 use crate::serial::Emit;
 
-/// The scenario's sockets (the management channel and the shared serial console) and the
-/// system file it booted (for `xl create`'s disks and vifs).
+/// The scenario's sockets (the management channel and the console domain's attach line on
+/// COM2, for `xl console`) and the system file it booted (for `xl create`'s disks and vifs).
 #[derive(Clone, Copy)]
 pub struct Sockets<'a> {
     pub mgmt: &'a Path,
-    pub console: &'a Path,
+    pub attach: &'a Path,
     pub system: &'a Path,
 }
 
@@ -175,8 +175,8 @@ pub fn output(
     let mut child = std::process::Command::new(xl)
         .arg("--socket")
         .arg(sockets.mgmt)
-        .arg("--console-socket")
-        .arg(sockets.console)
+        .arg("--attach-socket")
+        .arg(sockets.attach)
         .arg("--system")
         .arg(sockets.system)
         .args(args)

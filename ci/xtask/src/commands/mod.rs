@@ -148,6 +148,25 @@ pub fn mgmt_args(socket: &Path) -> Vec<std::ffi::OsString> {
     ]
 }
 
+/// QEMU arguments giving the machine a second serial port (COM2, I/O ports 0x2f8-0x2ff)
+/// whose far end is a unix socket at `socket` (QEMU listens, one client at a time; output
+/// while nobody is connected is dropped): the console domain's attach line, which `xl
+/// console` connects to.
+pub fn attach_args(socket: &Path) -> Vec<std::ffi::OsString> {
+    // A stale socket of an earlier run would make QEMU's listen fail.
+    let _ = std::fs::remove_file(socket);
+    let mut chardev = std::ffi::OsString::from("socket,id=attach,server=on,wait=off,path=");
+    chardev.push(socket);
+    // The first `-serial` (stdio, in every machine's standard arguments) is COM1; this one
+    // is COM2.
+    vec![
+        "-chardev".into(),
+        chardev,
+        "-serial".into(),
+        "chardev:attach".into(),
+    ]
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on just now (the kernel's pick).
 pub fn free_port() -> Result<u16> {
     use anyhow::Context;

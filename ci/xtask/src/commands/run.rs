@@ -103,10 +103,11 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
         std::fs::write(&recorded, absolute.display().to_string())
             .with_context(|| format!("could not write {}", recorded.display()))?;
         eprintln!(
-            "xtask: the control domain's management channel is {} (PCI 00:{}), the serial console is shared on {}: in another terminal, `cargo run -q -p xl -- list`",
+            "xtask: the control domain's management channel is {} (PCI 00:{}), the serial console is shared on {}, COM2 (the console domain's attach line) is {}: in another terminal, `cargo run -q -p xl -- list`, `cargo run -q -p xl -- console NAME`",
             workspace.mgmt_socket().display(),
             commands::MGMT_PCI_SLOT,
-            workspace.console_socket().display()
+            workspace.console_socket().display(),
+            workspace.attach_socket().display()
         );
     }
     // What is typed on the terminal goes to the serial console (a line at a time, as the
@@ -129,6 +130,7 @@ pub fn run(workspace: &Workspace, args: RunArgs) -> Result<ExitCode> {
                 args.extend(commands::nic_args(&forwards));
                 if packed.control {
                     args.extend(commands::mgmt_args(&workspace.mgmt_socket()));
+                    args.extend(commands::attach_args(&workspace.attach_socket()));
                 }
                 args
             },

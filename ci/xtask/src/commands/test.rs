@@ -282,7 +282,9 @@ pub fn run_scenario(
         std::fs::create_dir_all(&scratch)?;
         let socket = scratch.join("mgmt.sock");
         let console = scratch.join("console.sock");
+        let attach = scratch.join("attach.sock");
         extra_args.extend(commands::mgmt_args(&socket));
+        extra_args.extend(commands::attach_args(&attach));
         console_socket = Some(console.clone());
         let steps = xl.steps.clone();
         let binary = crate::xl_steps::binary(&workspace.release_dir());
@@ -296,7 +298,7 @@ pub fn run_scenario(
             run: std::sync::Arc::new(move |emit| {
                 let sockets = crate::xl_steps::Sockets {
                     mgmt: &socket,
-                    console: &console,
+                    attach: &attach,
                     system: &system_file,
                 };
                 crate::xl_steps::run(&steps, &binary, sockets, &dir, &lines, emit)

@@ -76,7 +76,7 @@ fn boot_task(xl: PathBuf, sockets: (PathBuf, PathBuf), dir: PathBuf) -> HostTask
         run: Arc::new(move |emit| {
             let sockets = xl_steps::Sockets {
                 mgmt: &sockets.0,
-                console: &sockets.1,
+                attach: &sockets.1,
                 system: &system,
             };
             let xl = |args: &[&str], emit: &mut dyn FnMut(String)| {
@@ -151,6 +151,8 @@ pub fn bench_create(
     let scratch = workspace.xtask_dir().join("bench-create");
     std::fs::create_dir_all(&scratch)?;
     let (mgmt, console) = (scratch.join("mgmt.sock"), scratch.join("console.sock"));
+    // No `xl console` here: the machine has no COM2, nothing listens on this socket.
+    let attach = scratch.join("attach.sock");
     let dir = system_file
         .parent()
         .expect("a file has a directory")
@@ -182,7 +184,7 @@ pub fn bench_create(
             stop_when: Some(Regex::new(DONE)?),
             task: Some(boot_task(
                 xl.clone(),
-                (mgmt.clone(), console.clone()),
+                (mgmt.clone(), attach.clone()),
                 dir.clone(),
             )),
             console_socket: Some(console.clone()),
