@@ -200,7 +200,7 @@ pub fn output(
 }
 
 /// Sends what no `xl` sends: noise, a frame whose checksum is wrong, a length over the
-/// limit followed by a quiet second, then a good `list`; reports the answers.
+/// limit, a stalled frame the control domain gives up after 5 quiet seconds, then a good `list`; reports the answers.
 fn garble(socket: &Path, emit: Emit) {
     let result = (|| -> std::io::Result<String> {
         let mut stream = UnixStream::connect(socket)?;
@@ -212,13 +212,13 @@ fn garble(socket: &Path, emit: Emit) {
         let mut huge = mgmt::MAGIC.to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         stream.write_all(&huge)?;
-        // A frame that claims a valid length and never completes: dropped after a quiet
-        // second.
+        // A frame that claims a valid length and never completes: dropped after 5 quiet
+        // seconds (control's QUIET_NS).
         let mut stalled = mgmt::MAGIC.to_vec();
         stalled.extend_from_slice(&1000u32.to_le_bytes());
         stalled.extend_from_slice(b"only a few bytes");
         stream.write_all(&stalled)?;
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(6500));
         stream.write_all(&mgmt::frame(&Request::List))?;
         let mut deframer = Deframer::new();
         let mut errors = Vec::new();

@@ -369,7 +369,7 @@ mod tests {
     proptest! {
         /// Whatever comes on the channel, the deframer never panics and holds at most one
         /// frame's worth of bytes; once the partial frame is given up (the control domain
-        /// does so after a quiet second), the next good frame arrives.
+        /// does so after 5 quiet seconds), the next good frame arrives.
         #[test]
         fn any_noise_then_a_frame(noise in proptest::collection::vec(any::<u8>(), 0..600)) {
             let mut d = Deframer::new();
