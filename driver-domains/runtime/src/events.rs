@@ -490,7 +490,13 @@ pub fn wait_since(gen: u64, deadline: Option<u64>) -> Wake {
             continue;
         }
         if let Some(deadline) = deadline {
-            hypercall::set_singleshot_timer(deadline);
+            // A timer still pending for this deadline or before it wakes this wait in time
+            // (an earlier one only makes it look again): a backend waiting with a timeout
+            // after every request saves a hypercall a wait.
+            let set_for = hypercall::singleshot_timer_set_for();
+            if set_for == 0 || set_for > deadline || set_for <= time::now_ns() {
+                hypercall::set_singleshot_timer(deadline);
+            }
         }
         block_once();
         if delivery() == Delivery::None {

@@ -196,6 +196,20 @@ pub fn vcpu_is_up(vcpu: u32) -> i64 {
     unsafe { raw(VCPU_OP, VCPUOP_IS_UP, u64::from(vcpu), 0, 0, 0) }
 }
 
+/// Per vCPU: the system time its single-shot timer was last set for through
+/// [`set_singleshot_timer`] (0: none, or stopped). A set timer fires once, so a value in
+/// the past means nothing is pending.
+static TIMER_SET_FOR: [core::sync::atomic::AtomicU64;
+    microvisor_abi::manifest::MAX_VCPUS as usize] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; microvisor_abi::manifest::MAX_VCPUS as usize];
+
+/// Where the calling vCPU's single-shot timer was last set for (0: none).
+pub fn singleshot_timer_set_for() -> u64 {
+    TIMER_SET_FOR
+        .get(crate::smp::current_vcpu() as usize)
+        .map_or(0, |at| at.load(core::sync::atomic::Ordering::Relaxed))
+}
+
 /// `vcpu_op(VCPUOP_set_singleshot_timer, current vCPU, {abs_ns, flags: 0})`: wakes the
 /// calling vCPU from `sched_block` at system time `abs_ns` (at once if already past).
 pub fn set_singleshot_timer(abs_ns: u64) -> i64 {
@@ -205,6 +219,9 @@ pub fn set_singleshot_timer(abs_ns: u64) -> i64 {
         _pad: 0,
     };
     let vcpu = crate::smp::current_vcpu();
+    if let Some(at) = TIMER_SET_FOR.get(vcpu as usize) {
+        at.store(abs_ns, core::sync::atomic::Ordering::Relaxed);
+    }
     // SAFETY: the microvisor reads the 16-byte struct, which lives on this stack frame.
     unsafe {
         raw(
@@ -221,6 +238,9 @@ pub fn set_singleshot_timer(abs_ns: u64) -> i64 {
 /// `vcpu_op(VCPUOP_stop_singleshot_timer, current vCPU)`.
 pub fn stop_singleshot_timer() -> i64 {
     let vcpu = crate::smp::current_vcpu();
+    if let Some(at) = TIMER_SET_FOR.get(vcpu as usize) {
+        at.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
     // SAFETY: no pointer argument.
     unsafe {
         raw(
