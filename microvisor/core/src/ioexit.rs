@@ -6,9 +6,17 @@
 //! (one-hot 16/32/64 bits), bits 10-12 the segment of a string operand, bits 16-31 the port.
 //! EXITINFO2 holds the RIP of the next instruction.
 //!
-//! Xen's rule for ports no device model claims, which we follow: reads return all ones,
-//! writes are dropped. A probe (PCI conf1 at 0xcf8, the PIT, the PIC, i8042, a UART) is not
+//! Xen's rule for ports no device model claims, which we follow: reads return all ones
+//! (except the PIT's channel 2 counter, see [`PIT_CHANNEL2`]), writes are dropped. A probe (PCI conf1 at 0xcf8, the PIT, the PIC, i8042, a UART) is not
 //! an attack, so it does not crash the domain.
+
+/// The counter of the PIT's channel 2, which nobody owns here. Reading it answers 0, not
+/// all ones: Linux's `quick_pit_calibrate` (run when it knows the TSC's rate but not the
+/// CPU's, as on an AMD CPU with Xen's time ABI) waits for the counter's high byte to leave
+/// 0xff and reads all ones 50,000 times, twice, before giving up: about 100,000 exits and
+/// 2 s of a boot under nested emulation. With 0 it gives up after a few reads, and takes
+/// the TSC's rate, as it does after the long loop.
+pub const PIT_CHANNEL2: u16 = 0x42;
 
 /// One decoded I/O instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,13 +70,19 @@ impl IoAccess {
         }
     }
 
-    /// RAX after an IN from an unclaimed port: the low `size` bytes all ones, the rest of
-    /// EAX kept for 8- and 16-bit reads; a 32-bit read clears bits 63:32 as hardware does.
+    /// RAX after an IN from an unclaimed port: the low `size` bytes all ones (0 for
+    /// [`PIT_CHANNEL2`]), the rest of EAX kept for 8- and 16-bit reads; a 32-bit read clears
+    /// bits 63:32 as hardware does.
     pub fn unclaimed_in_rax(&self, rax: u64) -> u64 {
+        let fill = if self.port == PIT_CHANNEL2 {
+            0
+        } else {
+            u64::MAX
+        };
         match self.size {
-            1 => (rax & !0xff) | 0xff,
-            2 => (rax & !0xffff) | 0xffff,
-            _ => 0xffff_ffff,
+            1 => (rax & !0xff) | (fill & 0xff),
+            2 => (rax & !0xffff) | (fill & 0xffff),
+            _ => fill & 0xffff_ffff,
         }
     }
 
@@ -117,6 +131,16 @@ mod tests {
         assert_eq!(
             access.unclaimed_in_rax(0x1234_5678_9abc_def0),
             0x1234_5678_9abc_deff
+        );
+    }
+
+    #[test]
+    fn pit_channel2_reads_zero() {
+        let inb = IoAccess::decode((0x42 << 16) | (1 << 4) | (1 << 9) | 1).unwrap();
+        assert_eq!((inb.port, inb.size), (PIT_CHANNEL2, 1));
+        assert_eq!(
+            inb.unclaimed_in_rax(0x1234_5678_9abc_def0),
+            0x1234_5678_9abc_de00
         );
     }
 
